@@ -1,0 +1,90 @@
+// A client for one registry over the OCI distribution API. Thread-safe: the
+// FUSE threads share one Client per registry. Handles authentication (anonymous,
+// Basic, bearer tokens cached per scope), retries of 429/5xx/resets with
+// jittered backoff honouring Retry-After, a deadline on every request, plain
+// HTTP fallback for loopback registries, and blob redirects (no Authorization
+// is ever sent to another host). Content is verified: manifests against the
+// digest asked for or Docker-Content-Digest.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "registry/credentials.h"
+
+namespace regfs::registry {
+
+struct ClientOptions {
+  std::string registry;  // canonical name: "localhost:5000", "docker.io"
+  // Allow plain HTTP and unverified TLS. Loopback registries may always fall
+  // back to plain HTTP.
+  bool insecure = false;
+  std::string ca_cert;  // extra CA bundle file, empty for none
+  std::chrono::milliseconds connect_timeout{10'000};
+  // Deadline of a request with no body stream (ping, manifests, lists).
+  std::chrono::milliseconds request_timeout{30'000};
+  // A streaming blob transfer fails if no byte arrives for this long.
+  std::chrono::milliseconds stall_timeout{30'000};
+  int max_attempts = 4;  // tries of a retryable request, the first included
+  std::shared_ptr<const CredentialStore> credentials;  // null: anonymous
+};
+
+struct ManifestHead {
+  std::string digest;  // from Docker-Content-Digest (or the digest asked for)
+  std::string media_type;
+  int64_t size = 0;
+};
+
+struct ManifestData {
+  std::string bytes;  // exactly as served
+  std::string media_type;
+  std::string digest;  // verified sha256 of bytes
+};
+
+// Receives blob bytes in order; returns false to stop the transfer.
+using BodySink = std::function<bool(const char* data, size_t size)>;
+
+class Client {
+ public:
+  explicit Client(ClientOptions options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  const std::string& registry() const;
+
+  // GET /v2/. Throws Error(kUnavailable/kTimeout) when unreachable. A 401
+  // that the auth flow cannot pass is not an error here (the registry is up).
+  void ping();
+
+  // HEAD /v2/<repo>/manifests/<reference>. Resolves a tag without a GET
+  // (Docker Hub counts GETs against pull limits).
+  ManifestHead head_manifest(std::string_view repository, std::string_view reference);
+  // GET of a manifest or index, verified: against `reference` if it is a
+  // digest, else against Docker-Content-Digest when the registry sends it.
+  ManifestData get_manifest(std::string_view repository, std::string_view reference);
+
+  // GET /v2/<repo>/blobs/<digest>, bytes [offset, offset+length) to `sink`
+  // (length 0: to the end). Uses HTTP Range when offset or length is set;
+  // follows redirects without credentials. A transfer interrupted by a reset
+  // resumes from the last byte delivered. The caller verifies the digest.
+  void get_blob(std::string_view repository, std::string_view digest,
+                uint64_t offset, uint64_t length, const BodySink& sink);
+
+  // GET /v2/_catalog, every page. Throws Error(kUnsupported) if the registry
+  // does not serve a catalog (404, or 401/403 for this client).
+  std::vector<std::string> catalog();
+  // GET /v2/<repo>/tags/list, every page. Error(kNotFound) if no repository.
+  std::vector<std::string> list_tags(std::string_view repository);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace regfs::registry

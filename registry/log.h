@@ -1,0 +1,39 @@
+// Level-gated logging: LOG(kInfo) << "Cannot fetch ..." << reason;
+// One line per event, to stderr or to the file set by set_log_file().
+// Never pass secrets (passwords, tokens, Authorization headers) to it.
+#pragma once
+
+#include <sstream>
+#include <string>
+
+namespace regfs::log {
+
+enum Level { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3 };
+
+void set_level(Level level);
+Level level();
+// Sends later lines to `path` (appended); empty restores stderr.
+void set_log_file(const std::string& path);
+void write(Level level, const std::string& line);
+
+class Line {
+ public:
+  explicit Line(Level level) : level_(level) {}
+  ~Line() { write(level_, stream_.str()); }
+  template <typename T>
+  Line& operator<<(const T& value) {
+    stream_ << value;
+    return *this;
+  }
+
+ private:
+  Level level_;
+  std::ostringstream stream_;
+};
+
+}  // namespace regfs::log
+
+#define LOG(level)                                       \
+  if (::regfs::log::level < ::regfs::log::level()) {     \
+  } else                                                 \
+    ::regfs::log::Line(::regfs::log::level)
