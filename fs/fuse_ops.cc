@@ -1,1 +1,438 @@
-// stub
+#include "fs/fuse_ops.h"
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <ctime>
+
+#include "fs/errno_map.h"
+#include "fs/inode_table.h"
+#include "registry/log.h"
+
+namespace regfs::fs {
+namespace {
+
+constexpr double kImmutableTimeout = 86400.0;
+constexpr double kNegativeTimeout = 1.0;
+
+struct MountState {
+  Served served;
+  std::unique_ptr<InodeTable> inodes;
+  double ttl = 30.0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  timespec mount_time{};
+};
+
+struct FileHandle {
+  std::shared_ptr<const std::string> bytes;
+  int fd = -1;
+  ~FileHandle() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+struct DirHandle {
+  std::vector<NodePtr> entries;
+};
+
+MountState& state_of(fuse_req_t req) {
+  return *static_cast<MountState*>(fuse_req_userdata(req));
+}
+
+// Runs `body`, which replies on success; any exception becomes the errno reply.
+template <typename Body>
+void guarded(fuse_req_t req, const char* operation, Body&& body) {
+  try {
+    body();
+  } catch (...) {
+    fuse_reply_err(req, current_exception_to_errno(operation));
+  }
+}
+
+NodePtr node_or_throw(MountState& s, fuse_ino_t ino) {
+  auto node = s.inodes->get(ino);
+  if (!node) throw registry::Error(registry::ErrorKind::kNotFound, "stale inode");
+  return node;
+}
+
+struct stat to_stat(MountState& s, fuse_ino_t ino, const Attr& attr) {
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_mode = attr.mode;
+  st.st_nlink = attr.nlink;
+  st.st_size = static_cast<off_t>(attr.size);
+  st.st_blocks = static_cast<blkcnt_t>((attr.size + 511) / 512);
+  st.st_blksize = 1 << 20;
+  st.st_uid = s.uid;
+  st.st_gid = s.gid;
+  st.st_atim = st.st_mtim = st.st_ctim = s.mount_time;
+  return st;
+}
+
+double timeout_of(MountState& s, const Node& node) {
+  return node.immutable() ? kImmutableTimeout : s.ttl;
+}
+
+// Fills `e` for a positive entry and counts the lookup.
+fuse_entry_param entry_of(MountState& s, const NodePtr& node, const Attr& attr) {
+  fuse_entry_param e{};
+  e.ino = s.inodes->add_lookup(node);
+  e.generation = 0;
+  e.attr = to_stat(s, e.ino, attr);
+  e.attr_timeout = e.entry_timeout = timeout_of(s, *node);
+  return e;
+}
+
+void op_init(void* userdata, fuse_conn_info* conn) {
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  LOG(kInfo) << "Mount ready";
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto& s = state_of(req);
+  guarded(req, "lookup", [&] {
+    auto dir = node_or_throw(s, parent);
+    auto node = s.served.tree->lookup(*dir, name);
+    if (!node) {
+      fuse_entry_param e{};
+      e.entry_timeout = kNegativeTimeout;
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    auto attr = s.served.tree->attr(*node);
+    auto e = entry_of(s, node, attr);
+    if (fuse_reply_entry(req, &e) != 0) s.inodes->forget(e.ino, 1);
+  });
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  state_of(req).inodes->forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  auto& s = state_of(req);
+  for (size_t i = 0; i < count; ++i) s.inodes->forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  auto& s = state_of(req);
+  guarded(req, "getattr", [&] {
+    auto node = node_or_throw(s, ino);
+    auto st = to_stat(s, ino, s.served.tree->attr(*node));
+    fuse_reply_attr(req, &st, timeout_of(s, *node));
+  });
+}
+
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto& s = state_of(req);
+  guarded(req, "opendir", [&] {
+    auto node = node_or_throw(s, ino);
+    auto handle = std::make_unique<DirHandle>();
+    handle->entries = s.served.tree->list(*node);
+    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    fi->cache_readdir = node->immutable();
+    fi->keep_cache = node->immutable();
+    if (fuse_reply_open(req, fi) == 0) handle.release();
+  });
+}
+
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi,
+                bool plus) {
+  auto& s = state_of(req);
+  auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+  std::string buffer(size, '\0');
+  size_t used = 0;
+  auto total = static_cast<off_t>(handle->entries.size()) + 2;
+  for (off_t i = offset; i < total; ++i) {
+    char* at = buffer.data() + used;
+    size_t room = size - used;
+    size_t need;
+    if (i < 2) {
+      struct stat st {};
+      st.st_ino = ino;
+      st.st_mode = S_IFDIR;
+      const char* name = i == 0 ? "." : "..";
+      if (plus) {
+        fuse_entry_param e{};
+        e.attr = st;
+        need = fuse_add_direntry_plus(req, at, room, name, &e, i + 1);
+      } else {
+        need = fuse_add_direntry(req, at, room, name, &st, i + 1);
+      }
+    } else {
+      const auto& node = handle->entries[static_cast<size_t>(i - 2)];
+      if (plus) {
+        Attr attr;
+        try {
+          attr = s.served.tree->attr(*node);
+        } catch (...) {
+          int err = current_exception_to_errno("readdirplus");
+          if (used == 0) {
+            fuse_reply_err(req, err);
+            return;
+          }
+          break;
+        }
+        auto e = entry_of(s, node, attr);
+        need = fuse_add_direntry_plus(req, at, room, node->name.c_str(), &e, i + 1);
+        if (need > room) s.inodes->forget(e.ino, 1);
+      } else {
+        struct stat st {};
+        st.st_mode = node->is_dir() ? S_IFDIR : S_IFREG;
+        need = fuse_add_direntry(req, at, room, node->name.c_str(), &st, i + 1);
+      }
+    }
+    if (need > room) break;
+    used += need;
+  }
+  fuse_reply_buf(req, buffer.data(), used);
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, fi, false);
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  do_readdir(req, ino, size, off, fi, true);
+}
+
+void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<DirHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto& s = state_of(req);
+  guarded(req, "open", [&] {
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
+    auto node = node_or_throw(s, ino);
+    auto opened = s.served.tree->open(*node);
+    auto handle = std::make_unique<FileHandle>();
+    handle->bytes = opened.bytes;
+    if (!opened.bytes) {
+      handle->fd = ::open(opened.path.c_str(), O_RDONLY | O_CLOEXEC);
+      if (handle->fd < 0) {
+        throw std::system_error(errno, std::generic_category(),
+                                "Cannot open cached blob " + opened.path.string());
+      }
+    }
+    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    fi->keep_cache = node->immutable();
+    if (fuse_reply_open(req, fi) == 0) handle.release();
+  });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  if (handle->bytes) {
+    const std::string& bytes = *handle->bytes;
+    if (off >= static_cast<off_t>(bytes.size())) {
+      fuse_reply_buf(req, nullptr, 0);
+      return;
+    }
+    size_t n = std::min(size, bytes.size() - static_cast<size_t>(off));
+    fuse_reply_buf(req, bytes.data() + off, n);
+    return;
+  }
+  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
+  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+  buf.buf[0].fd = handle->fd;
+  buf.buf[0].pos = off;
+  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+}
+
+void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<FileHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto& s = state_of(req);
+  guarded(req, "getxattr", [&] {
+    auto value = s.served.tree->xattr(*node_or_throw(s, ino), name);
+    if (!value) {
+      fuse_reply_err(req, ENODATA);
+    } else if (size == 0) {
+      fuse_reply_xattr(req, value->size());
+    } else if (size < value->size()) {
+      fuse_reply_err(req, ERANGE);
+    } else {
+      fuse_reply_buf(req, value->data(), value->size());
+    }
+  });
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto& s = state_of(req);
+  guarded(req, "listxattr", [&] {
+    std::string names;
+    for (auto& name : s.served.tree->xattr_names(*node_or_throw(s, ino))) {
+      names += name;
+      names.push_back('\0');
+    }
+    if (size == 0) {
+      fuse_reply_xattr(req, names.size());
+    } else if (size < names.size()) {
+      fuse_reply_err(req, ERANGE);
+    } else {
+      fuse_reply_buf(req, names.data(), names.size());
+    }
+  });
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+  struct statvfs st {};
+  st.f_bsize = 4096;
+  st.f_frsize = 4096;
+  st.f_namemax = NAME_MAX;
+  fuse_reply_statfs(req, &st);
+}
+
+// Remote content is read-only until pushing lands (SPEC §4): every change is EROFS.
+void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { fuse_reply_err(req, EROFS); }
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
+  fuse_reply_err(req, EROFS);
+}
+void op_unlink(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
+  fuse_reply_err(req, EROFS);
+}
+void op_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int) {
+  fuse_reply_err(req, EROFS);
+}
+void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+void op_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
+  fuse_reply_err(req, EROFS);
+}
+void op_setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
+  fuse_reply_err(req, EROFS);
+}
+void op_removexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+
+fuse_lowlevel_ops make_operations() {
+  fuse_lowlevel_ops ops{};
+  ops.init = op_init;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.forget_multi = op_forget_multi;
+  ops.getattr = op_getattr;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
+  ops.releasedir = op_releasedir;
+  ops.open = op_open;
+  ops.read = op_read;
+  ops.release = op_release;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  ops.statfs = op_statfs;
+  ops.mkdir = op_mkdir;
+  ops.mknod = op_mknod;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_unlink;
+  ops.symlink = op_symlink;
+  ops.rename = op_rename;
+  ops.link = op_link;
+  ops.create = op_create;
+  ops.setattr = op_setattr;
+  ops.setxattr = op_setxattr;
+  ops.removexattr = op_removexattr;
+  return ops;
+}
+
+// RAII for the libfuse handles, torn down in reverse order.
+struct SessionDeleter {
+  void operator()(fuse_session* se) const { fuse_session_destroy(se); }
+};
+struct LoopConfigDeleter {
+  void operator()(fuse_loop_config* cfg) const { fuse_loop_cfg_destroy(cfg); }
+};
+
+std::vector<std::string> fuse_arguments(const MountOptions& options) {
+  std::string fsname = "regfs" + (options.registry.empty() ? "" : ":" + options.registry);
+  std::vector<std::string> args = {"regfs", "-o", "fsname=" + fsname, "-o", "subtype=regfs"};
+  bool allow_other = false;
+  for (const auto& option : options.fuse_options) {
+    args.push_back("-o");
+    args.push_back(option);
+    if (option == "allow_other") allow_other = true;
+  }
+  if (allow_other) {
+    args.push_back("-o");
+    args.push_back("default_permissions");
+    LOG(kWarning) << "allow_other: other users can read what this mount shows, private images "
+                     "included";
+  }
+  return args;
+}
+
+}  // namespace
+
+int mount_and_serve(const MountOptions& options, const std::function<Served()>& build) {
+  auto arg_strings = fuse_arguments(options);
+  std::vector<char*> argv;
+  for (auto& a : arg_strings) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  MountState state;
+  state.ttl = static_cast<double>(options.tag_ttl.count());
+  state.uid = ::getuid();
+  state.gid = ::getgid();
+  clock_gettime(CLOCK_REALTIME, &state.mount_time);
+
+  auto ops = make_operations();
+  std::unique_ptr<fuse_session, SessionDeleter> session(
+      fuse_session_new(&args, &ops, sizeof ops, &state));
+  fuse_opt_free_args(&args);
+  if (!session) {
+    std::fprintf(stderr, "regfs: Cannot start FUSE session: bad FUSE options\n");
+    return 1;
+  }
+  if (fuse_set_signal_handlers(session.get()) != 0) {
+    std::fprintf(stderr, "regfs: Cannot install signal handlers\n");
+    return 1;
+  }
+  if (fuse_session_mount(session.get(), options.mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(session.get());
+    std::fprintf(stderr, "regfs: Cannot mount on %s (is it a directory, and not mounted already?)\n",
+                 options.mountpoint.c_str());
+    return 1;
+  }
+  fuse_daemonize(options.foreground ? 1 : 0);
+  int rc = 0;
+  try {
+    state.served = build();
+    state.inodes = std::make_unique<InodeTable>(state.served.tree->root());
+    std::unique_ptr<fuse_loop_config, LoopConfigDeleter> loop(fuse_loop_cfg_create());
+    fuse_loop_cfg_set_clone_fd(loop.get(), 0);
+    fuse_loop_cfg_set_idle_threads(loop.get(), 8);
+    fuse_loop_cfg_set_max_threads(loop.get(), 32);
+    rc = fuse_session_loop_mt(session.get(), loop.get()) == 0 ? 0 : 1;
+  } catch (const std::exception& e) {
+    LOG(kError) << "Cannot serve the mount: " << e.what();
+    rc = 1;
+  }
+  fuse_session_unmount(session.get());
+  fuse_remove_signal_handlers(session.get());
+  LOG(kInfo) << "Unmounted " << options.mountpoint;
+  return rc;
+}
+
+}  // namespace regfs::fs

@@ -1,1 +1,53 @@
-// stub
+#include "fs/inode_table.h"
+
+#include <cstdlib>
+
+#include "registry/log.h"
+
+namespace regfs::fs {
+
+InodeTable::InodeTable(NodePtr root) {
+  by_ino_[kRootIno] = Entry{std::move(root), 1};
+}
+
+uint64_t InodeTable::add_lookup(const NodePtr& node) {
+  std::lock_guard lock(mutex_);
+  if (node->key == "/") return kRootIno;
+  auto [it, added] = by_key_.try_emplace(node->key, next_ino_);
+  if (added) {
+    by_ino_[next_ino_] = Entry{node, 0};
+    ++next_ino_;
+  }
+  auto& entry = by_ino_[it->second];
+  ++entry.nlookup;
+  return it->second;
+}
+
+NodePtr InodeTable::get(uint64_t ino) const {
+  std::lock_guard lock(mutex_);
+  auto it = by_ino_.find(ino);
+  return it == by_ino_.end() ? nullptr : it->second.node;
+}
+
+void InodeTable::forget(uint64_t ino, uint64_t count) {
+  if (ino == kRootIno) return;
+  std::lock_guard lock(mutex_);
+  auto it = by_ino_.find(ino);
+  if (it == by_ino_.end()) return;
+  if (it->second.nlookup < count) {
+    LOG(kError) << "Inode " << ino << " forgotten more often than looked up";
+    std::abort();
+  }
+  it->second.nlookup -= count;
+  if (it->second.nlookup == 0) {
+    by_key_.erase(it->second.node->key);
+    by_ino_.erase(it);
+  }
+}
+
+size_t InodeTable::size() const {
+  std::lock_guard lock(mutex_);
+  return by_ino_.size();
+}
+
+}  // namespace regfs::fs

@@ -1,1 +1,209 @@
-int main() { return 0; }
+// regfs: the command line. Thin: parses, checks what can be checked before
+// mounting (so a bad argument or an unreachable registry is one clear line
+// and a non-zero exit), then hands over to the FUSE glue.
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "fs/content.h"
+#include "fs/fuse_ops.h"
+#include "fs/options.h"
+#include "fs/tree.h"
+#include "registry/client.h"
+#include "registry/credentials.h"
+#include "registry/error.h"
+#include "registry/log.h"
+#include "registry/manifest.h"
+
+extern char** environ;
+
+namespace regfs::fs {
+namespace {
+
+constexpr const char* kUsage =
+    "Usage: regfs <command> [options]\n"
+    "\n"
+    "Container registries as directories.\n"
+    "\n"
+    "Commands:\n"
+    "  mount [OPTIONS] [REGISTRY] MOUNTPOINT   mount (returns once the mount is ready)\n"
+    "  umount MOUNTPOINT                       unmount\n"
+    "\n"
+    "  regfs --version | --help | <command> --help\n";
+
+constexpr const char* kMountUsage =
+    "Usage: regfs mount [OPTIONS] [REGISTRY] MOUNTPOINT\n"
+    "       regfs REGISTRY MOUNTPOINT -o OPTS      (the form mount.fuse3 runs)\n"
+    "\n"
+    "Shows REGISTRY (host[:port], e.g. localhost:5000, ghcr.io, docker.io) at MOUNTPOINT as\n"
+    "namespace/repo/tag/ directories, each an OCI image layout. Without REGISTRY, MOUNTPOINT\n"
+    "shows every registry by name (MOUNTPOINT/docker.io/library/alpine/...).\n"
+    "\n"
+    "Options (each also as -o name_with_underscores=VALUE):\n"
+    "  --cache-dir DIR        where fetched content lives ($XDG_CACHE_HOME/regfs or ~/.cache/regfs)\n"
+    "  --cache-size SIZE      bound for cached content, e.g. 512M, 20G (10G)\n"
+    "  --insecure REGISTRY    allow plain HTTP / unverified TLS for REGISTRY (repeatable)\n"
+    "  --ca-cert FILE         extra CA certificate to trust\n"
+    "  --auth-file FILE       credentials file (docker config.json format)\n"
+    "  --platform OS/ARCH[/VARIANT]  platform shown for multi-platform tags (the host's)\n"
+    "  --tag-ttl SECONDS      how long tag lists and tag answers are trusted (30)\n"
+    "  -f, --foreground       stay attached, log to stderr\n"
+    "  -d, --debug            log every request\n"
+    "  -o OPTS                the options above, and FUSE options such as allow_other\n";
+
+constexpr const char* kUmountUsage =
+    "Usage: regfs umount MOUNTPOINT\n"
+    "\n"
+    "Unmounts a regfs mount.\n";
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "regfs: %s\n", message.c_str());
+  return 1;
+}
+
+bool wants_help(const std::vector<std::string>& args) {
+  for (auto& a : args) {
+    if (a == "--help" || a == "-h") return true;
+  }
+  return false;
+}
+
+std::string absolute(const std::string& path) {
+  return path.empty() ? path : std::filesystem::absolute(path).lexically_normal().string();
+}
+
+registry::ClientOptions client_options(const MountOptions& options,
+                                       std::shared_ptr<const registry::CredentialStore> creds) {
+  registry::ClientOptions client;
+  client.registry = options.registry;
+  client.insecure = std::find(options.insecure.begin(), options.insecure.end(),
+                              options.registry) != options.insecure.end();
+  client.ca_cert = options.ca_cert;
+  client.credentials = std::move(creds);
+  return client;
+}
+
+int run_mount(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::fputs(kMountUsage, stdout);
+    return 0;
+  }
+  MountOptions options;
+  std::shared_ptr<const registry::CredentialStore> creds;
+  registry::Platform platform;
+  try {
+    options = parse_mount_args(args);
+    options.mountpoint = absolute(options.mountpoint);
+    options.cache_dir = absolute(options.cache_dir);
+    options.ca_cert = absolute(options.ca_cert);
+    options.auth_file = absolute(options.auth_file);
+    platform = options.platform.empty() ? registry::host_platform()
+                                        : registry::parse_platform(options.platform);
+    creds = registry::CredentialStore::load(options.auth_file);
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+  if (options.debug) log::set_level(log::kDebug);
+  struct stat st;
+  if (::stat(options.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return fail("Cannot mount on " + options.mountpoint + ": not a directory");
+  }
+  if (!options.ca_cert.empty() && ::access(options.ca_cert.c_str(), R_OK) != 0) {
+    return fail("Cannot read --ca-cert " + options.ca_cert + ": " + std::strerror(errno));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(options.cache_dir, ec);
+  if (ec) return fail("Cannot create cache directory " + options.cache_dir + ": " + ec.message());
+  ::chmod(options.cache_dir.c_str(), 0700);
+  if (!options.registry.empty()) {
+    try {
+      registry::Client(client_options(options, creds)).ping();
+    } catch (const std::exception& e) {
+      return fail(std::string("Cannot reach registry ") + options.registry + ": " + e.what());
+    }
+  }
+  if (!options.foreground) log::set_log_file(options.cache_dir + "/regfs.log");
+  return mount_and_serve(options, [&] {
+    ContentOptions content;
+    content.cache_dir = options.cache_dir;
+    content.tag_ttl = options.tag_ttl;
+    content.insecure = options.insecure;
+    content.ca_cert = options.ca_cert;
+    content.credentials = creds;
+    TreeOptions tree;
+    tree.registry = options.registry;
+    tree.platform = platform;
+    tree.listed_registries = creds ? creds->registries() : std::vector<std::string>{};
+    tree.listed_registries.insert(tree.listed_registries.end(), options.insecure.begin(),
+                                  options.insecure.end());
+    Served served;
+    served.content = std::make_unique<Content>(content);
+    served.tree = std::make_unique<Tree>(tree, *served.content);
+    LOG(kInfo) << "Serving " << (options.registry.empty() ? "all registries" : options.registry)
+               << " at " << options.mountpoint << " (cache " << options.cache_dir << ")";
+    return served;
+  });
+}
+
+int run_umount(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::fputs(kUmountUsage, stdout);
+    return 0;
+  }
+  if (args.size() != 1) return fail("usage: regfs umount MOUNTPOINT");
+  std::string mountpoint = absolute(args[0]);
+  const char* argv[] = {"fusermount3", "-u", mountpoint.c_str(), nullptr};
+  pid_t pid;
+  if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) ==
+      0) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+  }
+  if (::umount2(mountpoint.c_str(), 0) == 0) return 0;
+  return fail("Cannot unmount " + mountpoint + ": " + std::strerror(errno));
+}
+
+int run(const std::vector<std::string>& args) {
+  if (args.empty()) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string& command = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (command == "--version" || command == "version") {
+    std::printf("regfs %s\n", REGFS_VERSION);
+    return 0;
+  }
+  if (command == "--help" || command == "-h" || command == "help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (command == "mount") return run_mount(rest);
+  if (command == "umount" || command == "unmount") return run_umount(rest);
+  if (command.empty() || command[0] == '-') return fail("unknown option " + command + " (see regfs --help)");
+  // mount.fuse3 runs "regfs REGISTRY MOUNTPOINT -o OPTS".
+  if (args.size() >= 2 && command.find_first_of(".:") != std::string::npos) return run_mount(args);
+  return fail("unknown command '" + command + "' (see regfs --help)");
+}
+
+}  // namespace
+}  // namespace regfs::fs
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    return regfs::fs::run(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "regfs: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,1 +1,412 @@
-// stub
+#include "fs/tree.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+
+#include "registry/digest.h"
+#include "registry/error.h"
+#include "registry/log.h"
+#include "registry/reference.h"
+
+namespace regfs::fs {
+
+using registry::Error;
+using registry::ErrorKind;
+
+namespace {
+
+constexpr std::string_view kDigestPrefix = "sha256:";
+
+std::string join(const std::string& path, std::string_view name) {
+  return path.empty() ? std::string(name) : path + "/" + std::string(name);
+}
+
+size_t depth(const std::string& path) {
+  return path.empty() ? 0 : 1 + std::count(path.begin(), path.end(), '/');
+}
+
+// The distinct next components of catalog entries under `path`, and whether
+// `path` itself is a repository.
+std::set<std::string> children_in_catalog(const std::vector<std::string>& catalog,
+                                          const std::string& path) {
+  std::string prefix = path.empty() ? "" : path + "/";
+  std::set<std::string> names;
+  auto it = std::lower_bound(catalog.begin(), catalog.end(), prefix);
+  for (; it != catalog.end() && it->compare(0, prefix.size(), prefix) == 0; ++it) {
+    std::string rest = it->substr(prefix.size());
+    if (rest.empty()) continue;
+    names.insert(rest.substr(0, rest.find('/')));
+  }
+  return names;
+}
+
+bool catalog_has_prefix(const std::vector<std::string>& catalog, const std::string& path) {
+  auto it = std::lower_bound(catalog.begin(), catalog.end(), path);
+  if (it == catalog.end()) return false;
+  return *it == path || it->compare(0, path.size() + 1, path + "/") == 0;
+}
+
+bool is_unauthorized(const Error& e) { return e.kind() == ErrorKind::kUnauthorized; }
+
+}  // namespace
+
+bool Node::is_dir() const {
+  switch (kind) {
+    case NodeKind::kRoot:
+    case NodeKind::kNamespace:
+    case NodeKind::kImage:
+    case NodeKind::kBlobsDir:
+    case NodeKind::kBlobsAlgDir:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool Node::immutable() const {
+  return kind == NodeKind::kBlob || kind == NodeKind::kLayoutFile ||
+         (!reference.empty() && !is_tag_image());
+}
+
+Tree::Tree(TreeOptions options, Content& content)
+    : options_(std::move(options)), content_(content) {
+  auto root = std::make_shared<Node>();
+  root->key = "/";
+  if (!options_.registry.empty()) {
+    root->kind = NodeKind::kNamespace;
+    root->registry = options_.registry;
+  }
+  root_ = root;
+}
+
+NodePtr Tree::make_namespace(const std::string& registry, const std::string& path,
+                             std::string_view name, const std::string& parent_key) {
+  auto node = std::make_shared<Node>();
+  node->kind = NodeKind::kNamespace;
+  node->name = name;
+  node->key = join(parent_key == "/" ? "" : parent_key, name);
+  node->registry = registry;
+  node->path = path;
+  return node;
+}
+
+NodePtr Tree::make_child(const Node& parent, NodeKind kind, std::string_view name,
+                         std::string blob) {
+  auto node = std::make_shared<Node>();
+  node->kind = kind;
+  node->name = name;
+  node->key = parent.key + "/" + std::string(name);
+  node->registry = parent.registry;
+  node->path = parent.path;
+  node->reference = kind == NodeKind::kImage ? std::string(name) : parent.reference;
+  node->blob = std::move(blob);
+  return node;
+}
+
+NodePtr Tree::lookup(const Node& dir, std::string_view name) {
+  if (name.empty() || name == "." || name == "..") return nullptr;
+  switch (dir.kind) {
+    case NodeKind::kRoot:
+      return lookup_root(name);
+    case NodeKind::kNamespace:
+      return lookup_namespace(dir, name);
+    default:
+      return lookup_image_entry(dir, name);
+  }
+}
+
+NodePtr Tree::lookup_root(std::string_view name) {
+  if (!registry::looks_like_registry(name)) return nullptr;
+  std::string canonical = registry::canonical_registry(name);
+  return make_namespace(canonical, "", name, "/");
+}
+
+bool Tree::is_repository(RegistryContent& reg, const std::string& path) {
+  if (path.empty()) return false;
+  if (auto catalog = reg.catalog()) return std::binary_search(catalog->begin(), catalog->end(), path);
+  if (reg.is_docker_hub()) return depth(path) == 2;
+  try {
+    reg.tags(path);
+    return true;
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kNotFound) return false;
+    throw;
+  }
+}
+
+// True if `tag` names an image of `repo`: in the tag list, or (the list may
+// be older than the tag) found by a HEAD of the manifest.
+bool Tree::has_tag(RegistryContent& reg, const std::string& repo, const std::string& tag) {
+  try {
+    auto tags = reg.tags(repo);
+    if (std::binary_search(tags->begin(), tags->end(), tag)) return true;
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kNotFound && !is_unauthorized(e)) throw;
+  }
+  try {
+    reg.resolve_tag(repo, tag);
+    return true;
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kNotFound) return false;
+    throw;
+  }
+}
+
+NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
+  auto& reg = content_.registry(dir.registry);
+  std::string sname(name);
+  if (!dir.path.empty() && sname.rfind(kDigestPrefix, 0) == 0) {
+    if (!registry::is_valid_digest(sname)) return nullptr;
+    auto node = make_child(dir, NodeKind::kImage, name);
+    image_of(*node);  // throws kNotFound if the manifest is not there
+    return node;
+  }
+  auto catalog = reg.catalog();
+  bool hub = reg.is_docker_hub() && !catalog;
+  bool dir_is_repo = false;
+  std::optional<Error> denied;
+  if (!dir.path.empty() && registry::is_valid_tag(sname) && !(hub && depth(dir.path) < 2)) {
+    dir_is_repo = catalog ? std::binary_search(catalog->begin(), catalog->end(), dir.path) : true;
+    if (dir_is_repo) {
+      try {
+        if (has_tag(reg, dir.path, sname)) return make_child(dir, NodeKind::kImage, name);
+      } catch (const Error& e) {
+        if (catalog || !is_unauthorized(e)) throw;
+        denied = e;
+      }
+    }
+  }
+  if (!registry::is_valid_path_component(sname)) {
+    if (denied) throw *denied;
+    return nullptr;
+  }
+  std::string child = join(dir.path, sname);
+  if (catalog) {
+    if (!catalog_has_prefix(*catalog, child)) return nullptr;
+  } else if (hub) {
+    if (depth(child) > 2) return nullptr;
+  } else if (!dir.path.empty()) {
+    // No catalog: a repository that answers tags/list is certain; otherwise a
+    // name under a repository is a missing tag, under a namespace unknown.
+    try {
+      reg.tags(child);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kNotFound) throw;
+      if (denied) throw *denied;
+      if (dir_is_repo && is_repository(reg, dir.path)) return nullptr;
+    }
+  }
+  remember_namespace(dir.registry, child);
+  return make_namespace(dir.registry, child, name, dir.key);
+}
+
+NodePtr Tree::lookup_image_entry(const Node& dir, std::string_view name) {
+  switch (dir.kind) {
+    case NodeKind::kImage:
+      if (name == "oci-layout") return make_child(dir, NodeKind::kLayoutFile, name);
+      if (name == "index.json") return make_child(dir, NodeKind::kIndexFile, name);
+      if (name == "manifest.json") return make_child(dir, NodeKind::kManifestFile, name);
+      if (name == "blobs") return make_child(dir, NodeKind::kBlobsDir, name);
+      if (name == "config.json" && image_of(dir)->config) {
+        return make_child(dir, NodeKind::kConfigFile, name);
+      }
+      return nullptr;
+    case NodeKind::kBlobsDir:
+      return name == "sha256" ? make_child(dir, NodeKind::kBlobsAlgDir, name) : nullptr;
+    case NodeKind::kBlobsAlgDir: {
+      std::string digest = std::string(kDigestPrefix) + std::string(name);
+      if (!registry::is_valid_digest(digest) || !image_of(dir)->blobs.count(digest)) return nullptr;
+      return make_child(dir, NodeKind::kBlob, name, digest);
+    }
+    default:
+      return nullptr;
+  }
+}
+
+std::vector<NodePtr> Tree::list(const Node& dir) {
+  std::vector<NodePtr> entries;
+  switch (dir.kind) {
+    case NodeKind::kRoot: {
+      std::set<std::string> names(options_.listed_registries.begin(),
+                                  options_.listed_registries.end());
+      names.insert(std::string(registry::kDockerHub));
+      for (auto& name : content_.registries_in_use()) names.insert(name);
+      for (auto& name : names) entries.push_back(make_namespace(name, "", name, "/"));
+      return entries;
+    }
+    case NodeKind::kNamespace:
+      return list_namespace(dir);
+    case NodeKind::kImage:
+      for (std::string_view name : {"blobs", "config.json", "index.json", "manifest.json", "oci-layout"}) {
+        if (auto node = lookup_image_entry(dir, name)) entries.push_back(node);
+      }
+      return entries;
+    case NodeKind::kBlobsDir:
+      entries.push_back(make_child(dir, NodeKind::kBlobsAlgDir, "sha256"));
+      return entries;
+    case NodeKind::kBlobsAlgDir:
+      for (auto& [digest, _] : image_of(dir)->blobs) {
+        entries.push_back(make_child(dir, NodeKind::kBlob, registry::digest_hex(digest), digest));
+      }
+      return entries;
+    default:
+      throw Error(ErrorKind::kInvalid, "Cannot list " + dir.key + ": not a directory");
+  }
+}
+
+std::vector<NodePtr> Tree::list_namespace(const Node& dir) {
+  auto& reg = content_.registry(dir.registry);
+  std::set<std::string> namespaces;
+  std::vector<NodePtr> entries;
+  auto catalog = reg.catalog();
+  bool repo = false;
+  if (catalog) {
+    namespaces = children_in_catalog(*catalog, dir.path);
+    repo = std::binary_search(catalog->begin(), catalog->end(), dir.path);
+  } else {
+    std::lock_guard lock(mutex_);
+    for (auto& path : used_[dir.registry]) {
+      if (depth(path) == depth(dir.path) + 1 &&
+          (dir.path.empty() || path.rfind(dir.path + "/", 0) == 0)) {
+        namespaces.insert(path.substr(path.rfind('/') + 1));
+      }
+    }
+    repo = !dir.path.empty() && !(reg.is_docker_hub() && depth(dir.path) != 2);
+  }
+  std::set<std::string> tags;
+  if (repo) {
+    try {
+      auto list = reg.tags(dir.path);
+      tags.insert(list->begin(), list->end());
+    } catch (const Error& e) {
+      bool quiet = e.kind() == ErrorKind::kNotFound || (is_unauthorized(e) && !namespaces.empty());
+      if (catalog || !quiet) throw;
+    }
+  }
+  for (auto& tag : tags) {
+    if (registry::is_valid_tag(tag)) entries.push_back(make_child(dir, NodeKind::kImage, tag));
+  }
+  for (auto& name : namespaces) {
+    if (tags.count(name)) {
+      LOG(kInfo) << "Namespace " << join(dir.path, name) << " hidden by the tag of the same name";
+      continue;
+    }
+    entries.push_back(make_namespace(dir.registry, join(dir.path, name), name, dir.key));
+  }
+  return entries;
+}
+
+void Tree::remember_namespace(const std::string& registry, const std::string& path) {
+  std::lock_guard lock(mutex_);
+  auto& used = used_[registry];
+  for (std::string p = path;;) {
+    used.insert(p);
+    auto slash = p.rfind('/');
+    if (slash == std::string::npos) break;
+    p.resize(slash);
+  }
+}
+
+std::string Tree::digest_of(const Node& node) {
+  if (!node.is_tag_image()) return node.reference;
+  return content_.registry(node.registry).resolve_tag(node.path, node.reference).digest;
+}
+
+std::shared_ptr<const Image> Tree::image_of(const Node& node) {
+  std::string digest = digest_of(node);
+  std::string key = node.registry + "/" + node.path + "@" + digest;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = images_.find(key);
+    if (it != images_.end()) return it->second;
+  }
+  auto image = load_image(content_.registry(node.registry), node.path, digest, options_.platform);
+  std::lock_guard lock(mutex_);
+  return images_.emplace(key, image).first->second;
+}
+
+Attr Tree::attr(const Node& node) {
+  Attr attr;
+  if (node.is_dir()) {
+    attr.mode = S_IFDIR | 0555;
+    attr.nlink = 2;
+    return attr;
+  }
+  attr.mode = S_IFREG | 0444;
+  switch (node.kind) {
+    case NodeKind::kLayoutFile:
+      attr.size = kOciLayoutFile.size();
+      break;
+    case NodeKind::kIndexFile:
+      attr.size = layout_index_json(*image_of(node), node.is_tag_image() ? node.reference : "").size();
+      break;
+    case NodeKind::kManifestFile:
+      attr.size = image_of(node)->manifest.size();
+      break;
+    case NodeKind::kConfigFile: {
+      auto image = image_of(node);
+      if (!image->config) throw Error(ErrorKind::kNotFound, "No config for this platform");
+      attr.size = static_cast<uint64_t>(image->config->size);
+      break;
+    }
+    case NodeKind::kBlob: {
+      auto image = image_of(node);
+      auto it = image->blobs.find(node.blob);
+      if (it == image->blobs.end()) throw Error(ErrorKind::kNotFound, "No blob " + node.blob);
+      attr.size = static_cast<uint64_t>(it->second.size);
+      break;
+    }
+    default:
+      break;
+  }
+  return attr;
+}
+
+OpenedFile Tree::open(const Node& node) {
+  auto bytes = [](std::string s) {
+    return OpenedFile{std::make_shared<const std::string>(std::move(s)), {}};
+  };
+  auto& reg = content_.registry(node.registry);
+  switch (node.kind) {
+    case NodeKind::kLayoutFile:
+      return bytes(std::string(kOciLayoutFile));
+    case NodeKind::kIndexFile:
+      return bytes(layout_index_json(*image_of(node), node.is_tag_image() ? node.reference : ""));
+    case NodeKind::kManifestFile:
+      return bytes(image_of(node)->manifest);
+    case NodeKind::kConfigFile: {
+      auto image = image_of(node);
+      if (!image->config) throw Error(ErrorKind::kNotFound, "No config for this platform");
+      return OpenedFile{nullptr, reg.blob(node.path, image->config->digest, image->config->size)};
+    }
+    case NodeKind::kBlob: {
+      auto image = image_of(node);
+      auto it = image->blobs.find(node.blob);
+      if (it == image->blobs.end()) throw Error(ErrorKind::kNotFound, "No blob " + node.blob);
+      // Manifests are fetched from the manifests endpoint: not every registry
+      // serves them as blobs. manifest() stores them, so blob() finds them.
+      if (registry::is_index_media_type(it->second.media_type) ||
+          registry::is_manifest_media_type(it->second.media_type)) {
+        reg.manifest(node.path, node.blob);
+      }
+      return OpenedFile{nullptr, reg.blob(node.path, node.blob, it->second.size)};
+    }
+    default:
+      throw Error(ErrorKind::kInvalid, "Cannot open " + node.key + ": not a file");
+  }
+}
+
+std::optional<std::string> Tree::xattr(const Node& node, std::string_view name) {
+  if (node.kind != NodeKind::kImage && node.kind != NodeKind::kManifestFile) return std::nullopt;
+  if (name == "user.regfs.digest") return image_of(node)->digest;
+  if (name == "user.regfs.mediaType") return image_of(node)->media_type;
+  return std::nullopt;
+}
+
+std::vector<std::string> Tree::xattr_names(const Node& node) {
+  if (node.kind != NodeKind::kImage && node.kind != NodeKind::kManifestFile) return {};
+  return {"user.regfs.digest", "user.regfs.mediaType"};
+}
+
+}  // namespace regfs::fs

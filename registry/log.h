@@ -33,7 +33,9 @@ class Line {
 
 }  // namespace regfs::log
 
-#define LOG(level)                                       \
-  if (::regfs::log::level < ::regfs::log::level()) {     \
-  } else                                                 \
-    ::regfs::log::Line(::regfs::log::level)
+// LOG(kInfo) << ...; the argument is a Level name. LOG_AT(expr) takes a value.
+#define LOG_AT(severity)                            \
+  if ((severity) < ::regfs::log::level()) {         \
+  } else                                            \
+    ::regfs::log::Line(severity)
+#define LOG(severity) LOG_AT(::regfs::log::severity)

@@ -1,0 +1,42 @@
+// What the cache remembers of tags: tag -> manifest digest (and media type),
+// with the time the registry last said so. The fs layer trusts an answer for
+// --tag-ttl seconds, and past that still uses it while the registry cannot be
+// reached (offline reads). Stored one small JSON file per tag:
+//   <root>/refs/<registry>/<repository>/@<tag>
+// ('@' cannot appear in a repository component, so tags and namespaces never
+// collide), written to a temporary name and renamed.
+#pragma once
+
+#include <chrono>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace regfs::cache {
+
+struct TagRecord {
+  std::string digest;
+  std::string media_type;
+  int64_t size = 0;
+  std::chrono::system_clock::time_point fetched;
+};
+
+class TagStore {
+ public:
+  explicit TagStore(std::filesystem::path root);
+
+  std::optional<TagRecord> get(std::string_view registry, std::string_view repository,
+                               std::string_view tag) const;
+  // Records what the registry answered now. Failures to write are logged,
+  // not thrown: the record is an optimisation.
+  void put(std::string_view registry, std::string_view repository, std::string_view tag,
+           const TagRecord& record);
+
+ private:
+  std::filesystem::path path_of(std::string_view registry, std::string_view repository,
+                                std::string_view tag) const;
+  std::filesystem::path root_;
+};
+
+}  // namespace regfs::cache

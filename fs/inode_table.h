@@ -1,0 +1,42 @@
+// Inode numbers for tree nodes, as passthrough_hp.cc keeps them: every
+// positive entry reply counts one lookup, forget() gives them back, and an
+// inode is erased when its count reaches zero (the root never is). A node's
+// key (its path) maps to one inode while the kernel holds it. Numbers are
+// never reused within a mount, so the generation is always 0.
+#pragma once
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+
+#include "fs/tree.h"
+
+namespace regfs::fs {
+
+class InodeTable {
+ public:
+  static constexpr uint64_t kRootIno = 1;
+
+  explicit InodeTable(NodePtr root);
+
+  // The inode of `node` (by key), added if new; counts one lookup.
+  uint64_t add_lookup(const NodePtr& node);
+  // The node of `ino`, or nullptr if the kernel forgot it.
+  NodePtr get(uint64_t ino) const;
+  // Gives back `count` lookups; aborts on underflow, as a bug it is.
+  void forget(uint64_t ino, uint64_t count);
+  size_t size() const;
+
+ private:
+  struct Entry {
+    NodePtr node;
+    uint64_t nlookup = 0;
+  };
+  mutable std::mutex mutex_;  // guards everything below; taken after no other lock
+  std::unordered_map<uint64_t, Entry> by_ino_;
+  std::unordered_map<std::string, uint64_t> by_key_;
+  uint64_t next_ino_ = kRootIno + 1;
+};
+
+}  // namespace regfs::fs

@@ -1,0 +1,46 @@
+// The command line of `regfs mount` (SPEC §1). Every long option also has a
+// FUSE -o form with dashes turned into underscores, and the form mount.fuse3
+// runs (`regfs REGISTRY MOUNTPOINT -o OPTS`) is accepted, so /etc/fstab works.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace regfs::fs {
+
+// A bad command line; the message is one line for the user.
+class UsageError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct MountOptions {
+  std::string registry;  // canonical; empty: multi-registry mode
+  std::string mountpoint;
+  std::string cache_dir;
+  uint64_t cache_size = 10ull << 30;
+  std::vector<std::string> insecure;  // canonical registry names
+  std::string ca_cert;
+  std::string auth_file;
+  std::string platform;  // "os/arch[/variant]"; empty: the host's
+  std::chrono::seconds tag_ttl{30};
+  std::vector<std::pair<std::string, std::string>> mirrors;
+  bool allow_delete = false;
+  bool foreground = false;
+  bool debug = false;
+  std::vector<std::string> fuse_options;  // passed to libfuse (allow_other, ...)
+};
+
+// Parses the arguments after "mount" (or, for the mount.fuse3 form, all of
+// them). Throws UsageError.
+MountOptions parse_mount_args(const std::vector<std::string>& args);
+// "512M", "20G", "1.5T", "4096" -> bytes. Throws UsageError.
+uint64_t parse_size(const std::string& text);
+// $XDG_CACHE_HOME/regfs, else ~/.cache/regfs.
+std::string default_cache_dir();
+
+}  // namespace regfs::fs

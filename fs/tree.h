@@ -1,0 +1,121 @@
+// The tree users see (SPEC §2, §3), FUSE-free so it is unit-tested:
+//
+//   [registry/]namespace/.../repo/          namespaces and repositories
+//   repo/<tag>/ and repo/sha256:<hex>/      image directories
+//     oci-layout index.json manifest.json config.json blobs/sha256/<hex>
+//
+// A Node is a value naming what an entry is (its kind and coordinates); the
+// Tree answers lookup/list/attr/open for it through Content, so the FUSE glue
+// only translates. Directories of a repository list tags from tags/list and
+// child namespaces from the catalog; where a registry serves no catalog
+// (Docker Hub, or a token without catalog scope) names are accepted as they
+// are looked up and listed once used.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "fs/content.h"
+#include "fs/image.h"
+#include "registry/manifest.h"
+
+namespace regfs::fs {
+
+enum class NodeKind {
+  kRoot,         // multi-registry root
+  kNamespace,    // a registry's root (path "") or a namespace/repository
+  kImage,        // repo/<tag> or repo/sha256:<hex>
+  kBlobsDir,     // <image>/blobs
+  kBlobsAlgDir,  // <image>/blobs/sha256
+  kLayoutFile,   // <image>/oci-layout
+  kIndexFile,    // <image>/index.json
+  kManifestFile, // <image>/manifest.json
+  kConfigFile,   // <image>/config.json
+  kBlob,         // <image>/blobs/sha256/<hex>
+};
+
+struct Node {
+  NodeKind kind = NodeKind::kRoot;
+  std::string name;       // the entry's name in its parent ("" for the root)
+  std::string key;        // unique path from the mount root
+  std::string registry;   // canonical registry name (all but kRoot)
+  std::string path;       // namespace path, or the repository of image-level nodes
+  std::string reference;  // image-level: the tag or digest naming the image directory
+  std::string blob;       // kBlob: its digest
+
+  bool is_dir() const;
+  // Under a digest directory, or a blob: content can never change.
+  bool immutable() const;
+  bool is_tag_image() const { return !reference.empty() && reference.rfind("sha256:", 0) != 0; }
+};
+using NodePtr = std::shared_ptr<const Node>;
+
+struct Attr {
+  mode_t mode = 0;  // type and permission bits
+  uint64_t size = 0;
+  uint32_t nlink = 1;
+};
+
+// An opened file: small generated content in memory, or a cached blob file.
+struct OpenedFile {
+  std::shared_ptr<const std::string> bytes;
+  std::filesystem::path path;
+};
+
+struct TreeOptions {
+  std::string registry;  // single-registry mode if set
+  registry::Platform platform;
+  std::vector<std::string> listed_registries;  // multi-registry root entries
+};
+
+class Tree {
+ public:
+  Tree(TreeOptions options, Content& content);
+
+  NodePtr root() const { return root_; }
+  // The child `name` of `dir`, or nullptr if there is none. Throws Error.
+  NodePtr lookup(const Node& dir, std::string_view name);
+  // The children of `dir` in listing order (unlisted entries excluded).
+  std::vector<NodePtr> list(const Node& dir);
+  Attr attr(const Node& node);
+  OpenedFile open(const Node& file);
+  // Extended attributes (user.regfs.*); nullopt if `node` has no such one.
+  std::optional<std::string> xattr(const Node& node, std::string_view name);
+  std::vector<std::string> xattr_names(const Node& node);
+
+ private:
+  NodePtr lookup_root(std::string_view name);
+  NodePtr lookup_namespace(const Node& dir, std::string_view name);
+  NodePtr lookup_image_entry(const Node& dir, std::string_view name);
+  std::vector<NodePtr> list_namespace(const Node& dir);
+  bool has_tag(RegistryContent& reg, const std::string& repo, const std::string& tag);
+  bool is_repository(RegistryContent& reg, const std::string& path);
+
+  NodePtr make_namespace(const std::string& registry, const std::string& path,
+                         std::string_view name, const std::string& parent_key);
+  NodePtr make_child(const Node& parent, NodeKind kind, std::string_view name,
+                     std::string blob = {});
+  std::shared_ptr<const Image> image_of(const Node& node);
+  std::string digest_of(const Node& node);
+  void remember_namespace(const std::string& registry, const std::string& path);
+
+  const TreeOptions options_;
+  Content& content_;
+  NodePtr root_;
+
+  std::mutex mutex_;  // guards images_ and used_
+  std::map<std::string, std::shared_ptr<const Image>> images_;  // by registry/digest
+  std::map<std::string, std::set<std::string>> used_;  // registry -> namespace paths seen
+};
+
+}  // namespace regfs::fs
