@@ -1,0 +1,43 @@
+#include "fs/inode_table.h"
+
+#include <gtest/gtest.h>
+
+namespace regfs::fs {
+namespace {
+
+NodePtr node(const std::string& key) {
+  auto n = std::make_shared<Node>();
+  n->kind = NodeKind::kNamespace;
+  n->key = key;
+  return n;
+}
+
+TEST(InodeTable, SameKeySameInodeUntilForgotten) {
+  InodeTable table(node("/"));
+  auto a = table.add_lookup(node("/a"));
+  EXPECT_NE(a, InodeTable::kRootIno);
+  EXPECT_EQ(table.add_lookup(node("/a")), a);
+  auto b = table.add_lookup(node("/b"));
+  EXPECT_NE(a, b);
+  table.forget(a, 1);
+  EXPECT_TRUE(table.get(a)) << "one lookup is still held";
+  table.forget(a, 1);
+  EXPECT_FALSE(table.get(a));
+  EXPECT_NE(table.add_lookup(node("/a")), a) << "numbers are not reused";
+}
+
+TEST(InodeTable, RootIsPermanent) {
+  InodeTable table(node("/"));
+  EXPECT_EQ(table.add_lookup(node("/")), InodeTable::kRootIno);
+  table.forget(InodeTable::kRootIno, 5);
+  EXPECT_TRUE(table.get(InodeTable::kRootIno));
+}
+
+TEST(InodeTableDeathTest, ForgetUnderflowAborts) {
+  InodeTable table(node("/"));
+  auto a = table.add_lookup(node("/a"));
+  EXPECT_DEATH(table.forget(a, 2), "forgotten more often");
+}
+
+}  // namespace
+}  // namespace regfs::fs
