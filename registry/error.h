@@ -52,8 +52,10 @@ class Error : public std::runtime_error {
 // Builds the Error for a failed registry response: reads the distribution
 // error body ({"errors":[{"code","message"}]}) when there is one and picks the
 // kind from the code first, the status second. `what` names the operation for
-// the message, e.g. "fetch manifest library/nginx:1.25".
+// the message, e.g. "fetch manifest library/nginx:1.25". `registry`, when
+// given, is named in the `regfs login` hint of an unauthorized error.
 Error error_from_response(int http_status, std::string_view body,
-                          std::string_view what);
+                          std::string_view what,
+                          std::string_view registry = {});
 
 }  // namespace regfs::registry
