@@ -1,1 +1,411 @@
-// stub
+// Client: the distribution API for one registry. Requests go through
+// Transport (auth, retries, scheme fall-back); this file builds the API paths,
+// verifies manifests, paginates lists, and streams blobs: following redirects
+// without credentials to other hosts, resuming from the last byte delivered
+// after a reset, and skipping the prefix when a server ignores Range.
+#include "registry/client.h"
+
+#include <nlohmann/json.hpp>
+
+#include "registry/digest.h"
+#include "registry/error.h"
+#include "registry/link_header.h"
+#include "registry/log.h"
+#include "registry/manifest.h"
+#include "registry/reference.h"
+#include "registry/transport.h"
+
+namespace regfs::registry {
+namespace {
+
+constexpr size_t kMaxManifestBytes = 4 << 20;
+constexpr int kMaxRedirects = 5;
+constexpr int kMaxPages = 100000;
+
+std::string strip_params(std::string_view content_type) {
+  std::string_view type = content_type.substr(0, content_type.find(';'));
+  while (!type.empty() && type.back() == ' ') type.remove_suffix(1);
+  return std::string(type);
+}
+
+void check_repository(std::string_view repository) {
+  if (!is_valid_repository(repository)) {
+    throw Error(ErrorKind::kInvalid, "Cannot use repository name \"" +
+                                         std::string(repository) +
+                                         "\": not a valid name");
+  }
+}
+
+void check_reference(std::string_view reference) {
+  if (!is_valid_tag(reference) && !is_valid_digest(reference)) {
+    throw Error(ErrorKind::kInvalid, "Cannot use reference \"" +
+                                         std::string(reference) +
+                                         "\": not a valid tag or digest");
+  }
+}
+
+}  // namespace
+
+struct Client::Impl {
+  explicit Impl(const ClientOptions& options)
+      : options(options), transport(options) {}
+
+  std::string describe(std::string_view repository,
+                       std::string_view reference) const {
+    std::string out = options.registry + "/" + std::string(repository);
+    out += is_valid_digest(reference) ? "@" : ":";
+    out += reference;
+    return out;
+  }
+
+  HttpRequest manifest_request(const char* method) const {
+    HttpRequest request;
+    request.method = method;
+    request.headers.push_back("Accept: " + manifest_accept_header());
+    request.timeout = options.request_timeout;
+    request.max_body = kMaxManifestBytes;
+    return request;
+  }
+
+  // Pages of a list endpoint, following Link rel="next" on the registry.
+  template <typename OnPage>
+  void paginate(std::string_view what, const AuthScope& scope,
+                std::string target, OnPage on_page) {
+    std::vector<std::string> seen;
+    for (int page = 0; page < kMaxPages; ++page) {
+      HttpRequest request;
+      request.timeout = options.request_timeout;
+      std::string url = transport.full_url(target);
+      HttpResponse response = transport.send(what, scope, target, request);
+      on_page(response);
+      auto link = response.headers.get("Link");
+      auto next = link ? parse_next_link(*link) : std::nullopt;
+      if (!next) return;
+      std::string next_url = resolve_url(url, *next);
+      if (url_authority(next_url) != url_authority(url)) {
+        LOG(kWarning) << "Cannot " << what << ": next page is on another host";
+        return;
+      }
+      if (std::find(seen.begin(), seen.end(), next_url) != seen.end()) return;
+      seen.push_back(next_url);
+      target = next_url.substr(url_origin(next_url).size());
+    }
+  }
+
+  void fetch_blob(std::string_view repository, std::string_view digest,
+                  uint64_t offset, uint64_t length, const BodySink& sink);
+
+  ClientOptions options;
+  Transport transport;
+};
+
+namespace {
+
+// First byte of a Content-Range value "bytes <first>-<last>/<size>".
+std::optional<uint64_t> range_start(std::string_view value) {
+  constexpr std::string_view kUnit = "bytes ";
+  if (!value.starts_with(kUnit)) return std::nullopt;
+  value.remove_prefix(kUnit.size());
+  uint64_t first = 0;
+  size_t i = 0;
+  for (; i < value.size() && value[i] >= '0' && value[i] <= '9'; ++i) {
+    first = first * 10 + (value[i] - '0');
+  }
+  if (i == 0 || i == value.size() || value[i] != '-') return std::nullopt;
+  return first;
+}
+
+bool is_redirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 ||
+         status == 308;
+}
+
+}  // namespace
+
+void Client::Impl::fetch_blob(std::string_view repository,
+                              std::string_view digest, uint64_t offset,
+                              uint64_t length, const BodySink& sink) {
+  const std::string what = "fetch blob " + options.registry + "/" +
+                           std::string(repository) + "@" + std::string(digest);
+  const std::string target =
+      "/v2/" + std::string(repository) + "/blobs/" + std::string(digest);
+  const AuthScope scope = AuthScope::pull(repository);
+  uint64_t delivered = 0;  // bytes given to `sink`
+  int attempt = 1;
+  int redirects = 0;
+  bool auth_tried = false;
+  std::string url = transport.full_url(target);
+  auto restart = [&] {  // retries go back to the registry
+    url = transport.full_url(target);
+    redirects = 0;
+  };
+  while (length == 0 || delivered < length) {
+    const uint64_t start = offset + delivered;
+    HttpRequest request;
+    request.url = url;
+    request.stall_timeout = options.stall_timeout;
+    request.max_body = 64 << 10;  // error bodies
+    if (start > 0 || length != 0) {
+      std::string range = "Range: bytes=" + std::to_string(start) + "-";
+      if (length != 0) range += std::to_string(offset + length - 1);
+      request.headers.push_back(range);
+    }
+    uint64_t skip = 0;
+    bool bad_range = false, stopped = false, complete = false;
+    request.on_headers = [&](int status, const HttpHeaders& headers) {
+      if (status == 200) skip = start;  // Range ignored: drop the prefix
+      if (status == 206) {
+        auto range = headers.get("Content-Range");
+        bad_range = !range || range_start(*range) != start;
+      }
+    };
+    request.on_body = [&](const char* data, size_t size) {
+      if (bad_range) return false;
+      size_t dropped = static_cast<size_t>(std::min<uint64_t>(skip, size));
+      data += dropped;
+      size -= dropped;
+      skip -= dropped;
+      if (length != 0) size = std::min<uint64_t>(size, length - delivered);
+      if (size > 0 && !sink(data, size)) {
+        stopped = true;
+        return false;
+      }
+      delivered += size;
+      complete = length != 0 && delivered >= length;
+      return !complete;
+    };
+    try {
+      transport.authorize(&request, scope);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kUnavailable ||
+          attempt >= options.max_attempts) {
+        throw;
+      }
+      transport.wait_to_retry(attempt++, nullptr);
+      continue;
+    }
+    const uint64_t before = delivered;
+    HttpResponse response = transport.http().perform(request);
+    if (stopped || complete) return;
+    if (bad_range) {
+      throw Error(ErrorKind::kIo,
+                  "Cannot " + what + ": the server sent another byte range");
+    }
+    // Nothing at or after `start` (Go's registry may then send a wrong
+    // Content-Length, so the transfer "fails").
+    if (response.status == 416) return;
+    if (delivered > before) {  // progress: a fresh set of tries
+      attempt = 1;
+      auth_tried = false;
+    }
+    if (!response.ok()) {
+      LOG(kDebug) << "GET blob from " << url_authority(url) << ": "
+                  << response.error;
+      if (transport.on_registry(url) && transport.fall_back(response, url)) {
+        restart();
+        continue;
+      }
+      if (retryable_failure(response.failure) &&
+          attempt < options.max_attempts) {
+        transport.wait_to_retry(attempt++, nullptr);
+        restart();
+        continue;
+      }
+      throw transport.transport_error(response, what);
+    }
+    const int status = response.status;
+    LOG(kDebug) << "GET blob " << digest << " from " << url_authority(url)
+                << " -> " << status;
+    if (transport.on_registry(url)) transport.confirm_scheme();
+    if (status == 200 || status == 206) return;
+    if (status == 401 && !auth_tried && transport.on_registry(url)) {
+      auth_tried = true;
+      if (transport.reauthorize(scope, response, url)) continue;
+    }
+    if (is_redirect(status)) {
+      auto location = response.headers.get("Location");
+      if (!location || ++redirects > kMaxRedirects) {
+        throw Error(ErrorKind::kUnavailable,
+                    "Cannot " + what + ": bad or too many redirects", status);
+      }
+      url = resolve_url(url, *location);
+      continue;
+    }
+    if (retryable_status(status) && attempt < options.max_attempts &&
+        transport.wait_to_retry(attempt, &response)) {
+      ++attempt;
+      restart();
+      continue;
+    }
+    Error error =
+        error_from_response(status, response.body, what, options.registry);
+    if (error.kind() == ErrorKind::kNotFound) {
+      throw Error(ErrorKind::kBlobUnknown, error.what(), status,
+                  error.oci_code());
+    }
+    throw error;
+  }
+}
+
+Client::Client(ClientOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+Client::~Client() = default;
+
+const std::string& Client::registry() const { return impl_->options.registry; }
+
+void Client::ping() {
+  HttpRequest request;
+  request.timeout = impl_->options.request_timeout;
+  std::string what = "reach " + impl_->options.registry;
+  HttpResponse response =
+      impl_->transport.send(what, AuthScope{}, "/v2/", request);
+  if (response.status == 429 || response.status >= 500) {
+    throw error_from_response(response.status, response.body, what,
+                              impl_->options.registry);
+  }
+}
+
+ManifestHead Client::head_manifest(std::string_view repository,
+                                   std::string_view reference) {
+  check_repository(repository);
+  check_reference(reference);
+  std::string what = "resolve " + impl_->describe(repository, reference);
+  std::string target =
+      "/v2/" + std::string(repository) + "/manifests/" + std::string(reference);
+  HttpResponse response =
+      impl_->transport.send(what, AuthScope::pull(repository), target,
+                            impl_->manifest_request("HEAD"));
+  if (response.status != 200) {
+    throw error_from_response(response.status, response.body, what,
+                              impl_->options.registry);
+  }
+  auto digest = response.headers.get("Docker-Content-Digest");
+  std::string type =
+      strip_params(response.headers.get("Content-Type").value_or(""));
+  auto length = response.headers.get("Content-Length");
+  bool known_type = is_manifest_media_type(type) || is_index_media_type(type);
+  bool numeric = length && !length->empty() &&
+                 length->find_first_not_of("0123456789") == std::string::npos;
+  if (!digest || !is_valid_digest(*digest) || !known_type || !numeric) {
+    // Not enough in the headers: fetch and hash the manifest.
+    ManifestData data = get_manifest(repository, reference);
+    return ManifestHead{data.digest, data.media_type,
+                        static_cast<int64_t>(data.bytes.size())};
+  }
+  if (is_valid_digest(reference) && *digest != reference) {
+    throw Error(ErrorKind::kIntegrity,
+                "Cannot " + what + ": the registry answered with " + *digest);
+  }
+  return ManifestHead{*digest, type, std::stoll(*length)};
+}
+
+ManifestData Client::get_manifest(std::string_view repository,
+                                  std::string_view reference) {
+  check_repository(repository);
+  check_reference(reference);
+  std::string what = "fetch manifest " + impl_->describe(repository, reference);
+  std::string target =
+      "/v2/" + std::string(repository) + "/manifests/" + std::string(reference);
+  HttpResponse response =
+      impl_->transport.send(what, AuthScope::pull(repository), target,
+                            impl_->manifest_request("GET"));
+  if (response.status != 200) {
+    throw error_from_response(response.status, response.body, what,
+                              impl_->options.registry);
+  }
+  ManifestData data;
+  data.bytes = std::move(response.body);
+  data.digest = sha256_digest(data.bytes);
+  std::string expected;
+  if (is_valid_digest(reference)) {
+    expected = reference;
+  } else if (auto header = response.headers.get("Docker-Content-Digest");
+             header && header->starts_with("sha256:")) {
+    expected = *header;
+  }
+  if (!expected.empty() && expected != data.digest) {
+    throw Error(ErrorKind::kIntegrity, "Cannot " + what + ": content is " +
+                                           data.digest + ", expected " +
+                                           expected);
+  }
+  data.media_type = detect_media_type(
+      data.bytes, response.headers.get("Content-Type").value_or(""));
+  return data;
+}
+
+void Client::get_blob(std::string_view repository, std::string_view digest,
+                      uint64_t offset, uint64_t length, const BodySink& sink) {
+  check_repository(repository);
+  if (!is_valid_digest(digest)) {
+    throw Error(ErrorKind::kInvalid, "Cannot fetch blob \"" +
+                                         std::string(digest) +
+                                         "\": not a valid digest");
+  }
+  impl_->fetch_blob(repository, digest, offset, length, sink);
+}
+
+namespace {
+
+// Parses a JSON list response: {"<key>": [names...]} (null or absent: none).
+void append_names(const HttpResponse& response, const char* key,
+                  std::string_view what, std::vector<std::string>* out) {
+  auto doc = nlohmann::json::parse(response.body, nullptr, false);
+  if (!doc.is_object()) {
+    throw Error(ErrorKind::kInvalid,
+                "Cannot " + std::string(what) + ": malformed response");
+  }
+  auto list = doc.find(key);
+  if (list == doc.end() || list->is_null()) return;
+  if (!list->is_array()) {
+    throw Error(ErrorKind::kInvalid,
+                "Cannot " + std::string(what) + ": malformed response");
+  }
+  for (const auto& name : *list) {
+    if (name.is_string()) out->push_back(name.get<std::string>());
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> Client::catalog() {
+  std::string what = "list repositories of " + impl_->options.registry;
+  std::vector<std::string> names;
+  impl_->paginate(
+      what, AuthScope::catalog(), "/v2/_catalog?n=100",
+      [&](const HttpResponse& response) {
+        int status = response.status;
+        if (status == 404 || status == 401 || status == 403 || status == 405) {
+          throw Error(ErrorKind::kUnsupported,
+                      "Cannot " + what +
+                          ": the registry serves no catalog (HTTP " +
+                          std::to_string(status) + ")",
+                      status);
+        }
+        if (status != 200) {
+          throw error_from_response(status, response.body, what,
+                                    impl_->options.registry);
+        }
+        append_names(response, "repositories", what, &names);
+      });
+  return names;
+}
+
+std::vector<std::string> Client::list_tags(std::string_view repository) {
+  check_repository(repository);
+  std::string what =
+      "list tags of " + impl_->options.registry + "/" + std::string(repository);
+  std::vector<std::string> tags;
+  impl_->paginate(what, AuthScope::pull(repository),
+                  "/v2/" + std::string(repository) + "/tags/list",
+                  [&](const HttpResponse& response) {
+                    if (response.status != 200) {
+                      throw error_from_response(response.status, response.body,
+                                                what, impl_->options.registry);
+                    }
+                    append_names(response, "tags", what, &tags);
+                  });
+  return tags;
+}
+
+}  // namespace regfs::registry

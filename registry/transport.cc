@@ -1,0 +1,196 @@
+// See transport.h. Backoff: attempt n waits a random time in [c/2, c] where
+// c = min(4 s, 200 ms * 2^n); a Retry-After in seconds raises the wait, and
+// one longer than the request deadline ends the retries at once.
+#include "registry/transport.h"
+
+#include <filesystem>
+#include <random>
+#include <thread>
+
+#include "registry/log.h"
+#include "registry/reference.h"
+
+namespace regfs::registry {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr milliseconds kBackoffBase{200};
+constexpr milliseconds kBackoffCap{4000};
+
+// Extra CAs: --ca-cert plus docker's and containers' per-host directories.
+std::vector<std::string> ca_files(const ClientOptions& options,
+                                  const std::string& host) {
+  std::vector<std::string> files;
+  if (!options.ca_cert.empty()) files.push_back(options.ca_cert);
+  std::vector<std::string> names = {options.registry};
+  if (host != options.registry) names.push_back(host);
+  for (const char* root :
+       {"/etc/docker/certs.d/", "/etc/containers/certs.d/"}) {
+    for (const auto& name : names) {
+      std::error_code ec;
+      for (const auto& entry :
+           std::filesystem::directory_iterator(root + name, ec)) {
+        if (entry.path().extension() == ".crt") files.push_back(entry.path());
+      }
+    }
+  }
+  return files;
+}
+
+milliseconds backoff(int retry) {
+  thread_local std::mt19937 rng{std::random_device{}()};
+  auto ceiling =
+      std::min(kBackoffCap, kBackoffBase * (1 << std::min(retry, 10)));
+  std::uniform_int_distribution<int64_t> jitter(ceiling.count() / 2,
+                                                ceiling.count());
+  return milliseconds(jitter(rng));
+}
+
+// Seconds of a Retry-After header (the HTTP-date form is ignored).
+std::optional<milliseconds> retry_after(const HttpResponse& response) {
+  auto value = response.headers.get("Retry-After");
+  if (!value || value->empty() || value->size() > 6 ||
+      value->find_first_not_of("0123456789") != std::string::npos) {
+    return std::nullopt;
+  }
+  return milliseconds(std::stoll(*value) * 1000);
+}
+
+}  // namespace
+
+bool retryable_status(int status) {
+  return status == 408 || status == 429 ||
+         (status >= 500 && status != 501 && status != 505);
+}
+
+bool retryable_failure(HttpFailure failure) {
+  return failure == HttpFailure::kConnect || failure == HttpFailure::kReset;
+}
+
+Transport::Transport(const ClientOptions& options)
+    : options_(options),
+      host_(api_host(options.registry)),
+      insecure_(options.insecure || is_loopback(options.registry)),
+      http_(HttpOptions{.verify_tls = !insecure_,
+                        .ca_files = ca_files(options, host_),
+                        .connect_timeout = options.connect_timeout,
+                        .user_agent = "regfs/0.1"}),
+      auth_(http_, AuthOptions{.registry = options.registry,
+                               .insecure = insecure_,
+                               .timeout = options.request_timeout,
+                               .credentials = options.credentials}) {}
+
+std::string Transport::origin() const {
+  return (use_http_.load() ? "http://" : "https://") + host_;
+}
+
+std::string Transport::full_url(std::string_view target) const {
+  return target.starts_with('/') ? origin() + std::string(target)
+                                 : std::string(target);
+}
+
+bool Transport::on_registry(std::string_view url) const {
+  return url_origin(url) == origin();
+}
+
+bool Transport::fall_back(const HttpResponse& response, std::string_view url) {
+  if (!insecure_ || !url.starts_with("https://")) return false;
+  if (use_http_.load()) return true;  // another request switched already
+  if (scheme_confirmed_.load()) return false;
+  if (response.failure != HttpFailure::kTls &&
+      response.failure != HttpFailure::kConnect &&
+      response.failure != HttpFailure::kReset) {
+    return false;
+  }
+  LOG(kInfo) << "Using plain HTTP for " << options_.registry
+             << " (HTTPS failed: " << response.error << ")";
+  use_http_ = true;
+  return true;
+}
+
+Error Transport::transport_error(const HttpResponse& response,
+                                 std::string_view what) const {
+  ErrorKind kind = ErrorKind::kUnavailable;
+  std::string reason = response.error;
+  if (response.failure == HttpFailure::kTimeout) kind = ErrorKind::kTimeout;
+  if (response.failure == HttpFailure::kTooLarge) {
+    kind = ErrorKind::kInvalid;
+    reason = "the response is too large";
+  }
+  return Error(kind, "Cannot " + std::string(what) + ": " + reason);
+}
+
+void Transport::authorize(HttpRequest* request, const AuthScope& scope) {
+  if (!on_registry(request->url)) return;  // never to another host
+  if (auto header = auth_.authorization(scope, request->url)) {
+    request->headers.push_back(*header);
+  }
+}
+
+bool Transport::reauthorize(const AuthScope& scope,
+                            const HttpResponse& response,
+                            std::string_view url) {
+  auto challenge = response.headers.get("WWW-Authenticate");
+  return challenge && on_registry(url) &&
+         auth_.on_unauthorized(scope, *challenge, url);
+}
+
+bool Transport::wait_to_retry(int retry, const HttpResponse* response) {
+  milliseconds delay = backoff(retry - 1);
+  if (response) {
+    if (auto after = retry_after(*response)) {
+      if (*after > options_.request_timeout) return false;
+      delay = std::max(delay, *after);
+    }
+  }
+  LOG(kDebug) << "Retrying a request to " << options_.registry << " in "
+              << delay.count() << " ms";
+  std::this_thread::sleep_for(delay);
+  return true;
+}
+
+HttpResponse Transport::send(std::string_view what, const AuthScope& scope,
+                             std::string_view target,
+                             const HttpRequest& request) {
+  int attempt = 1;
+  bool auth_tried = false;
+  while (true) {
+    HttpRequest sent = request;
+    sent.url = full_url(target);
+    try {
+      authorize(&sent, scope);
+    } catch (const Error& e) {
+      bool again = e.kind() == ErrorKind::kUnavailable ||
+                   e.kind() == ErrorKind::kTooManyRequests;
+      if (!again || attempt >= options_.max_attempts) throw;
+      wait_to_retry(attempt++, nullptr);
+      continue;
+    }
+    HttpResponse response = http_.perform(sent);
+    if (!response.ok()) {
+      LOG(kDebug) << sent.method << " " << sent.url << ": " << response.error;
+      if (fall_back(response, sent.url)) continue;
+      if (retryable_failure(response.failure) &&
+          attempt < options_.max_attempts) {
+        wait_to_retry(attempt++, nullptr);
+        continue;
+      }
+      throw transport_error(response, what);
+    }
+    confirm_scheme();
+    LOG(kDebug) << sent.method << " " << sent.url << " -> " << response.status;
+    if (response.status == 401 && !auth_tried) {
+      auth_tried = true;
+      if (reauthorize(scope, response, sent.url)) continue;
+    }
+    if (retryable_status(response.status) && attempt < options_.max_attempts &&
+        wait_to_retry(attempt, &response)) {
+      ++attempt;
+      continue;
+    }
+    return response;
+  }
+}
+
+}  // namespace regfs::registry

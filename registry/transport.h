@@ -1,0 +1,68 @@
+// The request path shared by every Client call: credentials only for the
+// registry's own origin, one pass through the auth flow on a 401, https with
+// a remembered fall-back to http for loopback/--insecure registries, and
+// retries of 408/429/5xx, failed connects and resets with jittered
+// exponential backoff honouring Retry-After. Thread-safe.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+#include <string_view>
+
+#include "registry/auth.h"
+#include "registry/client.h"
+#include "registry/error.h"
+#include "registry/http.h"
+
+namespace regfs::registry {
+
+class Transport {
+ public:
+  explicit Transport(const ClientOptions& options);
+
+  const ClientOptions& options() const { return options_; }
+  HttpClient& http() { return http_; }
+  // "https://host" or, after a fall-back, "http://host".
+  std::string origin() const;
+  // `target` made absolute: a path from the registry root, or already a URL.
+  std::string full_url(std::string_view target) const;
+  bool on_registry(std::string_view url) const;
+
+  // One logical request with auth, scheme fall-back and retries. Returns the
+  // final response, whatever its status; throws Error on transport failure.
+  HttpResponse send(std::string_view what, const AuthScope& scope,
+                    std::string_view target, const HttpRequest& request);
+
+  // Pieces for callers with their own loop (blob streams).
+  // Adds Authorization when `request->url` is on the registry.
+  void authorize(HttpRequest* request, const AuthScope& scope);
+  // After a failed attempt at `url`: true if it should be repeated over plain
+  // HTTP (switching to it now, when allowed, or already switched by another
+  // thread).
+  bool fall_back(const HttpResponse& response, std::string_view url);
+  // Notes that the current scheme works.
+  void confirm_scheme() { scheme_confirmed_ = true; }
+  // After a 401 from the registry: true if a repeat may succeed.
+  bool reauthorize(const AuthScope& scope, const HttpResponse& response,
+                   std::string_view url);
+  // Sleeps before retry number `retry` (1, 2, ...); false, without sleeping,
+  // if the response's Retry-After is longer than the request deadline.
+  bool wait_to_retry(int retry, const HttpResponse* response);
+  Error transport_error(const HttpResponse& response,
+                        std::string_view what) const;
+
+ private:
+  ClientOptions options_;
+  std::string host_;  // API host, e.g. registry-1.docker.io
+  bool insecure_;     // plain HTTP and unverified TLS allowed
+  HttpClient http_;
+  Authenticator auth_;
+  std::atomic<bool> use_http_{false};
+  std::atomic<bool> scheme_confirmed_{false};
+};
+
+bool retryable_status(int status);
+bool retryable_failure(HttpFailure failure);
+
+}  // namespace regfs::registry
