@@ -22,9 +22,12 @@ def make_ca(directory, name="regfs test CA"):
     return key, cert
 
 
-def make_server_cert(directory, ca_key, ca_cert, hosts=("127.0.0.1", "localhost")):
+def make_server_cert(directory, ca_key, ca_cert,
+                     hosts=("127.0.0.1", "localhost", "regfs-tls.test")):
     """Writes server.key and server.pem (signed by the CA, with SANs for
-    hosts) into directory; returns (key, cert) paths."""
+    hosts) into directory; returns (key, cert) paths. regfs-tls.test is a
+    name tests map to 127.0.0.1 to have a TLS registry that is not loopback
+    by name."""
     key = os.path.join(directory, "server.key")
     cert = os.path.join(directory, "server.pem")
     csr = os.path.join(directory, "server.csr")
