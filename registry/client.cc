@@ -201,7 +201,8 @@ void Client::Impl::fetch_blob(std::string_view repository,
     if (!response.ok()) {
       LOG(kDebug) << "GET blob from " << url_authority(url) << ": "
                   << response.error;
-      if (transport.on_registry(url) && transport.fall_back(response, url)) {
+      if (url_authority(url) == url_authority(transport.origin()) &&
+          transport.fall_back(response, url)) {
         restart();
         continue;
       }
@@ -285,7 +286,7 @@ ManifestHead Client::head_manifest(std::string_view repository,
       strip_params(response.headers.get("Content-Type").value_or(""));
   auto length = response.headers.get("Content-Length");
   bool known_type = is_manifest_media_type(type) || is_index_media_type(type);
-  bool numeric = length && !length->empty() &&
+  bool numeric = length && !length->empty() && length->size() < 16 &&
                  length->find_first_not_of("0123456789") == std::string::npos;
   if (!digest || !is_valid_digest(*digest) || !known_type || !numeric) {
     // Not enough in the headers: fetch and hash the manifest.

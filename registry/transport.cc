@@ -95,7 +95,13 @@ bool Transport::on_registry(std::string_view url) const {
 }
 
 bool Transport::fall_back(const HttpResponse& response, std::string_view url) {
-  if (!insecure_ || !url.starts_with("https://")) return false;
+  if (!insecure_) return false;
+  if (!url.starts_with("https://")) {
+    // Plain HTTP failed before either scheme ever worked (the registry may be
+    // down): try HTTPS first again next time.
+    if (!scheme_confirmed_.load()) use_http_ = false;
+    return false;
+  }
   if (use_http_.load()) return true;  // another request switched already
   if (scheme_confirmed_.load()) return false;
   if (response.failure != HttpFailure::kTls &&
