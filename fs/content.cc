@@ -24,9 +24,15 @@ bool is_unreachable(const Error& e) {
 
 }  // namespace
 
-RegistryContent::RegistryContent(registry::ClientOptions options, cache::BlobStore& blobs,
-                                 cache::TagStore& tags, std::chrono::seconds tag_ttl)
-    : client_(std::move(options)), blobs_(blobs), tags_(tags), tag_ttl_(tag_ttl) {}
+RegistryContent::RegistryContent(registry::ClientOptions options, cache::BlobCache& cache,
+                                 cache::TagStore& tags, std::chrono::seconds tag_ttl,
+                                 WorkerPool& pool, Transfers& transfers)
+    : client_(std::move(options)),
+      cache_(cache),
+      tags_(tags),
+      tag_ttl_(tag_ttl),
+      pool_(pool),
+      transfers_(transfers) {}
 
 bool RegistryContent::is_docker_hub() const { return name() == registry::kDockerHub; }
 
@@ -49,12 +55,12 @@ cache::TagRecord RegistryContent::resolve_tag(const std::string& repository,
 }
 
 std::string RegistryContent::manifest(const std::string& repository, const std::string& digest) {
-  if (auto bytes = blobs_.read(digest, kMaxManifestSize)) return *bytes;
+  if (auto bytes = cache_.read_small(digest, kMaxManifestSize)) return *bytes;
   auto data = client_.get_manifest(repository, digest);
   if (data.bytes.size() > kMaxManifestSize) {
     throw Error(ErrorKind::kInvalid, "Cannot use manifest " + digest + ": larger than 4 MiB");
   }
-  blobs_.put(digest, data.bytes);
+  cache_.put_small(digest, data.bytes);
   return std::move(data.bytes);
 }
 
@@ -64,50 +70,154 @@ std::string RegistryContent::small_blob(const std::string& repository, const std
     throw Error(ErrorKind::kInvalid, "Cannot use config " + digest + ": size " +
                                          std::to_string(size) + " is over the 8 MiB limit");
   }
-  if (auto bytes = blobs_.read(digest, kMaxConfigSize)) return *bytes;
+  if (auto bytes = cache_.read_small(digest, kMaxConfigSize)) return *bytes;
   auto path = blob(repository, digest, size);
-  if (auto bytes = blobs_.read(digest, kMaxConfigSize)) return *bytes;
+  if (auto bytes = cache_.read_small(digest, kMaxConfigSize)) return *bytes;
   throw Error(ErrorKind::kIo, "Cannot read cached blob " + path.string());
+}
+
+std::shared_ptr<BlobReader> RegistryContent::open_blob(const std::string& repository,
+                                                       const std::string& digest, int64_t size) {
+  if (size < 0) throw Error(ErrorKind::kInvalid, "Cannot read blob " + digest + ": negative size");
+  return std::make_shared<BlobReader>(*this, repository,
+                                      cache_.open(digest, static_cast<uint64_t>(size)));
 }
 
 std::filesystem::path RegistryContent::blob(const std::string& repository,
                                             const std::string& digest, int64_t size) {
-  if (auto path = blobs_.find(digest)) return *path;
-  std::shared_future<std::filesystem::path> transfer;
-  std::promise<std::filesystem::path> promise;
-  bool leader = false;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = downloads_.find(digest);
-    if (it != downloads_.end()) {
-      transfer = it->second;
-    } else {
-      transfer = promise.get_future().share();
-      downloads_.emplace(digest, transfer);
-      leader = true;
-    }
-  }
-  if (leader) {
-    try {
-      promise.set_value(download(repository, digest, size));
-    } catch (...) {
-      promise.set_exception(std::current_exception());
-    }
-    std::lock_guard lock(mutex_);
-    downloads_.erase(digest);
-  }
-  return transfer.get();
+  auto reader = open_blob(repository, digest, size);
+  reader->read_all();
+  if (auto path = cache_.store().find(digest)) return *path;
+  throw Error(ErrorKind::kNoSpace, "Cannot keep blob " + digest + " (" +
+                                       cache::human_size(static_cast<uint64_t>(size)) +
+                                       ") whole: larger than what --cache-size leaves free");
 }
 
-std::filesystem::path RegistryContent::download(const std::string& repository,
-                                                const std::string& digest, int64_t size) {
-  LOG(kDebug) << "Fetching blob " << name() << "/" << repository << "@" << digest;
-  auto writer = blobs_.begin(digest, size);
-  client_.get_blob(repository, digest, 0, 0, [&](const char* data, size_t n) {
-    writer.append(data, n);
-    return true;
-  });
-  return writer.commit();
+void RegistryContent::fetch(const std::string& repository,
+                            std::shared_ptr<cache::CachedBlob> blob, size_t first, size_t last) {
+  constexpr size_t kChunksPerRequest = 8;
+  for (size_t start = first; start <= last; start += kChunksPerRequest) {
+    size_t end = std::min(last, start + kChunksPerRequest - 1);
+    pool_.submit([this, repository, blob, start, end] { fetch_run(repository, blob, start, end); });
+  }
+}
+
+// Streams chunks [first, last] with one ranged GET, storing each chunk as
+// soon as its last byte arrives.
+void RegistryContent::fetch_run(const std::string& repository,
+                                const std::shared_ptr<cache::CachedBlob>& blob, size_t first,
+                                size_t last) {
+  uint64_t offset = first * blob->chunk_size();
+  uint64_t end = std::min(blob->size(), (last + 1) * blob->chunk_size());
+  size_t current = first;
+  auto id = transfers_.begin(name() + "/" + repository + "@" + blob->digest(), end - offset);
+  try {
+    std::string buffer;
+    buffer.reserve(blob->chunk_length(current));
+    client_.get_blob(repository, blob->digest(), offset, end - offset,
+                     [&](const char* data, size_t size) {
+                       transfers_.progress(id, size);
+                       while (size > 0) {
+                         if (current > last) return false;
+                         size_t want = blob->chunk_length(current) - buffer.size();
+                         size_t take = std::min(want, size);
+                         buffer.append(data, take);
+                         data += take;
+                         size -= take;
+                         if (buffer.size() == blob->chunk_length(current)) {
+                           blob->store_chunk(current, buffer);
+                           buffer.clear();
+                           ++current;
+                         }
+                       }
+                       return true;
+                     });
+    if (current <= last) {
+      throw Error(ErrorKind::kIntegrity, "Cannot read blob " + blob->digest() +
+                                             ": the registry sent fewer bytes than its size");
+    }
+  } catch (...) {
+    blob->abandon(current, last, std::current_exception());
+  }
+  transfers_.end(id);
+}
+
+BlobReader::BlobReader(RegistryContent& content, std::string repository,
+                       std::shared_ptr<cache::CachedBlob> blob)
+    : content_(content), repository_(std::move(repository)), blob_(std::move(blob)) {}
+
+std::pair<size_t, size_t> BlobReader::claim_range(uint64_t offset, size_t length, size_t first,
+                                                  size_t last) {
+  constexpr size_t kExtent = 8;     // chunks: 16 MiB of 2 MiB chunks, one request
+  constexpr size_t kMaxWindow = 4;  // extents: 64 MiB of readahead
+  std::lock_guard lock(mutex_);
+  bool sequential = offset == next_offset_ || offset == 0;
+  next_offset_ = offset + length;
+  if (!sequential) {
+    window_ = 0;
+    return {first, last};
+  }
+  window_ = std::min(kMaxWindow, window_ == 0 ? 1 : window_ * 2);
+  size_t begin = first / kExtent * kExtent;
+  size_t end = (last / kExtent + 1 + window_) * kExtent;
+  return {begin, std::min(end, blob_->chunk_count()) - 1};
+}
+
+cache::ReadLease BlobReader::read(uint64_t offset, size_t length) {
+  if (length == 0 || offset >= blob_->size() || blob_->complete()) {
+    if (auto lease = blob_->lease(offset, length)) return std::move(*lease);
+  }
+  length = static_cast<size_t>(std::min<uint64_t>(length, blob_->size() - offset));
+  size_t first = blob_->chunk_of(offset);
+  size_t last = blob_->chunk_of(offset + length - 1);
+  auto [claim_first, claim_last] = claim_range(offset, length, first, last);
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    for (auto [a, b] : blob_->claim(claim_first, claim_last)) {
+      content_.fetch(repository_, blob_, a, b);
+    }
+    claim_first = first;
+    claim_last = last;
+    if (!blob_->wait(first, last)) continue;
+    if (auto lease = blob_->lease(offset, length)) return std::move(*lease);
+  }
+  throw Error(ErrorKind::kIo, "Cannot read blob " + blob_->digest() +
+                                  ": its chunks keep being evicted (is --cache-size too small?)");
+}
+
+void BlobReader::read_all() {
+  if (blob_->size() == 0) {
+    blob_->wait(0, 0);
+    return;
+  }
+  size_t last = blob_->chunk_count() - 1;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    for (auto [a, b] : blob_->claim(0, last)) content_.fetch(repository_, blob_, a, b);
+    if (blob_->wait(0, last)) return;
+  }
+  throw Error(ErrorKind::kIo, "Cannot read blob " + blob_->digest() + " whole");
+}
+
+uint64_t Transfers::begin(std::string what, uint64_t total) {
+  std::lock_guard lock(mutex_);
+  active_[next_id_] = Info{std::move(what), 0, total, std::chrono::steady_clock::now()};
+  return next_id_++;
+}
+
+void Transfers::progress(uint64_t id, uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  if (auto it = active_.find(id); it != active_.end()) it->second.done += bytes;
+}
+
+void Transfers::end(uint64_t id) {
+  std::lock_guard lock(mutex_);
+  active_.erase(id);
+}
+
+std::vector<Transfers::Info> Transfers::snapshot() {
+  std::lock_guard lock(mutex_);
+  std::vector<Info> infos;
+  for (auto& [_, info] : active_) infos.push_back(info);
+  return infos;
 }
 
 template <typename Fetch>
@@ -163,8 +273,9 @@ Names RegistryContent::tags(const std::string& repository) {
 
 Content::Content(ContentOptions options)
     : options_(std::move(options)),
-      blobs_(options_.cache_dir),
-      tags_(options_.cache_dir) {}
+      cache_(options_.cache_dir, options_.cache_size),
+      tags_(options_.cache_dir),
+      pool_(options_.fetch_threads) {}
 
 RegistryContent& Content::registry(const std::string& name) {
   std::lock_guard lock(mutex_);
@@ -176,7 +287,8 @@ RegistryContent& Content::registry(const std::string& name) {
                       options_.insecure.end();
     client.ca_cert = options_.ca_cert;
     client.credentials = options_.credentials;
-    slot = std::make_unique<RegistryContent>(std::move(client), blobs_, tags_, options_.tag_ttl);
+    slot = std::make_unique<RegistryContent>(std::move(client), cache_, tags_, options_.tag_ttl,
+                                             pool_, transfers_);
   }
   return *slot;
 }

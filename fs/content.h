@@ -1,13 +1,13 @@
 // Content of one registry as the tree needs it, with the caches in front of
 // the network: tag answers (trusted for --tag-ttl, used past it while the
-// registry is unreachable), manifests and blobs from the content-addressed
-// BlobStore (fetched, verified and stored on first use, one transfer per
-// blob however many readers wait), catalog and tag lists (kept --tag-ttl).
+// registry is unreachable), manifests and configs kept whole, blobs read
+// lazily by chunks (HTTP ranges on a worker pool, with readahead that grows
+// while a reader goes forward; one transfer per chunk however many readers
+// wait), catalog and tag lists (kept --tag-ttl).
 #pragma once
 
 #include <chrono>
 #include <filesystem>
-#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -15,8 +15,9 @@
 #include <string>
 #include <vector>
 
-#include "cache/blob_store.h"
+#include "cache/blob_cache.h"
 #include "cache/tag_store.h"
+#include "fs/worker_pool.h"
 #include "registry/client.h"
 #include "registry/error.h"
 
@@ -24,10 +25,62 @@ namespace regfs::fs {
 
 using Names = std::shared_ptr<const std::vector<std::string>>;
 
+// Transfers in flight, for `regfs status`.
+class Transfers {
+ public:
+  struct Info {
+    std::string what;
+    uint64_t done = 0;
+    uint64_t total = 0;
+    std::chrono::steady_clock::time_point started;
+  };
+  uint64_t begin(std::string what, uint64_t total);
+  void progress(uint64_t id, uint64_t bytes);
+  void end(uint64_t id);
+  std::vector<Info> snapshot();
+
+ private:
+  std::mutex mutex_;  // guards the members below
+  uint64_t next_id_ = 1;
+  std::map<uint64_t, Info> active_;
+};
+
+class RegistryContent;
+
+// Reads one blob for one open file: waits for the chunks a read covers and
+// keeps a readahead window that doubles while reads are sequential.
+class BlobReader {
+ public:
+  BlobReader(RegistryContent& content, std::string repository,
+             std::shared_ptr<cache::CachedBlob> blob);
+  uint64_t size() const { return blob_->size(); }
+  // [offset, offset+length) is local for as long as the lease lives.
+  cache::ReadLease read(uint64_t offset, size_t length);
+  // Fetches every chunk and waits (rootfs indexing reads whole layers).
+  void read_all();
+
+ private:
+  // The chunks to claim for a read of chunks [first, last]. Random reads
+  // take just those; sequential ones whole aligned extents, the one read and
+  // a readahead window of extents that doubles while reads stay sequential.
+  // Aligned extents make concurrent readers of a blob claim the same ranges,
+  // so they share requests instead of splitting them.
+  std::pair<size_t, size_t> claim_range(uint64_t offset, size_t length, size_t first,
+                                        size_t last);
+
+  RegistryContent& content_;
+  const std::string repository_;
+  const std::shared_ptr<cache::CachedBlob> blob_;
+  std::mutex mutex_;  // guards the readahead state
+  uint64_t next_offset_ = 0;
+  size_t window_ = 0;  // extents of readahead
+};
+
 class RegistryContent {
  public:
-  RegistryContent(registry::ClientOptions options, cache::BlobStore& blobs,
-                  cache::TagStore& tags, std::chrono::seconds tag_ttl);
+  RegistryContent(registry::ClientOptions options, cache::BlobCache& cache,
+                  cache::TagStore& tags, std::chrono::seconds tag_ttl, WorkerPool& pool,
+                  Transfers& transfers);
 
   const std::string& name() const { return client_.registry(); }
   bool is_docker_hub() const;
@@ -38,13 +91,21 @@ class RegistryContent {
   std::string manifest(const std::string& repository, const std::string& digest);
   // A small blob (a config) in memory, verified.
   std::string small_blob(const std::string& repository, const std::string& digest, int64_t size);
+  // A reader of the blob; nothing is fetched until it reads.
+  std::shared_ptr<BlobReader> open_blob(const std::string& repository, const std::string& digest,
+                                        int64_t size);
   // The path of the complete, verified blob in the cache, fetched if needed.
+  // Throws Error(kNoSpace) if the blob cannot fit in the cache bound.
   std::filesystem::path blob(const std::string& repository, const std::string& digest,
                              int64_t size);
   // Every repository, sorted; nullptr if the registry serves no catalog to us.
   Names catalog();
   // Every tag of `repository`, sorted. Throws Error(kNotFound) if no such.
   Names tags(const std::string& repository);
+
+  // For BlobReader: fetches the claimed chunks [first, last] in the background.
+  void fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob, size_t first,
+             size_t last);
 
  private:
   struct Listing {
@@ -54,25 +115,28 @@ class RegistryContent {
   };
   template <typename Fetch>
   Names cached_listing(const std::string& key, Fetch fetch);
-  std::filesystem::path download(const std::string& repository, const std::string& digest,
-                                 int64_t size);
+  void fetch_run(const std::string& repository, const std::shared_ptr<cache::CachedBlob>& blob,
+                 size_t first, size_t last);
 
   registry::Client client_;
-  cache::BlobStore& blobs_;
+  cache::BlobCache& cache_;
   cache::TagStore& tags_;
   const std::chrono::seconds tag_ttl_;
+  WorkerPool& pool_;
+  Transfers& transfers_;
 
-  std::mutex mutex_;  // guards listings_ and downloads_
+  std::mutex mutex_;  // guards listings_
   std::map<std::string, Listing> listings_;
-  std::map<std::string, std::shared_future<std::filesystem::path>> downloads_;
 };
 
 struct ContentOptions {
   std::filesystem::path cache_dir;
+  uint64_t cache_size = 10ull << 30;
   std::chrono::seconds tag_ttl{30};
   std::vector<std::string> insecure;  // canonical registry names
   std::string ca_cert;
   std::shared_ptr<const registry::CredentialStore> credentials;
+  size_t fetch_threads = 6;
 };
 
 // Every registry the mount has touched, made on first use.
@@ -83,13 +147,17 @@ class Content {
   // Registries made so far, sorted.
   std::vector<std::string> registries_in_use();
   const ContentOptions& options() const { return options_; }
+  cache::BlobCache& cache() { return cache_; }
+  Transfers& transfers() { return transfers_; }
 
  private:
   ContentOptions options_;
-  cache::BlobStore blobs_;
+  cache::BlobCache cache_;
   cache::TagStore tags_;
+  Transfers transfers_;
   std::mutex mutex_;  // guards registries_
   std::map<std::string, std::unique_ptr<RegistryContent>> registries_;
+  WorkerPool pool_;  // last: joined first, before what its tasks use
 };
 
 }  // namespace regfs::fs

@@ -32,7 +32,11 @@ struct MountState {
 
 struct FileHandle {
   std::shared_ptr<const std::string> bytes;
+  std::shared_ptr<BlobReader> reader;
+  // A rootfs file: [offset, offset + length) of the open file fd.
   int fd = -1;
+  uint64_t offset = 0;
+  uint64_t length = 0;
   ~FileHandle() {
     if (fd >= 0) ::close(fd);
   }
@@ -73,6 +77,13 @@ struct stat to_stat(MountState& s, fuse_ino_t ino, const Attr& attr) {
   st.st_uid = s.uid;
   st.st_gid = s.gid;
   st.st_atim = st.st_mtim = st.st_ctim = s.mount_time;
+  if (attr.own_metadata) {
+    st.st_uid = attr.uid;
+    st.st_gid = attr.gid;
+    st.st_rdev = static_cast<dev_t>(attr.rdev);
+    st.st_mtim = timespec{static_cast<time_t>(attr.mtime), static_cast<long>(attr.mtime_nsec)};
+    st.st_atim = st.st_ctim = st.st_mtim;
+  }
   return st;
 }
 
@@ -189,7 +200,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
         if (need > room) s.inodes->forget(e.ino, 1);
       } else {
         struct stat st {};
-        st.st_mode = node->is_dir() ? S_IFDIR : S_IFREG;
+        st.st_mode = node->type_bits();
         need = fuse_add_direntry(req, at, room, node->name.c_str(), &st, i + 1);
       }
     }
@@ -221,14 +232,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     auto node = node_or_throw(s, ino);
     auto opened = s.served.tree->open(*node);
-    auto handle = std::make_unique<FileHandle>();
-    handle->bytes = opened.bytes;
-    if (!opened.bytes) {
-      handle->fd = ::open(opened.path.c_str(), O_RDONLY | O_CLOEXEC);
+    auto handle = std::make_unique<FileHandle>(FileHandle{opened.bytes, opened.reader});
+    if (!opened.file.empty()) {
+      handle->fd = ::open(opened.file.c_str(), O_RDONLY | O_CLOEXEC);
       if (handle->fd < 0) {
         throw std::system_error(errno, std::generic_category(),
-                                "Cannot open cached blob " + opened.path.string());
+                                "Cannot open cached layer " + opened.file.string());
       }
+      handle->offset = opened.offset;
+      handle->length = opened.length;
     }
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     fi->keep_cache = node->immutable();
@@ -248,16 +260,36 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     fuse_reply_buf(req, bytes.data() + off, n);
     return;
   }
-  fuse_bufvec buf = FUSE_BUFVEC_INIT(size);
-  buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-  buf.buf[0].fd = handle->fd;
-  buf.buf[0].pos = off;
-  fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  if (handle->fd >= 0) {  // a rootfs file: one pread of its layer's tar
+    uint64_t begin = std::min(static_cast<uint64_t>(off), handle->length);
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(std::min<uint64_t>(size, handle->length - begin));
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = handle->fd;
+    buf.buf[0].pos = static_cast<off_t>(handle->offset + begin);
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+    return;
+  }
+  guarded(req, "read", [&] {
+    auto lease = handle->reader->read(static_cast<uint64_t>(off), size);
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(lease.length());
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = lease.fd();
+    buf.buf[0].pos = static_cast<off_t>(lease.offset());
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  });
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
   delete reinterpret_cast<FileHandle*>(fi->fh);
   fuse_reply_err(req, 0);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  auto& s = state_of(req);
+  guarded(req, "readlink", [&] {
+    auto target = s.served.tree->readlink(*node_or_throw(s, ino));
+    fuse_reply_readlink(req, target.c_str());
+  });
 }
 
 void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
@@ -340,6 +372,7 @@ fuse_lowlevel_ops make_operations() {
   ops.open = op_open;
   ops.read = op_read;
   ops.release = op_release;
+  ops.readlink = op_readlink;
   ops.getxattr = op_getxattr;
   ops.listxattr = op_listxattr;
   ops.statfs = op_statfs;

@@ -127,13 +127,20 @@ int run_mount(const std::vector<std::string>& args) {
     try {
       registry::Client(client_options(options, creds)).ping();
     } catch (const std::exception& e) {
-      return fail(std::string("Cannot reach registry ") + options.registry + ": " + e.what());
+      // Offline: what is cached stays readable (SPEC §7), so mount anyway if
+      // the cache knows this registry.
+      if (!std::filesystem::exists(options.cache_dir + "/refs/" + options.registry)) {
+        return fail(std::string("Cannot reach registry ") + options.registry + ": " + e.what());
+      }
+      std::fprintf(stderr, "regfs: warning: %s is unreachable (%s); serving cached content\n",
+                   options.registry.c_str(), e.what());
     }
   }
   if (!options.foreground) log::set_log_file(options.cache_dir + "/regfs.log");
   return mount_and_serve(options, [&] {
     ContentOptions content;
     content.cache_dir = options.cache_dir;
+    content.cache_size = options.cache_size;
     content.tag_ttl = options.tag_ttl;
     content.insecure = options.insecure;
     content.ca_cert = options.ca_cert;

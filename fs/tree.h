@@ -3,6 +3,7 @@
 //   [registry/]namespace/.../repo/          namespaces and repositories
 //   repo/<tag>/ and repo/sha256:<hex>/      image directories
 //     oci-layout index.json manifest.json config.json blobs/sha256/<hex>
+//     rootfs/ (unlisted)                    the merged layers (fs/rootfs.h)
 //
 // A Node is a value naming what an entry is (its kind and coordinates); the
 // Tree answers lookup/list/attr/open for it through Content, so the FUSE glue
@@ -31,6 +32,9 @@
 
 namespace regfs::fs {
 
+class MergedTree;
+class RootfsView;
+
 enum class NodeKind {
   kRoot,         // multi-registry root
   kNamespace,    // a registry's root (path "") or a namespace/repository
@@ -42,21 +46,26 @@ enum class NodeKind {
   kManifestFile, // <image>/manifest.json
   kConfigFile,   // <image>/config.json
   kBlob,         // <image>/blobs/sha256/<hex>
+  kRootfs,       // <image>/rootfs and everything under it (fs/rootfs.h)
 };
 
 struct Node {
   NodeKind kind = NodeKind::kRoot;
   std::string name;       // the entry's name in its parent ("" for the root)
-  std::string key;        // unique path from the mount root
+  std::string key;        // unique path from the mount root; kRootfs: the inode's identity
   std::string registry;   // canonical registry name (all but kRoot)
   std::string path;       // namespace path, or the repository of image-level nodes
   std::string reference;  // image-level: the tag or digest naming the image directory
-  std::string blob;       // kBlob: its digest
+  std::string blob;       // kBlob: its digest; kRootfs: the image's manifest digest
+  std::string rootfs_path;  // kRootfs: the path inside the rootfs ("" for rootfs/ itself)
+  mode_t rootfs_type = 0;   // kRootfs: S_IFMT bits of the entry
 
   bool is_dir() const;
   // Under a digest directory, or a blob: content can never change.
   bool immutable() const;
   bool is_tag_image() const { return !reference.empty() && reference.rfind("sha256:", 0) != 0; }
+  // S_IFMT bits of the entry (directory or regular file but in rootfs/).
+  mode_t type_bits() const;
 };
 using NodePtr = std::shared_ptr<const Node>;
 
@@ -64,12 +73,24 @@ struct Attr {
   mode_t mode = 0;  // type and permission bits
   uint64_t size = 0;
   uint32_t nlink = 1;
+  // rootfs entries carry their own owner, time and device (set: true);
+  // other nodes show the mount's owner and time.
+  bool own_metadata = false;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t mtime = 0;
+  uint32_t mtime_nsec = 0;
+  uint64_t rdev = 0;
 };
 
-// An opened file: small generated content in memory, or a cached blob file.
+// An opened file: small generated content in memory, or a blob read lazily.
 struct OpenedFile {
   std::shared_ptr<const std::string> bytes;
-  std::filesystem::path path;
+  std::shared_ptr<BlobReader> reader;
+  // Or a byte range of a local file: a rootfs file in its uncompressed layer.
+  std::filesystem::path file = {};
+  uint64_t offset = 0;
+  uint64_t length = 0;
 };
 
 struct TreeOptions {
@@ -92,6 +113,8 @@ class Tree {
   // Extended attributes (user.regfs.*); nullopt if `node` has no such one.
   std::optional<std::string> xattr(const Node& node, std::string_view name);
   std::vector<std::string> xattr_names(const Node& node);
+  // A symlink's target, unchanged. Throws Error(kInvalid) for other nodes.
+  std::string readlink(const Node& node);
 
  private:
   NodePtr lookup_root(std::string_view name);
@@ -106,12 +129,15 @@ class Tree {
   NodePtr make_child(const Node& parent, NodeKind kind, std::string_view name,
                      std::string blob = {});
   std::shared_ptr<const Image> image_of(const Node& node);
+  std::shared_ptr<const Image> image_at(const Node& node, const std::string& digest);
+  std::shared_ptr<const MergedTree> rootfs_of(const Node& node);
   std::string digest_of(const Node& node);
   void remember_namespace(const std::string& registry, const std::string& path);
 
   const TreeOptions options_;
   Content& content_;
   NodePtr root_;
+  std::shared_ptr<RootfsView> rootfs_;
 
   std::mutex mutex_;  // guards images_ and used_
   std::map<std::string, std::shared_ptr<const Image>> images_;  // by registry/digest

@@ -373,7 +373,7 @@ std::vector<std::string> Client::catalog() {
   std::string what = "list repositories of " + impl_->options.registry;
   std::vector<std::string> names;
   impl_->paginate(
-      what, AuthScope::catalog(), "/v2/_catalog?n=100",
+      what, AuthScope::catalog(), "/v2/_catalog",
       [&](const HttpResponse& response) {
         int status = response.status;
         if (status == 404 || status == 401 || status == 403 || status == 405) {

@@ -109,7 +109,7 @@ bool Transport::fall_back(const HttpResponse& response, std::string_view url) {
       response.failure != HttpFailure::kReset) {
     return false;
   }
-  LOG(kInfo) << "Using plain HTTP for " << options_.registry
+  LOG(kDebug) << "Using plain HTTP for " << options_.registry
              << " (HTTPS failed: " << response.error << ")";
   use_http_ = true;
   return true;

@@ -1,0 +1,308 @@
+#include "cache/blob_cache.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <tuple>
+#include <vector>
+
+#include "registry/digest.h"
+#include "registry/log.h"
+
+namespace regfs::cache {
+
+namespace fsys = std::filesystem;
+
+namespace {
+
+std::string blob_key(std::string_view hex) { return "b:" + std::string(hex); }
+std::string chunk_key(std::string_view hex, size_t index) {
+  return "c:" + std::string(hex) + ":" + std::to_string(index);
+}
+
+// Parses "c:<hex>:<i>".
+bool parse_chunk_key(const std::string& key, std::string& hex, size_t& index) {
+  auto colon = key.rfind(':');
+  if (key.rfind("c:", 0) != 0 || colon <= 2) return false;
+  hex = key.substr(2, colon - 2);
+  index = std::stoul(key.substr(colon + 1));
+  return true;
+}
+
+int64_t mtime_of(const fsys::path& path) {
+  struct stat st;
+  return ::stat(path.c_str(), &st) == 0 ? st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec
+                                        : 0;
+}
+
+}  // namespace
+
+BlobCache::BlobCache(fsys::path root, uint64_t capacity, uint64_t chunk_size)
+    : store_(std::move(root)), chunk_size_(chunk_size), lru_(capacity) {
+  std::error_code ec;
+  fsys::create_directories(store_.root() / "partial" / "sha256", ec);
+  fsys::create_directories(store_.root() / "layers", ec);
+  scan();
+  evict();
+}
+
+// Rebuilds the LRU from the directory, oldest first so the newest are kept.
+void BlobCache::scan() {
+  std::vector<std::tuple<int64_t, std::string, uint64_t>> found;
+  std::error_code ec;
+  for (auto& entry : fsys::directory_iterator(root() / "blobs" / "sha256", ec)) {
+    if (!entry.is_regular_file(ec)) continue;
+    found.emplace_back(mtime_of(entry.path()), blob_key(entry.path().filename().string()),
+                       entry.file_size(ec));
+  }
+  for (auto& entry : fsys::directory_iterator(root() / "partial" / "sha256", ec)) {
+    if (entry.path().extension() != ".chunks") continue;
+    std::ifstream in(entry.path());
+    std::string magic, version;
+    uint64_t size = 0, chunk = 0;
+    if (!(in >> magic >> version >> size >> chunk) || chunk != chunk_size_) continue;
+    std::map<size_t, bool> present;
+    std::string op;
+    while (in >> op) {
+      if (op.size() < 2) continue;
+      size_t index = std::strtoul(op.c_str() + 1, nullptr, 10);
+      if (op[0] == '+') {
+        std::string hash;
+        in >> hash;
+        present[index] = true;
+      } else if (op[0] == '-') {
+        present.erase(index);
+      }
+    }
+    std::string hex = entry.path().stem().string();
+    int64_t mtime = mtime_of(entry.path());
+    for (auto& [index, _] : present) {
+      uint64_t start = index * chunk_size_;
+      if (start >= size) continue;
+      found.emplace_back(mtime, chunk_key(hex, index), std::min(chunk_size_, size - start));
+    }
+  }
+  for (auto& entry : fsys::recursive_directory_iterator(root() / "layers", ec)) {
+    if (!entry.is_regular_file(ec) || entry.path().string().find(".tmp") != std::string::npos) {
+      continue;
+    }
+    found.emplace_back(mtime_of(entry.path()), file_key(entry.path()), entry.file_size(ec));
+  }
+  auto stale = std::chrono::system_clock::now() - std::chrono::hours(1);
+  for (auto& entry : fsys::directory_iterator(root() / "tmp", ec)) {
+    auto age = mtime_of(entry.path());
+    if (age < std::chrono::duration_cast<std::chrono::nanoseconds>(stale.time_since_epoch()).count()) {
+      fsys::remove(entry.path(), ec);
+    }
+  }
+  std::sort(found.begin(), found.end());
+  std::lock_guard lock(mutex_);
+  for (auto& [_, key, bytes] : found) lru_.put(key, bytes);
+}
+
+std::shared_ptr<CachedBlob> BlobCache::open(const std::string& digest, uint64_t size) {
+  {
+    std::lock_guard lock(mutex_);
+    auto it = live_.find(digest);
+    if (it != live_.end()) {
+      if (auto blob = it->second.lock(); blob && blob->size() == size) {
+        lru_.touch(blob_key(registry::digest_hex(digest)));
+        return blob;
+      }
+    }
+  }
+  // Made outside the lock: it may hash a whole complete file.
+  auto blob = std::make_shared<CachedBlob>(*this, digest, size);
+  std::lock_guard lock(mutex_);
+  auto& slot = live_[digest];
+  if (auto existing = slot.lock(); existing && existing->size() == size) return existing;
+  slot = blob;
+  lru_.touch(blob_key(registry::digest_hex(digest)));
+  return blob;
+}
+
+std::optional<std::string> BlobCache::read_small(const std::string& digest, size_t max_size) {
+  auto bytes = store_.read(digest, max_size);
+  if (bytes) {
+    std::lock_guard lock(mutex_);
+    lru_.touch(blob_key(registry::digest_hex(digest)));
+  }
+  return bytes;
+}
+
+void BlobCache::put_small(const std::string& digest, std::string_view bytes) {
+  store_.put(digest, bytes);
+  {
+    std::lock_guard lock(mutex_);
+    lru_.put(blob_key(registry::digest_hex(digest)), bytes.size());
+    verified_.insert(digest);
+  }
+  evict();
+}
+
+std::string BlobCache::file_key(const fsys::path& path) const {
+  return "f:" + path.lexically_relative(root()).string();
+}
+
+void BlobCache::track_file(const fsys::path& path) {
+  std::error_code ec;
+  auto size = fsys::file_size(path, ec);
+  if (ec) return;
+  {
+    std::lock_guard lock(mutex_);
+    lru_.put(file_key(path), size);
+  }
+  evict();
+}
+
+void BlobCache::pin_file(const fsys::path& path) {
+  std::lock_guard lock(mutex_);
+  lru_.pin(file_key(path));
+  lru_.touch(file_key(path));
+}
+
+void BlobCache::unpin_file(const fsys::path& path) {
+  std::lock_guard lock(mutex_);
+  lru_.unpin(file_key(path));
+}
+
+void BlobCache::chunk_added(const std::string& digest, size_t index, uint64_t bytes) {
+  {
+    std::lock_guard lock(mutex_);
+    lru_.put(chunk_key(registry::digest_hex(digest), index), bytes);
+  }
+  evict();
+}
+
+void BlobCache::chunk_known(const std::string& digest, size_t index, uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  auto key = chunk_key(registry::digest_hex(digest), index);
+  if (!lru_.contains(key)) lru_.put(key, bytes);
+}
+
+void BlobCache::blob_completed(const std::string& digest, uint64_t size, size_t chunks) {
+  {
+    std::lock_guard lock(mutex_);
+    auto hex = registry::digest_hex(digest);
+    for (size_t i = 0; i < chunks; ++i) lru_.erase(chunk_key(hex, i));
+    lru_.put(blob_key(hex), size);
+    lru_.pin(blob_key(hex));  // open: released by ~CachedBlob
+  }
+  evict();
+}
+
+void BlobCache::blob_dropped(const std::string& digest, size_t chunks) {
+  std::lock_guard lock(mutex_);
+  auto hex = registry::digest_hex(digest);
+  for (size_t i = 0; i < chunks; ++i) lru_.erase(chunk_key(hex, i));
+  live_.erase(digest);  // the next open starts afresh
+}
+
+void BlobCache::hold_complete(const std::string& digest) {
+  std::lock_guard lock(mutex_);
+  lru_.pin(blob_key(registry::digest_hex(digest)));
+}
+
+void BlobCache::release_complete(const std::string& digest) {
+  std::lock_guard lock(mutex_);
+  lru_.unpin(blob_key(registry::digest_hex(digest)));
+}
+
+void BlobCache::forget_complete(const std::string& digest) {
+  std::lock_guard lock(mutex_);
+  lru_.erase(blob_key(registry::digest_hex(digest)));
+  verified_.erase(digest);
+}
+
+bool BlobCache::is_verified(const std::string& digest) {
+  std::lock_guard lock(mutex_);
+  return verified_.count(digest) != 0;
+}
+
+void BlobCache::set_verified(const std::string& digest) {
+  std::lock_guard lock(mutex_);
+  verified_.insert(digest);
+}
+
+void BlobCache::evict() {
+  std::vector<std::string> victims;
+  {
+    std::lock_guard lock(mutex_);
+    victims = lru_.take_victims();
+  }
+  for (auto& key : victims) evict_key(key);
+}
+
+void BlobCache::evict_key(const std::string& key) {
+  std::error_code ec;
+  if (key.rfind("b:", 0) == 0) {
+    fsys::remove(root() / "blobs" / "sha256" / key.substr(2), ec);
+    std::lock_guard lock(mutex_);
+    verified_.erase("sha256:" + key.substr(2));
+  } else if (key.rfind("f:", 0) == 0) {
+    fsys::remove(root() / key.substr(2), ec);
+  } else {
+    std::string hex;
+    size_t index = 0;
+    if (!parse_chunk_key(key, hex, index)) return;
+    std::shared_ptr<CachedBlob> blob;
+    {
+      std::lock_guard lock(mutex_);
+      auto it = live_.find("sha256:" + hex);
+      if (it != live_.end()) blob = it->second.lock();
+    }
+    if (blob) {
+      blob->evict_chunk(index);
+      return;
+    }
+    // Not open here: punch through a short-lived CachedBlob made from the log.
+    std::ifstream in(root() / "partial" / "sha256" / (hex + ".chunks"));
+    std::string magic, version;
+    uint64_t size = 0;
+    if (!(in >> magic >> version >> size)) return;
+    open("sha256:" + hex, size)->evict_chunk(index);
+  }
+  LOG(kDebug) << "Evicted " << key;
+}
+
+CacheUsage BlobCache::usage() {
+  CacheUsage usage;
+  std::set<std::string> partial;
+  std::lock_guard lock(mutex_);
+  usage.capacity = lru_.capacity();
+  lru_.for_each([&](const std::string& key, uint64_t bytes) {
+    if (key.rfind("b:", 0) == 0) {
+      usage.complete_bytes += bytes;
+      ++usage.complete_blobs;
+    } else if (key.rfind("c:", 0) == 0) {
+      usage.partial_bytes += bytes;
+      partial.insert(key.substr(2, key.rfind(':') - 2));
+    } else {
+      usage.derived_bytes += bytes;
+    }
+  });
+  usage.partial_blobs = partial.size();
+  return usage;
+}
+
+std::string human_size(uint64_t bytes) {
+  const char* units = "BKMGTP";
+  double value = static_cast<double>(bytes);
+  int unit = 0;
+  while (value >= 1024 && unit < 5) {
+    value /= 1024;
+    ++unit;
+  }
+  char text[32];
+  if (unit == 0) {
+    std::snprintf(text, sizeof text, "%lluB", static_cast<unsigned long long>(bytes));
+  } else {
+    std::snprintf(text, sizeof text, "%.1f%c", value, units[unit]);
+  }
+  return text;
+}
+
+}  // namespace regfs::cache

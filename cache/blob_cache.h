@@ -1,0 +1,92 @@
+// The bounded local cache: every blob (CachedBlob, complete or partial), the
+// small blobs kept whole (manifests, configs: BlobStore), and derived files
+// (rootfs layer indexes) under one LRU bound (--cache-size). Units of the LRU
+// are complete blobs ("b:<hex>"), chunks of partial blobs ("c:<hex>:<i>")
+// and derived files ("f:<path under root>"). Open complete blobs and pinned
+// files are never evicted; chunks are, even of an open blob, so the bound
+// holds while reading a blob larger than the bound. At start the index is
+// rebuilt from the directory (least recently modified first), so the cache
+// survives unmount, crash and remount, and two mounts may share it.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include "cache/blob_store.h"
+#include "cache/cached_blob.h"
+#include "cache/lru_index.h"
+
+namespace regfs::cache {
+
+inline constexpr uint64_t kDefaultChunkSize = 2 << 20;
+
+struct CacheUsage {
+  uint64_t capacity = 0;
+  uint64_t complete_bytes = 0;  // whole, verified blobs
+  uint64_t partial_bytes = 0;   // chunks of blobs read in part
+  uint64_t derived_bytes = 0;   // layer indexes and unpacked layers
+  size_t complete_blobs = 0;
+  size_t partial_blobs = 0;
+  uint64_t total() const { return complete_bytes + partial_bytes + derived_bytes; }
+};
+
+class BlobCache {
+ public:
+  BlobCache(std::filesystem::path root, uint64_t capacity,
+            uint64_t chunk_size = kDefaultChunkSize);
+
+  const std::filesystem::path& root() const { return store_.root(); }
+  uint64_t chunk_size() const { return chunk_size_; }
+  // The complete blobs (kept whole and verified).
+  const BlobStore& store() const { return store_; }
+
+  // The blob's local state, shared by every reader in this process.
+  std::shared_ptr<CachedBlob> open(const std::string& digest, uint64_t size);
+  // Small blobs kept whole (manifests, configs), verified on put.
+  std::optional<std::string> read_small(const std::string& digest, size_t max_size);
+  void put_small(const std::string& digest, std::string_view bytes);
+
+  // Derived files under root(): tracked in the LRU, evicted by unlinking.
+  void track_file(const std::filesystem::path& path);
+  void pin_file(const std::filesystem::path& path);
+  void unpin_file(const std::filesystem::path& path);
+
+  CacheUsage usage();
+  // Evicts until within the bound.
+  void evict();
+
+  // For CachedBlob.
+  void chunk_added(const std::string& digest, size_t index, uint64_t bytes);
+  // Like chunk_added for a chunk found on disk: tracked if new, no eviction.
+  void chunk_known(const std::string& digest, size_t index, uint64_t bytes);
+  void blob_completed(const std::string& digest, uint64_t size, size_t chunks);
+  void blob_dropped(const std::string& digest, size_t chunks);
+  void hold_complete(const std::string& digest);
+  void release_complete(const std::string& digest);
+  void forget_complete(const std::string& digest);
+  bool is_verified(const std::string& digest);
+  void set_verified(const std::string& digest);
+
+ private:
+  void scan();
+  void evict_key(const std::string& key);
+  std::string file_key(const std::filesystem::path& path) const;
+
+  BlobStore store_;
+  const uint64_t chunk_size_;
+  std::mutex mutex_;  // guards the members below; taken after any CachedBlob lock
+  LruIndex lru_;
+  std::map<std::string, std::weak_ptr<CachedBlob>> live_;
+  std::set<std::string> verified_;
+};
+
+// Human sizes: 1536 -> "1.5K", 10 GiB -> "10.0G".
+std::string human_size(uint64_t bytes);
+
+}  // namespace regfs::cache

@@ -1,0 +1,422 @@
+#include "cache/cached_blob.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+
+#include "cache/blob_cache.h"
+#include "registry/error.h"
+#include "registry/log.h"
+
+namespace regfs::cache {
+
+using registry::Error;
+using registry::ErrorKind;
+
+namespace {
+
+constexpr std::string_view kLogMagic = "regfs-chunks 1";
+
+Error io_error(const std::string& what, int err) {
+  return Error(err == ENOSPC || err == EDQUOT ? ErrorKind::kNoSpace : ErrorKind::kIo,
+               "Cannot " + what + ": " + std::strerror(err));
+}
+
+// Takes (or, with F_UNLCK, drops) an OFD lock on [start, start+length).
+bool ofd_lock(int fd, short type, uint64_t start, uint64_t length) {
+  struct flock lock {};
+  lock.l_type = type;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = static_cast<off_t>(start);
+  lock.l_len = static_cast<off_t>(length);
+  while (::fcntl(fd, F_OFD_SETLKW, &lock) != 0) {
+    if (errno != EINTR) return false;
+  }
+  return true;
+}
+
+void write_all(int fd, const char* data, size_t size, uint64_t offset, const std::string& what) {
+  while (size > 0) {
+    ssize_t n = ::pwrite(fd, data, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      throw io_error(what, errno);
+    }
+    data += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+}
+
+std::string hash_file(int fd, uint64_t size) {
+  registry::Sha256 hash;
+  std::string buffer(1 << 20, '\0');
+  uint64_t offset = 0;
+  while (offset < size) {
+    ssize_t n = ::pread(fd, buffer.data(), buffer.size(), static_cast<off_t>(offset));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    hash.update(buffer.data(), static_cast<size_t>(n));
+    offset += static_cast<uint64_t>(n);
+  }
+  return offset == size ? hash.digest() : std::string();
+}
+
+}  // namespace
+
+ReadLease::ReadLease(ReadLease&& other) noexcept
+    : fd_(other.fd_), owns_fd_(other.owns_fd_), offset_(other.offset_), length_(other.length_) {
+  other.owns_fd_ = false;
+}
+
+ReadLease::~ReadLease() {
+  if (owns_fd_) ::close(fd_);  // drops the OFD locks
+}
+
+CachedBlob::CachedBlob(BlobCache& cache, std::string digest, uint64_t size)
+    : cache_(cache),
+      digest_(std::move(digest)),
+      size_(size),
+      chunk_size_(cache.chunk_size()),
+      complete_path_(cache.root() / "blobs" / "sha256" / std::string(registry::digest_hex(digest_))),
+      partial_path_(cache.root() / "partial" / "sha256" /
+                    std::string(registry::digest_hex(digest_))),
+      log_path_(partial_path_.string() + ".chunks") {
+  size_t chunks = static_cast<size_t>((size_ + chunk_size_ - 1) / chunk_size_);
+  states_.assign(chunks, State::kAbsent);
+  hashes_.assign(chunks, std::string());
+  verified_.assign(chunks, false);
+  errors_.assign(chunks, nullptr);
+  open_complete_or_partial();
+}
+
+CachedBlob::~CachedBlob() {
+  if (fd_ >= 0) ::close(fd_);
+  if (log_fd_ >= 0) ::close(log_fd_);
+  if (complete_) cache_.release_complete(digest_);
+}
+
+void CachedBlob::open_complete_or_partial() {
+  int fd = ::open(complete_path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    struct stat st;
+    bool ok = ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) == size_;
+    if (ok && !cache_.is_verified(digest_)) {
+      ok = hash_file(fd, size_) == digest_;
+      if (ok) cache_.set_verified(digest_);
+    }
+    if (ok) {
+      fd_ = fd;
+      complete_ = true;
+      std::fill(states_.begin(), states_.end(), State::kPresent);
+      hashed_upto_ = states_.size();
+      cache_.hold_complete(digest_);
+      return;
+    }
+    ::close(fd);
+    LOG(kWarning) << "Cached blob " << digest_ << " does not match its digest; fetching it again";
+    ::unlink(complete_path_.c_str());
+    cache_.forget_complete(digest_);
+  }
+  open_partial();
+}
+
+void CachedBlob::open_partial() {
+  fd_ = ::open(partial_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd_ < 0) throw io_error("open cache file " + partial_path_.string(), errno);
+  load_log();
+  struct stat st;
+  if (::fstat(fd_, &st) != 0) throw io_error("stat " + partial_path_.string(), errno);
+  if (static_cast<uint64_t>(st.st_size) != size_ && ::ftruncate(fd_, static_cast<off_t>(size_))) {
+    throw io_error("size cache file " + partial_path_.string(), errno);
+  }
+  log_fd_ = ::open(log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (log_fd_ < 0) throw io_error("open cache file " + log_path_.string(), errno);
+  struct stat log_st;
+  if (::fstat(log_fd_, &log_st) == 0 && log_st.st_size == 0) {
+    append_log(std::string(kLogMagic) + " " + std::to_string(size_) + " " +
+               std::to_string(chunk_size_) + "\n");
+  }
+  if (size_ == 0) {
+    std::lock_guard lock(mutex_);
+    finish_hash_locked();
+  }
+}
+
+// Reads the chunk log; a log of another size or chunk size starts over.
+void CachedBlob::load_log() {
+  std::ifstream in(log_path_);
+  std::string header;
+  if (!in || !std::getline(in, header)) return;
+  std::string expected = std::string(kLogMagic) + " " + std::to_string(size_) + " " +
+                         std::to_string(chunk_size_);
+  if (header != expected) {
+    LOG(kInfo) << "Discarding partial blob " << digest_ << ": made with other settings";
+    ::unlink(log_path_.c_str());
+    if (::ftruncate(fd_, 0) != 0) throw io_error("reset " + partial_path_.string(), errno);
+    return;
+  }
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.size() < 2) continue;
+    std::istringstream fields(line.substr(1));
+    size_t index;
+    std::string hash;
+    if (!(fields >> index) || index >= states_.size()) continue;
+    if (line[0] == '+' && (fields >> hash) && hash.size() == 64) {
+      states_[index] = State::kPresent;
+      hashes_[index] = hash;
+    } else if (line[0] == '-') {
+      states_[index] = State::kAbsent;
+      hashes_[index].clear();
+    }
+  }
+  for (size_t i = 0; i < states_.size(); ++i) {
+    if (states_[i] == State::kPresent) cache_.chunk_known(digest_, i, chunk_length(i));
+  }
+}
+
+void CachedBlob::append_log(const std::string& line) {
+  if (log_fd_ < 0) return;
+  ssize_t n = ::write(log_fd_, line.data(), line.size());
+  if (n != static_cast<ssize_t>(line.size())) {
+    LOG(kWarning) << "Cannot record chunk in " << log_path_ << ": " << std::strerror(errno);
+  }
+}
+
+uint64_t CachedBlob::chunk_length(size_t index) const {
+  uint64_t start = index * chunk_size_;
+  return std::min(chunk_size_, size_ - start);
+}
+
+bool CachedBlob::complete() const {
+  std::lock_guard lock(mutex_);
+  return complete_;
+}
+
+uint64_t CachedBlob::present_bytes() const {
+  std::lock_guard lock(mutex_);
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < states_.size(); ++i) {
+    if (states_[i] == State::kPresent) bytes += chunk_length(i);
+  }
+  return bytes;
+}
+
+std::vector<CachedBlob::Run> CachedBlob::claim(size_t first, size_t last) {
+  std::vector<Run> runs;
+  std::lock_guard lock(mutex_);
+  if (failed_ || complete_) return runs;
+  last = std::min(last, states_.size() - 1);
+  for (size_t i = first; i <= last && i < states_.size(); ++i) {
+    if (states_[i] != State::kAbsent) continue;
+    states_[i] = State::kFetching;
+    errors_[i] = nullptr;
+    if (!runs.empty() && runs.back().second + 1 == i) {
+      runs.back().second = i;
+    } else {
+      runs.emplace_back(i, i);
+    }
+  }
+  return runs;
+}
+
+void CachedBlob::store_chunk(size_t index, std::string_view bytes) {
+  if (index >= states_.size() || bytes.size() != chunk_length(index)) {
+    throw Error(ErrorKind::kIntegrity, "Cannot store chunk " + std::to_string(index) + " of " +
+                                           digest_ + ": wrong length");
+  }
+  write_all(fd_, bytes.data(), bytes.size(), index * chunk_size_,
+            "write cache file " + partial_path_.string());
+  registry::Sha256 chunk_hash;
+  chunk_hash.update(bytes);
+  std::string hex(registry::digest_hex(chunk_hash.digest()));
+  bool completed = false;
+  bool dropped = false;
+  {
+    std::lock_guard lock(mutex_);
+    states_[index] = State::kPresent;
+    hashes_[index] = hex;
+    verified_[index] = true;
+    errors_[index] = nullptr;
+    append_log("+" + std::to_string(index) + " " + hex + "\n");
+    advance_hash_locked(index, bytes);
+    completed = complete_;
+    dropped = failed_ != nullptr;
+  }
+  changed_.notify_all();
+  if (dropped) {
+    cache_.blob_dropped(digest_, states_.size());
+  } else if (completed) {
+    cache_.blob_completed(digest_, size_, states_.size());
+  } else {
+    cache_.chunk_added(digest_, index, bytes.size());
+  }
+}
+
+// Feeds chunks to the whole-blob hash in order: `bytes` for `index`, then
+// chunks already present on disk (checked against their recorded hashes).
+void CachedBlob::advance_hash_locked(size_t index, std::string_view bytes) {
+  if (index != hashed_upto_) return;
+  hasher_.update(bytes);
+  ++hashed_upto_;
+  while (hashed_upto_ < states_.size() && states_[hashed_upto_] == State::kPresent) {
+    if (!chunk_intact_locked(fd_, hashed_upto_)) return;
+    hasher_.update(read_chunk(fd_, hashed_upto_));
+    ++hashed_upto_;
+  }
+  if (hashed_upto_ == states_.size()) finish_hash_locked();
+}
+
+void CachedBlob::finish_hash_locked() {
+  std::string actual = hasher_.digest();
+  if (actual != digest_) {
+    LOG(kError) << "Blob " << digest_ << " from the registry has digest " << actual
+                << "; dropped, readers get EIO";
+    failed_ = std::make_exception_ptr(Error(
+        ErrorKind::kIntegrity, "Cannot read blob " + digest_ + ": content does not match digest"));
+    ::unlink(partial_path_.c_str());
+    ::unlink(log_path_.c_str());
+    return;
+  }
+  bool all_present = std::all_of(states_.begin(), states_.end(),
+                                 [](State s) { return s == State::kPresent; });
+  if (!all_present) return;  // verified as streamed, but chunks were evicted since
+  if (::fsync(fd_) != 0 || ::rename(partial_path_.c_str(), complete_path_.c_str()) != 0) {
+    LOG(kWarning) << "Cannot complete cached blob " << digest_ << ": " << std::strerror(errno);
+    return;
+  }
+  ::unlink(log_path_.c_str());
+  if (log_fd_ >= 0) ::close(log_fd_);
+  log_fd_ = -1;
+  complete_ = true;
+  cache_.set_verified(digest_);
+}
+
+void CachedBlob::abandon(size_t first, size_t last, std::exception_ptr error) {
+  {
+    std::lock_guard lock(mutex_);
+    for (size_t i = first; i <= last && i < states_.size(); ++i) {
+      if (states_[i] != State::kFetching) continue;
+      states_[i] = State::kAbsent;
+      errors_[i] = error;
+    }
+  }
+  changed_.notify_all();
+}
+
+bool CachedBlob::wait(size_t first, size_t last) {
+  std::unique_lock lock(mutex_);
+  last = std::min(last, states_.size() - 1);
+  while (true) {
+    if (failed_) std::rethrow_exception(failed_);
+    if (complete_) return true;
+    bool fetching = false;
+    for (size_t i = first; i <= last; ++i) {
+      if (states_[i] == State::kPresent) continue;
+      if (errors_[i]) std::rethrow_exception(errors_[i]);
+      if (states_[i] == State::kAbsent) return false;
+      fetching = true;
+    }
+    if (!fetching) return true;
+    changed_.wait(lock);
+  }
+}
+
+// True if chunk `index` has no hole on disk and, the first time this process
+// reads it, its bytes match the hash recorded when it was fetched.
+bool CachedBlob::chunk_intact_locked(int fd, size_t index) {
+  uint64_t start = index * chunk_size_;
+  uint64_t end = start + chunk_length(index);
+  off_t hole = ::lseek(fd, static_cast<off_t>(start), SEEK_HOLE);
+  if (hole >= 0 && static_cast<uint64_t>(hole) < end) return false;
+  if (verified_[index]) return true;
+  registry::Sha256 hash;
+  hash.update(read_chunk(fd, index));
+  if (registry::digest_hex(hash.digest()) != hashes_[index]) {
+    LOG(kWarning) << "Cached chunk " << index << " of " << digest_ << " is corrupt; fetching it again";
+    return false;
+  }
+  verified_[index] = true;
+  return true;
+}
+
+std::string CachedBlob::read_chunk(int fd, size_t index) const {
+  std::string bytes(chunk_length(index), '\0');
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::pread(fd, bytes.data() + done, bytes.size() - done,
+                        static_cast<off_t>(index * chunk_size_ + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) throw io_error("read cache file " + partial_path_.string(), n < 0 ? errno : EIO);
+    done += static_cast<size_t>(n);
+  }
+  return bytes;
+}
+
+void CachedBlob::mark_absent_locked(size_t index) {
+  if (states_[index] != State::kPresent) return;
+  states_[index] = State::kAbsent;
+  verified_[index] = false;
+  hashes_[index].clear();
+  append_log("-" + std::to_string(index) + "\n");
+}
+
+std::optional<ReadLease> CachedBlob::lease(uint64_t offset, size_t length) {
+  {
+    std::lock_guard lock(mutex_);
+    if (failed_) std::rethrow_exception(failed_);
+    if (complete_) return ReadLease(fd_, false, offset, length);
+  }
+  if (length == 0 || offset >= size_) return ReadLease(fd_, false, offset, 0);
+  length = static_cast<size_t>(std::min<uint64_t>(length, size_ - offset));
+  size_t first = chunk_of(offset);
+  size_t last = chunk_of(offset + length - 1);
+  int fd = ::open(partial_path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    // Completed (renamed) by this or another mount, or dropped.
+    std::lock_guard lock(mutex_);
+    if (complete_) return ReadLease(fd_, false, offset, length);
+    for (size_t i = first; i <= last; ++i) mark_absent_locked(i);
+    return std::nullopt;
+  }
+  ReadLease lease(fd, true, offset, length);
+  uint64_t start = first * chunk_size_;
+  if (!ofd_lock(fd, F_RDLCK, start, (last + 1) * chunk_size_ - start)) {
+    throw io_error("lock cache file " + partial_path_.string(), errno);
+  }
+  std::lock_guard lock(mutex_);
+  bool intact = true;
+  for (size_t i = first; i <= last; ++i) {
+    if (states_[i] != State::kPresent || !chunk_intact_locked(fd, i)) {
+      mark_absent_locked(i);
+      intact = false;
+    }
+  }
+  if (!intact) return std::nullopt;
+  return lease;
+}
+
+void CachedBlob::evict_chunk(size_t index) {
+  if (index >= states_.size()) return;
+  int fd = ::open(partial_path_.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return;  // completed or dropped meanwhile
+  uint64_t start = index * chunk_size_;
+  if (ofd_lock(fd, F_WRLCK, start, chunk_length(index))) {
+    std::lock_guard lock(mutex_);
+    if (!complete_ && states_[index] == State::kPresent &&
+        ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(start),
+                    static_cast<off_t>(chunk_length(index))) == 0) {
+      mark_absent_locked(index);
+    }
+  }
+  ::close(fd);
+}
+
+}  // namespace regfs::cache

@@ -1,0 +1,130 @@
+// One blob in the local cache, complete or partial. A partial blob is a
+// sparse file the size of the blob, filled chunk by chunk as reads need them
+// (HTTP ranges fetched by the fs layer), with an append-only log of the
+// chunks present and each chunk's SHA-256:
+//   <root>/partial/sha256/<hex>          the sparse file
+//   <root>/partial/sha256/<hex>.chunks   "regfs-chunks 1 <size> <chunk>" then
+//                                        "+<i> <sha256>" / "-<i>" lines
+// A running SHA-256 of the whole blob advances as chunks arrive in order;
+// when it reaches the end the digest is checked: a match with every chunk
+// present renames the file to blobs/sha256/<hex> (complete); a mismatch drops
+// the blob and every reader gets EIO, never wrong bytes. After a remount a
+// logged chunk is re-hashed before its first read, and a complete blob before
+// its first open, so corrupt cache files are refetched, not served.
+//
+// Chunks may be evicted (hole punched) by the LRU of this or another mount
+// sharing the cache dir. Readers hold OFD read locks on the chunk ranges they
+// read and check for holes under the lock; eviction takes a write lock.
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <filesystem>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "registry/digest.h"
+
+namespace regfs::cache {
+
+class BlobCache;
+
+// Read access to [offset, offset+length) of a blob's local file. For a
+// partial blob it owns its own descriptor holding OFD read locks on the
+// range, so no eviction punches it while the bytes are copied out.
+class ReadLease {
+ public:
+  ReadLease(int fd, bool owns_fd, uint64_t offset, size_t length)
+      : fd_(fd), owns_fd_(owns_fd), offset_(offset), length_(length) {}
+  ReadLease(ReadLease&& other) noexcept;
+  ReadLease& operator=(ReadLease&&) = delete;
+  ~ReadLease();
+  int fd() const { return fd_; }
+  uint64_t offset() const { return offset_; }
+  size_t length() const { return length_; }
+
+ private:
+  int fd_;
+  bool owns_fd_;
+  uint64_t offset_;
+  size_t length_;
+};
+
+class CachedBlob {
+ public:
+  using Run = std::pair<size_t, size_t>;  // first and last chunk, inclusive
+
+  // Opens the blob's local state, creating an empty partial file if needed.
+  // Verifies a complete file not yet verified by this process.
+  CachedBlob(BlobCache& cache, std::string digest, uint64_t size);
+  ~CachedBlob();
+  CachedBlob(const CachedBlob&) = delete;
+  CachedBlob& operator=(const CachedBlob&) = delete;
+
+  const std::string& digest() const { return digest_; }
+  uint64_t size() const { return size_; }
+  uint64_t chunk_size() const { return chunk_size_; }
+  size_t chunk_count() const { return states_.size(); }
+  size_t chunk_of(uint64_t offset) const { return static_cast<size_t>(offset / chunk_size_); }
+  uint64_t chunk_length(size_t index) const;
+  bool complete() const;
+  uint64_t present_bytes() const;
+
+  // Marks the chunks of [first, last] that are neither present nor being
+  // fetched as being fetched by the caller, and returns them as runs.
+  std::vector<Run> claim(size_t first, size_t last);
+  // Stores a fetched chunk (its whole bytes). Throws Error(kNoSpace/kIo).
+  void store_chunk(size_t index, std::string_view bytes);
+  // Gives back claimed chunks that could not be fetched; waiters get `error`.
+  void abandon(size_t first, size_t last, std::exception_ptr error);
+  // Blocks until every chunk of [first, last] is present (true), or one is
+  // absent with nobody fetching it (false: claim it). Throws the error a
+  // fetch of one of them failed with, or the blob's integrity error.
+  bool wait(size_t first, size_t last);
+  // A lease on [offset, offset+length), or nullopt if a chunk turned out to
+  // be missing (evicted, or corrupt on disk): claim and fetch again.
+  std::optional<ReadLease> lease(uint64_t offset, size_t length);
+  // Punches chunk `index` out (LRU eviction).
+  void evict_chunk(size_t index);
+
+ private:
+  enum class State : uint8_t { kAbsent, kFetching, kPresent };
+
+  void open_complete_or_partial();
+  void open_partial();
+  void load_log();
+  void append_log(const std::string& line);
+  void mark_absent_locked(size_t index);
+  bool chunk_intact_locked(int fd, size_t index);
+  void advance_hash_locked(size_t index, std::string_view bytes);
+  void finish_hash_locked();
+  std::string read_chunk(int fd, size_t index) const;
+
+  BlobCache& cache_;
+  const std::string digest_;
+  const uint64_t size_;
+  const uint64_t chunk_size_;
+  const std::filesystem::path complete_path_;
+  const std::filesystem::path partial_path_;
+  const std::filesystem::path log_path_;
+
+  mutable std::mutex mutex_;  // guards everything below; taken after OFD locks
+  std::condition_variable changed_;
+  int fd_ = -1;      // the complete file, or the partial file
+  int log_fd_ = -1;  // partial only
+  bool complete_ = false;
+  std::exception_ptr failed_;  // whole-blob integrity failure
+  std::vector<State> states_;
+  std::vector<std::string> hashes_;  // per chunk, hex; empty if unknown
+  std::vector<bool> verified_;       // hash checked by this process
+  std::vector<std::exception_ptr> errors_;
+  registry::Sha256 hasher_;
+  size_t hashed_upto_ = 0;  // chunks [0, hashed_upto_) are in hasher_
+};
+
+}  // namespace regfs::cache
