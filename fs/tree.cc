@@ -378,7 +378,8 @@ OpenedFile Tree::open(const Node& node) {
     case NodeKind::kConfigFile: {
       auto image = image_of(node);
       if (!image->config) throw Error(ErrorKind::kNotFound, "No config for this platform");
-      return OpenedFile{nullptr, reg.blob(node.path, image->config->digest, image->config->size)};
+      return OpenedFile{nullptr,
+                        reg.open_blob(node.path, image->config->digest, image->config->size)};
     }
     case NodeKind::kBlob: {
       auto image = image_of(node);
@@ -390,7 +391,7 @@ OpenedFile Tree::open(const Node& node) {
           registry::is_manifest_media_type(it->second.media_type)) {
         reg.manifest(node.path, node.blob);
       }
-      return OpenedFile{nullptr, reg.blob(node.path, node.blob, it->second.size)};
+      return OpenedFile{nullptr, reg.open_blob(node.path, node.blob, it->second.size)};
     }
     default:
       throw Error(ErrorKind::kInvalid, "Cannot open " + node.key + ": not a file");
