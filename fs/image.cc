@@ -45,7 +45,10 @@ void add_index(RegistryContent& content, Image& image, const std::string& bytes,
       continue;
     }
     auto manifest = add_manifest(image, child_bytes);
-    if (&child == chosen) image.config = manifest.config;
+    if (&child == chosen) {
+      image.config = manifest.config;
+      image.layers = manifest.layers;
+    }
   }
   if (choose_config && !chosen) {
     LOG(kInfo) << "No manifest for platform " << platform.to_string() << " in "
@@ -67,7 +70,9 @@ std::shared_ptr<const Image> load_image(RegistryContent& content, const std::str
   if (registry::is_index_media_type(image->media_type)) {
     add_index(content, *image, image->manifest, platform, true, 0);
   } else {
-    image->config = add_manifest(*image, image->manifest).config;
+    auto manifest = add_manifest(*image, image->manifest);
+    image->config = manifest.config;
+    image->layers = manifest.layers;
   }
   return image;
 }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "fs/content.h"
 #include "registry/manifest.h"
@@ -27,6 +28,8 @@ struct Image {
   // The image config of the selected platform; empty when no platform of a
   // multi-platform index matches.
   std::optional<registry::Descriptor> config;
+  // The layers of the selected platform's manifest, base first (rootfs/).
+  std::vector<registry::Descriptor> layers;
   // Every blob the image reaches, by digest: the manifest itself, for an index
   // every child manifest, and every config and layer.
   std::map<std::string, BlobEntry> blobs;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "fs/rootfs.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 #include "registry/log.h"
@@ -59,18 +60,29 @@ bool Node::is_dir() const {
     case NodeKind::kBlobsDir:
     case NodeKind::kBlobsAlgDir:
       return true;
+    case NodeKind::kRootfs:
+      return S_ISDIR(rootfs_type);
     default:
       return false;
   }
 }
 
 bool Node::immutable() const {
+  // Inside rootfs/ nodes are pinned to an image digest; rootfs/ under a tag is not.
+  if (kind == NodeKind::kRootfs) return !rootfs_path.empty() || !is_tag_image();
   return kind == NodeKind::kBlob || kind == NodeKind::kLayoutFile ||
          (!reference.empty() && !is_tag_image());
 }
 
+mode_t Node::type_bits() const {
+  if (kind == NodeKind::kRootfs) return rootfs_type;
+  return is_dir() ? S_IFDIR : S_IFREG;
+}
+
 Tree::Tree(TreeOptions options, Content& content)
-    : options_(std::move(options)), content_(content) {
+    : options_(std::move(options)),
+      content_(content),
+      rootfs_(std::make_shared<RootfsView>(content)) {
   auto root = std::make_shared<Node>();
   root->key = "/";
   if (!options_.registry.empty()) {
@@ -111,6 +123,8 @@ NodePtr Tree::lookup(const Node& dir, std::string_view name) {
       return lookup_root(name);
     case NodeKind::kNamespace:
       return lookup_namespace(dir, name);
+    case NodeKind::kRootfs:
+      return RootfsView::lookup(dir, *rootfs_of(dir), name);
     default:
       return lookup_image_entry(dir, name);
   }
@@ -211,6 +225,12 @@ NodePtr Tree::lookup_image_entry(const Node& dir, std::string_view name) {
       if (name == "config.json" && image_of(dir)->config) {
         return make_child(dir, NodeKind::kConfigFile, name);
       }
+      if (name == "rootfs") {
+        auto image = image_of(dir);
+        if (!image->config) return nullptr;
+        auto merged = rootfs_->tree(content_.registry(dir.registry), *image);
+        return RootfsView::root_node(dir, image->digest, *merged);
+      }
       return nullptr;
     case NodeKind::kBlobsDir:
       return name == "sha256" ? make_child(dir, NodeKind::kBlobsAlgDir, name) : nullptr;
@@ -250,6 +270,8 @@ std::vector<NodePtr> Tree::list(const Node& dir) {
         entries.push_back(make_child(dir, NodeKind::kBlob, registry::digest_hex(digest), digest));
       }
       return entries;
+    case NodeKind::kRootfs:
+      return RootfsView::list(dir, *rootfs_of(dir));
     default:
       throw Error(ErrorKind::kInvalid, "Cannot list " + dir.key + ": not a directory");
   }
@@ -314,7 +336,14 @@ std::string Tree::digest_of(const Node& node) {
 }
 
 std::shared_ptr<const Image> Tree::image_of(const Node& node) {
-  std::string digest = digest_of(node);
+  return image_at(node, digest_of(node));
+}
+
+std::shared_ptr<const MergedTree> Tree::rootfs_of(const Node& node) {
+  return rootfs_->tree(content_.registry(node.registry), *image_at(node, node.blob));
+}
+
+std::shared_ptr<const Image> Tree::image_at(const Node& node, const std::string& digest) {
   std::string key = node.registry + "/" + node.path + "@" + digest;
   {
     std::lock_guard lock(mutex_);
@@ -327,6 +356,7 @@ std::shared_ptr<const Image> Tree::image_of(const Node& node) {
 }
 
 Attr Tree::attr(const Node& node) {
+  if (node.kind == NodeKind::kRootfs) return RootfsView::attr(node, *rootfs_of(node));
   Attr attr;
   if (node.is_dir()) {
     attr.mode = S_IFDIR | 0555;
@@ -369,6 +399,8 @@ OpenedFile Tree::open(const Node& node) {
   };
   auto& reg = content_.registry(node.registry);
   switch (node.kind) {
+    case NodeKind::kRootfs:
+      return RootfsView::open(node, *rootfs_of(node));
     case NodeKind::kLayoutFile:
       return bytes(std::string(kOciLayoutFile));
     case NodeKind::kIndexFile:
@@ -399,6 +431,7 @@ OpenedFile Tree::open(const Node& node) {
 }
 
 std::optional<std::string> Tree::xattr(const Node& node, std::string_view name) {
+  if (node.kind == NodeKind::kRootfs) return RootfsView::xattr(node, *rootfs_of(node), name);
   if (node.kind != NodeKind::kImage && node.kind != NodeKind::kManifestFile) return std::nullopt;
   if (name == "user.regfs.digest") return image_of(node)->digest;
   if (name == "user.regfs.mediaType") return image_of(node)->media_type;
@@ -406,8 +439,16 @@ std::optional<std::string> Tree::xattr(const Node& node, std::string_view name) 
 }
 
 std::vector<std::string> Tree::xattr_names(const Node& node) {
+  if (node.kind == NodeKind::kRootfs) return RootfsView::xattr_names(node, *rootfs_of(node));
   if (node.kind != NodeKind::kImage && node.kind != NodeKind::kManifestFile) return {};
   return {"user.regfs.digest", "user.regfs.mediaType"};
+}
+
+std::string Tree::readlink(const Node& node) {
+  if (node.kind != NodeKind::kRootfs) {
+    throw Error(ErrorKind::kInvalid, "Cannot read link " + node.key + ": not a symlink");
+  }
+  return RootfsView::readlink(node, *rootfs_of(node));
 }
 
 }  // namespace regfs::fs

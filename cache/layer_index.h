@@ -1,0 +1,32 @@
+// What regfs knows about one layer once it has read it: every entry of its
+// tar (paths cleaned, in archive order) and where the uncompressed tar is kept,
+// so that a file's bytes are one pread at entry.offset. Kept on disk in a
+// compact binary form (host byte order: the cache is local) next to the tar;
+// a file that does not parse is treated as absent and the layer re-indexed.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cache/tar_reader.h"
+
+namespace regfs::cache {
+
+struct LayerIndex {
+  std::string diff_id;        // sha256 of the uncompressed tar
+  uint64_t tar_size = 0;      // bytes of the uncompressed tar
+  std::filesystem::path tar;  // the uncompressed tar in the cache
+  std::vector<TarEntry> entries;
+};
+
+// The on-disk form of `index` (without its `tar` path).
+std::string serialize_index(const LayerIndex& index);
+// Parses serialize_index()'s output; nullopt if it is not that, or if an
+// entry's data lies outside the tar.
+std::optional<LayerIndex> parse_index(std::string_view bytes);
+
+}  // namespace regfs::cache
