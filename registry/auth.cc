@@ -74,6 +74,15 @@ AuthScope AuthScope::pull(std::string_view repository) {
           "repository:" + std::string(repository) + ":pull"};
 }
 
+AuthScope AuthScope::push(std::string_view repository,
+                          std::string_view mount_from) {
+  std::string scope = "repository:" + std::string(repository) + ":pull,push";
+  if (!mount_from.empty() && mount_from != repository) {
+    scope += " repository:" + std::string(mount_from) + ":pull";
+  }
+  return {std::string(repository), scope};
+}
+
 AuthScope AuthScope::catalog() { return {"", "registry:catalog:*"}; }
 
 Authenticator::Authenticator(HttpClient& http, AuthOptions options)
@@ -221,7 +230,13 @@ std::string Authenticator::request_token(const AuthScope& scope,
     query += std::string(key) + "=" + url_encode(value);
   };
   add("service", service);
-  add("scope", scope_text);
+  // Several scopes (push plus a mount source) go as repeated parameters.
+  for (size_t start = 0; start < scope_text.size();) {
+    size_t end = scope_text.find(' ', start);
+    if (end == std::string::npos) end = scope_text.size();
+    add("scope", std::string_view(scope_text).substr(start, end - start));
+    start = end + 1;
+  }
 
   HttpRequest request;
   request.timeout = options_.timeout;

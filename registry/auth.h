@@ -22,9 +22,15 @@ namespace regfs::registry {
 // What a request needs access to.
 struct AuthScope {
   std::string repository;  // for credential lookup; empty for the registry
-  std::string scope;       // "repository:a/b:pull", "registry:catalog:*", ""
+  // "repository:a/b:pull", "registry:catalog:*", "" ; several scopes are
+  // separated by spaces and requested as repeated scope= parameters.
+  std::string scope;
 
   static AuthScope pull(std::string_view repository);
+  // Push to `repository` ("pull,push"); with `mount_from`, also pull from
+  // that repository (a cross-repository blob mount needs both in one token).
+  static AuthScope push(std::string_view repository,
+                        std::string_view mount_from = {});
   static AuthScope catalog();
 };
 

@@ -14,6 +14,7 @@
 #include "registry/manifest.h"
 #include "registry/reference.h"
 #include "registry/transport.h"
+#include "registry/upload.h"
 
 namespace regfs::registry {
 namespace {
@@ -407,6 +408,34 @@ std::vector<std::string> Client::list_tags(std::string_view repository) {
                     append_names(response, "tags", what, &tags);
                   });
   return tags;
+}
+
+bool Client::blob_exists(std::string_view repository,
+                         std::string_view digest) {
+  return upload::blob_exists(impl_->transport, repository, digest);
+}
+
+bool Client::mount_blob(std::string_view repository, std::string_view digest,
+                        std::string_view from) {
+  return upload::mount_blob(impl_->transport, repository, digest, from);
+}
+
+void Client::upload_blob(std::string_view repository, std::string_view digest,
+                         uint64_t size, const BlobSource& source) {
+  upload::upload_blob(impl_->transport, repository, digest, size, source);
+}
+
+std::string Client::put_manifest(std::string_view repository,
+                                 std::string_view reference,
+                                 std::string_view bytes,
+                                 std::string_view media_type) {
+  return upload::put_manifest(impl_->transport, repository, reference, bytes,
+                              media_type);
+}
+
+void Client::delete_manifest(std::string_view repository,
+                             std::string_view reference) {
+  upload::delete_manifest(impl_->transport, repository, reference);
 }
 
 }  // namespace regfs::registry

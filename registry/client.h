@@ -31,6 +31,10 @@ struct ClientOptions {
   // A streaming blob transfer fails if no byte arrives for this long.
   std::chrono::milliseconds stall_timeout{30'000};
   int max_attempts = 4;  // tries of a retryable request, the first included
+  // Uploads: blobs up to this size go in one PUT, larger ones in PATCH
+  // chunks of upload_chunk_size bytes.
+  uint64_t monolithic_upload_limit = 8 << 20;
+  uint64_t upload_chunk_size = 16 << 20;
   std::shared_ptr<const CredentialStore> credentials;  // null: anonymous
 };
 
@@ -48,6 +52,12 @@ struct ManifestData {
 
 // Receives blob bytes in order; returns false to stop the transfer.
 using BodySink = std::function<bool(const char* data, size_t size)>;
+
+// Gives the bytes of a blob being uploaded: up to `max` bytes from `offset`
+// into `buffer`; returns how many (0 before the end is an error) or throws.
+// Asked by offset so that a chunk or a retried request can be re-read.
+using BlobSource =
+    std::function<size_t(uint64_t offset, char* buffer, size_t max)>;
 
 class Client {
  public:
@@ -81,6 +91,31 @@ class Client {
   std::vector<std::string> catalog();
   // GET /v2/<repo>/tags/list, every page. Error(kNotFound) if no repository.
   std::vector<std::string> list_tags(std::string_view repository);
+
+  // Push (registry/upload.cc). Tokens are asked for "pull,push" on the
+  // target repository. Errors: DENIED/401/403 are kUnauthorized, 405 and
+  // UNSUPPORTED kUnsupported.
+
+  // HEAD /v2/<repo>/blobs/<digest>: whether the repository has the blob.
+  bool blob_exists(std::string_view repository, std::string_view digest);
+  // POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<from>: true if the
+  // registry linked the blob (201); false if it opened an upload instead
+  // (202; the session is cancelled, upload the blob instead).
+  bool mount_blob(std::string_view repository, std::string_view digest,
+                  std::string_view from);
+  // Uploads `size` bytes from `source` as `digest`: POST then one PUT up to
+  // monolithic_upload_limit, else PATCH chunks with Content-Range and a
+  // closing PUT ?digest=. The registry verifies the digest.
+  void upload_blob(std::string_view repository, std::string_view digest,
+                   uint64_t size, const BlobSource& source);
+  // PUT /v2/<repo>/manifests/<reference> with `media_type` as Content-Type.
+  // Returns the digest; throws Error(kIntegrity) if the registry's
+  // Docker-Content-Digest differs from the bytes' sha256.
+  std::string put_manifest(std::string_view repository,
+                           std::string_view reference, std::string_view bytes,
+                           std::string_view media_type);
+  // DELETE /v2/<repo>/manifests/<reference> (a tag or a digest).
+  void delete_manifest(std::string_view repository, std::string_view reference);
 
  private:
   struct Impl;

@@ -81,7 +81,33 @@ struct Transfer {
   bool stream = false;
   bool aborted = false;
   bool too_large = false;
+  uint64_t sent = 0;  // bytes of a streamed request body read so far
+  bool source_failed = false;
+  std::string source_error{};
 };
+
+size_t on_read(char* buffer, size_t size, size_t count, void* user) {
+  auto* transfer = static_cast<Transfer*>(user);
+  const HttpRequest& request = *transfer->request;
+  uint64_t left = request.body_size - transfer->sent;
+  if (left == 0) return 0;
+  size_t max = static_cast<size_t>(std::min<uint64_t>(left, size * count));
+  size_t n = 0;
+  try {
+    n = request.body_source(transfer->sent, buffer, max);
+  } catch (const std::exception& e) {
+    transfer->source_error = e.what();
+  }
+  if (n == 0 || n > max) {
+    transfer->source_failed = true;
+    if (transfer->source_error.empty()) {
+      transfer->source_error = "the request body ended early";
+    }
+    return CURL_READFUNC_ABORT;
+  }
+  transfer->sent += n;
+  return n;
+}
 
 size_t on_header(char* data, size_t size, size_t count, void* user) {
   auto* transfer = static_cast<Transfer*>(user);
@@ -147,6 +173,10 @@ HttpFailure classify(CURLcode code, const Transfer& transfer) {
   switch (code) {
     case CURLE_OK:
       return HttpFailure::kNone;
+    case CURLE_ABORTED_BY_CALLBACK:
+    case CURLE_READ_ERROR:
+      if (transfer.source_failed) return HttpFailure::kSource;
+      return HttpFailure::kOther;
     case CURLE_WRITE_ERROR:
       if (transfer.aborted) return HttpFailure::kAborted;
       if (transfer.too_large) return HttpFailure::kTooLarge;
@@ -279,6 +309,13 @@ struct HttpClient::Impl {
     curl_easy_setopt(easy, CURLOPT_WRITEDATA, transfer);
     if (request.method == "HEAD") {
       curl_easy_setopt(easy, CURLOPT_NOBODY, 1L);
+    } else if (request.body_source) {
+      curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
+      curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request.method.c_str());
+      curl_easy_setopt(easy, CURLOPT_READFUNCTION, &on_read);
+      curl_easy_setopt(easy, CURLOPT_READDATA, transfer);
+      curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE,
+                       static_cast<curl_off_t>(request.body_size));
     } else if (request.method != "GET") {
       curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request.method.c_str());
       if (!request.body.empty() || request.method != "DELETE") {
@@ -324,6 +361,9 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
   response.failure = classify(code, transfer);
   if (code != CURLE_OK) {
     response.error = error_buffer[0] ? error_buffer : curl_easy_strerror(code);
+    if (transfer.source_failed) {
+      response.error = "cannot read the body: " + transfer.source_error;
+    }
   }
   return response;
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -36,6 +37,12 @@ struct HttpRequest {
   std::string url;
   std::vector<std::string> headers;  // "Name: value"
   std::string body;                  // sent for methods other than GET/HEAD
+  // Or a body streamed from a source (uploads of large blobs from disk or
+  // from another registry): body_size bytes, asked for by offset from 0, so
+  // that a repeated request sends them again. The source returns how many
+  // bytes it wrote to `buffer` (0 before body_size is an error) and may throw.
+  std::function<size_t(uint64_t offset, char* buffer, size_t max)> body_source;
+  uint64_t body_size = 0;
   // Deadline of the whole exchange; zero for none (streams use stall_timeout).
   std::chrono::milliseconds timeout{0};
   // Fail if less than one byte a second arrives for this long; zero for none.
@@ -57,6 +64,7 @@ enum class HttpFailure {
   kTimeout,   // deadline or stall limit passed
   kAborted,   // on_body returned false
   kTooLarge,  // a collected body passed max_body
+  kSource,    // HttpRequest::body_source failed or ended early
   kOther,
 };
 

@@ -120,6 +120,7 @@ Error Transport::transport_error(const HttpResponse& response,
   ErrorKind kind = ErrorKind::kUnavailable;
   std::string reason = response.error;
   if (response.failure == HttpFailure::kTimeout) kind = ErrorKind::kTimeout;
+  if (response.failure == HttpFailure::kSource) kind = ErrorKind::kIo;
   if (response.failure == HttpFailure::kTooLarge) {
     kind = ErrorKind::kInvalid;
     reason = "the response is too large";

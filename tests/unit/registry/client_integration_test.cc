@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -484,6 +485,71 @@ TEST_F(RegistryFixture, BearerTokens) {
   auto manifest = parse_manifest(alice.get_manifest("public/app", "v1").bytes);
   EXPECT_EQ(read_blob(alice, "public/app", manifest.layers[0].digest, 7, 0),
             "layer");
+}
+
+// The push API: HEAD, monolithic and chunked uploads (read by offset from a
+// source), cross-repository mounts, manifest PUT, a refused DELETE.
+TEST_F(RegistryFixture, PushBlobsAndManifests) {
+  start_registry();
+  ClientOptions options;
+  options.registry = name();
+  options.request_timeout = milliseconds(10000);
+  options.monolithic_upload_limit = 1000;
+  options.upload_chunk_size = 4096;
+  Client client(options);
+  std::string small = "config bytes";
+  std::string large(10000, 'x');
+  for (size_t i = 0; i < large.size(); ++i) large[i] = static_cast<char>('a' + i % 26);
+  auto source_of = [](const std::string& data) {
+    return [&data](uint64_t offset, char* buffer, size_t max) {
+      size_t n = std::min<size_t>(max, data.size() - offset);
+      std::memcpy(buffer, data.data() + offset, n);
+      return n;
+    };
+  };
+  std::string small_digest = sha256_digest(small);
+  std::string large_digest = sha256_digest(large);
+  EXPECT_FALSE(client.blob_exists("push/a", small_digest));
+  client.upload_blob("push/a", small_digest, small.size(), source_of(small));
+  client.upload_blob("push/a", large_digest, large.size(), source_of(large));
+  EXPECT_TRUE(client.blob_exists("push/a", small_digest));
+  EXPECT_EQ(read_blob(client, "push/a", large_digest, 0, 0), large);
+  // A wrong digest is refused by the registry.
+  EXPECT_EQ(kind_of([&] {
+              client.upload_blob("push/a", sha256_digest("other"), small.size(),
+                                 source_of(small));
+            }),
+            ErrorKind::kIntegrity);
+  // A source that fails ends the upload with an error.
+  EXPECT_EQ(kind_of([&] {
+              client.upload_blob("push/a", small_digest, small.size(),
+                                 [](uint64_t, char*, size_t) -> size_t {
+                                   throw Error(ErrorKind::kIo, "disk gone");
+                                 });
+            }),
+            ErrorKind::kIo);
+  EXPECT_TRUE(client.mount_blob("push/b", large_digest, "push/a"));
+  EXPECT_TRUE(client.blob_exists("push/b", large_digest));
+  EXPECT_FALSE(client.mount_blob("push/b", sha256_digest("nowhere"), "push/a"));
+
+  std::string manifest =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",)"
+      R"("config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":")" +
+      small_digest + R"(","size":)" + std::to_string(small.size()) +
+      R"(},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":")" +
+      large_digest + R"(","size":)" + std::to_string(large.size()) + "}]}";
+  std::string digest =
+      client.put_manifest("push/a", "v1", manifest, media_type::kOciManifest);
+  EXPECT_EQ(digest, sha256_digest(manifest));
+  EXPECT_EQ(client.head_manifest("push/a", "v1").digest, digest);
+  // push/b lacks the config blob: the registry refuses the manifest.
+  EXPECT_EQ(kind_of([&] {
+              client.put_manifest("push/b", "v1", manifest, media_type::kOciManifest);
+            }),
+            ErrorKind::kBlobUnknown);
+  // Deletes are disabled in this registry: it refuses (405 UNSUPPORTED).
+  EXPECT_EQ(kind_of([&] { client.delete_manifest("push/a", digest); }),
+            ErrorKind::kUnsupported);
 }
 
 }  // namespace
