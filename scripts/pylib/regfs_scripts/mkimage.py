@@ -12,7 +12,9 @@ A description (a dict, or a JSON file for the CLI):
    "annotations": {...},                    manifest annotations
    "platforms": [{"os", "architecture", "variant", "config", "layers"}, ...]}
      with "platforms", the tag is an index (manifest list) of those images
-LAYER: {"compression": "gzip" | "zstd" | "none", "entries": [ENTRY, ...]}
+LAYER: {"compression": "gzip" | "zstd" | "none", "entries": [ENTRY, ...],
+        "tar_format": "pax" (default) | "gnu"  (GNU long names, no xattrs)}
+   or  {"tar": "/path/to/layer.tar", "compression": ...}   an existing tar as is
    or  {"random_mib": N, "seed": S, "path": "large.bin", "compression": "none"}
 ENTRY: {"path": "etc/hello", "type": "file", "content": "text"}, with type one of
    file (content | content_b64 | size+seed for random bytes), dir,
@@ -195,8 +197,9 @@ def _tar_entry(tar, entry):
 
 
 def _write_tar(path, layer):
+    fmt = tarfile.GNU_FORMAT if layer.get("tar_format") == "gnu" else tarfile.PAX_FORMAT
     with open(path, "wb") as raw:
-        with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        with tarfile.open(fileobj=raw, mode="w", format=fmt) as tar:
             if "random_mib" in layer:
                 _tar_entry(tar, {"path": layer.get("path", "large.bin"),
                                  "size": int(layer["random_mib"]) << 20,
@@ -234,7 +237,10 @@ def _build_layer(layout, layer, fmt):
         raise ImageError(f"{fmt} images have no layer media type for {compression!r}")
     tar_path = layout.temp()
     try:
-        _write_tar(tar_path, layer)
+        if "tar" in layer:
+            shutil.copyfile(layer["tar"], tar_path)
+        else:
+            _write_tar(tar_path, layer)
         diff_id = _sha256_file(tar_path)
         if compression == "none":
             digest, size = layout.put_file(tar_path)
