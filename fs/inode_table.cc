@@ -13,10 +13,14 @@ InodeTable::InodeTable(NodePtr root) {
 uint64_t InodeTable::add_lookup(const NodePtr& node) {
   std::lock_guard lock(mutex_);
   if (node->key == "/") return kRootIno;
-  auto [it, added] = by_key_.try_emplace(node->key, next_ino_);
+  uint64_t fresh = next_ino_;
+  if (node->immutable()) {
+    fresh = stable_.try_emplace(node->key, next_ino_).first->second;
+  }
+  auto [it, added] = by_key_.try_emplace(node->key, fresh);
   if (added) {
-    by_ino_[next_ino_] = Entry{node, 0};
-    ++next_ino_;
+    by_ino_[fresh] = Entry{node, 0};
+    if (fresh == next_ino_) ++next_ino_;
   }
   auto& entry = by_ino_[it->second];
   ++entry.nlookup;

@@ -2,7 +2,10 @@
 // positive entry reply counts one lookup, forget() gives them back, and an
 // inode is erased when its count reaches zero (the root never is). A node's
 // key (its path) maps to one inode while the kernel holds it. Numbers are
-// never reused within a mount, so the generation is always 0.
+// never reused for another node, so the generation is always 0. Immutable
+// nodes (digest directories, blobs, rootfs entries) keep their number for the
+// whole mount even after the kernel forgets them, so that tools comparing
+// st_ino across a long walk (hardlinks under rootfs/) see stable numbers.
 #pragma once
 
 #include <cstdint>
@@ -36,6 +39,7 @@ class InodeTable {
   mutable std::mutex mutex_;  // guards everything below; taken after no other lock
   std::unordered_map<uint64_t, Entry> by_ino_;
   std::unordered_map<std::string, uint64_t> by_key_;
+  std::unordered_map<std::string, uint64_t> stable_;  // immutable nodes' numbers, kept
   uint64_t next_ino_ = kRootIno + 1;
 };
 

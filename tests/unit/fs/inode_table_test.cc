@@ -26,6 +26,22 @@ TEST(InodeTable, SameKeySameInodeUntilForgotten) {
   EXPECT_NE(table.add_lookup(node("/a")), a) << "numbers are not reused";
 }
 
+TEST(InodeTable, ImmutableNodesKeepTheirNumberAfterBeingForgotten) {
+  InodeTable table(node("/"));
+  auto blob = std::make_shared<Node>();
+  blob->kind = NodeKind::kBlob;
+  blob->key = "/r/app/v1/blobs/sha256/x";
+  auto a = table.add_lookup(blob);
+  table.forget(a, 1);
+  EXPECT_FALSE(table.get(a));
+  auto other = table.add_lookup(node("/other"));
+  EXPECT_NE(other, a);
+  EXPECT_EQ(table.add_lookup(blob), a) << "the same immutable node, the same number";
+  EXPECT_EQ(table.get(a), blob);
+  table.forget(a, 1);
+  EXPECT_EQ(table.size(), 2u);
+}
+
 TEST(InodeTable, RootIsPermanent) {
   InodeTable table(node("/"));
   EXPECT_EQ(table.add_lookup(node("/")), InodeTable::kRootIno);
