@@ -271,6 +271,14 @@ Names RegistryContent::tags(const std::string& repository) {
                         [&] { return client_.list_tags(repository); });
 }
 
+void RegistryContent::tag_changed(const std::string& repository, const std::string& tag,
+                                  const cache::TagRecord& record) {
+  tags_.put(name(), repository, tag, record);
+  std::lock_guard lock(mutex_);
+  listings_.erase("catalog of " + name());
+  listings_.erase("tags of " + name() + "/" + repository);
+}
+
 Content::Content(ContentOptions options)
     : options_(std::move(options)),
       cache_(options_.cache_dir, options_.cache_size),

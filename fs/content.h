@@ -102,6 +102,11 @@ class RegistryContent {
   Names catalog();
   // Every tag of `repository`, sorted. Throws Error(kNotFound) if no such.
   Names tags(const std::string& repository);
+  // After a push or delete of `tag`: records what it points at now (a
+  // default record: unknown, asked again) and drops the repository's tag
+  // list and the catalog, so listings show the change at once.
+  void tag_changed(const std::string& repository, const std::string& tag,
+                   const cache::TagRecord& record);
 
   // For BlobReader: fetches the claimed chunks [first, last] in the background.
   void fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob, size_t first,

@@ -13,6 +13,7 @@
 
 #include "fs/errno_map.h"
 #include "fs/inode_table.h"
+#include "fs/staging_tree.h"
 #include "registry/log.h"
 
 namespace regfs::fs {
@@ -33,6 +34,7 @@ struct MountState {
 struct FileHandle {
   std::shared_ptr<const std::string> bytes;
   std::shared_ptr<BlobReader> reader;
+  std::shared_ptr<StagedFile> staged = {};  // a file under a staged tag
   // A rootfs file: [offset, offset + length) of the open file fd.
   int fd = -1;
   uint64_t offset = 0;
@@ -226,11 +228,18 @@ void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto& s = state_of(req);
   guarded(req, "open", [&] {
+    auto node = node_or_throw(s, ino);
+    if (node->kind == NodeKind::kStaged) {
+      auto handle = std::make_unique<FileHandle>();
+      handle->staged = s.served.tree->staging().open(*node, fi->flags);
+      fi->fh = reinterpret_cast<uint64_t>(handle.get());
+      if (fuse_reply_open(req, fi) == 0) handle.release();
+      return;
+    }
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
       fuse_reply_err(req, EROFS);
       return;
     }
-    auto node = node_or_throw(s, ino);
     auto opened = s.served.tree->open(*node);
     auto handle = std::make_unique<FileHandle>(FileHandle{opened.bytes, opened.reader});
     if (!opened.file.empty()) {
@@ -250,6 +259,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
 
 void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
   auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  if (handle->staged) {
+    guarded(req, "read", [&] {
+      std::string buffer(size, '\0');
+      size_t n = state_of(req).served.tree->staging().read(*handle->staged, buffer.data(), size,
+                                                           static_cast<uint64_t>(off));
+      fuse_reply_buf(req, buffer.data(), n);
+    });
+    return;
+  }
   if (handle->bytes) {
     const std::string& bytes = *handle->bytes;
     if (off >= static_cast<off_t>(bytes.size())) {
@@ -334,27 +352,156 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
   fuse_reply_statfs(req, &st);
 }
 
-// Remote content is read-only until pushing lands (SPEC §4): every change is EROFS.
-void op_mkdir(fuse_req_t req, fuse_ino_t, const char*, mode_t) { fuse_reply_err(req, EROFS); }
+// Changes (SPEC §4): namespaces, tags and files made under the mount are
+// staged and pushed by the FUSE-free StagingTree (fs/staging_tree.h); it
+// answers EROFS for remote content.
+void reply_entry(fuse_req_t req, MountState& s, const NodePtr& node) {
+  auto e = entry_of(s, node, s.served.tree->attr(*node));
+  if (fuse_reply_entry(req, &e) != 0) s.inodes->forget(e.ino, 1);
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  auto& s = state_of(req);
+  guarded(req, "mkdir", [&] {
+    reply_entry(req, s, s.served.tree->staging().mkdir(*node_or_throw(s, parent), name, mode));
+  });
+}
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
   fuse_reply_err(req, EROFS);
 }
-void op_unlink(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto& s = state_of(req);
+  guarded(req, "unlink", [&] {
+    s.served.tree->staging().unlink(*node_or_throw(s, parent), name);
+    fuse_reply_err(req, 0);
+  });
+}
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto& s = state_of(req);
+  guarded(req, "rmdir", [&] {
+    s.served.tree->staging().rmdir(*node_or_throw(s, parent), name);
+    fuse_reply_err(req, 0);
+  });
+}
 void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
   fuse_reply_err(req, EROFS);
 }
-void op_rename(fuse_req_t req, fuse_ino_t, const char*, fuse_ino_t, const char*, unsigned int) {
-  fuse_reply_err(req, EROFS);
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+               const char* new_name, unsigned int flags) {
+  auto& s = state_of(req);
+  guarded(req, "rename", [&] {
+    auto from = node_or_throw(s, parent);
+    auto to = node_or_throw(s, new_parent);
+    if (flags & ~static_cast<unsigned int>(RENAME_NOREPLACE)) {
+      fuse_reply_err(req, EINVAL);
+      return;
+    }
+    if ((flags & RENAME_NOREPLACE) && s.served.tree->lookup(*to, new_name)) {
+      fuse_reply_err(req, EEXIST);
+      return;
+    }
+    s.served.tree->staging().rename(*from, name, *to, new_name);
+    fuse_reply_err(req, 0);
+  });
 }
 void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
-void op_create(fuse_req_t req, fuse_ino_t, const char*, mode_t, fuse_file_info*) {
-  fuse_reply_err(req, EROFS);
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+  auto& s = state_of(req);
+  guarded(req, "create", [&] {
+    NodePtr node;
+    auto handle = std::make_unique<FileHandle>();
+    handle->staged =
+        s.served.tree->staging().create(*node_or_throw(s, parent), name, mode, fi->flags, &node);
+    auto e = entry_of(s, node, s.served.tree->attr(*node));
+    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    if (fuse_reply_create(req, &e, fi) == 0) {
+      handle.release();
+    } else {
+      s.inodes->forget(e.ino, 1);
+    }
+  });
 }
-void op_setattr(fuse_req_t req, fuse_ino_t, struct stat*, int, fuse_file_info*) {
-  fuse_reply_err(req, EROFS);
+void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+              fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  if (!handle->staged) {
+    fuse_reply_err(req, EBADF);
+    return;
+  }
+  guarded(req, "write", [&] {
+    state_of(req).served.tree->staging().write(*handle->staged, buf, size,
+                                               static_cast<uint64_t>(off));
+    fuse_reply_write(req, size);
+  });
 }
-void op_setxattr(fuse_req_t req, fuse_ino_t, const char*, const char*, size_t, int) {
-  fuse_reply_err(req, EROFS);
+// close(): a staged file is checked, and its tag pushed if now complete; the
+// result is close()'s (release cannot return errors).
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  if (!handle->staged) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  guarded(req, "flush", [&] {
+    state_of(req).served.tree->staging().flush(*handle->staged);
+    fuse_reply_err(req, 0);
+  });
+}
+void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  int rc = 0;
+  if (handle->staged) {
+    rc = datasync ? ::fdatasync(handle->staged->fd.get()) : ::fsync(handle->staged->fd.get());
+  }
+  fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
+                fuse_file_info* fi) {
+  auto& s = state_of(req);
+  guarded(req, "setattr", [&] {
+    auto node = node_or_throw(s, ino);
+    SetAttr change;
+    if (to_set & FUSE_SET_ATTR_SIZE) change.size = static_cast<uint64_t>(attr->st_size);
+    if (to_set & FUSE_SET_ATTR_MODE) change.mode = attr->st_mode;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW) change.atime = timespec{0, UTIME_NOW};
+    else if (to_set & FUSE_SET_ATTR_ATIME) change.atime = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW) change.mtime = timespec{0, UTIME_NOW};
+    else if (to_set & FUSE_SET_ATTR_MTIME) change.mtime = attr->st_mtim;
+    auto* handle = fi ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
+    StagedFile* file = handle && handle->staged ? handle->staged.get() : nullptr;
+    auto st = to_stat(s, ino, s.served.tree->staging().setattr(*node, file, change));
+    fuse_reply_attr(req, &st, timeout_of(s, *node));
+  });
+}
+// copy_file_range from a blob of the mount into the staged blob of the same
+// digest records a reference and moves no bytes; otherwise EXDEV makes the
+// kernel copy through read and write.
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
+                        fuse_ino_t, off_t off_out, fuse_file_info* fi_out, size_t len, int) {
+  auto& s = state_of(req);
+  guarded(req, "copy_file_range", [&] {
+    auto* out = reinterpret_cast<FileHandle*>(fi_out->fh);
+    auto source = node_or_throw(s, ino_in);
+    std::optional<uint64_t> copied;
+    if (out->staged && source->kind == NodeKind::kBlob) {
+      copied = s.served.tree->staging().copy_reference(
+          *source, s.served.tree->attr(*source).size, static_cast<uint64_t>(off_in),
+          *out->staged, static_cast<uint64_t>(off_out), len);
+    }
+    if (copied) {
+      fuse_reply_write(req, *copied);
+    } else {
+      fuse_reply_err(req, EXDEV);
+    }
+  });
+}
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char*, const char*, size_t, int) {
+  auto& s = state_of(req);
+  guarded(req, "setxattr", [&] {
+    // cp -a copies user.regfs.* from image directories: not stored, not an error.
+    fuse_reply_err(req, node_or_throw(s, ino)->kind == NodeKind::kStaged ? ENOTSUP : EROFS);
+  });
 }
 void op_removexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
 
@@ -379,7 +526,11 @@ fuse_lowlevel_ops make_operations() {
   ops.mkdir = op_mkdir;
   ops.mknod = op_mknod;
   ops.unlink = op_unlink;
-  ops.rmdir = op_unlink;
+  ops.rmdir = op_rmdir;
+  ops.write = op_write;
+  ops.flush = op_flush;
+  ops.fsync = op_fsync;
+  ops.copy_file_range = op_copy_file_range;
   ops.symlink = op_symlink;
   ops.rename = op_rename;
   ops.link = op_link;

@@ -148,6 +148,7 @@ int run_mount(const std::vector<std::string>& args) {
     TreeOptions tree;
     tree.registry = options.registry;
     tree.platform = platform;
+    tree.allow_delete = options.allow_delete;
     tree.listed_registries = creds ? creds->registries() : std::vector<std::string>{};
     tree.listed_registries.insert(tree.listed_registries.end(), options.insecure.begin(),
                                   options.insecure.end());

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "fs/rootfs.h"
+#include "fs/staging_tree.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 #include "registry/log.h"
@@ -61,6 +62,7 @@ bool Node::is_dir() const {
     case NodeKind::kBlobsAlgDir:
       return true;
     case NodeKind::kRootfs:
+    case NodeKind::kStaged:
       return S_ISDIR(rootfs_type);
     default:
       return false;
@@ -75,7 +77,7 @@ bool Node::immutable() const {
 }
 
 mode_t Node::type_bits() const {
-  if (kind == NodeKind::kRootfs) return rootfs_type;
+  if (kind == NodeKind::kRootfs || kind == NodeKind::kStaged) return rootfs_type;
   return is_dir() ? S_IFDIR : S_IFREG;
 }
 
@@ -90,7 +92,11 @@ Tree::Tree(TreeOptions options, Content& content)
     root->registry = options_.registry;
   }
   root_ = root;
+  staging_ = std::make_unique<StagingTree>(*this, content_, content_.options().cache_dir / "staging",
+                                           options_.allow_delete);
 }
+
+Tree::~Tree() = default;
 
 NodePtr Tree::make_namespace(const std::string& registry, const std::string& path,
                              std::string_view name, const std::string& parent_key) {
@@ -123,6 +129,8 @@ NodePtr Tree::lookup(const Node& dir, std::string_view name) {
       return lookup_root(name);
     case NodeKind::kNamespace:
       return lookup_namespace(dir, name);
+    case NodeKind::kStaged:
+      return staging_->lookup(dir, name);
     case NodeKind::kRootfs:
       return RootfsView::lookup(dir, *rootfs_of(dir), name);
     default:
@@ -168,6 +176,7 @@ bool Tree::has_tag(RegistryContent& reg, const std::string& repo, const std::str
 }
 
 NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
+  if (auto staged = staging_->lookup_in_namespace(dir, name)) return staged;
   auto& reg = content_.registry(dir.registry);
   std::string sname(name);
   if (!dir.path.empty() && sname.rfind(kDigestPrefix, 0) == 0) {
@@ -256,7 +265,11 @@ std::vector<NodePtr> Tree::list(const Node& dir) {
       return entries;
     }
     case NodeKind::kNamespace:
-      return list_namespace(dir);
+      entries = list_namespace(dir);
+      staging_->add_to_listing(dir, &entries);
+      return entries;
+    case NodeKind::kStaged:
+      return staging_->list(dir);
     case NodeKind::kImage:
       for (std::string_view name : {"blobs", "config.json", "index.json", "manifest.json", "oci-layout"}) {
         if (auto node = lookup_image_entry(dir, name)) entries.push_back(node);
@@ -356,6 +369,7 @@ std::shared_ptr<const Image> Tree::image_at(const Node& node, const std::string&
 }
 
 Attr Tree::attr(const Node& node) {
+  if (node.kind == NodeKind::kStaged) return staging_->attr(node);
   if (node.kind == NodeKind::kRootfs) return RootfsView::attr(node, *rootfs_of(node));
   Attr attr;
   if (node.is_dir()) {
@@ -431,6 +445,7 @@ OpenedFile Tree::open(const Node& node) {
 }
 
 std::optional<std::string> Tree::xattr(const Node& node, std::string_view name) {
+  if (node.kind == NodeKind::kStaged) return staging_->xattr(node, name);
   if (node.kind == NodeKind::kRootfs) return RootfsView::xattr(node, *rootfs_of(node), name);
   if (node.kind != NodeKind::kImage && node.kind != NodeKind::kManifestFile) return std::nullopt;
   if (name == "user.regfs.digest") return image_of(node)->digest;
@@ -439,6 +454,7 @@ std::optional<std::string> Tree::xattr(const Node& node, std::string_view name) 
 }
 
 std::vector<std::string> Tree::xattr_names(const Node& node) {
+  if (node.kind == NodeKind::kStaged) return staging_->xattr_names(node);
   if (node.kind == NodeKind::kRootfs) return RootfsView::xattr_names(node, *rootfs_of(node));
   if (node.kind != NodeKind::kImage && node.kind != NodeKind::kManifestFile) return {};
   return {"user.regfs.digest", "user.regfs.mediaType"};

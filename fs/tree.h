@@ -34,6 +34,7 @@ namespace regfs::fs {
 
 class MergedTree;
 class RootfsView;
+class StagingTree;
 
 enum class NodeKind {
   kRoot,         // multi-registry root
@@ -47,6 +48,7 @@ enum class NodeKind {
   kConfigFile,   // <image>/config.json
   kBlob,         // <image>/blobs/sha256/<hex>
   kRootfs,       // <image>/rootfs and everything under it (fs/rootfs.h)
+  kStaged,       // a staged tag and everything under it (fs/staging_tree.h)
 };
 
 struct Node {
@@ -58,7 +60,8 @@ struct Node {
   std::string reference;  // image-level: the tag or digest naming the image directory
   std::string blob;       // kBlob: its digest; kRootfs: the image's manifest digest
   std::string rootfs_path;  // kRootfs: the path inside the rootfs ("" for rootfs/ itself)
-  mode_t rootfs_type = 0;   // kRootfs: S_IFMT bits of the entry
+  mode_t rootfs_type = 0;   // kRootfs, kStaged: S_IFMT bits of the entry
+  std::string staged_path;  // kStaged: the path inside the tag ("" for the tag directory)
 
   bool is_dir() const;
   // Under a digest directory, or a blob: content can never change.
@@ -97,11 +100,13 @@ struct TreeOptions {
   std::string registry;  // single-registry mode if set
   registry::Platform platform;
   std::vector<std::string> listed_registries;  // multi-registry root entries
+  bool allow_delete = false;  // rmdir of a remote tag deletes it (--allow-delete)
 };
 
 class Tree {
  public:
   Tree(TreeOptions options, Content& content);
+  ~Tree();
 
   NodePtr root() const { return root_; }
   // The child `name` of `dir`, or nullptr if there is none. Throws Error.
@@ -115,6 +120,8 @@ class Tree {
   std::vector<std::string> xattr_names(const Node& node);
   // A symlink's target, unchanged. Throws Error(kInvalid) for other nodes.
   std::string readlink(const Node& node);
+  // Namespaces, tags and files made through the mount (SPEC §4).
+  StagingTree& staging() { return *staging_; }
 
  private:
   NodePtr lookup_root(std::string_view name);
@@ -138,6 +145,7 @@ class Tree {
   Content& content_;
   NodePtr root_;
   std::shared_ptr<RootfsView> rootfs_;
+  std::unique_ptr<StagingTree> staging_;
 
   std::mutex mutex_;  // guards images_ and used_
   std::map<std::string, std::shared_ptr<const Image>> images_;  // by registry/digest

@@ -1,0 +1,120 @@
+// The staging area of pushes (SPEC §4): what users write under a new tag is
+// kept on local disk, never only in memory, until it is pushed:
+//   <root>/<registry>/<namespace path>/            namespaces made by mkdir
+//   <root>/<registry>/<repository>/@<tag>/...      a staged tag: the files
+//                                                  and directories written
+//   <root>/<registry>/<repository>/%<tag>.json     its state (below)
+// ('@' and '%' cannot start a repository component, so tags, states and
+// namespaces never collide.) Staged files are real files of the sizes and
+// times users see; the modes users set are kept in the state, so that the
+// backing files stay writable by the daemon. A blob copied from the mount
+// with copy_file_range is kept as a reference (registry, repository,
+// digest) over a sparse file of the blob's size: no bytes are stored.
+// Everything is rebuilt from disk at mount, so staged tags survive unmount,
+// crash and remount. The area lies outside the LRU cache: staged content is
+// never evicted. States are written to a temporary name and renamed.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "registry/digest.h"
+
+namespace regfs::cache {
+
+// Bytes that are blob `digest` of registry/repository, not stored locally.
+struct BlobReference {
+  std::string registry;
+  std::string repository;
+  std::string digest;
+  int64_t size = 0;
+  bool operator==(const BlobReference&) const = default;
+};
+
+// What is remembered of a staged tag besides its files.
+struct StagedTagState {
+  std::map<std::string, uint32_t> modes;            // path in the tag -> permission bits
+  std::map<std::string, BlobReference> references;  // path in the tag -> blob
+  std::string error;                                // why the last push failed; empty if it did not
+  std::string pushed_digest;                        // manifest digest last pushed; empty if none
+};
+
+// Coordinates of a staged tag.
+struct StagedTag {
+  std::string registry;
+  std::string repository;
+  std::string tag;
+  bool operator<(const StagedTag& o) const {
+    return std::tie(registry, repository, tag) < std::tie(o.registry, o.repository, o.tag);
+  }
+};
+
+class StagingArea {
+ public:
+  // Creates `root` (mode 0700) if needed.
+  explicit StagingArea(std::filesystem::path root);
+
+  const std::filesystem::path& root() const { return root_; }
+  std::filesystem::path namespace_dir(std::string_view registry, std::string_view path) const;
+  std::filesystem::path tag_dir(const StagedTag& tag) const;
+  // `relative` ("" for the tag directory) inside the staged tag.
+  std::filesystem::path file(const StagedTag& tag, std::string_view relative) const;
+
+  bool has_namespace(std::string_view registry, std::string_view path) const;
+  void make_namespace(std::string_view registry, std::string_view path);
+  // Removes an empty staged namespace; false if it holds anything.
+  bool remove_namespace(std::string_view registry, std::string_view path);
+  // Child namespace names and staged tags directly under `path`, sorted.
+  std::vector<std::string> child_namespaces(std::string_view registry, std::string_view path) const;
+  std::vector<std::string> tags(std::string_view registry, std::string_view repository) const;
+  bool has_tag(const StagedTag& tag) const;
+  void make_tag(const StagedTag& tag);
+  // Removes the tag's files and state.
+  void discard_tag(const StagedTag& tag);
+  // Makes the (file-less) staged tag `tag` the namespace of the same name.
+  void tag_to_namespace(const StagedTag& tag);
+  // Every staged tag, for the start-up scan.
+  std::vector<StagedTag> all_tags() const;
+
+  StagedTagState state(const StagedTag& tag) const;
+  // Changes the state under the area's lock and writes it.
+  void update_state(const StagedTag& tag, const std::function<void(StagedTagState&)>& change);
+
+ private:
+  std::filesystem::path state_path(const StagedTag& tag) const;
+  StagedTagState read_state(const StagedTag& tag) const;
+  void write_state(const StagedTag& tag, const StagedTagState& state);
+
+  std::filesystem::path root_;
+  mutable std::mutex mutex_;                            // guards states_; serialises state changes
+  mutable std::map<StagedTag, StagedTagState> states_;  // read so far
+};
+
+// The SHA-256 of a staged file as it is written: writes in order extend the
+// hash; anything else (a seek back, a hole, a truncate) makes it unknown, and
+// the file is hashed from disk when it is checked.
+class WriteHasher {
+ public:
+  void wrote(uint64_t offset, const char* data, size_t size);
+  void truncated(uint64_t size);
+  // The digest if exactly `file_size` bytes were hashed in order.
+  std::optional<std::string> digest(uint64_t file_size);
+
+ private:
+  registry::Sha256 hash_;
+  uint64_t hashed_ = 0;
+  bool in_order_ = true;
+};
+
+// "sha256:<hex>" of a file read from disk. Throws Error(kIo).
+std::string hash_file(const std::filesystem::path& path);
+
+}  // namespace regfs::cache

@@ -1,0 +1,189 @@
+#include "fs/pusher.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+#include <thread>
+
+#include "cache/unique_fd.h"
+#include "registry/error.h"
+#include "registry/log.h"
+
+namespace regfs::fs {
+
+using registry::Error;
+using registry::ErrorKind;
+
+namespace {
+
+ssize_t pread_full(int fd, char* buffer, size_t size, uint64_t offset) {
+  while (true) {
+    ssize_t n = ::pread(fd, buffer, size, static_cast<off_t>(offset));
+    if (n >= 0 || errno != EINTR) return n;
+  }
+}
+
+}  // namespace
+
+Pusher::Pusher(Content& content, size_t parallel)
+    : content_(content), parallel_(std::max<size_t>(parallel, 1)) {}
+
+registry::Client& Pusher::client(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  auto& slot = clients_[name];
+  if (!slot) {
+    const auto& options = content_.options();
+    registry::ClientOptions client;
+    client.registry = name;
+    client.insecure =
+        std::find(options.insecure.begin(), options.insecure.end(), name) != options.insecure.end();
+    client.ca_cert = options.ca_cert;
+    client.credentials = options.credentials;
+    slot = std::make_unique<registry::Client>(std::move(client));
+  }
+  return *slot;
+}
+
+registry::BlobSource Pusher::source_of(const PlanBlob& blob) {
+  if (blob.source == PlanBlob::Source::kStaged) {
+    auto fd = std::make_shared<cache::UniqueFd>(::open(blob.file.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!*fd) {
+      throw Error(ErrorKind::kIo,
+                  "Cannot read staged blob " + blob.file.string() + ": " + std::strerror(errno));
+    }
+    return [fd, file = blob.file](uint64_t offset, char* buffer, size_t max) -> size_t {
+      ssize_t n = pread_full(fd->get(), buffer, max, offset);
+      if (n <= 0) {
+        throw Error(ErrorKind::kIo, "Cannot read staged blob " + file.string() + ": " +
+                                        (n < 0 ? std::strerror(errno) : "it is shorter"));
+      }
+      return static_cast<size_t>(n);
+    };
+  }
+  // A blob of another registry: read through the cache, chunk by chunk.
+  const auto& ref = blob.reference;
+  auto reader = content_.registry(ref.registry).open_blob(ref.repository, ref.digest, ref.size);
+  return [reader](uint64_t offset, char* buffer, size_t max) -> size_t {
+    auto lease = reader->read(offset, max);
+    ssize_t n = pread_full(lease.fd(), buffer, lease.length(), lease.offset());
+    if (n <= 0) throw Error(ErrorKind::kIo, "Cannot read a cached blob");
+    return static_cast<size_t>(n);
+  };
+}
+
+void Pusher::push_blob(registry::Client& client, const cache::StagedTag& target,
+                       const PlanBlob& blob) {
+  if (blob.source == PlanBlob::Source::kTarget) return;
+  if (client.blob_exists(target.repository, blob.digest)) {
+    LOG(kDebug) << "Blob " << blob.digest << " is in " << target.repository << " already";
+    return;
+  }
+  const auto& ref = blob.reference;
+  if (blob.source == PlanBlob::Source::kReference && ref.registry == target.registry &&
+      ref.repository != target.repository &&
+      client.mount_blob(target.repository, blob.digest, ref.repository)) {
+    LOG(kDebug) << "Mounted blob " << blob.digest << " from " << ref.repository;
+    return;
+  }
+  auto& transfers = content_.transfers();
+  auto id = transfers.begin("push " + target.registry + "/" + target.repository + "@" + blob.digest,
+                            static_cast<uint64_t>(blob.size));
+  try {
+    auto source = source_of(blob);
+    client.upload_blob(target.repository, blob.digest, static_cast<uint64_t>(blob.size),
+                       [&](uint64_t offset, char* buffer, size_t max) {
+                         size_t n = source(offset, buffer, max);
+                         transfers.progress(id, n);
+                         return n;
+                       });
+  } catch (...) {
+    transfers.end(id);
+    throw;
+  }
+  transfers.end(id);
+}
+
+void Pusher::push(const cache::StagedTag& target, const PushPlan& plan) {
+  auto& client = this->client(target.registry);
+  // Blobs on a few threads; the first error wins and stops the others.
+  std::atomic<size_t> next{0};
+  std::mutex error_mutex;
+  std::exception_ptr error;
+  auto work = [&] {
+    for (size_t i; (i = next++) < plan.blobs.size();) {
+      {
+        std::lock_guard lock(error_mutex);
+        if (error) return;
+      }
+      try {
+        push_blob(client, target, plan.blobs[i]);
+      } catch (...) {
+        std::lock_guard lock(error_mutex);
+        if (!error) error = std::current_exception();
+      }
+    }
+  };
+  std::vector<std::thread> threads;
+  size_t count = std::min(parallel_, plan.blobs.size());
+  for (size_t i = 1; i < count; ++i) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
+
+  for (size_t i = 0; i + 1 < plan.manifests.size(); ++i) {
+    const auto& m = plan.manifests[i];
+    client.put_manifest(target.repository, m.digest, m.bytes, m.media_type);
+  }
+  const auto& top = plan.manifests.back();
+  client.put_manifest(target.repository, target.tag, top.bytes, top.media_type);
+  content_.registry(target.registry)
+      .tag_changed(
+          target.repository, target.tag,
+          cache::TagRecord{top.digest, top.media_type, static_cast<int64_t>(top.bytes.size()),
+                           std::chrono::system_clock::now()});
+  LOG(kInfo) << "Pushed " << target.registry << "/" << target.repository << ":" << target.tag
+             << " (" << top.digest << ", " << plan.blobs.size() << " blobs)";
+}
+
+void Pusher::delete_tag(const std::string& registry, const std::string& repository,
+                        const std::string& tag) {
+  auto& client = this->client(registry);
+  auto head = client.head_manifest(repository, tag);
+  bool deleted = false;
+  try {
+    client.delete_manifest(repository, tag);  // registries that delete tags
+    deleted = true;
+  } catch (const Error& e) {
+    // Distribution 2.x takes digests only; it refuses a tag as invalid.
+    if (e.kind() == ErrorKind::kUnauthorized || e.kind() == ErrorKind::kUnavailable ||
+        e.kind() == ErrorKind::kTimeout) {
+      throw;
+    }
+    LOG(kDebug) << "Cannot delete by tag (" << e.what() << "); deleting by digest";
+  }
+  if (!deleted) {
+    for (auto& other : client.list_tags(repository)) {
+      if (other == tag) continue;
+      try {
+        if (client.head_manifest(repository, other).digest == head.digest) {
+          LOG(kWarning) << "Cannot delete " << registry << "/" << repository << ":" << tag
+                        << ": tag " << other << " shares its manifest " << head.digest
+                        << " and the registry deletes manifests, not tags";
+          throw std::system_error(EBUSY, std::generic_category(),
+                                  "Cannot delete tag " + tag + ": shared with " + other);
+        }
+      } catch (const Error& e) {
+        if (e.kind() != ErrorKind::kNotFound) throw;
+      }
+    }
+    client.delete_manifest(repository, head.digest);
+  }
+  content_.registry(registry).tag_changed(repository, tag, cache::TagRecord{});
+  LOG(kInfo) << "Deleted " << registry << "/" << repository << ":" << tag;
+}
+
+}  // namespace regfs::fs

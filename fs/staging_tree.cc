@@ -1,0 +1,706 @@
+#include "fs/staging_tree.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <system_error>
+
+#include "fs/push_plan.h"
+#include "registry/digest.h"
+#include "registry/error.h"
+#include "registry/log.h"
+#include "registry/reference.h"
+
+namespace regfs::fs {
+
+namespace fsys = std::filesystem;
+using registry::Error;
+using registry::ErrorKind;
+
+namespace {
+
+constexpr size_t kMaxSmallFile = 4 << 20;  // index.json, manifest.json
+constexpr std::string_view kBlobDir = "blobs/sha256/";
+
+[[noreturn]] void fail(int error, const std::string& message) {
+  throw std::system_error(error, std::generic_category(), message);
+}
+
+std::string join(const std::string& path, std::string_view name) {
+  return path.empty() ? std::string(name) : path + "/" + std::string(name);
+}
+
+bool is_hex64(std::string_view name) {
+  return name.size() == 64 && name.find_first_not_of("0123456789abcdef") == std::string::npos;
+}
+
+// The digest a staged path must have: "sha256:<hex>" for blobs/sha256/<hex>.
+std::string blob_digest_of(std::string_view path) {
+  if (!path.starts_with(kBlobDir) || !is_hex64(path.substr(kBlobDir.size()))) return "";
+  return "sha256:" + std::string(path.substr(kBlobDir.size()));
+}
+
+bool is_name(std::string_view name) {
+  return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos;
+}
+
+bool under(const std::string& key, const std::string& path) {
+  return key == path || key.rfind(path + "/", 0) == 0;
+}
+
+std::optional<std::string> read_small(const fsys::path& file) {
+  std::error_code ec;
+  auto size = fsys::file_size(file, ec);
+  if (ec || size > kMaxSmallFile) return std::nullopt;
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return std::nullopt;
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+int64_t mtime_ns(const struct stat& st) {
+  return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+}
+
+bool is_remote_image_dir(const Node& node) {
+  return node.kind == NodeKind::kImage || node.kind == NodeKind::kBlobsDir ||
+         node.kind == NodeKind::kBlobsAlgDir;
+}
+
+}  // namespace
+
+// The planner's view of one staged tag (fs/push_plan.h).
+class StagingTree::Layout : public StagedLayout {
+ public:
+  Layout(StagingTree& tree, const cache::StagedTag& tag)
+      : tree_(tree), tag_(tag), state_(tree.area_.state(tag)) {}
+
+  std::optional<std::string> read_file(const std::string& path) override {
+    auto file = tree_.area_.file(tag_, path);
+    if (being_written(file)) return std::nullopt;
+    return read_small(file);
+  }
+
+  std::optional<FileInfo> file_info(const std::string& path) override {
+    auto file = tree_.area_.file(tag_, path);
+    struct stat st;
+    if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || being_written(file)) {
+      return std::nullopt;
+    }
+    return FileInfo{file, st.st_size, tree_.file_digest(file, st)};
+  }
+
+  std::optional<PlanBlob> staged_blob(const std::string& digest) override {
+    std::string path = std::string(kBlobDir) + std::string(registry::digest_hex(digest));
+    if (auto ref = state_.references.find(path); ref != state_.references.end()) {
+      return PlanBlob{digest, ref->second.size, PlanBlob::Source::kReference, {}, ref->second};
+    }
+    auto info = file_info(path);
+    if (!info) return std::nullopt;
+    if (info->digest != digest) {
+      LOG(kWarning) << "Cannot push staged " << path << ": its content is " << info->digest;
+      return std::nullopt;
+    }
+    return PlanBlob{digest, info->size, PlanBlob::Source::kStaged, info->path, {}};
+  }
+
+  std::string manifest_bytes(const PlanBlob& blob) override {
+    if (blob.source == PlanBlob::Source::kReference) {
+      return tree_.content_.registry(blob.reference.registry)
+          .manifest(blob.reference.repository, blob.digest);
+    }
+    auto bytes = read_small(blob.file);
+    if (!bytes || registry::sha256_digest(*bytes) != blob.digest) {
+      throw Error(ErrorKind::kIo, "Cannot read staged manifest " + blob.file.string());
+    }
+    return *bytes;
+  }
+
+  bool in_target(const std::string& digest) override {
+    auto [it, added] = in_target_.try_emplace(digest, false);
+    if (added) {
+      it->second = tree_.pusher_.client(tag_.registry).blob_exists(tag_.repository, digest);
+    }
+    return it->second;
+  }
+
+  std::optional<std::string> target_manifest(const std::string& digest) override {
+    try {
+      return tree_.pusher_.client(tag_.registry).get_manifest(tag_.repository, digest).bytes;
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kNotFound) return std::nullopt;
+      throw;
+    }
+  }
+
+ private:
+  bool being_written(const fsys::path& file) {
+    std::shared_ptr<StagedFile::PathState> state;
+    {
+      std::lock_guard lock(tree_.mutex_);
+      auto it = tree_.open_paths_.find(file.string());
+      if (it != tree_.open_paths_.end()) state = it->second.lock();
+    }
+    if (!state) return false;
+    std::lock_guard lock(state->mutex);
+    return state->dirty;
+  }
+
+  StagingTree& tree_;
+  const cache::StagedTag tag_;
+  const cache::StagedTagState state_;
+  std::map<std::string, bool> in_target_;
+};
+
+StagingTree::StagingTree(Tree& tree, Content& content, fsys::path root, bool allow_delete)
+    : tree_(tree),
+      content_(content),
+      area_(std::move(root)),
+      pusher_(content),
+      allow_delete_(allow_delete) {
+  // Tags pushed without error are in the registry now: drop their copies.
+  for (auto& tag : area_.all_tags()) {
+    auto state = area_.state(tag);
+    if (!state.pushed_digest.empty() && state.error.empty()) {
+      LOG(kInfo) << "Dropping staged " << tag.registry << "/" << tag.repository << ":" << tag.tag
+                 << ", pushed as " << state.pushed_digest;
+      area_.discard_tag(tag);
+    } else {
+      LOG(kInfo) << "Staged tag " << tag.registry << "/" << tag.repository << ":" << tag.tag
+                 << (state.error.empty() ? " (not complete yet)"
+                                         : " (push failed: " + state.error + ")");
+    }
+  }
+}
+
+cache::StagedTag StagingTree::tag_of(const Node& node) {
+  return {node.registry, node.path, node.reference};
+}
+
+NodePtr StagingTree::make_node(const cache::StagedTag& tag, std::string path, std::string key,
+                               std::string_view name) {
+  struct stat st;
+  if (::lstat(area_.file(tag, path).c_str(), &st) != 0) return nullptr;
+  auto node = std::make_shared<Node>();
+  node->kind = NodeKind::kStaged;
+  node->name = name;
+  node->key = std::move(key);
+  node->registry = tag.registry;
+  node->path = tag.repository;
+  node->reference = tag.tag;
+  node->staged_path = std::move(path);
+  node->rootfs_type = st.st_mode & S_IFMT;
+  return node;
+}
+
+NodePtr StagingTree::namespace_node(const Node& dir, std::string_view name) {
+  auto node = std::make_shared<Node>();
+  node->kind = NodeKind::kNamespace;
+  node->name = name;
+  node->key = dir.key == "/" ? std::string(name) : dir.key + "/" + std::string(name);
+  node->registry = dir.registry;
+  node->path = join(dir.path, name);
+  return node;
+}
+
+NodePtr StagingTree::lookup_in_namespace(const Node& dir, std::string_view name) {
+  if (!is_name(name) || dir.registry.empty()) return nullptr;
+  if (!dir.path.empty()) {
+    cache::StagedTag tag{dir.registry, dir.path, std::string(name)};
+    if (area_.has_tag(tag)) return make_node(tag, "", dir.key + "/" + std::string(name), name);
+  }
+  if (area_.has_namespace(dir.registry, join(dir.path, name))) return namespace_node(dir, name);
+  return nullptr;
+}
+
+void StagingTree::add_to_listing(const Node& dir, std::vector<NodePtr>* entries) {
+  if (dir.registry.empty()) return;
+  auto add = [&](NodePtr node) {
+    if (!node) return;
+    for (auto& e : *entries) {
+      if (e->name == node->name) {
+        if (node->kind == NodeKind::kStaged) e = node;  // staged shadows remote
+        return;
+      }
+    }
+    entries->push_back(node);
+  };
+  if (!dir.path.empty()) {
+    for (auto& tag : area_.tags(dir.registry, dir.path)) {
+      add(make_node({dir.registry, dir.path, tag}, "", dir.key + "/" + tag, tag));
+    }
+  }
+  for (auto& name : area_.child_namespaces(dir.registry, dir.path)) {
+    add(namespace_node(dir, name));
+  }
+}
+
+// A staged tag that turned into a namespace (mkdir -p ns/repo): its node is
+// answered as that namespace.
+static NodePtr promoted_namespace(const cache::StagingArea& area, const Node& node) {
+  if (node.kind != NodeKind::kStaged || !node.staged_path.empty()) return nullptr;
+  if (area.has_tag({node.registry, node.path, node.reference})) return nullptr;
+  std::string path = join(node.path, node.reference);
+  if (!area.has_namespace(node.registry, path)) return nullptr;
+  auto ns = std::make_shared<Node>();
+  ns->kind = NodeKind::kNamespace;
+  ns->name = node.name;
+  ns->key = node.key;
+  ns->registry = node.registry;
+  ns->path = path;
+  return ns;
+}
+
+NodePtr StagingTree::lookup(const Node& dir, std::string_view name) {
+  if (auto ns = promoted_namespace(area_, dir)) return tree_.lookup(*ns, name);
+  if (!is_name(name)) return nullptr;
+  return make_node(tag_of(dir), join(dir.staged_path, name), dir.key + "/" + std::string(name),
+                   name);
+}
+
+std::vector<NodePtr> StagingTree::list(const Node& dir) {
+  if (auto ns = promoted_namespace(area_, dir)) return tree_.list(*ns);
+  auto tag = tag_of(dir);
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (auto& entry : fsys::directory_iterator(area_.file(tag, dir.staged_path), ec)) {
+    names.push_back(entry.path().filename());
+  }
+  if (ec) fail(ec.value(), "Cannot list staged " + dir.key);
+  std::sort(names.begin(), names.end());
+  std::vector<NodePtr> entries;
+  for (auto& name : names) {
+    if (auto node = make_node(tag, join(dir.staged_path, name), dir.key + "/" + name, name)) {
+      entries.push_back(node);
+    }
+  }
+  return entries;
+}
+
+Attr StagingTree::attr(const Node& node) {
+  if (auto ns = promoted_namespace(area_, node)) return tree_.attr(*ns);
+  auto tag = tag_of(node);
+  struct stat st;
+  if (::lstat(area_.file(tag, node.staged_path).c_str(), &st) != 0) {
+    fail(errno, "Cannot stat staged " + node.key);
+  }
+  auto state = area_.state(tag);
+  auto mode = state.modes.find(node.staged_path);
+  Attr attr;
+  mode_t perms = S_ISDIR(st.st_mode) ? 0755 : 0644;
+  attr.mode = (st.st_mode & S_IFMT) | (mode != state.modes.end() ? mode->second : perms);
+  attr.size = static_cast<uint64_t>(st.st_size);
+  attr.nlink = S_ISDIR(st.st_mode) ? 2 : 1;
+  attr.own_metadata = true;
+  attr.uid = ::getuid();
+  attr.gid = ::getgid();
+  attr.mtime = st.st_mtim.tv_sec;
+  attr.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
+  return attr;
+}
+
+std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view name) {
+  if (node.kind != NodeKind::kStaged || !node.staged_path.empty()) return std::nullopt;
+  auto state = area_.state(tag_of(node));
+  if (name == "user.regfs.error" && !state.error.empty()) return state.error;
+  if (name == "user.regfs.digest" && !state.pushed_digest.empty()) return state.pushed_digest;
+  return std::nullopt;
+}
+
+std::vector<std::string> StagingTree::xattr_names(const Node& node) {
+  std::vector<std::string> names;
+  for (const char* name : {"user.regfs.digest", "user.regfs.error"}) {
+    if (xattr(node, name)) names.push_back(name);
+  }
+  return names;
+}
+
+NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mode) {
+  if (auto ns = promoted_namespace(area_, parent)) return mkdir(*ns, name, mode);
+  if (!is_name(name)) fail(EINVAL, "Cannot make directory \"" + std::string(name) + "\"");
+  std::string sname(name);
+  if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
+    if (tree_.lookup(parent, name)) fail(EEXIST, "Cannot make " + sname + ": it exists");
+    if (parent.path.empty()) {
+      if (!registry::is_valid_path_component(name)) {
+        throw Error(ErrorKind::kInvalid, "Cannot make namespace \"" + sname +
+                                             "\": not a valid repository name component");
+      }
+      area_.make_namespace(parent.registry, sname);
+      return namespace_node(parent, name);
+    }
+    if (!registry::is_valid_tag(name)) {
+      throw Error(ErrorKind::kInvalid, "Cannot make tag \"" + sname + "\": not a valid tag");
+    }
+    cache::StagedTag tag{parent.registry, parent.path, sname};
+    area_.make_tag(tag);
+    area_.update_state(tag, [&](cache::StagedTagState& s) { s.modes[""] = mode & 07777; });
+    return make_node(tag, "", parent.key + "/" + sname, name);
+  }
+  if (parent.kind != NodeKind::kStaged) fail(EROFS, "Cannot make " + sname + ": read-only");
+  auto tag = tag_of(parent);
+  std::string path = join(parent.staged_path, name);
+  fsys::path dir = area_.file(tag, path);
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) == 0) fail(EEXIST, "Cannot make " + path + ": it exists");
+  // mkdir -p ns/repo made `repo` a tag of ns: a directory in it that an
+  // image layout or a docker save directory never has says it is a namespace.
+  std::error_code ec;
+  if (parent.staged_path.empty() && name != "blobs" && !is_hex64(name) &&
+      fsys::is_empty(area_.tag_dir(tag), ec) && registry::is_valid_path_component(tag.tag) &&
+      registry::is_valid_tag(name)) {
+    area_.tag_to_namespace(tag);
+    cache::StagedTag child{tag.registry, join(tag.repository, tag.tag), sname};
+    area_.make_tag(child);
+    area_.update_state(child, [&](cache::StagedTagState& s) { s.modes[""] = mode & 07777; });
+    LOG(kDebug) << "Staged tag " << tag.repository << ":" << tag.tag << " became a namespace";
+    return make_node(child, "", parent.key + "/" + sname, name);
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0) fail(errno, "Cannot make staged " + path);
+  area_.update_state(tag, [&](cache::StagedTagState& s) { s.modes[path] = mode & 07777; });
+  return make_node(tag, path, parent.key + "/" + sname, name);
+}
+
+std::shared_ptr<StagedFile::PathState> StagingTree::path_state(const fsys::path& file) {
+  std::lock_guard lock(mutex_);
+  auto& slot = open_paths_[file.string()];
+  auto state = slot.lock();
+  if (!state) {
+    state = std::make_shared<StagedFile::PathState>();
+    slot = state;
+  }
+  return state;
+}
+
+std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
+                                                   const std::string& path, int flags,
+                                                   mode_t create_mode) {
+  auto handle = std::make_shared<StagedFile>();
+  handle->tag = tag;
+  handle->path = path;
+  handle->file = area_.file(tag, path);
+  handle->writable = (flags & O_ACCMODE) != O_RDONLY;
+  int open_flags =
+      (handle->writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (flags & (O_CREAT | O_EXCL | O_TRUNC));
+  handle->fd.reset(::open(handle->file.c_str(), open_flags, 0600));
+  if (!handle->fd) fail(errno, "Cannot open staged " + path);
+  handle->state = path_state(handle->file);
+  bool truncated = handle->writable && (flags & O_TRUNC);
+  if (flags & O_CREAT || truncated) {
+    area_.update_state(tag, [&](cache::StagedTagState& s) {
+      if (flags & O_CREAT) s.modes[path] = create_mode & 07777;
+      if (truncated) s.references.erase(path);
+    });
+  }
+  if (truncated) {
+    std::lock_guard lock(handle->state->mutex);
+    handle->state->hasher.truncated(0);
+    handle->state->dirty = true;
+  }
+  if (!handle->writable) {
+    auto state = area_.state(tag);
+    if (auto ref = state.references.find(path); ref != state.references.end()) {
+      handle->reader = content_.registry(ref->second.registry)
+                           .open_blob(ref->second.repository, ref->second.digest, ref->second.size);
+    }
+  }
+  return handle;
+}
+
+std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_view name,
+                                                mode_t mode, int flags, NodePtr* node) {
+  if (!is_name(name)) fail(EINVAL, "Cannot create \"" + std::string(name) + "\"");
+  if (parent.kind == NodeKind::kNamespace) {
+    fail(EPERM, "Cannot create " + std::string(name) + ": files go in a tag directory");
+  }
+  if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
+    fail(EROFS, "Cannot create " + std::string(name) + ": read-only");
+  }
+  auto tag = tag_of(parent);
+  std::string path = join(parent.staged_path, name);
+  auto handle = open_file(tag, path, flags | O_CREAT, mode);
+  *node = make_node(tag, path, parent.key + "/" + std::string(name), name);
+  return handle;
+}
+
+std::shared_ptr<StagedFile> StagingTree::open(const Node& node, int flags) {
+  if (node.kind != NodeKind::kStaged) fail(EROFS, "Cannot open " + node.key + " for writing");
+  return open_file(tag_of(node), node.staged_path, flags & ~(O_CREAT | O_EXCL), 0);
+}
+
+void StagingTree::write(StagedFile& file, const char* data, size_t size, uint64_t offset) {
+  {
+    std::lock_guard lock(file.state->mutex);
+    file.state->dirty = true;
+  }
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n =
+        ::pwrite(file.fd.get(), data + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      if (errno == ENOSPC) throw Error(ErrorKind::kNoSpace, "Cannot stage " + file.path);
+      fail(errno, "Cannot write staged " + file.path);
+    }
+    done += static_cast<size_t>(n);
+  }
+  {
+    std::lock_guard lock(file.state->mutex);
+    file.state->hasher.wrote(offset, data, size);
+  }
+  auto state = area_.state(file.tag);
+  if (state.references.count(file.path)) {
+    area_.update_state(file.tag, [&](cache::StagedTagState& s) { s.references.erase(file.path); });
+  }
+}
+
+size_t StagingTree::read(StagedFile& file, char* buffer, size_t size, uint64_t offset) {
+  if (file.reader) {
+    if (offset >= file.reader->size()) return 0;
+    auto lease = file.reader->read(offset, size);
+    ssize_t n = ::pread(lease.fd(), buffer, lease.length(), static_cast<off_t>(lease.offset()));
+    if (n < 0) fail(errno, "Cannot read cached blob for " + file.path);
+    return static_cast<size_t>(n);
+  }
+  ssize_t n = ::pread(file.fd.get(), buffer, size, static_cast<off_t>(offset));
+  if (n < 0) fail(errno, "Cannot read staged " + file.path);
+  return static_cast<size_t>(n);
+}
+
+std::string StagingTree::file_digest(const fsys::path& file, const struct stat& st) {
+  {
+    std::lock_guard lock(mutex_);
+    auto it = hashed_.find(file.string());
+    if (it != hashed_.end() && it->second.size == st.st_size &&
+        it->second.mtime_ns == mtime_ns(st)) {
+      return it->second.digest;
+    }
+  }
+  std::string digest = cache::hash_file(file);
+  std::lock_guard lock(mutex_);
+  hashed_[file.string()] = Hashed{st.st_size, mtime_ns(st), digest};
+  return digest;
+}
+
+void StagingTree::check_blob(StagedFile& file) {
+  std::lock_guard lock(file.state->mutex);
+  if (!file.state->dirty) return;
+  file.state->dirty = false;
+  std::string expected = blob_digest_of(file.path);
+  if (expected.empty()) return;
+  struct stat st;
+  if (::fstat(file.fd.get(), &st) != 0) fail(errno, "Cannot stat staged " + file.path);
+  auto digest = file.state->hasher.digest(static_cast<uint64_t>(st.st_size));
+  if (!digest) digest = cache::hash_file(file.file);
+  if (*digest != expected) {
+    ::unlink(file.file.c_str());
+    forget_paths(file.tag, file.path);
+    LOG(kWarning) << "Cannot stage " << file.tag.registry << "/" << file.tag.repository << ":"
+                  << file.tag.tag << "/" << file.path << ": its content is " << *digest
+                  << "; the file is dropped and will not be pushed";
+    throw Error(ErrorKind::kIntegrity, "Cannot stage " + file.path + ": content is " + *digest);
+  }
+  std::lock_guard hashed_lock(mutex_);
+  hashed_[file.file.string()] = Hashed{st.st_size, mtime_ns(st), *digest};
+}
+
+void StagingTree::flush(StagedFile& file) {
+  if (!file.writable) return;
+  check_blob(file);
+  push_if_complete(file.tag);
+}
+
+void StagingTree::push_if_complete(const cache::StagedTag& tag) {
+  std::shared_ptr<std::mutex> push_lock;
+  {
+    std::lock_guard lock(mutex_);
+    auto& slot = push_locks_[tag];
+    if (!slot) slot = std::make_shared<std::mutex>();
+    push_lock = slot;
+  }
+  std::lock_guard lock(*push_lock);
+  if (!area_.has_tag(tag)) return;
+  const std::string name = tag.registry + "/" + tag.repository + ":" + tag.tag;
+  std::string pushed;
+  try {
+    Layout layout(*this, tag);
+    auto plan = plan_push(layout, tag.tag);
+    if (!plan) return;
+    auto state = area_.state(tag);
+    if (state.pushed_digest == plan->digest() && state.error.empty()) return;
+    pusher_.push(tag, *plan);
+    pushed = plan->digest();
+  } catch (const std::exception& e) {
+    std::string reason = e.what();
+    area_.update_state(tag, [&](cache::StagedTagState& s) { s.error = reason; });
+    LOG(kWarning) << "Cannot push " << name << ": " << reason
+                  << " (the staged tag is kept; touch a file in it to retry)";
+    throw;
+  }
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    s.error.clear();
+    s.pushed_digest = pushed;
+  });
+}
+
+Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& change) {
+  if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
+    fail(EROFS, "Cannot change " + node.key + ": read-only");
+  }
+  auto tag = tag_of(node);
+  fsys::path path = area_.file(tag, node.staged_path);
+  if (change.size) {
+    int rc = file ? ::ftruncate(file->fd.get(), static_cast<off_t>(*change.size))
+                  : ::truncate(path.c_str(), static_cast<off_t>(*change.size));
+    if (rc != 0) fail(errno, "Cannot truncate staged " + node.staged_path);
+    auto state = path_state(path);
+    {
+      std::lock_guard lock(state->mutex);
+      state->hasher.truncated(*change.size);
+      state->dirty = true;
+    }
+    area_.update_state(tag, [&](cache::StagedTagState& s) {
+      auto ref = s.references.find(node.staged_path);
+      if (ref != s.references.end() && static_cast<uint64_t>(ref->second.size) != *change.size) {
+        s.references.erase(ref);
+      }
+    });
+  }
+  if (change.mode) {
+    area_.update_state(
+        tag, [&](cache::StagedTagState& s) { s.modes[node.staged_path] = *change.mode & 07777; });
+  }
+  if (change.atime || change.mtime) {
+    timespec times[2] = {change.atime.value_or(timespec{0, UTIME_OMIT}),
+                         change.mtime.value_or(timespec{0, UTIME_OMIT})};
+    if (::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+      fail(errno, "Cannot set times of staged " + node.staged_path);
+    }
+  }
+  return attr(node);
+}
+
+void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& path) {
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    std::erase_if(s.modes, [&](auto& e) { return under(e.first, path); });
+    std::erase_if(s.references, [&](auto& e) { return under(e.first, path); });
+  });
+  std::string file = area_.file(tag, path).string();
+  std::lock_guard lock(mutex_);
+  std::erase_if(hashed_, [&](auto& e) { return under(e.first, file); });
+}
+
+void StagingTree::unlink(const Node& parent, std::string_view name) {
+  if (parent.kind == NodeKind::kStaged && !promoted_namespace(area_, parent)) {
+    auto tag = tag_of(parent);
+    std::string path = join(parent.staged_path, name);
+    if (::unlink(area_.file(tag, path).c_str()) != 0) fail(errno, "Cannot remove staged " + path);
+    forget_paths(tag, path);
+    return;
+  }
+  // rm -r of a remote tag with --allow-delete: its files go with the tag
+  // (rmdir of the tag directory deletes it); alone they cannot be removed.
+  if (allow_delete_ && is_remote_image_dir(parent) && parent.is_tag_image()) return;
+  fail(EROFS, "Cannot remove " + std::string(name) + ": read-only (see --allow-delete)");
+}
+
+void StagingTree::rmdir(const Node& parent, std::string_view name) {
+  if (auto ns = promoted_namespace(area_, parent)) return rmdir(*ns, name);
+  std::string sname(name);
+  if (parent.kind == NodeKind::kStaged) {
+    auto tag = tag_of(parent);
+    std::string path = join(parent.staged_path, name);
+    if (::rmdir(area_.file(tag, path).c_str()) != 0) fail(errno, "Cannot remove staged " + path);
+    forget_paths(tag, path);
+    return;
+  }
+  if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
+    if (!parent.path.empty()) {
+      cache::StagedTag tag{parent.registry, parent.path, sname};
+      if (area_.has_tag(tag)) {
+        std::error_code ec;
+        if (!fsys::is_empty(area_.tag_dir(tag), ec)) fail(ENOTEMPTY, "Cannot discard " + sname);
+        area_.discard_tag(tag);
+        LOG(kInfo) << "Discarded staged " << tag.registry << "/" << tag.repository << ":"
+                   << tag.tag;
+        return;
+      }
+    }
+    std::string path = join(parent.path, name);
+    if (area_.has_namespace(parent.registry, path)) {
+      if (!area_.remove_namespace(parent.registry, path)) {
+        fail(ENOTEMPTY, "Cannot remove staged namespace " + path);
+      }
+      return;
+    }
+    auto node = tree_.lookup(parent, name);
+    if (!node) fail(ENOENT, "Cannot remove " + sname + ": no such tag");
+    if (node->kind == NodeKind::kImage && node->is_tag_image()) {
+      if (!allow_delete_) fail(EROFS, "Cannot delete tag " + sname + ": mount with --allow-delete");
+      pusher_.delete_tag(parent.registry, parent.path, sname);
+      return;
+    }
+  }
+  if (allow_delete_ && is_remote_image_dir(parent) && parent.is_tag_image()) return;
+  fail(EROFS, "Cannot remove " + sname + ": read-only");
+}
+
+void StagingTree::rename(const Node& parent, std::string_view name, const Node& new_parent,
+                         std::string_view new_name) {
+  if (parent.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged) {
+    fail(parent.kind == NodeKind::kStaged ? EXDEV : EROFS, "Cannot rename " + std::string(name));
+  }
+  auto tag = tag_of(parent);
+  if (!is_name(new_name) || tag_of(new_parent).tag != tag.tag ||
+      tag_of(new_parent).repository != tag.repository || new_parent.registry != parent.registry) {
+    fail(EXDEV, "Cannot rename " + std::string(name) + " out of its staged tag");
+  }
+  std::string from = join(parent.staged_path, name);
+  std::string to = join(new_parent.staged_path, new_name);
+  if (::rename(area_.file(tag, from).c_str(), area_.file(tag, to).c_str()) != 0) {
+    fail(errno, "Cannot rename staged " + from);
+  }
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    auto move = [&](auto& map) {
+      std::erase_if(map, [&](auto& e) { return under(e.first, to); });
+      std::vector<std::pair<std::string, typename std::decay_t<decltype(map)>::mapped_type>> moved;
+      for (auto& [key, value] : map) {
+        if (under(key, from)) moved.emplace_back(to + key.substr(from.size()), value);
+      }
+      std::erase_if(map, [&](auto& e) { return under(e.first, from); });
+      for (auto& [key, value] : moved) map[key] = value;
+    };
+    move(s.modes);
+    move(s.references);
+  });
+  std::lock_guard lock(mutex_);
+  hashed_.clear();
+}
+
+std::optional<uint64_t> StagingTree::copy_reference(const Node& source, uint64_t source_size,
+                                                    uint64_t offset_in, StagedFile& out,
+                                                    uint64_t offset_out, uint64_t length) {
+  if (source.kind != NodeKind::kBlob || offset_in != 0 || offset_out != 0 || length < source_size ||
+      !out.writable || blob_digest_of(out.path) != source.blob) {
+    return std::nullopt;
+  }
+  if (::ftruncate(out.fd.get(), static_cast<off_t>(source_size)) != 0) {
+    fail(errno, "Cannot stage " + out.path);
+  }
+  area_.update_state(out.tag, [&](cache::StagedTagState& s) {
+    s.references[out.path] = cache::BlobReference{source.registry, source.path, source.blob,
+                                                  static_cast<int64_t>(source_size)};
+  });
+  std::lock_guard lock(out.state->mutex);
+  out.state->dirty = false;
+  out.state->hasher.truncated(source_size);
+  LOG(kDebug) << "Staged " << out.path << " as a reference to " << source.registry << "/"
+              << source.path << "@" << source.blob;
+  return source_size;
+}
+
+}  // namespace regfs::fs

@@ -1,0 +1,137 @@
+// The writable part of the tree (SPEC §4): namespaces, repositories and tags
+// made with mkdir, and the files written under a new tag, kept in the
+// cache's StagingArea until pushed. FUSE-free: the glue calls these and
+// replies; errors are registry::Error or std::system_error(errno).
+//
+//   mkdir in a registry root           a namespace (local until pushed to)
+//   mkdir in a namespace               a staged tag of that repository
+//   mkdir in an empty staged tag       (not blobs/, not a docker save layer
+//                                      directory): the tag was a namespace
+//                                      after all (mkdir -p ns/repo), so it
+//                                      becomes one and the new directory its
+//                                      staged tag
+//   files and directories in a tag     staged; blobs/sha256/<hex> are hashed
+//                                      as written and checked at close()
+//
+// Every flush of a file opened for writing checks whether its tag is
+// complete (fs/push_plan.h) and, if so, pushes it there and then (fs/pusher.h),
+// returning the push's result to close(). A pushed tag keeps accepting files
+// (cp -r writes manifest.json and oci-layout after index.json): it is pushed
+// again only if what it would push changes. A failed push keeps the tag,
+// records why (xattr user.regfs.error, the log) and is retried at the next
+// flush of a file in it. Tags pushed without error are dropped at the next
+// mount; rm -r discards a staged tag.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cache/staging.h"
+#include "cache/unique_fd.h"
+#include "fs/pusher.h"
+#include "fs/tree.h"
+
+namespace regfs::fs {
+
+// One open staged file. Handles of one path share its write state.
+struct StagedFile {
+  struct PathState {
+    std::mutex mutex;  // guards the members below
+    cache::WriteHasher hasher;
+    bool dirty = false;  // written since last checked
+  };
+  cache::StagedTag tag;
+  std::string path;  // inside the tag
+  std::filesystem::path file;
+  cache::UniqueFd fd;
+  bool writable = false;
+  std::shared_ptr<PathState> state;
+  std::shared_ptr<BlobReader> reader;  // a reference being read
+};
+
+struct SetAttr {
+  std::optional<uint64_t> size;
+  std::optional<mode_t> mode;
+  std::optional<timespec> atime;  // tv_nsec may be UTIME_NOW
+  std::optional<timespec> mtime;
+};
+
+class StagingTree {
+ public:
+  StagingTree(Tree& tree, Content& content, std::filesystem::path root, bool allow_delete);
+
+  // Hooks of Tree for namespaces: a staged tag or namespace `name` of the
+  // namespace `dir` (nullptr if none), and its staged entries.
+  NodePtr lookup_in_namespace(const Node& dir, std::string_view name);
+  void add_to_listing(const Node& dir, std::vector<NodePtr>* entries);
+  // For kStaged nodes.
+  NodePtr lookup(const Node& dir, std::string_view name);
+  std::vector<NodePtr> list(const Node& dir);
+  Attr attr(const Node& node);
+  std::optional<std::string> xattr(const Node& node, std::string_view name);
+  std::vector<std::string> xattr_names(const Node& node);
+
+  // Changes; `parent` may be any node (remote ones answer EROFS).
+  NodePtr mkdir(const Node& parent, std::string_view name, mode_t mode);
+  std::shared_ptr<StagedFile> create(const Node& parent, std::string_view name, mode_t mode,
+                                     int flags, NodePtr* node);
+  std::shared_ptr<StagedFile> open(const Node& node, int flags);
+  void write(StagedFile& file, const char* data, size_t size, uint64_t offset);
+  size_t read(StagedFile& file, char* buffer, size_t size, uint64_t offset);
+  // Checks a written blob, then the tag's completeness; pushes when complete.
+  void flush(StagedFile& file);
+  Attr setattr(const Node& node, StagedFile* file, const SetAttr& change);
+  void unlink(const Node& parent, std::string_view name);
+  void rmdir(const Node& parent, std::string_view name);
+  void rename(const Node& parent, std::string_view name, const Node& new_parent,
+              std::string_view new_name);
+  // copy_file_range from `source` (`source_size` bytes) into `out`: records a
+  // reference when `out` is blobs/sha256/<hex> of the same digest and the
+  // whole blob is copied; returns the bytes "copied", or nullopt (copy them).
+  std::optional<uint64_t> copy_reference(const Node& source, uint64_t source_size,
+                                         uint64_t offset_in, StagedFile& out, uint64_t offset_out,
+                                         uint64_t length);
+
+ private:
+  class Layout;
+  friend class Layout;
+
+  NodePtr make_node(const cache::StagedTag& tag, std::string path, std::string key,
+                    std::string_view name);
+  NodePtr namespace_node(const Node& dir, std::string_view name);
+  static cache::StagedTag tag_of(const Node& node);
+  std::shared_ptr<StagedFile::PathState> path_state(const std::filesystem::path& file);
+  std::shared_ptr<StagedFile> open_file(const cache::StagedTag& tag, const std::string& path,
+                                        int flags, mode_t create_mode);
+  void check_blob(StagedFile& file);
+  void push_if_complete(const cache::StagedTag& tag);
+  // The digest of a complete staged file, cached by size and mtime.
+  std::string file_digest(const std::filesystem::path& file, const struct stat& st);
+  void forget_paths(const cache::StagedTag& tag, const std::string& path);
+
+  Tree& tree_;
+  Content& content_;
+  cache::StagingArea area_;
+  Pusher pusher_;
+  const bool allow_delete_;
+
+  std::mutex mutex_;  // guards the maps below; never held over I/O
+  std::map<std::string, std::weak_ptr<StagedFile::PathState>> open_paths_;
+  struct Hashed {
+    int64_t size;
+    int64_t mtime_ns;
+    std::string digest;
+  };
+  std::map<std::string, Hashed> hashed_;  // by backing path
+  std::map<cache::StagedTag, std::shared_ptr<std::mutex>> push_locks_;
+};
+
+}  // namespace regfs::fs
