@@ -6,9 +6,7 @@
 
 namespace regfs::fs {
 
-InodeTable::InodeTable(NodePtr root) {
-  by_ino_[kRootIno] = Entry{std::move(root), 1};
-}
+InodeTable::InodeTable(NodePtr root) { by_ino_[kRootIno] = Entry{std::move(root), 1}; }
 
 uint64_t InodeTable::add_lookup(const NodePtr& node) {
   std::lock_guard lock(mutex_);
