@@ -624,6 +624,11 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
       if (area_.has_tag(tag)) {
         std::error_code ec;
         if (!fsys::is_empty(area_.tag_dir(tag), ec)) fail(ENOTEMPTY, "Cannot discard " + sname);
+        // A pushed tag is in the registry too: with --allow-delete, rm -r
+        // deletes it there as well; otherwise only the staged copy goes.
+        if (allow_delete_ && !area_.state(tag).pushed_digest.empty()) {
+          pusher_.delete_tag(tag.registry, tag.repository, tag.tag);
+        }
         area_.discard_tag(tag);
         LOG(kInfo) << "Discarded staged " << tag.registry << "/" << tag.repository << ":"
                    << tag.tag;

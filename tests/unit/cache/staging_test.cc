@@ -1,0 +1,95 @@
+// The staging area: paths, namespaces and tags on disk, state persistence
+// across instances (a remount), tag-to-namespace promotion, and the write
+// hasher (in-order writes hashed as written; anything else asks for a rehash).
+#include "cache/staging.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "registry/digest.h"
+
+namespace regfs::cache {
+namespace {
+
+namespace fsys = std::filesystem;
+
+class StagingTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/regfs-staging-test-XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fsys::remove_all(dir_); }
+  fsys::path dir_;
+};
+
+TEST_F(StagingTest, TagsNamespacesAndStateSurviveReopen) {
+  StagedTag tag{"localhost:5000", "team/app", "v1"};
+  {
+    StagingArea area(dir_ / "staging");
+    area.make_namespace("localhost:5000", "team");
+    area.make_tag(tag);
+    EXPECT_TRUE(area.has_tag(tag));
+    EXPECT_EQ(area.tag_dir(tag), dir_ / "staging/localhost:5000/team/app/@v1");
+    std::ofstream(area.file(tag, "index.json")) << "{}";
+    area.update_state(tag, [](StagedTagState& s) {
+      s.modes["index.json"] = 0444;
+      s.references["blobs/sha256/x"] = {"r", "a/b", registry::sha256_digest("x"), 1};
+      s.error = "denied";
+    });
+  }
+  StagingArea area(dir_ / "staging");
+  EXPECT_EQ(area.child_namespaces("localhost:5000", ""), std::vector<std::string>{"team"});
+  EXPECT_EQ(area.child_namespaces("localhost:5000", "team"), std::vector<std::string>{"app"});
+  EXPECT_EQ(area.tags("localhost:5000", "team/app"), std::vector<std::string>{"v1"});
+  auto state = area.state(tag);
+  EXPECT_EQ(state.modes.at("index.json"), 0444u);
+  EXPECT_EQ(state.references.at("blobs/sha256/x").repository, "a/b");
+  EXPECT_EQ(state.error, "denied");
+  auto all = area.all_tags();
+  ASSERT_EQ(all.size(), 1u);
+  EXPECT_EQ(all[0].repository, "team/app");
+  area.discard_tag(tag);
+  EXPECT_FALSE(area.has_tag(tag));
+  EXPECT_TRUE(area.state(tag).modes.empty());
+  EXPECT_TRUE(area.remove_namespace("localhost:5000", "team/app"));
+}
+
+TEST_F(StagingTest, EmptyTagBecomesNamespace) {
+  StagingArea area(dir_ / "staging");
+  StagedTag tag{"r", "ns", "app"};
+  area.make_tag(tag);
+  area.tag_to_namespace(tag);
+  EXPECT_FALSE(area.has_tag(tag));
+  EXPECT_TRUE(area.has_namespace("r", "ns/app"));
+}
+
+TEST(WriteHasher, InOrderWritesAreHashedAsWritten) {
+  WriteHasher hasher;
+  hasher.wrote(0, "hello ", 6);
+  hasher.wrote(6, "world", 5);
+  EXPECT_EQ(hasher.digest(11), registry::sha256_digest("hello world"));
+  WriteHasher gap;
+  gap.wrote(0, "ab", 2);
+  gap.wrote(4, "cd", 2);
+  EXPECT_EQ(gap.digest(6), std::nullopt);
+  WriteHasher truncated;
+  truncated.wrote(0, "junk", 4);
+  truncated.truncated(0);
+  truncated.wrote(0, "x", 1);
+  EXPECT_EQ(truncated.digest(1), registry::sha256_digest("x"));
+  WriteHasher short_file;
+  short_file.wrote(0, "abc", 3);
+  EXPECT_EQ(short_file.digest(4), std::nullopt);
+}
+
+TEST_F(StagingTest, HashFile) {
+  std::ofstream(dir_ / "f") << "content";
+  EXPECT_EQ(hash_file(dir_ / "f"), registry::sha256_digest("content"));
+}
+
+}  // namespace
+}  // namespace regfs::cache
