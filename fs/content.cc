@@ -295,6 +295,11 @@ RegistryContent& Content::registry(const std::string& name) {
                       options_.insecure.end();
     client.ca_cert = options_.ca_cert;
     client.credentials = options_.credentials;
+    if (options_.registries_conf) {
+      client.insecure = client.insecure || options_.registries_conf->insecure(name);
+      client.mirrors = registry::mirrors_for(name, options_.mirrors, options_.insecure,
+                                             *options_.registries_conf);
+    }
     slot = std::make_unique<RegistryContent>(std::move(client), cache_, tags_, options_.tag_ttl,
                                              pool_, transfers_);
   }

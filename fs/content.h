@@ -141,6 +141,9 @@ struct ContentOptions {
   std::vector<std::string> insecure;  // canonical registry names
   std::string ca_cert;
   std::shared_ptr<const registry::CredentialStore> credentials;
+  // --mirror REGISTRY=MIRROR, and registries.conf (see registry/mirrors.h).
+  std::vector<std::pair<std::string, std::string>> mirrors;
+  std::shared_ptr<const registry::RegistriesConf> registries_conf;
   size_t fetch_threads = 6;
 };
 

@@ -15,6 +15,7 @@
 
 #include "fs/content.h"
 #include "fs/fuse_ops.h"
+#include "fs/login_command.h"
 #include "fs/options.h"
 #include "fs/tree.h"
 #include "registry/client.h"
@@ -36,6 +37,8 @@ constexpr const char* kUsage =
     "Commands:\n"
     "  mount [OPTIONS] [REGISTRY] MOUNTPOINT   mount (returns once the mount is ready)\n"
     "  umount MOUNTPOINT                       unmount\n"
+    "  login REGISTRY [-u USER] [--password-stdin]  check and save credentials\n"
+    "  logout REGISTRY                         remove saved credentials\n"
     "\n"
     "  regfs --version | --help | <command> --help\n";
 
@@ -112,6 +115,11 @@ int run_mount(const std::vector<std::string>& args) {
     return fail(e.what());
   }
   if (options.debug) log::set_level(log::kDebug);
+  auto registries_conf =
+      std::make_shared<const registry::RegistriesConf>(registry::RegistriesConf::load());
+  if (!options.registry.empty() && registries_conf->insecure(options.registry)) {
+    options.insecure.push_back(options.registry);
+  }
   struct stat st;
   if (::stat(options.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return fail("Cannot mount on " + options.mountpoint + ": not a directory");
@@ -145,6 +153,8 @@ int run_mount(const std::vector<std::string>& args) {
     content.insecure = options.insecure;
     content.ca_cert = options.ca_cert;
     content.credentials = creds;
+    content.mirrors = options.mirrors;
+    content.registries_conf = registries_conf;
     TreeOptions tree;
     tree.registry = options.registry;
     tree.platform = platform;
@@ -197,6 +207,8 @@ int run(const std::vector<std::string>& args) {
   }
   if (command == "mount") return run_mount(rest);
   if (command == "umount" || command == "unmount") return run_umount(rest);
+  if (command == "login") return run_login(rest);
+  if (command == "logout") return run_logout(rest);
   if (command.empty() || command[0] == '-') return fail("unknown option " + command + " (see regfs --help)");
   // mount.fuse3 runs "regfs REGISTRY MOUNTPOINT -o OPTS".
   if (args.size() >= 2 && command.find_first_of(".:") != std::string::npos) return run_mount(args);

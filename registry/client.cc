@@ -5,6 +5,7 @@
 // after a reset, and skipping the prefix when a server ignores Range.
 #include "registry/client.h"
 
+#include <atomic>
 #include <nlohmann/json.hpp>
 
 #include "registry/digest.h"
@@ -49,7 +50,24 @@ void check_reference(std::string_view reference) {
 
 struct Client::Impl {
   explicit Impl(const ClientOptions& options)
-      : options(options), transport(options) {}
+      : options(options), transport(options) {
+    for (const auto& mirror : options.mirrors) {
+      ClientOptions through = options;
+      through.registry = mirror.registry;
+      through.insecure = mirror.insecure;
+      through.max_attempts = 2;  // the registry itself is the fall-back
+      through.mirrors.clear();
+      mirrors.push_back(std::make_unique<MirrorClient>(mirror, through));
+    }
+  }
+
+  // Runs `read(client, repository-on-the-mirror)` on each mirror that serves
+  // `repository` until one answers. nullopt: the registry must answer. A
+  // mirror that cannot be reached is skipped for a while.
+  template <typename Read>
+  auto through_mirrors(std::string_view repository, bool by_digest,
+                       std::string_view what, Read read)
+      -> std::optional<decltype(read(std::declval<Client&>(), std::string()))>;
 
   std::string describe(std::string_view repository,
                        std::string_view reference) const {
@@ -96,9 +114,44 @@ struct Client::Impl {
   void fetch_blob(std::string_view repository, std::string_view digest,
                   uint64_t offset, uint64_t length, const BodySink& sink);
 
+  struct MirrorClient {
+    MirrorClient(Mirror m, const ClientOptions& o) : mirror(std::move(m)), client(o) {}
+    Mirror mirror;
+    Client client;
+    std::atomic<int64_t> down_until{0};  // steady_clock ticks
+  };
+
   ClientOptions options;
   Transport transport;
+  std::vector<std::unique_ptr<MirrorClient>> mirrors;
 };
+
+template <typename Read>
+auto Client::Impl::through_mirrors(std::string_view repository, bool by_digest,
+                                   std::string_view what, Read read)
+    -> std::optional<decltype(read(std::declval<Client&>(), std::string()))> {
+  constexpr auto kMirrorPause = std::chrono::seconds(30);
+  for (auto& m : mirrors) {
+    auto mapped = m->mirror.map(repository);
+    if (!mapped || (m->mirror.digest_only && !by_digest)) continue;
+    auto now = std::chrono::steady_clock::now().time_since_epoch().count();
+    if (now < m->down_until.load()) continue;
+    try {
+      auto result = read(m->client, *mapped);
+      LOG(kDebug) << "Read " << what << " through mirror " << m->mirror.registry;
+      return result;
+    } catch (const Error& e) {
+      bool unreachable = e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTimeout;
+      if (unreachable) {
+        m->down_until = (std::chrono::steady_clock::now() + kMirrorPause).time_since_epoch().count();
+      }
+      LOG_AT(unreachable ? log::kWarning : log::kDebug)
+          << "Cannot read " << what << " through mirror " << m->mirror.registry << " ("
+          << e.what() << "); reading from " << options.registry;
+    }
+  }
+  return std::nullopt;
+}
 
 namespace {
 
@@ -273,6 +326,13 @@ ManifestHead Client::head_manifest(std::string_view repository,
   check_repository(repository);
   check_reference(reference);
   std::string what = "resolve " + impl_->describe(repository, reference);
+  if (auto head = impl_->through_mirrors(
+          repository, is_valid_digest(reference), what,
+          [&](Client& mirror, const std::string& name) {
+            return mirror.head_manifest(name, reference);
+          })) {
+    return *head;
+  }
   std::string target =
       "/v2/" + std::string(repository) + "/manifests/" + std::string(reference);
   HttpResponse response =
@@ -307,6 +367,13 @@ ManifestData Client::get_manifest(std::string_view repository,
   check_repository(repository);
   check_reference(reference);
   std::string what = "fetch manifest " + impl_->describe(repository, reference);
+  if (auto data = impl_->through_mirrors(
+          repository, is_valid_digest(reference), what,
+          [&](Client& mirror, const std::string& name) {
+            return mirror.get_manifest(name, reference);
+          })) {
+    return std::move(*data);
+  }
   std::string target =
       "/v2/" + std::string(repository) + "/manifests/" + std::string(reference);
   HttpResponse response =
@@ -344,7 +411,25 @@ void Client::get_blob(std::string_view repository, std::string_view digest,
                                          std::string(digest) +
                                          "\": not a valid digest");
   }
-  impl_->fetch_blob(repository, digest, offset, length, sink);
+  // A mirror that fails midway leaves the rest to the registry.
+  uint64_t delivered = 0;
+  auto counted = [&](const char* data, size_t size) {
+    if (!sink(data, size)) return false;
+    delivered += size;
+    return true;
+  };
+  bool done = impl_->through_mirrors(
+                       repository, true, "blob " + std::string(digest),
+                       [&](Client& mirror, const std::string& name) {
+                         mirror.get_blob(name, digest, offset + delivered,
+                                         length == 0 ? 0 : length - delivered, counted);
+                         return true;
+                       })
+                  .has_value();
+  if (done) return;
+  if (length != 0 && delivered >= length) return;
+  impl_->fetch_blob(repository, digest, offset + delivered,
+                    length == 0 ? 0 : length - delivered, sink);
 }
 
 namespace {

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "registry/credentials.h"
+#include "registry/mirrors.h"
 
 namespace regfs::registry {
 
@@ -36,6 +37,9 @@ struct ClientOptions {
   uint64_t monolithic_upload_limit = 8 << 20;
   uint64_t upload_chunk_size = 16 << 20;
   std::shared_ptr<const CredentialStore> credentials;  // null: anonymous
+  // Pull-through mirrors, tried in order for manifests, tag HEADs and blobs
+  // before the registry itself, which answers when they fail.
+  std::vector<Mirror> mirrors;
 };
 
 struct ManifestHead {

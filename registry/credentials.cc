@@ -1,7 +1,8 @@
 // Credentials files (docker's config.json, containers' auth.json, the legacy
-// ~/.dockercfg) and docker credential helpers. The first file in SPEC §6 order
-// that exists and names any credentials is used (an empty auth.json that
-// podman left behind does not hide ~/.docker/config.json). Helpers run
+// ~/.dockercfg) and docker credential helpers. Every file in SPEC §6 order
+// that exists is read; a lookup takes the first file that has credentials
+// for the registry, as podman does (so an auth.json for other registries does
+// not hide what `regfs login` wrote to ~/.docker/config.json). Helpers run
 // without a shell, with a timeout, and their output never reaches a log or an
 // exception.
 #include "registry/credentials.h"
@@ -189,70 +190,10 @@ bool read_output(int fd, std::string* output) {
   }
 }
 
-// Runs `docker-credential-<helper> get` for `server`. nullopt: anonymous.
-std::optional<Credential> run_helper(const std::string& helper,
-                                     const std::string& server) {
-  std::string program = "docker-credential-" + helper;
-  if (!valid_helper_name(helper)) {
-    LOG(kWarning) << "Cannot use credential helper \"" << helper
-                  << "\": invalid name";
-    return std::nullopt;
-  }
-  int to_child[2], from_child[2];
-  if (::pipe2(to_child, O_CLOEXEC) != 0) return std::nullopt;
-  UniqueFd child_in(to_child[0]), parent_out(to_child[1]);
-  if (::pipe2(from_child, O_CLOEXEC) != 0) return std::nullopt;
-  UniqueFd parent_in(from_child[0]), child_out(from_child[1]);
-
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_adddup2(&actions, child_in.get(), 0);
-  posix_spawn_file_actions_adddup2(&actions, child_out.get(), 1);
-  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
-  posix_spawnattr_t attr;
-  posix_spawnattr_init(&attr);
-  sigset_t no_signals, default_signals;
-  sigemptyset(&no_signals);
-  sigemptyset(&default_signals);
-  sigaddset(&default_signals, SIGPIPE);
-  posix_spawnattr_setsigmask(&attr, &no_signals);
-  posix_spawnattr_setsigdefault(&attr, &default_signals);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-
-  std::string verb = "get";
-  char* argv[] = {program.data(), verb.data(), nullptr};
-  pid_t pid = -1;
-  int rc = posix_spawnp(&pid, program.c_str(), &actions, &attr, argv, environ);
-  posix_spawn_file_actions_destroy(&actions);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) {
-    LOG(kWarning) << "Cannot run " << program << ": " << std::strerror(rc);
-    return std::nullopt;
-  }
-  child_in.reset();
-  child_out.reset();
-
-  write_input(parent_out.get(), server);
-  parent_out.reset();
-  std::string output;
-  bool finished = read_output(parent_in.get(), &output);
-  if (!finished) ::kill(pid, SIGKILL);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-  }
-  if (!finished) {
-    LOG(kWarning) << "Cannot get credentials for " << server << " from "
-                  << program << ": timed out";
-    return std::nullopt;
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    if (output.find("credentials not found") == std::string::npos) {
-      LOG(kWarning) << "Cannot get credentials for " << server << " from "
-                    << program << ": it failed";
-    }
-    return std::nullopt;
-  }
+// Parses a helper's `get` answer. nullopt: unusable (logged, not shown).
+std::optional<Credential> parse_helper_output(const std::string& output,
+                                              const std::string& server,
+                                              const std::string& program) {
   json doc = json::parse(output, nullptr, /*allow_exceptions=*/false);
   if (!doc.is_object() || !doc.contains("Secret") ||
       !doc["Secret"].is_string()) {
@@ -272,6 +213,21 @@ std::optional<Credential> run_helper(const std::string& helper,
     credential.password = doc["Secret"].get<std::string>();
   }
   return credential;
+}
+
+// Runs `docker-credential-<helper> get` for `server`. nullopt: anonymous.
+std::optional<Credential> run_helper(const std::string& helper,
+                                     const std::string& server) {
+  std::string output;
+  if (!run_credential_helper(helper, "get", server, &output)) {
+    if (valid_helper_name(helper) &&
+        output.find("credentials not found") == std::string::npos) {
+      LOG(kWarning) << "Cannot get credentials for " << server
+                    << " from docker-credential-" << helper << ": it failed";
+    }
+    return std::nullopt;
+  }
+  return parse_helper_output(output, server, "docker-credential-" + helper);
 }
 
 // One auths entry. Throws with the file and key (never the value).
@@ -317,8 +273,66 @@ bool key_matches(const std::string& key, const std::string& target) {
 
 }  // namespace
 
+bool run_credential_helper(const std::string& helper, const std::string& verb,
+                           const std::string& input, std::string* output) {
+  std::string program = "docker-credential-" + helper;
+  if (!valid_helper_name(helper)) {
+    LOG(kWarning) << "Cannot use credential helper \"" << helper
+                  << "\": invalid name";
+    return false;
+  }
+  int to_child[2], from_child[2];
+  if (::pipe2(to_child, O_CLOEXEC) != 0) return false;
+  UniqueFd child_in(to_child[0]), parent_out(to_child[1]);
+  if (::pipe2(from_child, O_CLOEXEC) != 0) return false;
+  UniqueFd parent_in(from_child[0]), child_out(from_child[1]);
+
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_adddup2(&actions, child_in.get(), 0);
+  posix_spawn_file_actions_adddup2(&actions, child_out.get(), 1);
+  posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0);
+  posix_spawnattr_t attr;
+  posix_spawnattr_init(&attr);
+  sigset_t no_signals, default_signals;
+  sigemptyset(&no_signals);
+  sigemptyset(&default_signals);
+  sigaddset(&default_signals, SIGPIPE);
+  posix_spawnattr_setsigmask(&attr, &no_signals);
+  posix_spawnattr_setsigdefault(&attr, &default_signals);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+
+  std::string verb_arg = verb;
+  char* argv[] = {program.data(), verb_arg.data(), nullptr};
+  pid_t pid = -1;
+  int rc = posix_spawnp(&pid, program.c_str(), &actions, &attr, argv, environ);
+  posix_spawn_file_actions_destroy(&actions);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0) {
+    LOG(kWarning) << "Cannot run " << program << ": " << std::strerror(rc);
+    return false;
+  }
+  child_in.reset();
+  child_out.reset();
+
+  write_input(parent_out.get(), input);
+  parent_out.reset();
+  bool finished = read_output(parent_in.get(), output);
+  if (!finished) ::kill(pid, SIGKILL);
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  if (!finished) {
+    LOG(kWarning) << "Cannot run " << program << " " << verb << ": timed out";
+    return false;
+  }
+  return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
 std::shared_ptr<const CredentialStore> CredentialStore::load(
     const std::string& auth_file) {
+  auto store = std::make_shared<CredentialStore>();
   for (const auto& path : candidate_files(auth_file)) {
     if (!is_file(path)) {
       if (path == auth_file) {
@@ -333,56 +347,78 @@ std::shared_ptr<const CredentialStore> CredentialStore::load(
       throw Error(ErrorKind::kInvalid, "Cannot read credentials file " + path +
                                            ": not a JSON object");
     }
-    auto store = std::make_shared<CredentialStore>();
-    store->path_ = path;
+    Source source;
+    source.path = path;
     const json* auths = &doc;  // ~/.dockercfg is the auths object itself
     if (!path.ends_with("/.dockercfg")) {
       auto it = doc.find("auths");
       auths = (it != doc.end() && it->is_object()) ? &*it : nullptr;
       if (auto cs = doc.find("credsStore");
           cs != doc.end() && cs->is_string()) {
-        store->creds_store_ = cs->get<std::string>();
+        source.creds_store = cs->get<std::string>();
       }
       if (auto ch = doc.find("credHelpers");
           ch != doc.end() && ch->is_object()) {
         for (const auto& [host, helper] : ch->items()) {
           if (helper.is_string()) {
-            store->cred_helpers_.emplace_back(normalise_key(host),
-                                              helper.get<std::string>());
+            source.cred_helpers.emplace_back(normalise_key(host),
+                                             helper.get<std::string>());
           }
         }
       }
     }
     if (auths) {
       for (const auto& [key, value] : auths->items()) {
-        store->auths_.push_back(
+        source.auths.push_back(
             {normalise_key(key), parse_entry(value, path, key)});
       }
     }
-    if (store->auths_.empty() && store->cred_helpers_.empty() &&
-        store->creds_store_.empty()) {
+    if (source.auths.empty() && source.cred_helpers.empty() &&
+        source.creds_store.empty()) {
       LOG(kDebug) << "Credentials file " << path << " names no registry";
       continue;
     }
     LOG(kDebug) << "Using credentials file " << path;
-    return store;
+    store->sources_.push_back(std::move(source));
   }
-  return std::make_shared<CredentialStore>();
+  return store;
+}
+
+std::shared_ptr<const CredentialStore> CredentialStore::single(
+    std::string_view registry, Credential credential) {
+  auto store = std::make_shared<CredentialStore>();
+  Source source;
+  source.auths.push_back({canonical_registry(registry), std::move(credential)});
+  store->sources_.push_back(std::move(source));
+  return store;
+}
+
+const std::string& CredentialStore::path() const {
+  static const std::string kNone;
+  return sources_.empty() ? kNone : sources_.front().path;
 }
 
 std::optional<Credential> CredentialStore::lookup(
     std::string_view registry, std::string_view repository) const {
   std::string host = canonical_registry(registry);
-  for (const auto& [helper_host, helper] : cred_helpers_) {
+  for (const auto& source : sources_) {
+    if (auto found = source.lookup(host, repository)) return found;
+  }
+  return std::nullopt;
+}
+
+std::optional<Credential> CredentialStore::Source::lookup(
+    const std::string& host, std::string_view repository) const {
+  for (const auto& [helper_host, helper] : cred_helpers) {
     if (helper_host == host) return run_helper(helper, server_for(host));
   }
-  if (!creds_store_.empty()) {
-    if (auto found = run_helper(creds_store_, server_for(host))) return found;
+  if (!creds_store.empty()) {
+    if (auto found = run_helper(creds_store, server_for(host))) return found;
   }
   std::string target = host;
   if (!repository.empty()) target += "/" + std::string(repository);
   const Entry* best = nullptr;
-  for (const auto& entry : auths_) {
+  for (const auto& entry : auths) {
     if (is_empty(entry.credential) || !key_matches(entry.key, target)) continue;
     if (!best || entry.key.size() > best->key.size()) best = &entry;
   }
@@ -398,10 +434,20 @@ std::vector<std::string> CredentialStore::registries() const {
       out.push_back(host);
     }
   };
-  for (const auto& entry : auths_) add(entry.key);
-  for (const auto& helper : cred_helpers_) add(helper.first);
+  for (const auto& source : sources_) {
+    for (const auto& entry : source.auths) add(entry.key);
+    for (const auto& helper : source.cred_helpers) add(helper.first);
+  }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+std::string credential_server(std::string_view registry) {
+  return server_for(canonical_registry(registry));
+}
+
+std::string normalise_credential_key(std::string_view key) {
+  return normalise_key(key);
 }
 
 }  // namespace regfs::registry

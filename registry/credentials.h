@@ -17,34 +17,57 @@ struct Credential {
 
 class CredentialStore {
  public:
-  // Reads the first file that exists, in SPEC §6 order: `auth_file` (if not
+  // Reads the files that exist, in SPEC §6 order: `auth_file` (if not
   // empty), $REGISTRY_AUTH_FILE, $XDG_RUNTIME_DIR/containers/auth.json,
   // ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json or
-  // ~/.docker/config.json, ~/.dockercfg. A missing file means anonymous; a
+  // ~/.docker/config.json, ~/.dockercfg. No file means anonymous; a
   // malformed one throws Error(kInvalid) naming the file (never its content).
   static std::shared_ptr<const CredentialStore> load(const std::string& auth_file);
   // An empty store (anonymous everywhere).
   CredentialStore() = default;
+  // A store that holds only `credential`, for `registry` (`regfs login`
+  // checks credentials with it before saving them).
+  static std::shared_ptr<const CredentialStore> single(std::string_view registry,
+                                                       Credential credential);
 
-  // Credentials for `registry` (canonical name) and `repository`: credHelpers
-  // for the host, credsStore, then auths keys (host, host/namespace: longest
+  // Credentials for `registry` (canonical name) and `repository` from the
+  // first file that has some (first match wins). In a file: credHelpers for
+  // the host, credsStore, then auths keys (host, host/namespace: longest
   // match wins, or a URL; Docker Hub is https://index.docker.io/v1/).
   std::optional<Credential> lookup(std::string_view registry,
                                    std::string_view repository) const;
-  // Canonical registry names that appear in the file.
+  // Canonical registry names that appear in the files.
   std::vector<std::string> registries() const;
-  // The file these came from, empty if none.
-  const std::string& path() const { return path_; }
+  // The first file that names credentials, empty if none.
+  const std::string& path() const;
 
  private:
   struct Entry {
     std::string key;  // normalised: "host" or "host/namespace"
     Credential credential;
   };
-  std::string path_;
-  std::vector<Entry> auths_;
-  std::string creds_store_;
-  std::vector<std::pair<std::string, std::string>> cred_helpers_;  // host, helper
+  // One credentials file.
+  struct Source {
+    std::string path;
+    std::vector<Entry> auths;
+    std::string creds_store;
+    std::vector<std::pair<std::string, std::string>> cred_helpers;  // host, helper
+    std::optional<Credential> lookup(const std::string& host,
+                                     std::string_view repository) const;
+  };
+  std::vector<Source> sources_;
 };
+
+// The server name docker's helpers and config files use for `registry`:
+// "https://index.docker.io/v1/" for Docker Hub, else the registry itself.
+std::string credential_server(std::string_view registry);
+// The registry (canonical) an auths key or credHelpers key names, with the
+// namespace if it has one: "https://index.docker.io/v1/" -> "docker.io".
+std::string normalise_credential_key(std::string_view key);
+// Runs `docker-credential-<helper> <verb>` (no shell, with a timeout) with
+// `input` on its stdin. True if it exited 0; its stdout goes to `output`.
+// Neither input nor output is ever logged.
+bool run_credential_helper(const std::string& helper, const std::string& verb,
+                           const std::string& input, std::string* output);
 
 }  // namespace regfs::registry

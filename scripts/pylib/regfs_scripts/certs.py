@@ -46,6 +46,25 @@ def make_server_cert(directory, ca_key, ca_cert,
     return key, cert
 
 
+def make_client_cert(directory, ca_key, ca_cert, name="regfs test client"):
+    """Writes client.key and client.cert (signed by the CA, for TLS client
+    authentication) into directory, named as docker's certs.d expects;
+    returns (key, cert) paths."""
+    key = os.path.join(directory, "client.key")
+    cert = os.path.join(directory, "client.cert")
+    csr = os.path.join(directory, "client.csr")
+    ext = os.path.join(directory, "client.ext")
+    with open(ext, "w") as f:
+        f.write("basicConstraints=CA:FALSE\n"
+                "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                "extendedKeyUsage=clientAuth\n")
+    _openssl("req", "-new", "-newkey", "rsa:2048", "-nodes", "-sha256",
+             "-subj", f"/CN={name}", "-keyout", key, "-out", csr)
+    _openssl("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key,
+             "-CAcreateserial", "-days", "3650", "-sha256", "-extfile", ext, "-out", cert)
+    return key, cert
+
+
 def make_signing_cert(directory, name="regfs test token issuer"):
     """Writes token.key and token.pem (self-signed) into directory: the key
     signs bearer tokens, the certificate is the registry's rootcertbundle."""

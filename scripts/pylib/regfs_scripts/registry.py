@@ -60,6 +60,8 @@ def _yaml_config(info, data_dir, maxentries):
         lines += ["  tls:",
                   f"    certificate: {info['server_cert']}",
                   f"    key: {info['server_key']}"]
+        if info.get("client_cert"):
+            lines += ["    clientcas:", f"      - {info['ca_cert']}"]
     if info["auth"] == "basic":
         lines += ["auth:", "  htpasswd:", "    realm: regfs-test",
                   f"    path: {info['htpasswd']}"]
@@ -71,6 +73,8 @@ def _yaml_config(info, data_dir, maxentries):
                   f"    rootcertbundle: {info['token_cert']}"]
     if maxentries:
         lines += ["catalog:", f"  maxentries: {int(maxentries)}"]
+    if info.get("proxy"):
+        lines += ["proxy:", f"  remoteurl: {info['proxy']}"]
     return "\n".join(lines) + "\n"
 
 
@@ -100,9 +104,12 @@ def _spawn(argv, log_path, pid_path):
     return proc
 
 
-def _wait_http(url, proc, ca_cert=None, timeout=30.0):
-    """Waits until url answers any HTTP status; raises if proc dies first."""
+def _wait_http(url, proc, ca_cert=None, timeout=30.0, client=None):
+    """Waits until url answers any HTTP status; raises if proc dies first.
+    client: (certificate, key) to present."""
     ctx = ssl.create_default_context(cafile=ca_cert) if url.startswith("https") else None
+    if client:
+        ctx.load_cert_chain(*client)
     deadline = time.monotonic() + timeout
     while True:
         if proc is not None and proc.poll() is not None:
@@ -128,9 +135,12 @@ def _tail(path, n=20):
 
 
 def start(directory, auth="none", tls=False, port=None, maxentries=None,
-          users=None, rules=None, token_ttl=300):
+          users=None, rules=None, token_ttl=300, proxy=None, client_auth=False):
     """Starts a registry whose files live in directory; returns its info dict
-    once /v2/ answers. Stops what it started if that fails."""
+    once /v2/ answers. Stops what it started if that fails. proxy: the URL of
+    an upstream registry, to run as its pull-through cache. client_auth (with
+    tls): require a client certificate signed by the test CA (info
+    client_cert, client_key)."""
     if auth not in ("none", "basic", "token"):
         raise RegistryError(f"unknown auth mode {auth!r}")
     directory = os.path.abspath(directory)
@@ -147,17 +157,26 @@ def start(directory, auth="none", tls=False, port=None, maxentries=None,
         "auth": auth, "tls": tls, "users": users if auth != "none" else {},
         "log": os.path.join(directory, "registry.log"),
         "ca_cert": None, "auth_file": None, "maxentries": maxentries,
+        "proxy": proxy,
     }
     if tls:
         ca_key, ca_cert = certs.make_ca(directory)
         info["server_key"], info["server_cert"] = certs.make_server_cert(
             directory, ca_key, ca_cert)
         info["ca_cert"] = ca_cert
+        if client_auth:
+            info["client_key"], info["client_cert"] = certs.make_client_cert(
+                directory, ca_key, ca_cert)
         # A docker/containers-style certs.d directory for skopeo --*-cert-dir.
         cert_dir = os.path.join(directory, "certs.d")
         os.makedirs(cert_dir, exist_ok=True)
         with open(ca_cert) as src, open(os.path.join(cert_dir, "ca.crt"), "w") as dst:
             dst.write(src.read())
+        if client_auth:
+            for path in (info["client_cert"], info["client_key"]):
+                with open(path) as src, open(os.path.join(cert_dir, os.path.basename(path)),
+                                             "w") as dst:
+                    dst.write(src.read())
         info["cert_dir"] = cert_dir
     if auth == "basic":
         info["htpasswd"] = os.path.join(directory, "htpasswd")
@@ -178,7 +197,9 @@ def start(directory, auth="none", tls=False, port=None, maxentries=None,
                       info["log"], os.path.join(directory, "registry.pid"))
         procs.append(proc)
         try:
-            _wait_http(info["url"] + "/v2/", proc, info["ca_cert"])
+            _wait_http(info["url"] + "/v2/", proc, info["ca_cert"],
+                       client=(info["client_cert"], info["client_key"])
+                       if client_auth else None)
         except RegistryError as e:
             raise RegistryError(f"docker-registry on {host} did not start: {e}\n"
                                 + _tail(info["log"]))
@@ -195,8 +216,12 @@ def _start_issuer(directory, info, users, rules, ttl):
     info["token_realm"] = f"http://127.0.0.1:{port}/token"
     info["token_cert"] = cert
     info["token_log"] = os.path.join(directory, "token.log")
+    refresh_tokens = {f"{user}-identity-token": user for user in users}
+    if users:
+        info["identity_token"] = next(iter(refresh_tokens))
     config = {"port": port, "key": key, "cert": cert, "issuer": ISSUER,
               "service": SERVICE, "ttl": ttl, "users": users,
+              "refresh_tokens": refresh_tokens,
               "rules": DEFAULT_RULES if rules is None else rules,
               "log": info["token_log"]}
     config_path = os.path.join(directory, "token-issuer.json")

@@ -2,7 +2,8 @@
 
 It speaks the Docker token protocol: `GET /token?service=S&scope=T:NAME:ACTIONS`
 (HTTP Basic for a user, none for anonymous), and the OAuth2 form
-`POST /token` with grant_type=password. It answers with an RS256 JWT whose
+`POST /token` with grant_type=password or grant_type=refresh_token (an
+identity token from `refresh_tokens`). It answers with an RS256 JWT whose
 `access` claim holds, for each requested scope, the requested actions that the
 rules allow. The JWT header carries the signing certificate as `x5c`, which
 docker-registry 2.8 verifies against its `rootcertbundle`.
@@ -10,6 +11,7 @@ docker-registry 2.8 verifies against its `rootcertbundle`.
 Config (JSON file, the one argument):
   port, key, cert, issuer, service, ttl (seconds), log (path)
   users: {"alice": "password", ...}
+  refresh_tokens: {"TOKEN": "alice", ...}  (identity tokens, refresh_token grant)
   rules: [{"type": "repository", "name": "public/*", "who": ["*"],
            "actions": ["pull"]}, ...]
     name is an fnmatch pattern; who holds user names, "*" (everyone,
@@ -110,6 +112,8 @@ class Issuer:
             cert = x509.load_pem_x509_certificate(f.read())
         self.x5c = [base64.b64encode(cert.public_bytes(serialization.Encoding.DER)).decode()]
         self.policy = Policy(config.get("users", {}), config.get("rules", DEFAULT_RULES))
+        # refresh token -> user: identity tokens (docker's "identitytoken")
+        self.refresh_tokens = config.get("refresh_tokens", {})
         self.ttl = int(config.get("ttl", 300))
         self.log_lock = threading.Lock()
         self.log_path = config.get("log")
@@ -190,12 +194,15 @@ def make_handler(issuer):
                 self._reply(404, {"errors": [{"code": "NOT_FOUND", "message": url.path}]})
                 return
             user = ""
-            if form.get("grant_type", [""])[0] == "password":
+            grant = form.get("grant_type", [""])[0]
+            if grant == "password":
                 name, password = form.get("username", [""])[0], form.get("password", [""])[0]
                 users = issuer.policy.users
                 user = name if name in users and users[name] == password else None
+            elif grant == "refresh_token":
+                user = issuer.refresh_tokens.get(form.get("refresh_token", [""])[0])
             scopes = [s for v in form.get("scope", []) for s in v.split(" ") if s]
-            self._issue(user, form.get("service", [""])[0], scopes, "POST")
+            self._issue(user, form.get("service", [""])[0], scopes, "POST " + grant)
 
     return Handler
 

@@ -186,6 +186,21 @@ TEST_F(CredentialsTest, FileOrder) {
             env_file);
 }
 
+TEST_F(CredentialsTest, FirstFileWithARegistryWins) {
+  // podman's auth.json names other registries: ~/.docker/config.json (where
+  // `regfs login` writes) still answers for its own.
+  write(".config/containers/auth.json",
+        R"({"auths":{"p.example":{"auth":"cDpw"}, "both.example":{"auth":"Zmlyc3Q6MQ=="}}})");
+  write(".docker/config.json",
+        R"({"auths":{"d.example":{"auth":"ZDpw"}, "both.example":{"auth":"c2Vjb25kOjI="}}})");
+  auto store = CredentialStore::load("");
+  EXPECT_EQ(store->lookup("p.example", "a")->username, "p");
+  EXPECT_EQ(store->lookup("d.example", "a")->username, "d");
+  EXPECT_EQ(store->lookup("both.example", "a")->username, "first");
+  EXPECT_EQ(store->registries(),
+            (std::vector<std::string>{"both.example", "d.example", "p.example"}));
+}
+
 TEST_F(CredentialsTest, MalformedFileNamesTheFileNotTheSecret) {
   fs::path file = write(
       "bad.json", R"({"auths":{"h.example":{"auth":"!!notbase64-SECRET"}}})");
