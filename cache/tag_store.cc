@@ -37,10 +37,6 @@ std::optional<TagRecord> TagStore::get(std::string_view registry, std::string_vi
 
 void TagStore::put(std::string_view registry, std::string_view repository, std::string_view tag,
                    const TagRecord& record) {
-  static std::atomic<uint64_t> counter{0};
-  auto path = path_of(registry, repository, tag);
-  std::error_code ec;
-  std::filesystem::create_directories(path.parent_path(), ec);
   nlohmann::json json = {
       {"digest", record.digest},
       {"mediaType", record.media_type},
@@ -48,20 +44,53 @@ void TagStore::put(std::string_view registry, std::string_view repository, std::
       {"fetched", std::chrono::duration_cast<std::chrono::seconds>(
                       record.fetched.time_since_epoch())
                       .count()}};
+  write_json(path_of(registry, repository, tag), json.dump());
+}
+
+std::filesystem::path TagStore::listing_path(std::string_view registry,
+                                             std::string_view repository) const {
+  return repository.empty() ? root_ / std::string(registry) / "@@catalog"
+                            : root_ / std::string(registry) / std::string(repository) / "@@tags";
+}
+
+std::optional<std::vector<std::string>> TagStore::get_listing(std::string_view registry,
+                                                              std::string_view repository) const {
+  std::ifstream in(listing_path(registry, repository));
+  if (!in) return std::nullopt;
+  auto json = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_array()) return std::nullopt;
+  std::vector<std::string> names;
+  for (auto& name : json) {
+    if (name.is_string()) names.push_back(name.get<std::string>());
+  }
+  return names;
+}
+
+void TagStore::put_listing(std::string_view registry, std::string_view repository,
+                           const std::vector<std::string>& names) {
+  write_json(listing_path(registry, repository), nlohmann::json(names).dump());
+}
+
+// Writes to a temporary name and renames. Failures are logged, not thrown:
+// the records are an optimisation and an offline fallback.
+void TagStore::write_json(const std::filesystem::path& path, const std::string& text) {
+  static std::atomic<uint64_t> counter{0};
+  std::error_code ec;
+  std::filesystem::create_directories(path.parent_path(), ec);
   auto tmp = path;
   tmp += ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
   {
     std::ofstream out(tmp, std::ios::trunc);
-    out << json.dump();
+    out << text;
     if (!out) {
-      LOG(kWarning) << "Cannot record tag " << repository << ":" << tag << " in " << tmp;
+      LOG(kWarning) << "Cannot record " << path << " in the cache";
       std::filesystem::remove(tmp, ec);
       return;
     }
   }
   std::filesystem::rename(tmp, path, ec);
   if (ec) {
-    LOG(kWarning) << "Cannot record tag " << repository << ":" << tag << ": " << ec.message();
+    LOG(kWarning) << "Cannot record " << path << ": " << ec.message();
     std::filesystem::remove(tmp, ec);
   }
 }

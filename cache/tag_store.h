@@ -3,6 +3,7 @@
 // --tag-ttl seconds, and past that still uses it while the registry cannot be
 // reached (offline reads). Stored one small JSON file per tag:
 //   <root>/refs/<registry>/<repository>/@<tag>
+//   <root>/refs/<registry>/<repository>/@@tags, <root>/refs/<registry>/@@catalog
 // ('@' cannot appear in a repository component, so tags and namespaces never
 // collide), written to a temporary name and renamed.
 #pragma once
@@ -12,6 +13,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace regfs::cache {
 
@@ -33,7 +35,16 @@ class TagStore {
   void put(std::string_view registry, std::string_view repository, std::string_view tag,
            const TagRecord& record);
 
+  // The last listing the registry gave (a repository's tags, or with an
+  // empty repository the catalog), kept for offline use.
+  std::optional<std::vector<std::string>> get_listing(std::string_view registry,
+                                                      std::string_view repository) const;
+  void put_listing(std::string_view registry, std::string_view repository,
+                   const std::vector<std::string>& names);
+
  private:
+  void write_json(const std::filesystem::path& path, const std::string& text);
+  std::filesystem::path listing_path(std::string_view registry, std::string_view repository) const;
   std::filesystem::path path_of(std::string_view registry, std::string_view repository,
                                 std::string_view tag) const;
   std::filesystem::path root_;

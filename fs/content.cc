@@ -151,9 +151,11 @@ std::pair<size_t, size_t> BlobReader::claim_range(uint64_t offset, size_t length
   constexpr size_t kExtent = 8;     // chunks: 16 MiB of 2 MiB chunks, one request
   constexpr size_t kMaxWindow = 4;  // extents: 64 MiB of readahead
   std::lock_guard lock(mutex_);
-  bool sequential = offset == next_offset_ || offset == 0;
+  // The kernel's own readahead makes one read look like a short sequence, so
+  // a reader counts as sequential only once it has streamed a whole chunk.
+  streamed_ = offset == next_offset_ ? streamed_ + length : length;
   next_offset_ = offset + length;
-  if (!sequential) {
+  if (streamed_ < blob_->chunk_size()) {
     window_ = 0;
     return {first, last};
   }
@@ -221,7 +223,9 @@ std::vector<Transfers::Info> Transfers::snapshot() {
 }
 
 template <typename Fetch>
-Names RegistryContent::cached_listing(const std::string& key, Fetch fetch) {
+Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch) {
+  const std::string key = repository.empty() ? "catalog of " + name()
+                                             : "tags of " + name() + "/" + repository;
   auto now = std::chrono::steady_clock::now();
   std::optional<Listing> known;
   {
@@ -239,6 +243,7 @@ Names RegistryContent::cached_listing(const std::string& key, Fetch fetch) {
   try {
     auto names = fetch();
     std::sort(names.begin(), names.end());
+    tags_.put_listing(name(), repository, names);
     fresh.names = std::make_shared<const std::vector<std::string>>(std::move(names));
   } catch (const Error& e) {
     if (is_unreachable(e)) {
@@ -246,6 +251,11 @@ Names RegistryContent::cached_listing(const std::string& key, Fetch fetch) {
         LOG(kWarning) << "Cannot refresh " << key << " (" << e.what()
                       << "); using the last listing";
         return known->names;
+      }
+      if (auto saved = tags_.get_listing(name(), repository)) {
+        LOG(kWarning) << "Cannot list " << key << " (" << e.what()
+                      << "); using the listing saved in the cache";
+        return std::make_shared<const std::vector<std::string>>(std::move(*saved));
       }
       throw;  // never cached as a miss
     }
@@ -259,7 +269,7 @@ Names RegistryContent::cached_listing(const std::string& key, Fetch fetch) {
 
 Names RegistryContent::catalog() {
   try {
-    return cached_listing("catalog of " + name(), [&] { return client_.catalog(); });
+    return cached_listing("", [&] { return client_.catalog(); });
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kUnsupported) return nullptr;
     throw;
@@ -267,8 +277,7 @@ Names RegistryContent::catalog() {
 }
 
 Names RegistryContent::tags(const std::string& repository) {
-  return cached_listing("tags of " + name() + "/" + repository,
-                        [&] { return client_.list_tags(repository); });
+  return cached_listing(repository, [&] { return client_.list_tags(repository); });
 }
 
 void RegistryContent::tag_changed(const std::string& repository, const std::string& tag,

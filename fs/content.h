@@ -73,7 +73,8 @@ class BlobReader {
   const std::shared_ptr<cache::CachedBlob> blob_;
   std::mutex mutex_;  // guards the readahead state
   uint64_t next_offset_ = 0;
-  size_t window_ = 0;  // extents of readahead
+  size_t window_ = 0;     // extents of readahead
+  uint64_t streamed_ = 0;  // bytes read in sequence up to next_offset_
 };
 
 class RegistryContent {
@@ -118,8 +119,10 @@ class RegistryContent {
     std::chrono::steady_clock::time_point fetched;
     std::optional<registry::Error> error;  // a cached negative answer
   };
+  // A listing (a repository's tags, or the catalog when `repository` is
+  // empty) kept --tag-ttl in memory and on disk for offline use.
   template <typename Fetch>
-  Names cached_listing(const std::string& key, Fetch fetch);
+  Names cached_listing(const std::string& repository, Fetch fetch);
   void fetch_run(const std::string& repository, const std::shared_ptr<cache::CachedBlob>& blob,
                  size_t first, size_t last);
 
@@ -145,6 +148,7 @@ struct ContentOptions {
   std::vector<std::pair<std::string, std::string>> mirrors;
   std::shared_ptr<const registry::RegistriesConf> registries_conf;
   size_t fetch_threads = 6;
+  // Request deadline and transfer stall limit; zero: the client's defaults.
 };
 
 // Every registry the mount has touched, made on first use.

@@ -253,6 +253,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     fi->keep_cache = node->immutable();
+    fi->direct_io = node->kind == NodeKind::kStatusFile;  // made at open: no size before
     if (fuse_reply_open(req, fi) == 0) handle.release();
   });
 }

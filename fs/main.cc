@@ -10,13 +10,17 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "fs/cache_command.h"
 #include "fs/content.h"
 #include "fs/fuse_ops.h"
 #include "fs/login_command.h"
 #include "fs/options.h"
+#include "fs/status.h"
 #include "fs/tree.h"
 #include "registry/client.h"
 #include "registry/credentials.h"
@@ -39,6 +43,8 @@ constexpr const char* kUsage =
     "  umount MOUNTPOINT                       unmount\n"
     "  login REGISTRY [-u USER] [--password-stdin]  check and save credentials\n"
     "  logout REGISTRY                         remove saved credentials\n"
+    "  status MOUNTPOINT                       transfers in flight, cache use, recent errors\n"
+    "  cache du|prune|clear [--cache-dir DIR]  report and trim a cache directory\n"
     "\n"
     "  regfs --version | --help | <command> --help\n";
 
@@ -190,6 +196,27 @@ int run_umount(const std::vector<std::string>& args) {
   return fail("Cannot unmount " + mountpoint + ": " + std::strerror(errno));
 }
 
+int run_status(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::fputs("Usage: regfs status MOUNTPOINT\n\nShows transfers in flight with progress, cache "
+               "use and recent errors of a regfs mount.\n",
+               stdout);
+    return 0;
+  }
+  if (args.size() != 1) return fail("usage: regfs status MOUNTPOINT");
+  std::string path = absolute(args[0]) + "/" + std::string(kControlDirName) + "/status";
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty()) return fail("Cannot read status of " + args[0] + ": not a regfs mount");
+  try {
+    std::fputs(format_status(text.str(), absolute(args[0])).c_str(), stdout);
+  } catch (const std::exception& e) {
+    return fail("Cannot read status of " + args[0] + ": " + e.what());
+  }
+  return 0;
+}
+
 int run(const std::vector<std::string>& args) {
   if (args.empty()) {
     std::fputs(kUsage, stderr);
@@ -207,6 +234,8 @@ int run(const std::vector<std::string>& args) {
   }
   if (command == "mount") return run_mount(rest);
   if (command == "umount" || command == "unmount") return run_umount(rest);
+  if (command == "status") return run_status(rest);
+  if (command == "cache") return run_cache_command(rest);
   if (command == "login") return run_login(rest);
   if (command == "logout") return run_logout(rest);
   if (command.empty() || command[0] == '-') return fail("unknown option " + command + " (see regfs --help)");

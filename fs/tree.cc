@@ -6,6 +6,7 @@
 
 #include "fs/rootfs.h"
 #include "fs/staging_tree.h"
+#include "fs/status.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 #include "registry/log.h"
@@ -60,6 +61,7 @@ bool Node::is_dir() const {
     case NodeKind::kImage:
     case NodeKind::kBlobsDir:
     case NodeKind::kBlobsAlgDir:
+    case NodeKind::kControlDir:
       return true;
     case NodeKind::kRootfs:
     case NodeKind::kStaged:
@@ -124,6 +126,21 @@ NodePtr Tree::make_child(const Node& parent, NodeKind kind, std::string_view nam
 
 NodePtr Tree::lookup(const Node& dir, std::string_view name) {
   if (name.empty() || name == "." || name == "..") return nullptr;
+  if (dir.key == "/" && name == kControlDirName) {
+    auto node = std::make_shared<Node>();
+    node->kind = NodeKind::kControlDir;
+    node->name = name;
+    node->key = "/" + std::string(name);
+    return node;
+  }
+  if (dir.kind == NodeKind::kControlDir) {
+    if (name != "status") return nullptr;
+    auto node = std::make_shared<Node>();
+    node->kind = NodeKind::kStatusFile;
+    node->name = name;
+    node->key = dir.key + "/status";
+    return node;
+  }
   switch (dir.kind) {
     case NodeKind::kRoot:
       return lookup_root(name);
@@ -278,6 +295,9 @@ std::vector<NodePtr> Tree::list(const Node& dir) {
     case NodeKind::kBlobsDir:
       entries.push_back(make_child(dir, NodeKind::kBlobsAlgDir, "sha256"));
       return entries;
+    case NodeKind::kControlDir:
+      entries.push_back(lookup(dir, "status"));
+      return entries;
     case NodeKind::kBlobsAlgDir:
       for (auto& [digest, _] : image_of(dir)->blobs) {
         entries.push_back(make_child(dir, NodeKind::kBlob, registry::digest_hex(digest), digest));
@@ -411,6 +431,10 @@ OpenedFile Tree::open(const Node& node) {
   auto bytes = [](std::string s) {
     return OpenedFile{std::make_shared<const std::string>(std::move(s)), {}};
   };
+  if (node.kind == NodeKind::kStatusFile) {
+    return bytes(status_json(content_, options_.registry.empty() ? "all registries"
+                                                                  : options_.registry));
+  }
   auto& reg = content_.registry(node.registry);
   switch (node.kind) {
     case NodeKind::kRootfs:

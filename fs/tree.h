@@ -49,7 +49,12 @@ enum class NodeKind {
   kBlob,         // <image>/blobs/sha256/<hex>
   kRootfs,       // <image>/rootfs and everything under it (fs/rootfs.h)
   kStaged,       // a staged tag and everything under it (fs/staging_tree.h)
+  kControlDir,   // MOUNT/.regfs: unlisted, the daemon's control interface
+  kStatusFile,   // MOUNT/.regfs/status: JSON made at open (fs/status.h)
 };
+
+// The unlisted control directory at the mount root (`regfs status` reads it).
+inline constexpr std::string_view kControlDirName = ".regfs";
 
 struct Node {
   NodeKind kind = NodeKind::kRoot;

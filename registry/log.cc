@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstdio>
 #include <ctime>
+#include <deque>
 #include <mutex>
 
 namespace regfs::log {
@@ -12,6 +13,8 @@ namespace {
 std::atomic<int> g_level{kInfo};
 std::mutex g_mutex;  // guards g_file and the write itself
 FILE* g_file = nullptr;
+std::deque<std::string> g_recent;  // guarded by g_mutex
+constexpr size_t kRecentProblems = 20;
 
 const char* level_name(Level level) {
   switch (level) {
@@ -45,6 +48,15 @@ void write(Level level, const std::string& line) {
   FILE* out = g_file ? g_file : stderr;
   std::fprintf(out, "%s regfs %s: %s\n", stamp, level_name(level), line.c_str());
   std::fflush(out);
+  if (level >= kWarning) {
+    g_recent.push_back(std::string(stamp) + " " + line);
+    if (g_recent.size() > kRecentProblems) g_recent.pop_front();
+  }
+}
+
+std::vector<std::string> recent_problems() {
+  std::lock_guard lock(g_mutex);
+  return {g_recent.begin(), g_recent.end()};
 }
 
 }  // namespace regfs::log

@@ -5,6 +5,7 @@
 
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace regfs::log {
 
@@ -15,6 +16,8 @@ Level level();
 // Sends later lines to `path` (appended); empty restores stderr.
 void set_log_file(const std::string& path);
 void write(Level level, const std::string& line);
+// The last warning and error lines (newest last), for `regfs status`.
+std::vector<std::string> recent_problems();
 
 class Line {
  public:

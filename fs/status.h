@@ -1,0 +1,18 @@
+// What `regfs status MOUNTPOINT` shows: the daemon writes it as JSON into the
+// unlisted MOUNT/.regfs/status file (made afresh at each open), and the
+// command formats it: cache use, transfers in flight with progress and rate,
+// recent warnings and errors.
+#pragma once
+
+#include <string>
+
+#include "fs/content.h"
+
+namespace regfs::fs {
+
+// The status document of a mount serving `what` ("localhost:5000", ...).
+std::string status_json(Content& content, const std::string& what);
+// The human form of a status document; throws on malformed JSON.
+std::string format_status(const std::string& json, const std::string& mountpoint);
+
+}  // namespace regfs::fs
