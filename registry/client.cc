@@ -253,8 +253,6 @@ void Client::Impl::fetch_blob(std::string_view repository,
       auth_tried = false;
     }
     if (!response.ok()) {
-      LOG(kDebug) << "GET blob from " << url_authority(url) << ": "
-                  << response.error;
       if (url_authority(url) == url_authority(transport.origin()) &&
           transport.fall_back(response, url)) {
         restart();
@@ -269,8 +267,6 @@ void Client::Impl::fetch_blob(std::string_view repository,
       throw transport.transport_error(response, what);
     }
     const int status = response.status;
-    LOG(kDebug) << "GET blob " << digest << " from " << url_authority(url)
-                << " -> " << status;
     if (transport.on_registry(url)) transport.confirm_scheme();
     if (status == 200 || status == 206) return;
     if (status == 401 && !auth_tried && transport.on_registry(url)) {
@@ -313,8 +309,16 @@ void Client::ping() {
   HttpRequest request;
   request.timeout = impl_->options.request_timeout;
   std::string what = "reach " + impl_->options.registry;
-  HttpResponse response =
-      impl_->transport.send(what, AuthScope{}, "/v2/", request);
+  HttpResponse response;
+  try {
+    response = impl_->transport.send(what, AuthScope{}, "/v2/", request);
+  } catch (const Error& e) {
+    // The token endpoint refused the credentials: the registry is up, and
+    // reads will say EACCES (the log names the cause).
+    if (e.kind() != ErrorKind::kUnauthorized) throw;
+    LOG(kWarning) << e.what();
+    return;
+  }
   if (response.status == 429 || response.status >= 500) {
     throw error_from_response(response.status, response.body, what,
                               impl_->options.registry);

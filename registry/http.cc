@@ -17,6 +17,7 @@
 #include <mutex>
 
 #include "registry/error.h"
+#include "registry/log.h"
 
 namespace regfs::registry {
 namespace {
@@ -299,6 +300,10 @@ struct HttpClient::Impl {
                      options.verify_tls ? 1L : 0L);
     curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST,
                      options.verify_tls ? 2L : 0L);
+    if (!options.client_cert.empty()) {
+      curl_easy_setopt(easy, CURLOPT_SSLCERT, options.client_cert.c_str());
+      curl_easy_setopt(easy, CURLOPT_SSLKEY, options.client_key.c_str());
+    }
     if (!options.ca_files.empty()) {
       curl_easy_setopt(easy, CURLOPT_SSL_CTX_FUNCTION, &on_ssl_ctx);
       curl_easy_setopt(easy, CURLOPT_SSL_CTX_DATA, &options.ca_files);
@@ -339,7 +344,34 @@ HttpClient::HttpClient(HttpOptions options)
 
 HttpClient::~HttpClient() = default;
 
+namespace {
+
+// `url` for a log line: query values that may be credentials (signed CDN
+// URLs, tokens) are replaced by "...".
+std::string loggable_url(std::string_view url) {
+  size_t query = url.find('?');
+  if (query == std::string_view::npos) return std::string(url);
+  std::string out(url.substr(0, query + 1));
+  std::string_view rest = url.substr(query + 1);
+  bool first = true;
+  while (!rest.empty()) {
+    size_t amp = rest.find('&');
+    std::string_view pair = rest.substr(0, amp);
+    rest = amp == std::string_view::npos ? "" : rest.substr(amp + 1);
+    std::string key = lowercase(pair.substr(0, pair.find('=')));
+    bool safe = key == "service" || key == "scope" || key == "n" || key == "last" ||
+                key == "digest" || key == "mount" || key == "from" || key == "account";
+    if (!first) out += '&';
+    first = false;
+    out += safe ? std::string(pair) : std::string(pair.substr(0, pair.find('='))) + "=...";
+  }
+  return out;
+}
+
+}  // namespace
+
 HttpResponse HttpClient::perform(const HttpRequest& request) {
+  const auto started = std::chrono::steady_clock::now();
   HttpResponse response;
   Transfer transfer{&request, &response};
   EasyHandle easy = impl_->acquire();
@@ -359,6 +391,17 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
   curl_easy_setopt(easy.get(), CURLOPT_HTTPHEADER, nullptr);
   impl_->release(std::move(easy));
   response.failure = classify(code, transfer);
+  if (log::level() <= log::kDebug) {
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                  std::chrono::steady_clock::now() - started)
+                  .count();
+    LOG(kDebug) << "HTTP " << request.method << " " << loggable_url(request.url) << " -> "
+                << (code == CURLE_OK ? std::to_string(response.status)
+                                     : "failed: " + std::string(error_buffer[0]
+                                                                    ? error_buffer
+                                                                    : curl_easy_strerror(code)))
+                << " (" << ms << " ms)";
+  }
   if (code != CURLE_OK) {
     response.error = error_buffer[0] ? error_buffer : curl_easy_strerror(code);
     if (transfer.source_failed) {

@@ -83,6 +83,9 @@ struct HttpOptions {
   bool verify_tls = true;
   // Extra CA bundles trusted in addition to the system store.
   std::vector<std::string> ca_files;
+  // A client certificate (PEM) and its key, presented when a server asks.
+  std::string client_cert;
+  std::string client_key;
   std::chrono::milliseconds connect_timeout{10'000};
   std::string user_agent = "regfs";
 };

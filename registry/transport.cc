@@ -38,6 +38,38 @@ std::vector<std::string> ca_files(const ClientOptions& options,
   return files;
 }
 
+// A client certificate from the per-host directories, as docker reads them:
+// NAME.cert with NAME.key beside it. {"", ""} if none.
+std::pair<std::string, std::string> client_cert(const ClientOptions& options,
+                                                const std::string& host) {
+  std::vector<std::string> names = {options.registry};
+  if (host != options.registry) names.push_back(host);
+  for (const char* root : {"/etc/docker/certs.d/", "/etc/containers/certs.d/"}) {
+    for (const auto& name : names) {
+      std::error_code ec;
+      for (const auto& entry : std::filesystem::directory_iterator(root + name, ec)) {
+        if (entry.path().extension() != ".cert") continue;
+        auto key = entry.path();
+        key.replace_extension(".key");
+        if (std::filesystem::exists(key, ec)) return {entry.path(), key};
+        LOG(kWarning) << "Cannot use client certificate " << entry.path().string() << ": no "
+                      << key.filename().string() << " beside it";
+      }
+    }
+  }
+  return {};
+}
+
+HttpOptions http_options(const ClientOptions& options, const std::string& host, bool insecure) {
+  auto [cert, key] = client_cert(options, host);
+  return HttpOptions{.verify_tls = !insecure,
+                     .ca_files = ca_files(options, host),
+                     .client_cert = cert,
+                     .client_key = key,
+                     .connect_timeout = options.connect_timeout,
+                     .user_agent = "regfs/0.1"};
+}
+
 milliseconds backoff(int retry) {
   thread_local std::mt19937 rng{std::random_device{}()};
   auto ceiling =
@@ -72,10 +104,7 @@ Transport::Transport(const ClientOptions& options)
     : options_(options),
       host_(api_host(options.registry)),
       insecure_(options.insecure || is_loopback(options.registry)),
-      http_(HttpOptions{.verify_tls = !insecure_,
-                        .ca_files = ca_files(options, host_),
-                        .connect_timeout = options.connect_timeout,
-                        .user_agent = "regfs/0.1"}),
+      http_(http_options(options, host_, insecure_)),
       auth_(http_, AuthOptions{.registry = options.registry,
                                .insecure = insecure_,
                                .timeout = options.request_timeout,
@@ -176,7 +205,6 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope,
     }
     HttpResponse response = http_.perform(sent);
     if (!response.ok()) {
-      LOG(kDebug) << sent.method << " " << sent.url << ": " << response.error;
       if (fall_back(response, sent.url)) continue;
       if (retryable_failure(response.failure) &&
           attempt < options_.max_attempts) {
@@ -186,7 +214,6 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope,
       throw transport_error(response, what);
     }
     confirm_scheme();
-    LOG(kDebug) << sent.method << " " << sent.url << " -> " << response.status;
     if (response.status == 401 && !auth_tried) {
       auth_tried = true;
       if (reauthorize(scope, response, sent.url)) continue;
