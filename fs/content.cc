@@ -309,6 +309,10 @@ RegistryContent& Content::registry(const std::string& name) {
       client.mirrors = registry::mirrors_for(name, options_.mirrors, options_.insecure,
                                              *options_.registries_conf);
     }
+    if (options_.request_timeout.count() > 0) {
+      client.request_timeout = client.stall_timeout = options_.request_timeout;
+      client.connect_timeout = std::min(client.connect_timeout, options_.request_timeout);
+    }
     slot = std::make_unique<RegistryContent>(std::move(client), cache_, tags_, options_.tag_ttl,
                                              pool_, transfers_);
   }

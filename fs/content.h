@@ -149,6 +149,7 @@ struct ContentOptions {
   std::shared_ptr<const registry::RegistriesConf> registries_conf;
   size_t fetch_threads = 6;
   // Request deadline and transfer stall limit; zero: the client's defaults.
+  std::chrono::milliseconds request_timeout{0};
 };
 
 // Every registry the mount has touched, made on first use.

@@ -4,6 +4,7 @@
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -89,6 +90,21 @@ std::string absolute(const std::string& path) {
   return path.empty() ? path : std::filesystem::absolute(path).lexically_normal().string();
 }
 
+// A mount point whose daemon died (kill -9, crash) answers ENOTCONN until it
+// is unmounted: detach it so that the new mount can take its place.
+void clean_stale_mount(const std::string& mountpoint) {
+  std::fprintf(stderr, "regfs: warning: %s is a stale mount (its daemon is gone); unmounting it\n",
+               mountpoint.c_str());
+  const char* argv[] = {"fusermount3", "-u", "-z", mountpoint.c_str(), nullptr};
+  pid_t pid;
+  int status = 1;
+  if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) ==
+      0) {
+    waitpid(pid, &status, 0);
+  }
+  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) ::umount2(mountpoint.c_str(), MNT_DETACH);
+}
+
 registry::ClientOptions client_options(const MountOptions& options,
                                        std::shared_ptr<const registry::CredentialStore> creds) {
   registry::ClientOptions client;
@@ -97,6 +113,10 @@ registry::ClientOptions client_options(const MountOptions& options,
                               options.registry) != options.insecure.end();
   client.ca_cert = options.ca_cert;
   client.credentials = std::move(creds);
+  if (options.request_timeout.count() > 0) {
+    client.request_timeout = client.stall_timeout = options.request_timeout;
+    client.connect_timeout = std::min(client.connect_timeout, options.request_timeout);
+  }
   return client;
 }
 
@@ -127,6 +147,11 @@ int run_mount(const std::vector<std::string>& args) {
     options.insecure.push_back(options.registry);
   }
   struct stat st;
+  // statfs, unlike stat, always reaches a FUSE daemon (no attribute cache).
+  struct statfs fs_stat;
+  if (::statfs(options.mountpoint.c_str(), &fs_stat) != 0 && errno == ENOTCONN) {
+    clean_stale_mount(options.mountpoint);
+  }
   if (::stat(options.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return fail("Cannot mount on " + options.mountpoint + ": not a directory");
   }
@@ -161,6 +186,7 @@ int run_mount(const std::vector<std::string>& args) {
     content.credentials = creds;
     content.mirrors = options.mirrors;
     content.registries_conf = registries_conf;
+    content.request_timeout = options.request_timeout;
     TreeOptions tree;
     tree.registry = options.registry;
     tree.platform = platform;

@@ -14,8 +14,9 @@ namespace regfs::fs {
 namespace {
 
 // Options that take a value, by their long name without dashes.
-const std::set<std::string> kValued = {"cache-dir", "cache-size", "insecure", "ca-cert",
-                                       "auth-file", "platform",   "tag-ttl",  "mirror"};
+const std::set<std::string> kValued = {"cache-dir", "cache-size", "insecure",
+                                       "ca-cert",   "auth-file",  "platform",
+                                       "tag-ttl",   "mirror",     "request-timeout"};
 const std::set<std::string> kFlags = {"allow-delete", "foreground", "debug"};
 
 std::string underscores_to_dashes(std::string name) {
@@ -59,6 +60,13 @@ void set_option(MountOptions& options, const std::string& name, const std::strin
       throw UsageError("invalid --tag-ttl '" + value + "': expected seconds");
     }
     options.tag_ttl = std::chrono::seconds(seconds);
+  } else if (name == "request-timeout") {
+    char* end = nullptr;
+    double seconds = std::strtod(value.c_str(), &end);
+    if (value.empty() || *end != '\0' || !(seconds > 0) || seconds > 86400) {
+      throw UsageError("invalid request_timeout '" + value + "': expected seconds");
+    }
+    options.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
   } else if (name == "mirror") {
     auto eq = value.find('=');
     if (eq == std::string::npos || eq == 0 || eq + 1 == value.size()) {

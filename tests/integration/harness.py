@@ -21,7 +21,8 @@ from regclient import RegistryClient  # noqa: E402
 from regfs_scripts import registry as reglib  # noqa: E402
 from regfs_scripts import seed as seedlib  # noqa: E402
 
-REGFS = ROOT / "build" / "regfs"
+# REGFS_BIN picks another build of regfs (scripts/test runs build-asan/regfs).
+REGFS = Path(os.environ.get("REGFS_BIN") or ROOT / "build" / "regfs").resolve()
 MANY_TAGS = [f"t{i:02d}" for i in range(7)]
 PAGED_REPOS = [f"paged/r{i}" for i in range(5)]
 

@@ -1,0 +1,332 @@
+"""A fault-injecting HTTP front for a real registry, and a header recorder.
+
+FaultFront listens on 127.0.0.1 (plain HTTP) and passes every request through
+to the upstream registry (method, headers with Host, bodies both ways, status
+and headers of the answer) unless a fault armed by the test matches it:
+
+  front.add("hang", path=r"/blobs/")       never answer (until release())
+  front.add("reset", times=2)              close the connection with a RST
+  front.add("status", status=503, headers={"Retry-After": "1"}, times=2)
+  front.add("truncate", keep=1000)         send the headers and `keep` bytes
+                                           of the body, then reset
+  front.add("corrupt", at=10)              flip the body byte at `at`
+  front.add("throttle", rate=1 << 20)      send the body at `rate` bytes/s
+  front.add("redirect", location=URL)      answer 307 to URL + the path
+  front.add("revoke_token", keep=N)        after N body bytes, revoke the
+                                           request's bearer token and reset;
+                                           a revoked token gets the
+                                           registry's own 401 challenge
+
+A fault matches a request whose method is in `methods` (default GET and
+HEAD) and whose path matches the regex `path` (default any), `times` times
+(None: until clear()). Requests that match nothing are proxied. Everything
+served is recorded: front.log is [(time, method, path, fault kind or None)],
+front.headers the request headers of each. Threaded; the control API is
+called from the test's thread.
+
+HeaderRecorder is a second tiny server (another host for redirects): it
+records the headers of every request and answers 200 with the bytes a test
+gave for the path.
+"""
+
+import http.client
+import re
+import socket
+import struct
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+from tag_pager import HOP_BY_HOP, _chunks_from, _counted
+
+CHUNK = 1 << 16
+
+
+class Fault:
+    def __init__(self, kind, path=None, methods=("GET", "HEAD"), times=None, **params):
+        self.kind = kind
+        self.path = re.compile(path) if path else None
+        self.methods = tuple(methods)
+        self.times = times
+        self.params = params
+        self.hits = 0
+
+    def matches(self, method, path):
+        if method not in self.methods:
+            return False
+        if self.path and not self.path.search(path):
+            return False
+        return self.times is None or self.hits < self.times
+
+
+def _reset(sock):
+    """Closes sock so that the peer sees a connection reset."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def handle_error(self, request, client_address):
+        pass  # resets and closed peers are what these tests do
+
+
+class FaultFront:
+    def __init__(self, upstream, port=0, bind="127.0.0.1"):
+        url = urlsplit(upstream)
+        self.upstream_netloc = url.netloc
+        self.lock = threading.Lock()
+        self.faults = []
+        self.log = []
+        self.headers = []
+        self.revoked = set()
+        self.released = threading.Event()
+        self.server = _Server((bind, port), self._handler())
+        self.host = f"{bind}:{self.server.server_address[1]}"
+        self.url = f"http://{self.host}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self.release()
+        self.server.shutdown()
+        self.server.server_close()
+
+    def add(self, kind, **kw):
+        fault = Fault(kind, **kw)
+        with self.lock:
+            self.faults.append(fault)
+        return fault
+
+    def clear(self):
+        """Disarms every fault and lets hanging requests go (they are closed)."""
+        with self.lock:
+            self.faults = []
+        self.release()
+
+    def release(self):
+        self.released.set()
+
+    def served(self, kind=None, path=None):
+        """Requests served with fault `kind` (None: passed through) whose path
+        matches `path`: [(time, method, path)]."""
+        with self.lock:
+            return [(t, m, p) for t, m, p, k in self.log
+                    if k == kind and (path is None or re.search(path, p))]
+
+    def _take(self, method, path):
+        with self.lock:
+            for fault in self.faults:
+                if fault.matches(method, path):
+                    fault.hits += 1
+                    return fault
+        return None
+
+    def _handler(self):
+        front = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):
+                pass
+
+            def _dispatch(self):
+                fault = front._take(self.command, self.path)
+                auth = self.headers.get("Authorization", "")
+                with front.lock:
+                    front.log.append((time.monotonic(), self.command, self.path,
+                                      fault.kind if fault else None))
+                    front.headers.append(dict(self.headers.items()))
+                    revoked = auth in front.revoked
+                if revoked:
+                    self._proxy(strip_auth=True)
+                    return
+                if fault is None:
+                    self._proxy()
+                    return
+                getattr(self, "_fault_" + fault.kind)(fault)
+
+            def _fault_hang(self, fault):
+                self._drain_body()
+                front.released.wait(fault.params.get("timeout", 300))
+                self.close_connection = True
+                _reset(self.connection)
+
+            def _fault_reset(self, fault):
+                self._drain_body()
+                self.close_connection = True
+                _reset(self.connection)
+
+            def _fault_status(self, fault):
+                self._drain_body()
+                body = fault.params.get("body", b"")
+                self.send_response_only(fault.params.get("status", 503))
+                for k, v in fault.params.get("headers", {}).items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _fault_redirect(self, fault):
+                self._drain_body()
+                self.send_response_only(fault.params.get("status", 307))
+                self.send_header("Location", fault.params["location"] + self.path)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def _fault_truncate(self, fault):
+                self._proxy(keep=fault.params.get("keep", 0))
+
+            def _fault_corrupt(self, fault):
+                self._proxy(corrupt_at=fault.params.get("at", 0))
+
+            def _fault_throttle(self, fault):
+                self._proxy(rate=fault.params.get("rate", 1 << 20))
+
+            def _fault_revoke_token(self, fault):
+                self._proxy(keep=fault.params.get("keep", 0), revoke=True)
+
+            def _drain_body(self):
+                body, _ = self._request_body()
+                for _ in body or ():
+                    pass
+
+            def _request_body(self):
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                    return _chunks_from(self.rfile), True
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    return _counted(self.rfile, length), False
+                return None, False
+
+            def _upstream(self, strip_auth):
+                body, chunked = self._request_body()
+                skip = set(HOP_BY_HOP)
+                if strip_auth:
+                    skip.add("authorization")
+                if chunked:
+                    skip.discard("transfer-encoding")
+                conn = http.client.HTTPConnection(front.upstream_netloc, timeout=60)
+                conn.putrequest(self.command, self.path, skip_host=True,
+                                skip_accept_encoding=True)
+                for k, v in self.headers.items():
+                    if k.lower() not in skip:
+                        conn.putheader(k, v)
+                conn.endheaders()
+                for data in body or ():
+                    conn.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                if body is not None and chunked:
+                    conn.send(b"0\r\n\r\n")
+                return conn, conn.getresponse()
+
+            def _proxy(self, strip_auth=False, keep=None, corrupt_at=None, rate=None,
+                       revoke=False):
+                conn, resp = self._upstream(strip_auth)
+                try:
+                    self.send_response_only(resp.status, resp.reason)
+                    length = resp.getheader("Content-Length")
+                    for k, v in resp.getheaders():
+                        if k.lower() not in HOP_BY_HOP:
+                            self.send_header(k, v)
+                    no_body = self.command == "HEAD" or resp.status in (204, 304) \
+                        or 100 <= resp.status < 200
+                    if length is None and not no_body:
+                        self.send_header("Connection", "close")
+                        self.close_connection = True
+                    self.end_headers()
+                    if no_body:
+                        return
+                    sent = 0
+                    started = time.monotonic()
+                    while True:
+                        data = resp.read(CHUNK if rate is None else min(CHUNK, rate // 8 or 1))
+                        if not data:
+                            break
+                        if keep is not None and sent + len(data) >= keep:
+                            self.wfile.write(data[:keep - sent])
+                            self.wfile.flush()
+                            if revoke:
+                                with front.lock:
+                                    front.revoked.add(self.headers.get("Authorization", ""))
+                            self.close_connection = True
+                            _reset(self.connection)
+                            return
+                        if corrupt_at is not None and sent <= corrupt_at < sent + len(data):
+                            i = corrupt_at - sent
+                            data = data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+                        self.wfile.write(data)
+                        sent += len(data)
+                        if rate is not None:
+                            ahead = sent / rate - (time.monotonic() - started)
+                            if ahead > 0:
+                                time.sleep(ahead)
+                finally:
+                    conn.close()
+
+            do_GET = do_HEAD = do_PUT = do_POST = do_PATCH = do_DELETE = _dispatch
+
+        return Handler
+
+
+class HeaderRecorder:
+    """Another host for redirects: records each request's headers and answers
+    200 with the bytes served for its path (404 otherwise)."""
+
+    def __init__(self, bind="127.0.0.2"):
+        self.lock = threading.Lock()
+        self.requests = []  # (method, path, {header: value})
+        self.content = {}
+        self.server = _Server((bind, 0), self._handler())
+        self.host = f"{bind}:{self.server.server_address[1]}"
+        self.url = f"http://{self.host}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def start(self):
+        self._thread.start()
+        return self
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def serve(self, path, data):
+        with self.lock:
+            self.content[path] = data
+
+    def _handler(self):
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, fmt, *args):
+                pass
+
+            def do_GET(self):
+                with recorder.lock:
+                    recorder.requests.append((self.command, self.path,
+                                              dict(self.headers.items())))
+                    data = recorder.content.get(urlsplit(self.path).path)
+                self.send_response_only(200 if data is not None else 404)
+                self.send_header("Content-Length", str(len(data or b"")))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data or b"")
+
+            do_HEAD = do_GET
+
+        return Handler
