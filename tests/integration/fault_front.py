@@ -17,6 +17,10 @@ and headers of the answer) unless a fault armed by the test matches it:
                                            a revoked token gets the
                                            registry's own 401 challenge
 
+With tls=(cert, key) the front serves HTTPS; realm=(old, new) rewrites the
+registry's WWW-Authenticate challenges (to point regfs at another token
+endpoint).
+
 A fault matches a request whose method is in `methods` (default GET and
 HEAD) and whose path matches the regex `path` (default any), `times` times
 (None: until clear()). Requests that match nothing are proxied. Everything
@@ -32,6 +36,7 @@ gave for the path.
 import http.client
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -81,8 +86,9 @@ class _Server(ThreadingHTTPServer):
 
 
 class FaultFront:
-    def __init__(self, upstream, port=0, bind="127.0.0.1"):
+    def __init__(self, upstream, port=0, bind="127.0.0.1", tls=None, realm=None):
         url = urlsplit(upstream)
+        self.realm = realm
         self.upstream_netloc = url.netloc
         self.lock = threading.Lock()
         self.faults = []
@@ -91,8 +97,12 @@ class FaultFront:
         self.revoked = set()
         self.released = threading.Event()
         self.server = _Server((bind, port), self._handler())
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
         self.host = f"{bind}:{self.server.server_address[1]}"
-        self.url = f"http://{self.host}"
+        self.url = f"{'https' if tls else 'http'}://{self.host}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def start(self):
@@ -240,6 +250,8 @@ class FaultFront:
                     self.send_response_only(resp.status, resp.reason)
                     length = resp.getheader("Content-Length")
                     for k, v in resp.getheaders():
+                        if k.lower() == "www-authenticate" and front.realm:
+                            v = v.replace(*front.realm)
                         if k.lower() not in HOP_BY_HOP:
                             self.send_header(k, v)
                     no_body = self.command == "HEAD" or resp.status in (204, 304) \
