@@ -61,13 +61,21 @@ constexpr const char* kMountUsage =
     "  --cache-dir DIR        where fetched content lives ($XDG_CACHE_HOME/regfs or ~/.cache/regfs)\n"
     "  --cache-size SIZE      bound for cached content, e.g. 512M, 20G (10G)\n"
     "  --insecure REGISTRY    allow plain HTTP / unverified TLS for REGISTRY (repeatable)\n"
-    "  --ca-cert FILE         extra CA certificate to trust\n"
-    "  --auth-file FILE       credentials file (docker config.json format)\n"
+    "  --ca-cert FILE         extra CA certificate to trust (also read: /etc/docker/certs.d/HOST/\n"
+    "                         and /etc/containers/certs.d/HOST/ ca.crt, client NAME.cert/NAME.key)\n"
+    "  --auth-file FILE       credentials file (docker config.json format; default: podman's\n"
+    "                         auth.json, then ~/.docker/config.json, as `regfs login` writes)\n"
+    "  --mirror REGISTRY=MIRROR  read REGISTRY through a pull-through mirror first (repeatable;\n"
+    "                         [[registry.mirror]] in registries.conf works too)\n"
     "  --platform OS/ARCH[/VARIANT]  platform shown for multi-platform tags (the host's)\n"
     "  --tag-ttl SECONDS      how long tag lists and tag answers are trusted (30)\n"
     "  -f, --foreground       stay attached, log to stderr\n"
     "  -d, --debug            log every request\n"
-    "  -o OPTS                the options above, and FUSE options such as allow_other\n";
+    "  -o OPTS                the options above, and FUSE options such as allow_other\n"
+    "\n"
+    "mount(8) and /etc/fstab (with regfs on the standard PATH; source \"regfs\": every registry):\n"
+    "  mount -t fuse.regfs localhost:5000 /mnt/reg -o cache_size=20G,allow_other\n"
+    "  localhost:5000  /mnt/reg  fuse.regfs  noauto,_netdev,cache_size=20G,allow_other  0 0\n";
 
 constexpr const char* kUmountUsage =
     "Usage: regfs umount MOUNTPOINT\n"
@@ -266,7 +274,10 @@ int run(const std::vector<std::string>& args) {
   if (command == "logout") return run_logout(rest);
   if (command.empty() || command[0] == '-') return fail("unknown option " + command + " (see regfs --help)");
   // mount.fuse3 runs "regfs REGISTRY MOUNTPOINT -o OPTS".
-  if (args.size() >= 2 && command.find_first_of(".:") != std::string::npos) return run_mount(args);
+  if (args.size() >= 2 && (command.find_first_of(".:") != std::string::npos ||
+                           std::filesystem::is_directory(args[1]))) {
+    return run_mount(args);
+  }
   return fail("unknown command '" + command + "' (see regfs --help)");
 }
 

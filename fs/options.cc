@@ -174,7 +174,10 @@ MountOptions parse_mount_args(const std::vector<std::string>& args) {
     throw UsageError("too many arguments: expected [REGISTRY] MOUNTPOINT");
   }
   options.mountpoint = positional.back();
-  if (positional.size() == 2) options.registry = checked_registry(positional[0]);
+  // An fstab line needs a source: "regfs" there means every registry.
+  if (positional.size() == 2 && positional[0] != "regfs") {
+    options.registry = checked_registry(positional[0]);
+  }
   if (options.cache_dir.empty()) options.cache_dir = default_cache_dir();
   return options;
 }
