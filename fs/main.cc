@@ -69,6 +69,7 @@ constexpr const char* kMountUsage =
     "                         [[registry.mirror]] in registries.conf works too)\n"
     "  --platform OS/ARCH[/VARIANT]  platform shown for multi-platform tags (the host's)\n"
     "  --tag-ttl SECONDS      how long tag lists and tag answers are trusted (30)\n"
+    "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
     "  -f, --foreground       stay attached, log to stderr\n"
     "  -d, --debug            log every request\n"
     "  -o OPTS                the options above, and FUSE options such as allow_other\n"
