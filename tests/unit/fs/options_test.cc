@@ -60,5 +60,12 @@ TEST(ParseMountArgs, BadArgumentsAreUsageErrors) {
   EXPECT_THROW(parse_mount_args({"-o", "cache_size", "/m"}), UsageError);
 }
 
+TEST(ParseMountArgs, HiddenRequestTimeout) {
+  EXPECT_EQ(parse_mount_args({"/m"}).request_timeout.count(), 0);
+  EXPECT_EQ(parse_mount_args({"-o", "request_timeout=2.5", "/m"}).request_timeout.count(), 2500);
+  EXPECT_THROW(parse_mount_args({"-o", "request_timeout=0", "/m"}), UsageError);
+  EXPECT_THROW(parse_mount_args({"-o", "request_timeout=soon", "/m"}), UsageError);
+}
+
 }  // namespace
 }  // namespace regfs::fs
