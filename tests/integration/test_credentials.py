@@ -217,3 +217,14 @@ def test_no_secret_in_debug_log_or_process_list(mount, basic_registry, token_reg
         assert secret not in text
         assert all(secret not in c for c in cmdlines)
     assert "Authorization" not in text and "Bearer " not in text and "eyJ" not in text
+
+
+def test_status_shows_a_refused_read(mount, basic_registry, run_regfs):
+    """`regfs status` lists the recent error, with the `regfs login` hint."""
+    m = mount(basic_registry.host)
+    _denied(m)
+    proc = run_regfs("status", m.path)
+    assert proc.returncode == 0, proc.stderr
+    assert "recent errors" in proc.stdout
+    assert "regfs login" in proc.stdout, proc.stdout
+    assert "alice-secret" not in proc.stdout
