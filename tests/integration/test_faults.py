@@ -22,6 +22,7 @@ import pytest
 
 from fault_front import FaultFront
 from harness import daemon_pids, is_mounted, reglib, start_registry
+from regfs_scripts import mkimage
 
 SAMPLES = [("public/hello", "v1", "hello"), ("public/large", "v1", "large"),
            ("public/alpine", "v1", "alpine-like")]
@@ -101,6 +102,7 @@ def finishes(fn, *args, within):
     t, out = in_thread(fn, *args)
     t.join(within)
     assert not t.is_alive(), f"{fn.__name__}{args} did not finish within {within} s"
+    assert "result" in out, f"{fn.__name__}{args} raised"
     return out["result"]
 
 
@@ -122,7 +124,7 @@ def log_text(m):
 
 def assert_alive(m):
     assert is_mounted(m.path)
-    assert finishes(os.listdir, m.path / "public", within=10)
+    assert finishes(os.listdir, m.path, within=10) is not None
 
 
 def assert_cache_consistent(cache_dir):
@@ -326,3 +328,53 @@ def test_full_cache_disk_gives_enospc(small_tmpfs, mount, front, fault_registry)
     assert read_result(hello.path) == hello.data
     assert_alive(m)
     assert "No space left on device" in log_text(m) or not os.statvfs(small_tmpfs).f_bavail
+
+
+@pytest.fixture
+def push_setup(tmp_path_factory, mount):
+    """A plain registry behind a front, mounted, and two local layouts."""
+    layouts = tmp_path_factory.mktemp("push-layouts")
+    r = start_registry(tmp_path_factory, layouts, "push-faults", samples=[])
+    front = FaultFront(r.url).start()
+    m = mount(front.host, "-o", f"request_timeout={TIMEOUT}")
+    local = []
+    for name, preset in (("a", "hello"), ("b", "alpine-like")):
+        path = layouts / f"local-{name}"
+        mkimage.build(str(path), "x", mkimage.preset(preset))
+        local.append(path)
+    os.makedirs(m / "push/app")
+    yield r, front, m, local
+    front.stop()
+    reglib.stop(r.dir)
+
+
+def _cp_r(src, dst):
+    return subprocess.run(["cp", "-r", str(src), str(dst)], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_push_survives_faults_and_leaves_no_half_pushed_tag(push_setup):
+    registry, front, m, (a, b) = push_setup
+    writes = ("PUT", "POST", "PATCH")
+    # Transient faults: retried, the push completes.
+    front.add("status", methods=writes, path=r"/manifests/", status=503,
+              headers={"Retry-After": "1"}, times=1)
+    front.add("reset", methods=writes, path=r"/blobs/uploads/", times=1)
+    proc = _cp_r(a, m / "push/app/v1")
+    assert proc.returncode == 0, proc.stderr
+    assert front.served("status") and front.served("reset")
+    assert "v1" in registry.client.tags("push/app")
+    # Uploads that keep failing: cp fails, the registry has no such tag.
+    front.add("reset", methods=writes, path=r"/blobs/uploads/")
+    proc = _cp_r(b, m / "push/app/v2")
+    assert proc.returncode != 0
+    assert "v2" not in registry.client.tags("push/app")
+    assert not any(method == "PUT" and "/manifests/v2" in path
+                   for _, method, path, _ in front.log)
+    assert_alive(m)
+    assert os.getxattr(m / "push/app/v2", "user.regfs.error")
+    # Back to normal: touching a staged file (open for writing) retries the push.
+    front.clear()
+    with open(m / "push/app/v2/index.json", "ab"):
+        pass
+    assert eventually(lambda: "v2" in registry.client.tags("push/app"), within=60)
