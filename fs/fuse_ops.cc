@@ -270,7 +270,10 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     return;
   }
   if (handle->bytes) {
-    const std::string& bytes = *handle->bytes;
+    // Held here: once the kernel has the reply, a RELEASE on another thread
+    // may free the handle while fuse_reply_buf is still returning.
+    auto held = handle->bytes;
+    const std::string& bytes = *held;
     if (off >= static_cast<off_t>(bytes.size())) {
       fuse_reply_buf(req, nullptr, 0);
       return;

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <exception>
 #include <mutex>
 
 #include "registry/error.h"
@@ -85,6 +86,10 @@ struct Transfer {
   uint64_t sent = 0;  // bytes of a streamed request body read so far
   bool source_failed = false;
   std::string source_error{};
+  // What on_headers or on_body threw: kept here, since an exception must not
+  // unwind through libcurl (it would leak the transfer's state), and rethrown
+  // by perform() once the handle is back in the pool.
+  std::exception_ptr sink_error{};
 };
 
 size_t on_read(char* buffer, size_t size, size_t count, void* user) {
@@ -135,21 +140,27 @@ size_t on_write(char* data, size_t size, size_t count, void* user) {
   auto* transfer = static_cast<Transfer*>(user);
   size_t n = size * count;
   HttpResponse& response = *transfer->response;
-  if (!transfer->decided) {
-    transfer->decided = true;
-    if (transfer->request->on_headers) {
-      transfer->request->on_headers(response.status, response.headers);
+  try {
+    if (!transfer->decided) {
+      transfer->decided = true;
+      if (transfer->request->on_headers) {
+        transfer->request->on_headers(response.status, response.headers);
+      }
+      transfer->stream = transfer->request->on_body && response.status >= 200 &&
+                         response.status < 300;
     }
-    transfer->stream = transfer->request->on_body && response.status >= 200 &&
-                       response.status < 300;
-  }
-  if (transfer->stream) {
-    if (!transfer->request->on_body(data, n)) {
-      transfer->aborted = true;
-      return 0;
+    if (transfer->stream) {
+      if (!transfer->request->on_body(data, n)) {
+        transfer->aborted = true;
+        return 0;
+      }
+      response.streamed += n;
+      return n;
     }
-    response.streamed += n;
-    return n;
+  } catch (...) {
+    transfer->sink_error = std::current_exception();
+    transfer->aborted = true;
+    return 0;
   }
   if (response.body.size() + n > transfer->request->max_body) {
     transfer->too_large = true;
@@ -390,6 +401,7 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
   curl_easy_setopt(easy.get(), CURLOPT_ERRORBUFFER, nullptr);
   curl_easy_setopt(easy.get(), CURLOPT_HTTPHEADER, nullptr);
   impl_->release(std::move(easy));
+  if (transfer.sink_error) std::rethrow_exception(transfer.sink_error);
   response.failure = classify(code, transfer);
   if (log::level() <= log::kDebug) {
     auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(
