@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <ctime>
 
@@ -21,11 +22,13 @@ namespace {
 
 constexpr double kImmutableTimeout = 86400.0;
 constexpr double kNegativeTimeout = 1.0;
+constexpr unsigned kMaxIo = 1 << 20;
 
 struct MountState {
   Served served;
   std::unique_ptr<InodeTable> inodes;
   double ttl = 30.0;
+  unsigned max_read = kMaxIo;  // as in -o max_read, which libfuse wants equal
   uid_t uid = 0;
   gid_t gid = 0;
   timespec mount_time{};
@@ -45,6 +48,8 @@ struct FileHandle {
 };
 
 struct DirHandle {
+  NodePtr dir;
+  bool listed = false;
   std::vector<NodePtr> entries;
 };
 
@@ -104,6 +109,13 @@ fuse_entry_param entry_of(MountState& s, const NodePtr& node, const Attr& attr) 
 }
 
 void op_init(void* userdata, fuse_conn_info* conn) {
+  // 1 MiB requests (libfuse's largest buffer; max_read also in fuse_arguments),
+  // and enough background requests for the kernel's readahead to run ahead.
+  conn->max_read = static_cast<MountState*>(userdata)->max_read;
+  conn->max_write = kMaxIo;
+  conn->max_readahead = kMaxIo;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
@@ -152,7 +164,13 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   guarded(req, "opendir", [&] {
     auto node = node_or_throw(s, ino);
     auto handle = std::make_unique<DirHandle>();
-    handle->entries = s.served.tree->list(*node);
+    handle->dir = node;
+    // Immutable directories are listed at the first readdir: the kernel
+    // keeps their listing (cache_readdir), so a warm `find` lists nothing.
+    if (!node->immutable()) {
+      handle->entries = s.served.tree->list(*node);
+      handle->listed = true;
+    }
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     fi->cache_readdir = node->immutable();
     fi->keep_cache = node->immutable();
@@ -164,6 +182,15 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
                 bool plus) {
   auto& s = state_of(req);
   auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
+  if (!handle->listed) {
+    try {
+      handle->entries = s.served.tree->list(*handle->dir);
+      handle->listed = true;
+    } catch (...) {
+      fuse_reply_err(req, current_exception_to_errno(plus ? "readdirplus" : "readdir"));
+      return;
+    }
+  }
   std::string buffer(size, '\0');
   size_t used = 0;
   auto total = static_cast<off_t>(handle->entries.size()) + 2;
@@ -553,9 +580,22 @@ struct LoopConfigDeleter {
   void operator()(fuse_loop_config* cfg) const { fuse_loop_cfg_destroy(cfg); }
 };
 
+// The user's -o max_read=N, else 1 MiB.
+unsigned max_read_of(const MountOptions& options) {
+  unsigned max_read = kMaxIo;
+  for (const auto& option : options.fuse_options) {
+    if (option.rfind("max_read=", 0) == 0) {
+      max_read = static_cast<unsigned>(std::strtoul(option.c_str() + 9, nullptr, 10));
+    }
+  }
+  return max_read;
+}
+
 std::vector<std::string> fuse_arguments(const MountOptions& options) {
   std::string fsname = "regfs" + (options.registry.empty() ? "" : ":" + options.registry);
   std::vector<std::string> args = {"regfs", "-o", "fsname=" + fsname, "-o", "subtype=regfs"};
+  args.push_back("-o");
+  args.push_back("max_read=" + std::to_string(max_read_of(options)));
   bool allow_other = false;
   for (const auto& option : options.fuse_options) {
     args.push_back("-o");
@@ -581,6 +621,7 @@ int mount_and_serve(const MountOptions& options, const std::function<Served()>& 
 
   MountState state;
   state.ttl = static_cast<double>(options.tag_ttl.count());
+  state.max_read = max_read_of(options);
   state.uid = ::getuid();
   state.gid = ::getgid();
   clock_gettime(CLOCK_REALTIME, &state.mount_time);

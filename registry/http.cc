@@ -296,6 +296,8 @@ struct HttpClient::Impl {
     curl_easy_setopt(easy, CURLOPT_USERAGENT, options.user_agent.c_str());
     curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    // Blob bodies arrive in 256 KiB reads, not curl's default 16 KiB.
+    curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 256L << 10);
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(options.connect_timeout.count()));
     if (request.timeout.count() > 0) {
