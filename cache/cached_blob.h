@@ -17,6 +17,7 @@
 // read and check for holes under the lock; eviction takes a write lock.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -92,6 +93,12 @@ class CachedBlob {
   // Punches chunk `index` out (LRU eviction).
   void evict_chunk(size_t index);
 
+  // A hint shared by every reader of the blob in this process: someone reads
+  // it from end to end, so fetches should cover whole extents. (Readers that
+  // share the page cache see gaps in their own offsets and cannot tell.)
+  void mark_streamed() { streamed_ = true; }
+  bool streamed() const { return streamed_; }
+
  private:
   enum class State : uint8_t { kAbsent, kFetching, kPresent };
 
@@ -125,6 +132,7 @@ class CachedBlob {
   std::vector<std::exception_ptr> errors_;
   registry::Sha256 hasher_;
   size_t hashed_upto_ = 0;  // chunks [0, hashed_upto_) are in hasher_
+  std::atomic<bool> streamed_{false};
 };
 
 }  // namespace regfs::cache

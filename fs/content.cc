@@ -155,11 +155,16 @@ std::pair<size_t, size_t> BlobReader::claim_range(uint64_t offset, size_t length
   // a reader counts as sequential only once it has streamed a whole chunk.
   streamed_ = offset == next_offset_ ? streamed_ + length : length;
   next_offset_ = offset + length;
-  if (streamed_ < blob_->chunk_size()) {
+  // A read from offset 0 starts a stream (cat, sha256sum, cp): mark it at
+  // once so concurrent readers claim whole extents from the first chunk.
+  if (streamed_ >= blob_->chunk_size() || offset == 0) blob_->mark_streamed();
+  if (!blob_->streamed()) {
     window_ = 0;
     return {first, last};
   }
-  window_ = std::min(kMaxWindow, window_ == 0 ? 1 : window_ * 2);
+  // Whole extents once anyone streams the blob; readahead for this reader
+  // only while its own reads are sequential.
+  window_ = streamed_ < blob_->chunk_size() ? 0 : std::min(kMaxWindow, window_ == 0 ? 1 : window_ * 2);
   size_t begin = first / kExtent * kExtent;
   size_t end = (last / kExtent + 1 + window_) * kExtent;
   return {begin, std::min(end, blob_->chunk_count()) - 1};

@@ -178,7 +178,8 @@ def test_cache_du_prune_clear(run_regfs, mount, large_registry):
     assert "partial blobs" in du.stdout and "M" in du.stdout
     pruned = run_regfs("cache", "prune", "--cache-dir", m.cache_dir, "--cache-size", "2M")
     assert pruned.returncode == 0, pruned.stderr
-    assert cache_bytes(m.cache_dir, "partial", "blobs") <= 2 * MIB
+    # The bound counts content; the chunk logs beside it are a few KiB.
+    assert cache_bytes(m.cache_dir, "partial", "blobs") <= 2 * MIB + 64 * 1024
     cleared = run_regfs("cache", "clear", "--cache-dir", m.cache_dir)
     assert cleared.returncode == 0, cleared.stderr
     assert cache_bytes(m.cache_dir, "partial", "blobs") == 0
