@@ -94,7 +94,8 @@ void BlobCache::scan() {
   auto stale = std::chrono::system_clock::now() - std::chrono::hours(1);
   for (auto& entry : fsys::directory_iterator(root() / "tmp", ec)) {
     auto age = mtime_of(entry.path());
-    if (age < std::chrono::duration_cast<std::chrono::nanoseconds>(stale.time_since_epoch()).count()) {
+    if (age <
+        std::chrono::duration_cast<std::chrono::nanoseconds>(stale.time_since_epoch()).count()) {
       fsys::remove(entry.path(), ec);
     }
   }

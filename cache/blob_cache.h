@@ -38,8 +38,7 @@ struct CacheUsage {
 
 class BlobCache {
  public:
-  BlobCache(std::filesystem::path root, uint64_t capacity,
-            uint64_t chunk_size = kDefaultChunkSize);
+  BlobCache(std::filesystem::path root, uint64_t capacity, uint64_t chunk_size = kDefaultChunkSize);
 
   const std::filesystem::path& root() const { return store_.root(); }
   uint64_t chunk_size() const { return chunk_size_; }

@@ -23,8 +23,8 @@ void make_private_dir(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) {
-    throw Error(ErrorKind::kIo, "Cannot create cache directory " + dir.string() + ": " +
-                                    ec.message());
+    throw Error(ErrorKind::kIo,
+                "Cannot create cache directory " + dir.string() + ": " + ec.message());
   }
   ::chmod(dir.c_str(), 0700);
 }
@@ -89,8 +89,8 @@ BlobStore::Writer BlobStore::begin(std::string_view digest, int64_t expected_siz
 
 BlobStore::Writer::Writer(const BlobStore& store, std::string digest, int64_t expected_size)
     : store_(&store), digest_(std::move(digest)), expected_size_(expected_size) {
-  tmp_path_ = store.root_ / "tmp" /
-              (std::string(registry::digest_hex(digest_)) + "." + unique_suffix());
+  tmp_path_ =
+      store.root_ / "tmp" / (std::string(registry::digest_hex(digest_)) + "." + unique_suffix());
   fd_ = ::open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd_ < 0) throw write_error(tmp_path_, errno);
 }

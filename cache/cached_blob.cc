@@ -84,7 +84,8 @@ CachedBlob::CachedBlob(BlobCache& cache, std::string digest, uint64_t size)
       digest_(std::move(digest)),
       size_(size),
       chunk_size_(cache.chunk_size()),
-      complete_path_(cache.root() / "blobs" / "sha256" / std::string(registry::digest_hex(digest_))),
+      complete_path_(cache.root() / "blobs" / "sha256" /
+                     std::string(registry::digest_hex(digest_))),
       partial_path_(cache.root() / "partial" / "sha256" /
                     std::string(registry::digest_hex(digest_))),
       log_path_(partial_path_.string() + ".chunks") {
@@ -154,8 +155,8 @@ void CachedBlob::load_log() {
   std::ifstream in(log_path_);
   std::string header;
   if (!in || !std::getline(in, header)) return;
-  std::string expected = std::string(kLogMagic) + " " + std::to_string(size_) + " " +
-                         std::to_string(chunk_size_);
+  std::string expected =
+      std::string(kLogMagic) + " " + std::to_string(size_) + " " + std::to_string(chunk_size_);
   if (header != expected) {
     LOG(kInfo) << "Discarding partial blob " << digest_ << ": made with other settings";
     ::unlink(log_path_.c_str());
@@ -285,8 +286,8 @@ void CachedBlob::finish_hash_locked() {
     ::unlink(log_path_.c_str());
     return;
   }
-  bool all_present = std::all_of(states_.begin(), states_.end(),
-                                 [](State s) { return s == State::kPresent; });
+  bool all_present =
+      std::all_of(states_.begin(), states_.end(), [](State s) { return s == State::kPresent; });
   if (!all_present) return;  // verified as streamed, but chunks were evicted since
   if (::fsync(fd_) != 0 || ::rename(partial_path_.c_str(), complete_path_.c_str()) != 0) {
     LOG(kWarning) << "Cannot complete cached blob " << digest_ << ": " << std::strerror(errno);
@@ -340,7 +341,8 @@ bool CachedBlob::chunk_intact_locked(int fd, size_t index) {
   registry::Sha256 hash;
   hash.update(read_chunk(fd, index));
   if (registry::digest_hex(hash.digest()) != hashes_[index]) {
-    LOG(kWarning) << "Cached chunk " << index << " of " << digest_ << " is corrupt; fetching it again";
+    LOG(kWarning) << "Cached chunk " << index << " of " << digest_
+                  << " is corrupt; fetching it again";
     return false;
   }
   verified_[index] = true;

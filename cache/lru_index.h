@@ -5,10 +5,11 @@
 // victims. Not thread-safe: BlobCache guards it.
 #pragma once
 
+#include <tsl/robin_map.h>
+
 #include <cstdint>
 #include <list>
 #include <string>
-#include <tsl/robin_map.h>
 #include <vector>
 
 namespace regfs::cache {

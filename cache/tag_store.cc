@@ -30,20 +30,19 @@ std::optional<TagRecord> TagStore::get(std::string_view registry, std::string_vi
   record.digest = json["digest"].get<std::string>();
   record.media_type = json.value("mediaType", "");
   record.size = json.value("size", int64_t{0});
-  record.fetched = std::chrono::system_clock::time_point(
-      std::chrono::seconds(json["fetched"].get<int64_t>()));
+  record.fetched =
+      std::chrono::system_clock::time_point(std::chrono::seconds(json["fetched"].get<int64_t>()));
   return record;
 }
 
 void TagStore::put(std::string_view registry, std::string_view repository, std::string_view tag,
                    const TagRecord& record) {
-  nlohmann::json json = {
-      {"digest", record.digest},
-      {"mediaType", record.media_type},
-      {"size", record.size},
-      {"fetched", std::chrono::duration_cast<std::chrono::seconds>(
-                      record.fetched.time_since_epoch())
-                      .count()}};
+  nlohmann::json json = {{"digest", record.digest},
+                         {"mediaType", record.media_type},
+                         {"size", record.size},
+                         {"fetched", std::chrono::duration_cast<std::chrono::seconds>(
+                                         record.fetched.time_since_epoch())
+                                         .count()}};
   write_json(path_of(registry, repository, tag), json.dump());
 }
 

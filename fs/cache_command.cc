@@ -53,10 +53,10 @@ int du(const fsys::path& dir) {
   print_row("layer indexes", layers);
   print_row("staged pushes", staged);
   if (tmp.files) print_row("being written", tmp);
-  std::printf("  %-16s %6s  %s\n", "total", "",
-              cache::human_size(blobs.bytes + partial.bytes + layers.bytes + staged.bytes +
-                                tmp.bytes)
-                  .c_str());
+  std::printf(
+      "  %-16s %6s  %s\n", "total", "",
+      cache::human_size(blobs.bytes + partial.bytes + layers.bytes + staged.bytes + tmp.bytes)
+          .c_str());
   return 0;
 }
 

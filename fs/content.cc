@@ -93,8 +93,8 @@ std::filesystem::path RegistryContent::blob(const std::string& repository,
                                        ") whole: larger than what --cache-size leaves free");
 }
 
-void RegistryContent::fetch(const std::string& repository,
-                            std::shared_ptr<cache::CachedBlob> blob, size_t first, size_t last) {
+void RegistryContent::fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob,
+                            size_t first, size_t last) {
   constexpr size_t kChunksPerRequest = 8;
   for (size_t start = first; start <= last; start += kChunksPerRequest) {
     size_t end = std::min(last, start + kChunksPerRequest - 1);
@@ -164,7 +164,8 @@ std::pair<size_t, size_t> BlobReader::claim_range(uint64_t offset, size_t length
   }
   // Whole extents once anyone streams the blob; readahead for this reader
   // only while its own reads are sequential.
-  window_ = streamed_ < blob_->chunk_size() ? 0 : std::min(kMaxWindow, window_ == 0 ? 1 : window_ * 2);
+  window_ =
+      streamed_ < blob_->chunk_size() ? 0 : std::min(kMaxWindow, window_ == 0 ? 1 : window_ * 2);
   size_t begin = first / kExtent * kExtent;
   size_t end = (last / kExtent + 1 + window_) * kExtent;
   return {begin, std::min(end, blob_->chunk_count()) - 1};
@@ -229,8 +230,8 @@ std::vector<Transfers::Info> Transfers::snapshot() {
 
 template <typename Fetch>
 Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch) {
-  const std::string key = repository.empty() ? "catalog of " + name()
-                                             : "tags of " + name() + "/" + repository;
+  const std::string key =
+      repository.empty() ? "catalog of " + name() : "tags of " + name() + "/" + repository;
   auto now = std::chrono::steady_clock::now();
   std::optional<Listing> known;
   {

@@ -65,23 +65,21 @@ class BlobReader {
   // a readahead window of extents that doubles while reads stay sequential.
   // Aligned extents make concurrent readers of a blob claim the same ranges,
   // so they share requests instead of splitting them.
-  std::pair<size_t, size_t> claim_range(uint64_t offset, size_t length, size_t first,
-                                        size_t last);
+  std::pair<size_t, size_t> claim_range(uint64_t offset, size_t length, size_t first, size_t last);
 
   RegistryContent& content_;
   const std::string repository_;
   const std::shared_ptr<cache::CachedBlob> blob_;
   std::mutex mutex_;  // guards the readahead state
   uint64_t next_offset_ = 0;
-  size_t window_ = 0;     // extents of readahead
+  size_t window_ = 0;      // extents of readahead
   uint64_t streamed_ = 0;  // bytes read in sequence up to next_offset_
 };
 
 class RegistryContent {
  public:
-  RegistryContent(registry::ClientOptions options, cache::BlobCache& cache,
-                  cache::TagStore& tags, std::chrono::seconds tag_ttl, WorkerPool& pool,
-                  Transfers& transfers);
+  RegistryContent(registry::ClientOptions options, cache::BlobCache& cache, cache::TagStore& tags,
+                  std::chrono::seconds tag_ttl, WorkerPool& pool, Transfers& transfers);
 
   const std::string& name() const { return client_.registry(); }
   bool is_docker_hub() const;

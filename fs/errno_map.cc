@@ -12,19 +12,32 @@ using registry::ErrorKind;
 
 int to_errno(ErrorKind kind) {
   switch (kind) {
-    case ErrorKind::kNotFound: return ENOENT;
-    case ErrorKind::kBlobUnknown: return EIO;
-    case ErrorKind::kUnauthorized: return EACCES;
-    case ErrorKind::kTooManyRequests: return EIO;
-    case ErrorKind::kUnavailable: return EIO;
-    case ErrorKind::kTimeout: return ETIMEDOUT;
-    case ErrorKind::kIntegrity: return EIO;
-    case ErrorKind::kInvalid: return EINVAL;
-    case ErrorKind::kUnsupported: return EOPNOTSUPP;
-    case ErrorKind::kReadOnly: return EROFS;
-    case ErrorKind::kNoSpace: return ENOSPC;
-    case ErrorKind::kInterrupted: return EINTR;
-    case ErrorKind::kIo: return EIO;
+    case ErrorKind::kNotFound:
+      return ENOENT;
+    case ErrorKind::kBlobUnknown:
+      return EIO;
+    case ErrorKind::kUnauthorized:
+      return EACCES;
+    case ErrorKind::kTooManyRequests:
+      return EIO;
+    case ErrorKind::kUnavailable:
+      return EIO;
+    case ErrorKind::kTimeout:
+      return ETIMEDOUT;
+    case ErrorKind::kIntegrity:
+      return EIO;
+    case ErrorKind::kInvalid:
+      return EINVAL;
+    case ErrorKind::kUnsupported:
+      return EOPNOTSUPP;
+    case ErrorKind::kReadOnly:
+      return EROFS;
+    case ErrorKind::kNoSpace:
+      return ENOSPC;
+    case ErrorKind::kInterrupted:
+      return EINTR;
+    case ErrorKind::kIo:
+      return EIO;
   }
   return EIO;
 }

@@ -53,9 +53,7 @@ struct DirHandle {
   std::vector<NodePtr> entries;
 };
 
-MountState& state_of(fuse_req_t req) {
-  return *static_cast<MountState*>(fuse_req_userdata(req));
-}
+MountState& state_of(fuse_req_t req) { return *static_cast<MountState*>(fuse_req_userdata(req)); }
 
 // Runs `body`, which replies on success; any exception becomes the errno reply.
 template <typename Body>
@@ -487,18 +485,21 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
   }
   fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
-void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set,
-                fuse_file_info* fi) {
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   auto& s = state_of(req);
   guarded(req, "setattr", [&] {
     auto node = node_or_throw(s, ino);
     SetAttr change;
     if (to_set & FUSE_SET_ATTR_SIZE) change.size = static_cast<uint64_t>(attr->st_size);
     if (to_set & FUSE_SET_ATTR_MODE) change.mode = attr->st_mode;
-    if (to_set & FUSE_SET_ATTR_ATIME_NOW) change.atime = timespec{0, UTIME_NOW};
-    else if (to_set & FUSE_SET_ATTR_ATIME) change.atime = attr->st_atim;
-    if (to_set & FUSE_SET_ATTR_MTIME_NOW) change.mtime = timespec{0, UTIME_NOW};
-    else if (to_set & FUSE_SET_ATTR_MTIME) change.mtime = attr->st_mtim;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+      change.atime = timespec{0, UTIME_NOW};
+    else if (to_set & FUSE_SET_ATTR_ATIME)
+      change.atime = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+      change.mtime = timespec{0, UTIME_NOW};
+    else if (to_set & FUSE_SET_ATTR_MTIME)
+      change.mtime = attr->st_mtim;
     auto* handle = fi ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
     StagedFile* file = handle && handle->staged ? handle->staged.get() : nullptr;
     auto st = to_stat(s, ino, s.served.tree->staging().setattr(*node, file, change));
@@ -516,9 +517,9 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     auto source = node_or_throw(s, ino_in);
     std::optional<uint64_t> copied;
     if (out->staged && source->kind == NodeKind::kBlob) {
-      copied = s.served.tree->staging().copy_reference(
-          *source, s.served.tree->attr(*source).size, static_cast<uint64_t>(off_in),
-          *out->staged, static_cast<uint64_t>(off_out), len);
+      copied = s.served.tree->staging().copy_reference(*source, s.served.tree->attr(*source).size,
+                                                       static_cast<uint64_t>(off_in), *out->staged,
+                                                       static_cast<uint64_t>(off_out), len);
     }
     if (copied) {
       fuse_reply_write(req, *copied);
@@ -640,7 +641,8 @@ int mount_and_serve(const MountOptions& options, const std::function<Served()>& 
   }
   if (fuse_session_mount(session.get(), options.mountpoint.c_str()) != 0) {
     fuse_remove_signal_handlers(session.get());
-    std::fprintf(stderr, "regfs: Cannot mount on %s (is it a directory, and not mounted already?)\n",
+    std::fprintf(stderr,
+                 "regfs: Cannot mount on %s (is it a directory, and not mounted already?)\n",
                  options.mountpoint.c_str());
     return 1;
   }

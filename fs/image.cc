@@ -51,8 +51,8 @@ void add_index(RegistryContent& content, Image& image, const std::string& bytes,
     }
   }
   if (choose_config && !chosen) {
-    LOG(kInfo) << "No manifest for platform " << platform.to_string() << " in "
-               << content.name() << "/" << image.repository << "@" << image.digest;
+    LOG(kInfo) << "No manifest for platform " << platform.to_string() << " in " << content.name()
+               << "/" << image.repository << "@" << image.digest;
   }
 }
 
@@ -78,9 +78,8 @@ std::shared_ptr<const Image> load_image(RegistryContent& content, const std::str
 }
 
 std::string layout_index_json(const Image& image, const std::string& tag) {
-  nlohmann::ordered_json descriptor = {{"mediaType", image.media_type},
-                                       {"digest", image.digest},
-                                       {"size", image.manifest.size()}};
+  nlohmann::ordered_json descriptor = {
+      {"mediaType", image.media_type}, {"digest", image.digest}, {"size", image.manifest.size()}};
   if (!tag.empty()) {
     descriptor["annotations"] = {{"org.opencontainers.image.ref.name", tag}};
   }

@@ -58,11 +58,13 @@ constexpr const char* kMountUsage =
     "shows every registry by name (MOUNTPOINT/docker.io/library/alpine/...).\n"
     "\n"
     "Options (each also as -o name_with_underscores=VALUE):\n"
-    "  --cache-dir DIR        where fetched content lives ($XDG_CACHE_HOME/regfs or ~/.cache/regfs)\n"
+    "  --cache-dir DIR        where fetched content lives ($XDG_CACHE_HOME/regfs or "
+    "~/.cache/regfs)\n"
     "  --cache-size SIZE      bound for cached content, e.g. 512M, 20G (10G)\n"
     "  --insecure REGISTRY    allow plain HTTP / unverified TLS for REGISTRY (repeatable)\n"
     "  --ca-cert FILE         extra CA certificate to trust (also read: /etc/docker/certs.d/HOST/\n"
-    "                         and /etc/containers/certs.d/HOST/ ca.crt, client NAME.cert/NAME.key)\n"
+    "                         and /etc/containers/certs.d/HOST/ ca.crt, client "
+    "NAME.cert/NAME.key)\n"
     "  --auth-file FILE       credentials file (docker config.json format; default: podman's\n"
     "                         auth.json, then ~/.docker/config.json, as `regfs login` writes)\n"
     "  --mirror REGISTRY=MIRROR  read REGISTRY through a pull-through mirror first (repeatable;\n"
@@ -107,8 +109,7 @@ void clean_stale_mount(const std::string& mountpoint) {
   const char* argv[] = {"fusermount3", "-u", "-z", mountpoint.c_str(), nullptr};
   pid_t pid;
   int status = 1;
-  if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) ==
-      0) {
+  if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) == 0) {
     waitpid(pid, &status, 0);
   }
   if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) ::umount2(mountpoint.c_str(), MNT_DETACH);
@@ -118,8 +119,8 @@ registry::ClientOptions client_options(const MountOptions& options,
                                        std::shared_ptr<const registry::CredentialStore> creds) {
   registry::ClientOptions client;
   client.registry = options.registry;
-  client.insecure = std::find(options.insecure.begin(), options.insecure.end(),
-                              options.registry) != options.insecure.end();
+  client.insecure = std::find(options.insecure.begin(), options.insecure.end(), options.registry) !=
+                    options.insecure.end();
   client.ca_cert = options.ca_cert;
   client.credentials = std::move(creds);
   if (options.request_timeout.count() > 0) {
@@ -221,8 +222,7 @@ int run_umount(const std::vector<std::string>& args) {
   std::string mountpoint = absolute(args[0]);
   const char* argv[] = {"fusermount3", "-u", mountpoint.c_str(), nullptr};
   pid_t pid;
-  if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) ==
-      0) {
+  if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) == 0) {
     int status = 0;
     waitpid(pid, &status, 0);
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
@@ -233,9 +233,10 @@ int run_umount(const std::vector<std::string>& args) {
 
 int run_status(const std::vector<std::string>& args) {
   if (wants_help(args)) {
-    std::fputs("Usage: regfs status MOUNTPOINT\n\nShows transfers in flight with progress, cache "
-               "use and recent errors of a regfs mount.\n",
-               stdout);
+    std::fputs(
+        "Usage: regfs status MOUNTPOINT\n\nShows transfers in flight with progress, cache "
+        "use and recent errors of a regfs mount.\n",
+        stdout);
     return 0;
   }
   if (args.size() != 1) return fail("usage: regfs status MOUNTPOINT");
@@ -243,7 +244,8 @@ int run_status(const std::vector<std::string>& args) {
   std::ifstream in(path);
   std::stringstream text;
   text << in.rdbuf();
-  if (!in || text.str().empty()) return fail("Cannot read status of " + args[0] + ": not a regfs mount");
+  if (!in || text.str().empty())
+    return fail("Cannot read status of " + args[0] + ": not a regfs mount");
   try {
     std::fputs(format_status(text.str(), absolute(args[0])).c_str(), stdout);
   } catch (const std::exception& e) {
@@ -273,7 +275,8 @@ int run(const std::vector<std::string>& args) {
   if (command == "cache") return run_cache_command(rest);
   if (command == "login") return run_login(rest);
   if (command == "logout") return run_logout(rest);
-  if (command.empty() || command[0] == '-') return fail("unknown option " + command + " (see regfs --help)");
+  if (command.empty() || command[0] == '-')
+    return fail("unknown option " + command + " (see regfs --help)");
   // mount.fuse3 runs "regfs REGISTRY MOUNTPOINT -o OPTS".
   if (args.size() >= 2 && (command.find_first_of(".:") != std::string::npos ||
                            std::filesystem::is_directory(args[1]))) {

@@ -113,8 +113,8 @@ uint64_t parse_size(const std::string& text) {
     throw UsageError("invalid size '" + text + "': expected a number like 512M or 20G");
   }
   static const std::map<std::string, int> kShift = {
-      {"", 0}, {"B", 0}, {"K", 10}, {"KB", 10}, {"KiB", 10}, {"M", 20}, {"MB", 20},
-      {"MiB", 20}, {"G", 30}, {"GB", 30}, {"GiB", 30}, {"T", 40}, {"TB", 40}, {"TiB", 40}};
+      {"", 0},     {"B", 0},  {"K", 10},  {"KB", 10},  {"KiB", 10}, {"M", 20},  {"MB", 20},
+      {"MiB", 20}, {"G", 30}, {"GB", 30}, {"GiB", 30}, {"T", 40},   {"TB", 40}, {"TiB", 40}};
   auto it = kShift.find(end);
   if (it == kShift.end()) {
     throw UsageError("invalid size '" + text + "': unit must be K, M, G or T");

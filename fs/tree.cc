@@ -94,8 +94,8 @@ Tree::Tree(TreeOptions options, Content& content)
     root->registry = options_.registry;
   }
   root_ = root;
-  staging_ = std::make_unique<StagingTree>(*this, content_, content_.options().cache_dir / "staging",
-                                           options_.allow_delete);
+  staging_ = std::make_unique<StagingTree>(
+      *this, content_, content_.options().cache_dir / "staging", options_.allow_delete);
 }
 
 Tree::~Tree() = default;
@@ -163,7 +163,8 @@ NodePtr Tree::lookup_root(std::string_view name) {
 
 bool Tree::is_repository(RegistryContent& reg, const std::string& path) {
   if (path.empty()) return false;
-  if (auto catalog = reg.catalog()) return std::binary_search(catalog->begin(), catalog->end(), path);
+  if (auto catalog = reg.catalog())
+    return std::binary_search(catalog->begin(), catalog->end(), path);
   if (reg.is_docker_hub()) return depth(path) == 2;
   try {
     reg.tags(path);
@@ -288,7 +289,8 @@ std::vector<NodePtr> Tree::list(const Node& dir) {
     case NodeKind::kStaged:
       return staging_->list(dir);
     case NodeKind::kImage:
-      for (std::string_view name : {"blobs", "config.json", "index.json", "manifest.json", "oci-layout"}) {
+      for (std::string_view name :
+           {"blobs", "config.json", "index.json", "manifest.json", "oci-layout"}) {
         if (auto node = lookup_image_entry(dir, name)) entries.push_back(node);
       }
       return entries;
@@ -403,7 +405,8 @@ Attr Tree::attr(const Node& node) {
       attr.size = kOciLayoutFile.size();
       break;
     case NodeKind::kIndexFile:
-      attr.size = layout_index_json(*image_of(node), node.is_tag_image() ? node.reference : "").size();
+      attr.size =
+          layout_index_json(*image_of(node), node.is_tag_image() ? node.reference : "").size();
       break;
     case NodeKind::kManifestFile:
       attr.size = image_of(node)->manifest.size();
@@ -432,8 +435,8 @@ OpenedFile Tree::open(const Node& node) {
     return OpenedFile{std::make_shared<const std::string>(std::move(s)), {}};
   };
   if (node.kind == NodeKind::kStatusFile) {
-    return bytes(status_json(content_, options_.registry.empty() ? "all registries"
-                                                                  : options_.registry));
+    return bytes(
+        status_json(content_, options_.registry.empty() ? "all registries" : options_.registry));
   }
   auto& reg = content_.registry(node.registry);
   switch (node.kind) {

@@ -37,20 +37,20 @@ class RootfsView;
 class StagingTree;
 
 enum class NodeKind {
-  kRoot,         // multi-registry root
-  kNamespace,    // a registry's root (path "") or a namespace/repository
-  kImage,        // repo/<tag> or repo/sha256:<hex>
-  kBlobsDir,     // <image>/blobs
-  kBlobsAlgDir,  // <image>/blobs/sha256
-  kLayoutFile,   // <image>/oci-layout
-  kIndexFile,    // <image>/index.json
-  kManifestFile, // <image>/manifest.json
-  kConfigFile,   // <image>/config.json
-  kBlob,         // <image>/blobs/sha256/<hex>
-  kRootfs,       // <image>/rootfs and everything under it (fs/rootfs.h)
-  kStaged,       // a staged tag and everything under it (fs/staging_tree.h)
-  kControlDir,   // MOUNT/.regfs: unlisted, the daemon's control interface
-  kStatusFile,   // MOUNT/.regfs/status: JSON made at open (fs/status.h)
+  kRoot,          // multi-registry root
+  kNamespace,     // a registry's root (path "") or a namespace/repository
+  kImage,         // repo/<tag> or repo/sha256:<hex>
+  kBlobsDir,      // <image>/blobs
+  kBlobsAlgDir,   // <image>/blobs/sha256
+  kLayoutFile,    // <image>/oci-layout
+  kIndexFile,     // <image>/index.json
+  kManifestFile,  // <image>/manifest.json
+  kConfigFile,    // <image>/config.json
+  kBlob,          // <image>/blobs/sha256/<hex>
+  kRootfs,        // <image>/rootfs and everything under it (fs/rootfs.h)
+  kStaged,        // a staged tag and everything under it (fs/staging_tree.h)
+  kControlDir,    // MOUNT/.regfs: unlisted, the daemon's control interface
+  kStatusFile,    // MOUNT/.regfs/status: JSON made at open (fs/status.h)
 };
 
 // The unlisted control directory at the mount root (`regfs status` reads it).
@@ -58,12 +58,12 @@ inline constexpr std::string_view kControlDirName = ".regfs";
 
 struct Node {
   NodeKind kind = NodeKind::kRoot;
-  std::string name;       // the entry's name in its parent ("" for the root)
-  std::string key;        // unique path from the mount root; kRootfs: the inode's identity
-  std::string registry;   // canonical registry name (all but kRoot)
-  std::string path;       // namespace path, or the repository of image-level nodes
-  std::string reference;  // image-level: the tag or digest naming the image directory
-  std::string blob;       // kBlob: its digest; kRootfs: the image's manifest digest
+  std::string name;         // the entry's name in its parent ("" for the root)
+  std::string key;          // unique path from the mount root; kRootfs: the inode's identity
+  std::string registry;     // canonical registry name (all but kRoot)
+  std::string path;         // namespace path, or the repository of image-level nodes
+  std::string reference;    // image-level: the tag or digest naming the image directory
+  std::string blob;         // kBlob: its digest; kRootfs: the image's manifest digest
   std::string rootfs_path;  // kRootfs: the path inside the rootfs ("" for rootfs/ itself)
   mode_t rootfs_type = 0;   // kRootfs, kStaged: S_IFMT bits of the entry
   std::string staged_path;  // kStaged: the path inside the tag ("" for the tag directory)
@@ -105,7 +105,7 @@ struct TreeOptions {
   std::string registry;  // single-registry mode if set
   registry::Platform platform;
   std::vector<std::string> listed_registries;  // multi-registry root entries
-  bool allow_delete = false;  // rmdir of a remote tag deletes it (--allow-delete)
+  bool allow_delete = false;                   // rmdir of a remote tag deletes it (--allow-delete)
 };
 
 class Tree {
@@ -152,9 +152,9 @@ class Tree {
   std::shared_ptr<RootfsView> rootfs_;
   std::unique_ptr<StagingTree> staging_;
 
-  std::mutex mutex_;  // guards images_ and used_
+  std::mutex mutex_;                                            // guards images_ and used_
   std::map<std::string, std::shared_ptr<const Image>> images_;  // by registry/digest
-  std::map<std::string, std::set<std::string>> used_;  // registry -> namespace paths seen
+  std::map<std::string, std::set<std::string>> used_;           // registry -> namespace paths seen
 };
 
 }  // namespace regfs::fs

@@ -27,8 +27,7 @@ std::string base64_encode(std::string_view in) {
   std::string out;
   size_t i = 0;
   for (; i + 2 < in.size(); i += 3) {
-    uint32_t v =
-        (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
+    uint32_t v = (uint8_t(in[i]) << 16) | (uint8_t(in[i + 1]) << 8) | uint8_t(in[i + 2]);
     out += kAlphabet[v >> 18];
     out += kAlphabet[(v >> 12) & 63];
     out += kAlphabet[(v >> 6) & 63];
@@ -50,12 +49,10 @@ std::string base64_encode(std::string_view in) {
 }
 
 std::string basic_value(const Credential& credential) {
-  return "Basic " +
-         base64_encode(credential.username + ":" + credential.password);
+  return "Basic " + base64_encode(credential.username + ":" + credential.password);
 }
 
-const Challenge* find_challenge(const std::vector<Challenge>& challenges,
-                                std::string_view scheme) {
+const Challenge* find_challenge(const std::vector<Challenge>& challenges, std::string_view scheme) {
   for (const auto& challenge : challenges) {
     if (challenge.scheme == scheme) return &challenge;
   }
@@ -70,12 +67,10 @@ std::string param(const Challenge& challenge, const char* name) {
 }  // namespace
 
 AuthScope AuthScope::pull(std::string_view repository) {
-  return {std::string(repository),
-          "repository:" + std::string(repository) + ":pull"};
+  return {std::string(repository), "repository:" + std::string(repository) + ":pull"};
 }
 
-AuthScope AuthScope::push(std::string_view repository,
-                          std::string_view mount_from) {
+AuthScope AuthScope::push(std::string_view repository, std::string_view mount_from) {
   std::string scope = "repository:" + std::string(repository) + ":pull,push";
   if (!mount_from.empty() && mount_from != repository) {
     scope += " repository:" + std::string(mount_from) + ":pull";
@@ -88,13 +83,11 @@ AuthScope AuthScope::catalog() { return {"", "registry:catalog:*"}; }
 Authenticator::Authenticator(HttpClient& http, AuthOptions options)
     : http_(http), options_(std::move(options)) {}
 
-std::optional<Credential> Authenticator::credential_for(
-    const AuthScope& scope) {
+std::optional<Credential> Authenticator::credential_for(const AuthScope& scope) {
   if (!options_.credentials) return std::nullopt;
-  auto credential =
-      options_.credentials->lookup(options_.registry, scope.repository);
-  if (credential && credential->username.empty() &&
-      credential->password.empty() && credential->identity_token.empty()) {
+  auto credential = options_.credentials->lookup(options_.registry, scope.repository);
+  if (credential && credential->username.empty() && credential->password.empty() &&
+      credential->identity_token.empty()) {
     return std::nullopt;
   }
   return credential;
@@ -151,8 +144,7 @@ std::optional<std::string> Authenticator::authorization(const AuthScope& scope,
   return std::nullopt;
 }
 
-bool Authenticator::on_unauthorized(const AuthScope& scope,
-                                    std::string_view challenge_text,
+bool Authenticator::on_unauthorized(const AuthScope& scope, std::string_view challenge_text,
                                     std::string_view url) {
   auto challenges = parse_www_authenticate(challenge_text);
   const Challenge* bearer = find_challenge(challenges, "bearer");
@@ -165,8 +157,7 @@ bool Authenticator::on_unauthorized(const AuthScope& scope,
       realm_ = realm;
       service_ = service;
     }
-    std::string scope_text =
-        scope.scope.empty() ? param(*bearer, "scope") : scope.scope;
+    std::string scope_text = scope.scope.empty() ? param(*bearer, "scope") : scope.scope;
     fetch_token(scope, realm, service, scope_text, /*force=*/true);
     return true;
   }
@@ -181,8 +172,8 @@ bool Authenticator::on_unauthorized(const AuthScope& scope,
   return false;
 }
 
-std::optional<std::string> Authenticator::cached_token(
-    const std::string& scope, Clock::duration max_age) {
+std::optional<std::string> Authenticator::cached_token(const std::string& scope,
+                                                       Clock::duration max_age) {
   std::lock_guard lock(mutex_);
   auto it = tokens_.find(scope);
   auto now = Clock::now();
@@ -193,10 +184,8 @@ std::optional<std::string> Authenticator::cached_token(
   return std::nullopt;
 }
 
-std::string Authenticator::fetch_token(const AuthScope& scope,
-                                       const std::string& realm,
-                                       const std::string& service,
-                                       const std::string& scope_text,
+std::string Authenticator::fetch_token(const AuthScope& scope, const std::string& realm,
+                                       const std::string& service, const std::string& scope_text,
                                        bool force) {
   std::lock_guard fetch_lock(fetch_mutex_);
   // After a 401, only a token another thread fetched just now is worth a try.
@@ -205,21 +194,18 @@ std::string Authenticator::fetch_token(const AuthScope& scope,
   return request_token(scope, realm, service, scope_text);
 }
 
-std::string Authenticator::request_token(const AuthScope& scope,
-                                         const std::string& realm,
+std::string Authenticator::request_token(const AuthScope& scope, const std::string& realm,
                                          const std::string& service,
                                          const std::string& scope_text) {
   std::string realm_host = url_authority(realm);
-  std::string what =
-      "get a token for " + options_.registry + " from " + realm_host;
+  std::string what = "get a token for " + options_.registry + " from " + realm_host;
   if (!realm.starts_with("https://") && !realm.starts_with("http://")) {
-    throw Error(ErrorKind::kUnavailable,
-                "Cannot " + what + ": realm is not an HTTP URL");
+    throw Error(ErrorKind::kUnavailable, "Cannot " + what + ": realm is not an HTTP URL");
   }
   auto credential = credential_for(scope);
   if (credential && !may_send_credentials(realm)) {
-    LOG(kWarning) << "Not sending credentials for " << options_.registry
-                  << " to " << realm_host << " over plain HTTP";
+    LOG(kWarning) << "Not sending credentials for " << options_.registry << " to " << realm_host
+                  << " over plain HTTP";
     credential.reset();
   }
 
@@ -244,8 +230,7 @@ std::string Authenticator::request_token(const AuthScope& scope,
   if (credential && !credential->identity_token.empty()) {
     request.method = "POST";
     request.url = realm;
-    request.headers.push_back(
-        "Content-Type: application/x-www-form-urlencoded");
+    request.headers.push_back("Content-Type: application/x-www-form-urlencoded");
     add("grant_type", "refresh_token");
     add("client_id", "regfs");
     add("refresh_token", credential->identity_token);
@@ -256,30 +241,25 @@ std::string Authenticator::request_token(const AuthScope& scope,
       request.headers.push_back("Authorization: " + basic_value(*credential));
     }
     request.url = realm;
-    if (!query.empty())
-      request.url += (realm.find('?') == std::string::npos ? "?" : "&") + query;
+    if (!query.empty()) request.url += (realm.find('?') == std::string::npos ? "?" : "&") + query;
   }
 
   HttpResponse response = http_.perform(request);
   if (!response.ok()) {
-    throw Error(response.failure == HttpFailure::kTimeout
-                    ? ErrorKind::kTimeout
-                    : ErrorKind::kUnavailable,
-                "Cannot " + what + ": " + response.error);
+    throw Error(
+        response.failure == HttpFailure::kTimeout ? ErrorKind::kTimeout : ErrorKind::kUnavailable,
+        "Cannot " + what + ": " + response.error);
   }
   if (response.status != 200) {
-    throw error_from_response(response.status, response.body, what,
-                              options_.registry);
+    throw error_from_response(response.status, response.body, what, options_.registry);
   }
-  auto doc =
-      nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
+  auto doc = nlohmann::json::parse(response.body, nullptr, /*allow_exceptions=*/false);
   std::string token;
   int64_t expires_in = 60;
   if (doc.is_object()) {
     for (const char* key : {"token", "access_token"}) {
       auto it = doc.find(key);
-      if (it != doc.end() && it->is_string() &&
-          !it->get_ref<const std::string&>().empty()) {
+      if (it != doc.end() && it->is_string() && !it->get_ref<const std::string&>().empty()) {
         token = it->get<std::string>();
         break;
       }
@@ -290,16 +270,13 @@ std::string Authenticator::request_token(const AuthScope& scope,
     }
   }
   if (token.empty()) {
-    throw Error(ErrorKind::kUnavailable,
-                "Cannot " + what + ": the response has no token");
+    throw Error(ErrorKind::kUnavailable, "Cannot " + what + ": the response has no token");
   }
   auto lifetime = std::chrono::seconds(expires_in);
-  auto margin =
-      std::min<std::chrono::seconds>(std::chrono::seconds(30), lifetime / 4);
+  auto margin = std::min<std::chrono::seconds>(std::chrono::seconds(30), lifetime / 4);
   std::string header = "Authorization: Bearer " + token;
-  LOG(kDebug) << "Got a token for " << options_.registry << " scope \""
-              << scope_text << "\" from " << realm_host << ", valid "
-              << expires_in << " s"
+  LOG(kDebug) << "Got a token for " << options_.registry << " scope \"" << scope_text << "\" from "
+              << realm_host << ", valid " << expires_in << " s"
               << (credential ? " (with credentials)" : " (anonymous)");
   std::lock_guard lock(mutex_);
   auto now = Clock::now();

@@ -29,14 +29,13 @@ struct AuthScope {
   static AuthScope pull(std::string_view repository);
   // Push to `repository` ("pull,push"); with `mount_from`, also pull from
   // that repository (a cross-repository blob mount needs both in one token).
-  static AuthScope push(std::string_view repository,
-                        std::string_view mount_from = {});
+  static AuthScope push(std::string_view repository, std::string_view mount_from = {});
   static AuthScope catalog();
 };
 
 struct AuthOptions {
-  std::string registry;   // canonical name, for credential lookup
-  bool insecure = false;  // credentials may go over plain HTTP
+  std::string registry;                                // canonical name, for credential lookup
+  bool insecure = false;                               // credentials may go over plain HTTP
   std::chrono::milliseconds timeout{30'000};           // token requests
   std::shared_ptr<const CredentialStore> credentials;  // null: anonymous
 };
@@ -49,12 +48,10 @@ class Authenticator {
   // in `scope`, if one is known: a cached token, a new one when the
   // registry's bearer challenge is already known, or Basic credentials.
   // Throws Error if a token endpoint fails.
-  std::optional<std::string> authorization(const AuthScope& scope,
-                                           std::string_view url);
+  std::optional<std::string> authorization(const AuthScope& scope, std::string_view url);
   // Learns from a 401 (its WWW-Authenticate value) and prepares credentials
   // for `scope`. True if repeating the request may now succeed.
-  bool on_unauthorized(const AuthScope& scope, std::string_view challenge,
-                       std::string_view url);
+  bool on_unauthorized(const AuthScope& scope, std::string_view challenge, std::string_view url);
 
  private:
   enum class Scheme { kNone, kBasic, kBearer };
@@ -66,26 +63,23 @@ class Authenticator {
 
   std::optional<Credential> credential_for(const AuthScope& scope);
   bool may_send_credentials(std::string_view url) const;
-  std::optional<std::string> basic_header(const AuthScope& scope,
-                                          std::string_view url);
+  std::optional<std::string> basic_header(const AuthScope& scope, std::string_view url);
   // A token for `scope`. Fetches run one at a time, so that threads whose
   // token expired together make one request; unless `force`, a token
   // another thread just fetched is taken instead.
   std::string fetch_token(const AuthScope& scope, const std::string& realm,
-                          const std::string& service,
-                          const std::string& scope_text, bool force);
+                          const std::string& service, const std::string& scope_text, bool force);
   // A cached token for `scope`, still fresh and at most `max_age` old.
   std::optional<std::string> cached_token(
-      const std::string& scope, std::chrono::steady_clock::duration max_age =
-                                    std::chrono::steady_clock::duration::max());
+      const std::string& scope,
+      std::chrono::steady_clock::duration max_age = std::chrono::steady_clock::duration::max());
   std::string request_token(const AuthScope& scope, const std::string& realm,
-                            const std::string& service,
-                            const std::string& scope_text);
+                            const std::string& service, const std::string& scope_text);
 
   HttpClient& http_;
   AuthOptions options_;
   std::mutex fetch_mutex_;  // held over a token request; taken before mutex_
-  std::mutex mutex_;  // guards the members below; never held over the network
+  std::mutex mutex_;        // guards the members below; never held over the network
   Scheme scheme_ = Scheme::kNone;
   std::string realm_;
   std::string service_;

@@ -32,16 +32,14 @@ std::string strip_params(std::string_view content_type) {
 
 void check_repository(std::string_view repository) {
   if (!is_valid_repository(repository)) {
-    throw Error(ErrorKind::kInvalid, "Cannot use repository name \"" +
-                                         std::string(repository) +
-                                         "\": not a valid name");
+    throw Error(ErrorKind::kInvalid,
+                "Cannot use repository name \"" + std::string(repository) + "\": not a valid name");
   }
 }
 
 void check_reference(std::string_view reference) {
   if (!is_valid_tag(reference) && !is_valid_digest(reference)) {
-    throw Error(ErrorKind::kInvalid, "Cannot use reference \"" +
-                                         std::string(reference) +
+    throw Error(ErrorKind::kInvalid, "Cannot use reference \"" + std::string(reference) +
                                          "\": not a valid tag or digest");
   }
 }
@@ -49,8 +47,7 @@ void check_reference(std::string_view reference) {
 }  // namespace
 
 struct Client::Impl {
-  explicit Impl(const ClientOptions& options)
-      : options(options), transport(options) {
+  explicit Impl(const ClientOptions& options) : options(options), transport(options) {
     for (const auto& mirror : options.mirrors) {
       ClientOptions through = options;
       through.registry = mirror.registry;
@@ -65,12 +62,11 @@ struct Client::Impl {
   // `repository` until one answers. nullopt: the registry must answer. A
   // mirror that cannot be reached is skipped for a while.
   template <typename Read>
-  auto through_mirrors(std::string_view repository, bool by_digest,
-                       std::string_view what, Read read)
+  auto through_mirrors(std::string_view repository, bool by_digest, std::string_view what,
+                       Read read)
       -> std::optional<decltype(read(std::declval<Client&>(), std::string()))>;
 
-  std::string describe(std::string_view repository,
-                       std::string_view reference) const {
+  std::string describe(std::string_view repository, std::string_view reference) const {
     std::string out = options.registry + "/" + std::string(repository);
     out += is_valid_digest(reference) ? "@" : ":";
     out += reference;
@@ -88,8 +84,7 @@ struct Client::Impl {
 
   // Pages of a list endpoint, following Link rel="next" on the registry.
   template <typename OnPage>
-  void paginate(std::string_view what, const AuthScope& scope,
-                std::string target, OnPage on_page) {
+  void paginate(std::string_view what, const AuthScope& scope, std::string target, OnPage on_page) {
     std::vector<std::string> seen;
     for (int page = 0; page < kMaxPages; ++page) {
       HttpRequest request;
@@ -111,8 +106,8 @@ struct Client::Impl {
     }
   }
 
-  void fetch_blob(std::string_view repository, std::string_view digest,
-                  uint64_t offset, uint64_t length, const BodySink& sink);
+  void fetch_blob(std::string_view repository, std::string_view digest, uint64_t offset,
+                  uint64_t length, const BodySink& sink);
 
   struct MirrorClient {
     MirrorClient(Mirror m, const ClientOptions& o) : mirror(std::move(m)), client(o) {}
@@ -143,11 +138,12 @@ auto Client::Impl::through_mirrors(std::string_view repository, bool by_digest,
     } catch (const Error& e) {
       bool unreachable = e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTimeout;
       if (unreachable) {
-        m->down_until = (std::chrono::steady_clock::now() + kMirrorPause).time_since_epoch().count();
+        m->down_until =
+            (std::chrono::steady_clock::now() + kMirrorPause).time_since_epoch().count();
       }
       LOG_AT(unreachable ? log::kWarning : log::kDebug)
-          << "Cannot read " << what << " through mirror " << m->mirror.registry << " ("
-          << e.what() << "); reading from " << options.registry;
+          << "Cannot read " << what << " through mirror " << m->mirror.registry << " (" << e.what()
+          << "); reading from " << options.registry;
     }
   }
   return std::nullopt;
@@ -170,19 +166,16 @@ std::optional<uint64_t> range_start(std::string_view value) {
 }
 
 bool is_redirect(int status) {
-  return status == 301 || status == 302 || status == 303 || status == 307 ||
-         status == 308;
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
 }  // namespace
 
-void Client::Impl::fetch_blob(std::string_view repository,
-                              std::string_view digest, uint64_t offset,
+void Client::Impl::fetch_blob(std::string_view repository, std::string_view digest, uint64_t offset,
                               uint64_t length, const BodySink& sink) {
-  const std::string what = "fetch blob " + options.registry + "/" +
-                           std::string(repository) + "@" + std::string(digest);
-  const std::string target =
-      "/v2/" + std::string(repository) + "/blobs/" + std::string(digest);
+  const std::string what =
+      "fetch blob " + options.registry + "/" + std::string(repository) + "@" + std::string(digest);
+  const std::string target = "/v2/" + std::string(repository) + "/blobs/" + std::string(digest);
   const AuthScope scope = AuthScope::pull(repository);
   uint64_t delivered = 0;  // bytes given to `sink`
   int attempt = 1;
@@ -231,8 +224,7 @@ void Client::Impl::fetch_blob(std::string_view repository,
     try {
       transport.authorize(&request, scope);
     } catch (const Error& e) {
-      if (e.kind() != ErrorKind::kUnavailable ||
-          attempt >= options.max_attempts) {
+      if (e.kind() != ErrorKind::kUnavailable || attempt >= options.max_attempts) {
         throw;
       }
       transport.wait_to_retry(attempt++, nullptr);
@@ -242,8 +234,7 @@ void Client::Impl::fetch_blob(std::string_view repository,
     HttpResponse response = transport.http().perform(request);
     if (stopped || complete) return;
     if (bad_range) {
-      throw Error(ErrorKind::kIo,
-                  "Cannot " + what + ": the server sent another byte range");
+      throw Error(ErrorKind::kIo, "Cannot " + what + ": the server sent another byte range");
     }
     // Nothing at or after `start` (Go's registry may then send a wrong
     // Content-Length, so the transfer "fails").
@@ -258,8 +249,7 @@ void Client::Impl::fetch_blob(std::string_view repository,
         restart();
         continue;
       }
-      if (retryable_failure(response.failure) &&
-          attempt < options.max_attempts) {
+      if (retryable_failure(response.failure) && attempt < options.max_attempts) {
         transport.wait_to_retry(attempt++, nullptr);
         restart();
         continue;
@@ -276,8 +266,8 @@ void Client::Impl::fetch_blob(std::string_view repository,
     if (is_redirect(status)) {
       auto location = response.headers.get("Location");
       if (!location || ++redirects > kMaxRedirects) {
-        throw Error(ErrorKind::kUnavailable,
-                    "Cannot " + what + ": bad or too many redirects", status);
+        throw Error(ErrorKind::kUnavailable, "Cannot " + what + ": bad or too many redirects",
+                    status);
       }
       url = resolve_url(url, *location);
       continue;
@@ -288,18 +278,15 @@ void Client::Impl::fetch_blob(std::string_view repository,
       restart();
       continue;
     }
-    Error error =
-        error_from_response(status, response.body, what, options.registry);
+    Error error = error_from_response(status, response.body, what, options.registry);
     if (error.kind() == ErrorKind::kNotFound) {
-      throw Error(ErrorKind::kBlobUnknown, error.what(), status,
-                  error.oci_code());
+      throw Error(ErrorKind::kBlobUnknown, error.what(), status, error.oci_code());
     }
     throw error;
   }
 }
 
-Client::Client(ClientOptions options)
-    : impl_(std::make_unique<Impl>(std::move(options))) {}
+Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 
 Client::~Client() = default;
 
@@ -320,35 +307,28 @@ void Client::ping() {
     return;
   }
   if (response.status == 429 || response.status >= 500) {
-    throw error_from_response(response.status, response.body, what,
-                              impl_->options.registry);
+    throw error_from_response(response.status, response.body, what, impl_->options.registry);
   }
 }
 
-ManifestHead Client::head_manifest(std::string_view repository,
-                                   std::string_view reference) {
+ManifestHead Client::head_manifest(std::string_view repository, std::string_view reference) {
   check_repository(repository);
   check_reference(reference);
   std::string what = "resolve " + impl_->describe(repository, reference);
-  if (auto head = impl_->through_mirrors(
-          repository, is_valid_digest(reference), what,
-          [&](Client& mirror, const std::string& name) {
-            return mirror.head_manifest(name, reference);
-          })) {
+  if (auto head = impl_->through_mirrors(repository, is_valid_digest(reference), what,
+                                         [&](Client& mirror, const std::string& name) {
+                                           return mirror.head_manifest(name, reference);
+                                         })) {
     return *head;
   }
-  std::string target =
-      "/v2/" + std::string(repository) + "/manifests/" + std::string(reference);
-  HttpResponse response =
-      impl_->transport.send(what, AuthScope::pull(repository), target,
-                            impl_->manifest_request("HEAD"));
+  std::string target = "/v2/" + std::string(repository) + "/manifests/" + std::string(reference);
+  HttpResponse response = impl_->transport.send(what, AuthScope::pull(repository), target,
+                                                impl_->manifest_request("HEAD"));
   if (response.status != 200) {
-    throw error_from_response(response.status, response.body, what,
-                              impl_->options.registry);
+    throw error_from_response(response.status, response.body, what, impl_->options.registry);
   }
   auto digest = response.headers.get("Docker-Content-Digest");
-  std::string type =
-      strip_params(response.headers.get("Content-Type").value_or(""));
+  std::string type = strip_params(response.headers.get("Content-Type").value_or(""));
   auto length = response.headers.get("Content-Length");
   bool known_type = is_manifest_media_type(type) || is_index_media_type(type);
   bool numeric = length && !length->empty() && length->size() < 16 &&
@@ -356,8 +336,7 @@ ManifestHead Client::head_manifest(std::string_view repository,
   if (!digest || !is_valid_digest(*digest) || !known_type || !numeric) {
     // Not enough in the headers: fetch and hash the manifest.
     ManifestData data = get_manifest(repository, reference);
-    return ManifestHead{data.digest, data.media_type,
-                        static_cast<int64_t>(data.bytes.size())};
+    return ManifestHead{data.digest, data.media_type, static_cast<int64_t>(data.bytes.size())};
   }
   if (is_valid_digest(reference) && *digest != reference) {
     throw Error(ErrorKind::kIntegrity,
@@ -366,26 +345,21 @@ ManifestHead Client::head_manifest(std::string_view repository,
   return ManifestHead{*digest, type, std::stoll(*length)};
 }
 
-ManifestData Client::get_manifest(std::string_view repository,
-                                  std::string_view reference) {
+ManifestData Client::get_manifest(std::string_view repository, std::string_view reference) {
   check_repository(repository);
   check_reference(reference);
   std::string what = "fetch manifest " + impl_->describe(repository, reference);
-  if (auto data = impl_->through_mirrors(
-          repository, is_valid_digest(reference), what,
-          [&](Client& mirror, const std::string& name) {
-            return mirror.get_manifest(name, reference);
-          })) {
+  if (auto data = impl_->through_mirrors(repository, is_valid_digest(reference), what,
+                                         [&](Client& mirror, const std::string& name) {
+                                           return mirror.get_manifest(name, reference);
+                                         })) {
     return std::move(*data);
   }
-  std::string target =
-      "/v2/" + std::string(repository) + "/manifests/" + std::string(reference);
-  HttpResponse response =
-      impl_->transport.send(what, AuthScope::pull(repository), target,
-                            impl_->manifest_request("GET"));
+  std::string target = "/v2/" + std::string(repository) + "/manifests/" + std::string(reference);
+  HttpResponse response = impl_->transport.send(what, AuthScope::pull(repository), target,
+                                                impl_->manifest_request("GET"));
   if (response.status != 200) {
-    throw error_from_response(response.status, response.body, what,
-                              impl_->options.registry);
+    throw error_from_response(response.status, response.body, what, impl_->options.registry);
   }
   ManifestData data;
   data.bytes = std::move(response.body);
@@ -398,22 +372,20 @@ ManifestData Client::get_manifest(std::string_view repository,
     expected = *header;
   }
   if (!expected.empty() && expected != data.digest) {
-    throw Error(ErrorKind::kIntegrity, "Cannot " + what + ": content is " +
-                                           data.digest + ", expected " +
-                                           expected);
+    throw Error(ErrorKind::kIntegrity,
+                "Cannot " + what + ": content is " + data.digest + ", expected " + expected);
   }
-  data.media_type = detect_media_type(
-      data.bytes, response.headers.get("Content-Type").value_or(""));
+  data.media_type =
+      detect_media_type(data.bytes, response.headers.get("Content-Type").value_or(""));
   return data;
 }
 
-void Client::get_blob(std::string_view repository, std::string_view digest,
-                      uint64_t offset, uint64_t length, const BodySink& sink) {
+void Client::get_blob(std::string_view repository, std::string_view digest, uint64_t offset,
+                      uint64_t length, const BodySink& sink) {
   check_repository(repository);
   if (!is_valid_digest(digest)) {
-    throw Error(ErrorKind::kInvalid, "Cannot fetch blob \"" +
-                                         std::string(digest) +
-                                         "\": not a valid digest");
+    throw Error(ErrorKind::kInvalid,
+                "Cannot fetch blob \"" + std::string(digest) + "\": not a valid digest");
   }
   // A mirror that fails midway leaves the rest to the registry.
   uint64_t delivered = 0;
@@ -422,35 +394,34 @@ void Client::get_blob(std::string_view repository, std::string_view digest,
     delivered += size;
     return true;
   };
-  bool done = impl_->through_mirrors(
-                       repository, true, "blob " + std::string(digest),
-                       [&](Client& mirror, const std::string& name) {
-                         mirror.get_blob(name, digest, offset + delivered,
-                                         length == 0 ? 0 : length - delivered, counted);
-                         return true;
-                       })
-                  .has_value();
+  bool done =
+      impl_
+          ->through_mirrors(repository, true, "blob " + std::string(digest),
+                            [&](Client& mirror, const std::string& name) {
+                              mirror.get_blob(name, digest, offset + delivered,
+                                              length == 0 ? 0 : length - delivered, counted);
+                              return true;
+                            })
+          .has_value();
   if (done) return;
   if (length != 0 && delivered >= length) return;
-  impl_->fetch_blob(repository, digest, offset + delivered,
-                    length == 0 ? 0 : length - delivered, sink);
+  impl_->fetch_blob(repository, digest, offset + delivered, length == 0 ? 0 : length - delivered,
+                    sink);
 }
 
 namespace {
 
 // Parses a JSON list response: {"<key>": [names...]} (null or absent: none).
-void append_names(const HttpResponse& response, const char* key,
-                  std::string_view what, std::vector<std::string>* out) {
+void append_names(const HttpResponse& response, const char* key, std::string_view what,
+                  std::vector<std::string>* out) {
   auto doc = nlohmann::json::parse(response.body, nullptr, false);
   if (!doc.is_object()) {
-    throw Error(ErrorKind::kInvalid,
-                "Cannot " + std::string(what) + ": malformed response");
+    throw Error(ErrorKind::kInvalid, "Cannot " + std::string(what) + ": malformed response");
   }
   auto list = doc.find(key);
   if (list == doc.end() || list->is_null()) return;
   if (!list->is_array()) {
-    throw Error(ErrorKind::kInvalid,
-                "Cannot " + std::string(what) + ": malformed response");
+    throw Error(ErrorKind::kInvalid, "Cannot " + std::string(what) + ": malformed response");
   }
   for (const auto& name : *list) {
     if (name.is_string()) out->push_back(name.get<std::string>());
@@ -462,45 +433,38 @@ void append_names(const HttpResponse& response, const char* key,
 std::vector<std::string> Client::catalog() {
   std::string what = "list repositories of " + impl_->options.registry;
   std::vector<std::string> names;
-  impl_->paginate(
-      what, AuthScope::catalog(), "/v2/_catalog",
-      [&](const HttpResponse& response) {
-        int status = response.status;
-        if (status == 404 || status == 401 || status == 403 || status == 405) {
-          throw Error(ErrorKind::kUnsupported,
-                      "Cannot " + what +
-                          ": the registry serves no catalog (HTTP " +
-                          std::to_string(status) + ")",
-                      status);
-        }
-        if (status != 200) {
-          throw error_from_response(status, response.body, what,
-                                    impl_->options.registry);
-        }
-        append_names(response, "repositories", what, &names);
-      });
+  impl_->paginate(what, AuthScope::catalog(), "/v2/_catalog", [&](const HttpResponse& response) {
+    int status = response.status;
+    if (status == 404 || status == 401 || status == 403 || status == 405) {
+      throw Error(ErrorKind::kUnsupported,
+                  "Cannot " + what + ": the registry serves no catalog (HTTP " +
+                      std::to_string(status) + ")",
+                  status);
+    }
+    if (status != 200) {
+      throw error_from_response(status, response.body, what, impl_->options.registry);
+    }
+    append_names(response, "repositories", what, &names);
+  });
   return names;
 }
 
 std::vector<std::string> Client::list_tags(std::string_view repository) {
   check_repository(repository);
-  std::string what =
-      "list tags of " + impl_->options.registry + "/" + std::string(repository);
+  std::string what = "list tags of " + impl_->options.registry + "/" + std::string(repository);
   std::vector<std::string> tags;
-  impl_->paginate(what, AuthScope::pull(repository),
-                  "/v2/" + std::string(repository) + "/tags/list",
-                  [&](const HttpResponse& response) {
-                    if (response.status != 200) {
-                      throw error_from_response(response.status, response.body,
-                                                what, impl_->options.registry);
-                    }
-                    append_names(response, "tags", what, &tags);
-                  });
+  impl_->paginate(
+      what, AuthScope::pull(repository), "/v2/" + std::string(repository) + "/tags/list",
+      [&](const HttpResponse& response) {
+        if (response.status != 200) {
+          throw error_from_response(response.status, response.body, what, impl_->options.registry);
+        }
+        append_names(response, "tags", what, &tags);
+      });
   return tags;
 }
 
-bool Client::blob_exists(std::string_view repository,
-                         std::string_view digest) {
+bool Client::blob_exists(std::string_view repository, std::string_view digest) {
   return upload::blob_exists(impl_->transport, repository, digest);
 }
 
@@ -509,21 +473,17 @@ bool Client::mount_blob(std::string_view repository, std::string_view digest,
   return upload::mount_blob(impl_->transport, repository, digest, from);
 }
 
-void Client::upload_blob(std::string_view repository, std::string_view digest,
-                         uint64_t size, const BlobSource& source) {
+void Client::upload_blob(std::string_view repository, std::string_view digest, uint64_t size,
+                         const BlobSource& source) {
   upload::upload_blob(impl_->transport, repository, digest, size, source);
 }
 
-std::string Client::put_manifest(std::string_view repository,
-                                 std::string_view reference,
-                                 std::string_view bytes,
-                                 std::string_view media_type) {
-  return upload::put_manifest(impl_->transport, repository, reference, bytes,
-                              media_type);
+std::string Client::put_manifest(std::string_view repository, std::string_view reference,
+                                 std::string_view bytes, std::string_view media_type) {
+  return upload::put_manifest(impl_->transport, repository, reference, bytes, media_type);
 }
 
-void Client::delete_manifest(std::string_view repository,
-                             std::string_view reference) {
+void Client::delete_manifest(std::string_view repository, std::string_view reference) {
   upload::delete_manifest(impl_->transport, repository, reference);
 }
 

@@ -60,8 +60,7 @@ using BodySink = std::function<bool(const char* data, size_t size)>;
 // Gives the bytes of a blob being uploaded: up to `max` bytes from `offset`
 // into `buffer`; returns how many (0 before the end is an error) or throws.
 // Asked by offset so that a chunk or a retried request can be re-read.
-using BlobSource =
-    std::function<size_t(uint64_t offset, char* buffer, size_t max)>;
+using BlobSource = std::function<size_t(uint64_t offset, char* buffer, size_t max)>;
 
 class Client {
  public:
@@ -87,8 +86,8 @@ class Client {
   // (length 0: to the end). Uses HTTP Range when offset or length is set;
   // follows redirects without credentials. A transfer interrupted by a reset
   // resumes from the last byte delivered. The caller verifies the digest.
-  void get_blob(std::string_view repository, std::string_view digest,
-                uint64_t offset, uint64_t length, const BodySink& sink);
+  void get_blob(std::string_view repository, std::string_view digest, uint64_t offset,
+                uint64_t length, const BodySink& sink);
 
   // GET /v2/_catalog, every page. Throws Error(kUnsupported) if the registry
   // does not serve a catalog (404, or 401/403 for this client).
@@ -105,19 +104,17 @@ class Client {
   // POST /v2/<repo>/blobs/uploads/?mount=<digest>&from=<from>: true if the
   // registry linked the blob (201); false if it opened an upload instead
   // (202; the session is cancelled, upload the blob instead).
-  bool mount_blob(std::string_view repository, std::string_view digest,
-                  std::string_view from);
+  bool mount_blob(std::string_view repository, std::string_view digest, std::string_view from);
   // Uploads `size` bytes from `source` as `digest`: POST then one PUT up to
   // monolithic_upload_limit, else PATCH chunks with Content-Range and a
   // closing PUT ?digest=. The registry verifies the digest.
-  void upload_blob(std::string_view repository, std::string_view digest,
-                   uint64_t size, const BlobSource& source);
+  void upload_blob(std::string_view repository, std::string_view digest, uint64_t size,
+                   const BlobSource& source);
   // PUT /v2/<repo>/manifests/<reference> with `media_type` as Content-Type.
   // Returns the digest; throws Error(kIntegrity) if the registry's
   // Docker-Content-Digest differs from the bytes' sha256.
-  std::string put_manifest(std::string_view repository,
-                           std::string_view reference, std::string_view bytes,
-                           std::string_view media_type);
+  std::string put_manifest(std::string_view repository, std::string_view reference,
+                           std::string_view bytes, std::string_view media_type);
   // DELETE /v2/<repo>/manifests/<reference> (a tag or a digest).
   void delete_manifest(std::string_view repository, std::string_view reference);
 

@@ -105,22 +105,20 @@ std::string normalise_key(std::string_view key) {
 }
 
 std::string server_for(std::string_view registry) {
-  return registry == kDockerHub ? std::string(kDockerHubServer)
-                                : std::string(registry);
+  return registry == kDockerHub ? std::string(kDockerHubServer) : std::string(registry);
 }
 
 bool valid_helper_name(std::string_view name) {
-  return !name.empty() &&
-         std::all_of(name.begin(), name.end(), [](unsigned char c) {
-           return std::isalnum(c) || c == '-' || c == '_' || c == '.';
-         });
+  return !name.empty() && std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '-' || c == '_' || c == '.';
+  });
 }
 
 std::string read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
-    throw Error(ErrorKind::kInvalid, "Cannot read credentials file " + path +
-                                         ": " + std::strerror(errno));
+    throw Error(ErrorKind::kInvalid,
+                "Cannot read credentials file " + path + ": " + std::strerror(errno));
   }
   std::ostringstream buffer;
   buffer << in.rdbuf();
@@ -191,14 +189,12 @@ bool read_output(int fd, std::string* output) {
 }
 
 // Parses a helper's `get` answer. nullopt: unusable (logged, not shown).
-std::optional<Credential> parse_helper_output(const std::string& output,
-                                              const std::string& server,
+std::optional<Credential> parse_helper_output(const std::string& output, const std::string& server,
                                               const std::string& program) {
   json doc = json::parse(output, nullptr, /*allow_exceptions=*/false);
-  if (!doc.is_object() || !doc.contains("Secret") ||
-      !doc["Secret"].is_string()) {
-    LOG(kWarning) << "Cannot get credentials for " << server << " from "
-                  << program << ": unexpected output";
+  if (!doc.is_object() || !doc.contains("Secret") || !doc["Secret"].is_string()) {
+    LOG(kWarning) << "Cannot get credentials for " << server << " from " << program
+                  << ": unexpected output";
     return std::nullopt;
   }
   Credential credential;
@@ -216,14 +212,12 @@ std::optional<Credential> parse_helper_output(const std::string& output,
 }
 
 // Runs `docker-credential-<helper> get` for `server`. nullopt: anonymous.
-std::optional<Credential> run_helper(const std::string& helper,
-                                     const std::string& server) {
+std::optional<Credential> run_helper(const std::string& helper, const std::string& server) {
   std::string output;
   if (!run_credential_helper(helper, "get", server, &output)) {
-    if (valid_helper_name(helper) &&
-        output.find("credentials not found") == std::string::npos) {
-      LOG(kWarning) << "Cannot get credentials for " << server
-                    << " from docker-credential-" << helper << ": it failed";
+    if (valid_helper_name(helper) && output.find("credentials not found") == std::string::npos) {
+      LOG(kWarning) << "Cannot get credentials for " << server << " from docker-credential-"
+                    << helper << ": it failed";
     }
     return std::nullopt;
   }
@@ -231,12 +225,10 @@ std::optional<Credential> run_helper(const std::string& helper,
 }
 
 // One auths entry. Throws with the file and key (never the value).
-Credential parse_entry(const json& value, const std::string& path,
-                       const std::string& key) {
+Credential parse_entry(const json& value, const std::string& path, const std::string& key) {
   auto bad = [&](std::string_view why) {
-    return Error(ErrorKind::kInvalid, "Cannot read credentials file " + path +
-                                          ": entry \"" + key + "\" " +
-                                          std::string(why));
+    return Error(ErrorKind::kInvalid, "Cannot read credentials file " + path + ": entry \"" + key +
+                                          "\" " + std::string(why));
   };
   if (!value.is_object()) throw bad("is not an object");
   auto field = [&](const char* name) {
@@ -267,8 +259,7 @@ bool is_empty(const Credential& c) {
 // True if `key` ("host" or "host/ns") covers registry/repository.
 bool key_matches(const std::string& key, const std::string& target) {
   return target == key ||
-         (target.size() > key.size() && target.starts_with(key) &&
-          target[key.size()] == '/');
+         (target.size() > key.size() && target.starts_with(key) && target[key.size()] == '/');
 }
 
 }  // namespace
@@ -277,8 +268,7 @@ bool run_credential_helper(const std::string& helper, const std::string& verb,
                            const std::string& input, std::string* output) {
   std::string program = "docker-credential-" + helper;
   if (!valid_helper_name(helper)) {
-    LOG(kWarning) << "Cannot use credential helper \"" << helper
-                  << "\": invalid name";
+    LOG(kWarning) << "Cannot use credential helper \"" << helper << "\": invalid name";
     return false;
   }
   int to_child[2], from_child[2];
@@ -300,8 +290,7 @@ bool run_credential_helper(const std::string& helper, const std::string& verb,
   sigaddset(&default_signals, SIGPIPE);
   posix_spawnattr_setsigmask(&attr, &no_signals);
   posix_spawnattr_setsigdefault(&attr, &default_signals);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
 
   std::string verb_arg = verb;
   char* argv[] = {program.data(), verb_arg.data(), nullptr};
@@ -330,22 +319,19 @@ bool run_credential_helper(const std::string& helper, const std::string& verb,
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-std::shared_ptr<const CredentialStore> CredentialStore::load(
-    const std::string& auth_file) {
+std::shared_ptr<const CredentialStore> CredentialStore::load(const std::string& auth_file) {
   auto store = std::make_shared<CredentialStore>();
   for (const auto& path : candidate_files(auth_file)) {
     if (!is_file(path)) {
       if (path == auth_file) {
-        LOG(kWarning) << "Cannot read credentials file " << path
-                      << ": no such file";
+        LOG(kWarning) << "Cannot read credentials file " << path << ": no such file";
       }
       continue;
     }
-    json doc =
-        json::parse(read_file(path), nullptr, /*allow_exceptions=*/false);
+    json doc = json::parse(read_file(path), nullptr, /*allow_exceptions=*/false);
     if (!doc.is_object()) {
-      throw Error(ErrorKind::kInvalid, "Cannot read credentials file " + path +
-                                           ": not a JSON object");
+      throw Error(ErrorKind::kInvalid,
+                  "Cannot read credentials file " + path + ": not a JSON object");
     }
     Source source;
     source.path = path;
@@ -353,28 +339,23 @@ std::shared_ptr<const CredentialStore> CredentialStore::load(
     if (!path.ends_with("/.dockercfg")) {
       auto it = doc.find("auths");
       auths = (it != doc.end() && it->is_object()) ? &*it : nullptr;
-      if (auto cs = doc.find("credsStore");
-          cs != doc.end() && cs->is_string()) {
+      if (auto cs = doc.find("credsStore"); cs != doc.end() && cs->is_string()) {
         source.creds_store = cs->get<std::string>();
       }
-      if (auto ch = doc.find("credHelpers");
-          ch != doc.end() && ch->is_object()) {
+      if (auto ch = doc.find("credHelpers"); ch != doc.end() && ch->is_object()) {
         for (const auto& [host, helper] : ch->items()) {
           if (helper.is_string()) {
-            source.cred_helpers.emplace_back(normalise_key(host),
-                                             helper.get<std::string>());
+            source.cred_helpers.emplace_back(normalise_key(host), helper.get<std::string>());
           }
         }
       }
     }
     if (auths) {
       for (const auto& [key, value] : auths->items()) {
-        source.auths.push_back(
-            {normalise_key(key), parse_entry(value, path, key)});
+        source.auths.push_back({normalise_key(key), parse_entry(value, path, key)});
       }
     }
-    if (source.auths.empty() && source.cred_helpers.empty() &&
-        source.creds_store.empty()) {
+    if (source.auths.empty() && source.cred_helpers.empty() && source.creds_store.empty()) {
       LOG(kDebug) << "Credentials file " << path << " names no registry";
       continue;
     }
@@ -384,8 +365,8 @@ std::shared_ptr<const CredentialStore> CredentialStore::load(
   return store;
 }
 
-std::shared_ptr<const CredentialStore> CredentialStore::single(
-    std::string_view registry, Credential credential) {
+std::shared_ptr<const CredentialStore> CredentialStore::single(std::string_view registry,
+                                                               Credential credential) {
   auto store = std::make_shared<CredentialStore>();
   Source source;
   source.auths.push_back({canonical_registry(registry), std::move(credential)});
@@ -398,8 +379,8 @@ const std::string& CredentialStore::path() const {
   return sources_.empty() ? kNone : sources_.front().path;
 }
 
-std::optional<Credential> CredentialStore::lookup(
-    std::string_view registry, std::string_view repository) const {
+std::optional<Credential> CredentialStore::lookup(std::string_view registry,
+                                                  std::string_view repository) const {
   std::string host = canonical_registry(registry);
   for (const auto& source : sources_) {
     if (auto found = source.lookup(host, repository)) return found;
@@ -407,8 +388,8 @@ std::optional<Credential> CredentialStore::lookup(
   return std::nullopt;
 }
 
-std::optional<Credential> CredentialStore::Source::lookup(
-    const std::string& host, std::string_view repository) const {
+std::optional<Credential> CredentialStore::Source::lookup(const std::string& host,
+                                                          std::string_view repository) const {
   for (const auto& [helper_host, helper] : cred_helpers) {
     if (helper_host == host) return run_helper(helper, server_for(host));
   }
@@ -446,8 +427,6 @@ std::string credential_server(std::string_view registry) {
   return server_for(canonical_registry(registry));
 }
 
-std::string normalise_credential_key(std::string_view key) {
-  return normalise_key(key);
-}
+std::string normalise_credential_key(std::string_view key) { return normalise_key(key); }
 
 }  // namespace regfs::registry

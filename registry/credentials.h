@@ -34,8 +34,7 @@ class CredentialStore {
   // first file that has some (first match wins). In a file: credHelpers for
   // the host, credsStore, then auths keys (host, host/namespace: longest
   // match wins, or a URL; Docker Hub is https://index.docker.io/v1/).
-  std::optional<Credential> lookup(std::string_view registry,
-                                   std::string_view repository) const;
+  std::optional<Credential> lookup(std::string_view registry, std::string_view repository) const;
   // Canonical registry names that appear in the files.
   std::vector<std::string> registries() const;
   // The first file that names credentials, empty if none.
@@ -52,8 +51,7 @@ class CredentialStore {
     std::vector<Entry> auths;
     std::string creds_store;
     std::vector<std::pair<std::string, std::string>> cred_helpers;  // host, helper
-    std::optional<Credential> lookup(const std::string& host,
-                                     std::string_view repository) const;
+    std::optional<Credential> lookup(const std::string& host, std::string_view repository) const;
   };
   std::vector<Source> sources_;
 };

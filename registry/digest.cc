@@ -7,9 +7,7 @@
 
 namespace regfs::registry {
 
-void Sha256::Deleter::operator()(evp_md_ctx_st* ctx) const {
-  EVP_MD_CTX_free(ctx);
-}
+void Sha256::Deleter::operator()(evp_md_ctx_st* ctx) const { EVP_MD_CTX_free(ctx); }
 
 Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
   if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), EVP_sha256(), nullptr) != 1) {

@@ -99,8 +99,7 @@ std::string_view reason_phrase(int status) {
 }
 
 // The first {"code","message"} of a distribution error body, if any.
-void parse_error_body(std::string_view body, std::string* code,
-                      std::string* message) {
+void parse_error_body(std::string_view body, std::string* code, std::string* message) {
   if (body.empty() || body.size() > 64 * 1024) return;
   auto json = nlohmann::json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (!json.is_object()) return;
@@ -150,8 +149,8 @@ std::string_view to_string(ErrorKind kind) {
   return "unknown error";
 }
 
-Error error_from_response(int http_status, std::string_view body,
-                          std::string_view what, std::string_view registry) {
+Error error_from_response(int http_status, std::string_view body, std::string_view what,
+                          std::string_view registry) {
   std::string code;
   std::string message;
   parse_error_body(body, &code, &message);

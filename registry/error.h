@@ -32,8 +32,7 @@ std::string_view to_string(ErrorKind kind);
 
 class Error : public std::runtime_error {
  public:
-  Error(ErrorKind kind, const std::string& message, int http_status = 0,
-        std::string oci_code = {})
+  Error(ErrorKind kind, const std::string& message, int http_status = 0, std::string oci_code = {})
       : std::runtime_error(message),
         kind_(kind),
         http_status_(http_status),
@@ -54,8 +53,7 @@ class Error : public std::runtime_error {
 // kind from the code first, the status second. `what` names the operation for
 // the message, e.g. "fetch manifest library/nginx:1.25". `registry`, when
 // given, is named in the `regfs login` hint of an unauthorized error.
-Error error_from_response(int http_status, std::string_view body,
-                          std::string_view what,
+Error error_from_response(int http_status, std::string_view body, std::string_view what,
                           std::string_view registry = {});
 
 }  // namespace regfs::registry

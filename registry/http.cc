@@ -49,20 +49,17 @@ struct SlistDeleter {
 using Slist = std::unique_ptr<curl_slist, SlistDeleter>;
 
 std::string trim(std::string_view text) {
-  while (!text.empty() &&
-         std::isspace(static_cast<unsigned char>(text.front()))) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.front()))) {
     text.remove_prefix(1);
   }
-  while (!text.empty() &&
-         std::isspace(static_cast<unsigned char>(text.back()))) {
+  while (!text.empty() && std::isspace(static_cast<unsigned char>(text.back()))) {
     text.remove_suffix(1);
   }
   return std::string(text);
 }
 
 bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
@@ -123,15 +120,13 @@ size_t on_header(char* data, size_t size, size_t count, void* user) {
     transfer->response->headers.clear();
     size_t space = line.find(' ');
     if (space != std::string_view::npos) {
-      transfer->response->status =
-          std::atoi(std::string(line.substr(space + 1, 3)).c_str());
+      transfer->response->status = std::atoi(std::string(line.substr(space + 1, 3)).c_str());
     }
     return size * count;
   }
   size_t colon = line.find(':');
   if (colon != std::string_view::npos) {
-    transfer->response->headers.add(trim(line.substr(0, colon)),
-                                    trim(line.substr(colon + 1)));
+    transfer->response->headers.add(trim(line.substr(0, colon)), trim(line.substr(colon + 1)));
   }
   return size * count;
 }
@@ -146,8 +141,8 @@ size_t on_write(char* data, size_t size, size_t count, void* user) {
       if (transfer->request->on_headers) {
         transfer->request->on_headers(response.status, response.headers);
       }
-      transfer->stream = transfer->request->on_body && response.status >= 200 &&
-                         response.status < 300;
+      transfer->stream =
+          transfer->request->on_body && response.status >= 200 && response.status < 300;
     }
     if (transfer->stream) {
       if (!transfer->request->on_body(data, n)) {
@@ -285,8 +280,8 @@ struct HttpClient::Impl {
     return list;
   }
 
-  void configure(CURL* easy, const HttpRequest& request, Transfer* transfer,
-                 curl_slist* headers, char* error_buffer) {
+  void configure(CURL* easy, const HttpRequest& request, Transfer* transfer, curl_slist* headers,
+                 char* error_buffer) {
     curl_easy_setopt(easy, CURLOPT_URL, request.url.c_str());
     curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
@@ -301,18 +296,15 @@ struct HttpClient::Impl {
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(options.connect_timeout.count()));
     if (request.timeout.count() > 0) {
-      curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS,
-                       static_cast<long>(request.timeout.count()));
+      curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
     }
     if (request.stall_timeout.count() > 0) {
       long seconds = std::max<long>(1, request.stall_timeout.count() / 1000);
       curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
       curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, seconds);
     }
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER,
-                     options.verify_tls ? 1L : 0L);
-    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST,
-                     options.verify_tls ? 2L : 0L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
+    curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
     if (!options.client_cert.empty()) {
       curl_easy_setopt(easy, CURLOPT_SSLCERT, options.client_cert.c_str());
       curl_easy_setopt(easy, CURLOPT_SSLKEY, options.client_key.c_str());
@@ -332,8 +324,7 @@ struct HttpClient::Impl {
       curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request.method.c_str());
       curl_easy_setopt(easy, CURLOPT_READFUNCTION, &on_read);
       curl_easy_setopt(easy, CURLOPT_READDATA, transfer);
-      curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE,
-                       static_cast<curl_off_t>(request.body_size));
+      curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body_size));
     } else if (request.method != "GET") {
       curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request.method.c_str());
       if (!request.body.empty() || request.method != "DELETE") {
@@ -352,8 +343,7 @@ struct HttpClient::Impl {
   std::vector<EasyHandle> pool;
 };
 
-HttpClient::HttpClient(HttpOptions options)
-    : impl_(std::make_unique<Impl>(std::move(options))) {}
+HttpClient::HttpClient(HttpOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
 
 HttpClient::~HttpClient() = default;
 
@@ -394,9 +384,7 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
   impl_->configure(easy.get(), request, &transfer, headers.get(), error_buffer);
   CURLcode code = curl_easy_perform(easy.get());
   long status = 0;
-  if (curl_easy_getinfo(easy.get(), CURLINFO_RESPONSE_CODE, &status) ==
-          CURLE_OK &&
-      status != 0) {
+  if (curl_easy_getinfo(easy.get(), CURLINFO_RESPONSE_CODE, &status) == CURLE_OK && status != 0) {
     response.status = static_cast<int>(status);
   }
   // The handle must not keep pointers into this frame.
@@ -410,10 +398,10 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
                   std::chrono::steady_clock::now() - started)
                   .count();
     LOG(kDebug) << "HTTP " << request.method << " " << loggable_url(request.url) << " -> "
-                << (code == CURLE_OK ? std::to_string(response.status)
-                                     : "failed: " + std::string(error_buffer[0]
-                                                                    ? error_buffer
-                                                                    : curl_easy_strerror(code)))
+                << (code == CURLE_OK
+                        ? std::to_string(response.status)
+                        : "failed: " + std::string(error_buffer[0] ? error_buffer
+                                                                   : curl_easy_strerror(code)))
                 << " (" << ms << " ms)";
   }
   if (code != CURLE_OK) {
@@ -446,20 +434,16 @@ std::string resolve_url(std::string_view base, std::string_view reference) {
     return std::string(reference);  // absolute URL
   }
   if (reference.starts_with("//")) {
-    return std::string(base.substr(0, base.find("://") + 1)) +
-           std::string(reference);
+    return std::string(base.substr(0, base.find("://") + 1)) + std::string(reference);
   }
   std::string origin = url_origin(base);
   if (reference.starts_with('/')) return origin + std::string(reference);
   std::string_view path = base.substr(origin.size());
   path = path.substr(0, path.find_first_of("?#"));
   if (reference.empty()) return origin + std::string(path);
-  if (reference.starts_with('?'))
-    return origin + std::string(path) + std::string(reference);
+  if (reference.starts_with('?')) return origin + std::string(path) + std::string(reference);
   size_t last = path.rfind('/');
-  std::string dir = last == std::string_view::npos
-                        ? "/"
-                        : std::string(path.substr(0, last + 1));
+  std::string dir = last == std::string_view::npos ? "/" : std::string(path.substr(0, last + 1));
   return origin + dir + std::string(reference);
 }
 

@@ -24,9 +24,7 @@ class HttpHeaders {
   void clear() { fields_.clear(); }
   // The first value of `name`, if any.
   std::optional<std::string> get(std::string_view name) const;
-  const std::vector<std::pair<std::string, std::string>>& fields() const {
-    return fields_;
-  }
+  const std::vector<std::pair<std::string, std::string>>& fields() const { return fields_; }
 
  private:
   std::vector<std::pair<std::string, std::string>> fields_;

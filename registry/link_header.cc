@@ -10,8 +10,7 @@ namespace regfs::registry {
 namespace {
 
 bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
            return std::tolower(static_cast<unsigned char>(x)) ==
                   std::tolower(static_cast<unsigned char>(y));
          });
@@ -94,9 +93,7 @@ class LinkParser {
       ++pos_;
       skip(is_space);
       size_t start = pos_;
-      skip([](char c) {
-        return c != '=' && c != ';' && c != ',' && !is_space(c);
-      });
+      skip([](char c) { return c != '=' && c != ';' && c != ',' && !is_space(c); });
       std::string_view name = text_.substr(start, pos_ - start);
       skip(is_space);
       std::string value;

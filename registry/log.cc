@@ -18,10 +18,14 @@ constexpr size_t kRecentProblems = 20;
 
 const char* level_name(Level level) {
   switch (level) {
-    case kDebug: return "debug";
-    case kInfo: return "info";
-    case kWarning: return "warning";
-    case kError: return "error";
+    case kDebug:
+      return "debug";
+    case kInfo:
+      return "info";
+    case kWarning:
+      return "warning";
+    case kError:
+      return "error";
   }
   return "?";
 }

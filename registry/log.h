@@ -37,8 +37,8 @@ class Line {
 }  // namespace regfs::log
 
 // LOG(kInfo) << ...; the argument is a Level name. LOG_AT(expr) takes a value.
-#define LOG_AT(severity)                            \
-  if ((severity) < ::regfs::log::level()) {         \
-  } else                                            \
+#define LOG_AT(severity)                    \
+  if ((severity) < ::regfs::log::level()) { \
+  } else                                    \
     ::regfs::log::Line(severity)
 #define LOG(severity) LOG_AT(::regfs::log::severity)

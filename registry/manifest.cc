@@ -16,8 +16,7 @@ using nlohmann::json;
 constexpr size_t kMaxManifestSize = 4 << 20;
 
 Error invalid(std::string_view what, std::string_view why) {
-  return Error(ErrorKind::kInvalid,
-               "Cannot parse " + std::string(what) + ": " + std::string(why));
+  return Error(ErrorKind::kInvalid, "Cannot parse " + std::string(what) + ": " + std::string(why));
 }
 
 json parse_json(std::string_view bytes, std::string_view what) {
@@ -35,11 +34,9 @@ std::string string_field(const json& object, const char* key) {
   return it != object.end() && it->is_string() ? it->get<std::string>() : "";
 }
 
-std::string required_string(const json& object, const char* key,
-                            std::string_view what) {
+std::string required_string(const json& object, const char* key, std::string_view what) {
   auto it = object.find(key);
-  if (it == object.end() || !it->is_string() ||
-      it->get_ref<const std::string&>().empty()) {
+  if (it == object.end() || !it->is_string() || it->get_ref<const std::string&>().empty()) {
     throw invalid(what, std::string("missing or bad \"") + key + "\"");
   }
   return it->get<std::string>();
@@ -63,16 +60,14 @@ Descriptor parse_descriptor(const json& object, std::string_view what) {
     throw invalid(what, "unsupported or malformed digest \"" + d.digest + "\"");
   }
   auto size = object.find("size");
-  if (size == object.end() || !size->is_number_integer() ||
-      size->get<int64_t>() < 0) {
+  if (size == object.end() || !size->is_number_integer() || size->get<int64_t>() < 0) {
     throw invalid(what, "missing or negative \"size\" of " + d.digest);
   }
   d.size = size->get<int64_t>();
   if (auto p = object.find("platform"); p != object.end() && !p->is_null()) {
     d.platform = parse_platform_object(*p, what);
   }
-  if (auto a = object.find("annotations");
-      a != object.end() && a->is_object()) {
+  if (auto a = object.find("annotations"); a != object.end() && a->is_object()) {
     for (const auto& [key, value] : a->items()) {
       if (value.is_string()) d.annotations[key] = value.get<std::string>();
     }
@@ -81,13 +76,11 @@ Descriptor parse_descriptor(const json& object, std::string_view what) {
 }
 
 bool is_schema1(const json& doc, std::string_view media_type) {
-  if (media_type == media_type::kDockerSchema1 ||
-      media_type == media_type::kDockerSchema1Signed) {
+  if (media_type == media_type::kDockerSchema1 || media_type == media_type::kDockerSchema1Signed) {
     return true;
   }
   auto version = doc.find("schemaVersion");
-  return version != doc.end() && version->is_number_integer() &&
-         version->get<int>() == 1;
+  return version != doc.end() && version->is_number_integer() && version->get<int>() == 1;
 }
 
 std::string media_type_of(const json& doc, std::string_view content_type) {
@@ -107,23 +100,19 @@ std::string media_type_of(const json& doc, std::string_view content_type) {
   return std::string(type);
 }
 
-void check_type(const json& doc, const std::string& media_type,
-                std::string_view what, bool want_index) {
+void check_type(const json& doc, const std::string& media_type, std::string_view what,
+                bool want_index) {
   if (is_schema1(doc, media_type)) {
-    throw Error(ErrorKind::kUnsupported,
-                "Cannot parse " + std::string(what) +
-                    ": Docker schema 1 manifests are not supported");
-  }
-  if (want_index ? is_manifest_media_type(media_type)
-                 : is_index_media_type(media_type)) {
-    throw invalid(what, want_index ? "it is a manifest, not an index"
-                                   : "it is an index, not a manifest");
-  }
-  if (!(want_index ? is_index_media_type(media_type)
-                   : is_manifest_media_type(media_type))) {
     throw Error(ErrorKind::kUnsupported, "Cannot parse " + std::string(what) +
-                                             ": unsupported media type \"" +
-                                             media_type + "\"");
+                                             ": Docker schema 1 manifests are not supported");
+  }
+  if (want_index ? is_manifest_media_type(media_type) : is_index_media_type(media_type)) {
+    throw invalid(what,
+                  want_index ? "it is a manifest, not an index" : "it is an index, not a manifest");
+  }
+  if (!(want_index ? is_index_media_type(media_type) : is_manifest_media_type(media_type))) {
+    throw Error(ErrorKind::kUnsupported, "Cannot parse " + std::string(what) +
+                                             ": unsupported media type \"" + media_type + "\"");
   }
 }
 
@@ -140,20 +129,17 @@ std::string normal_variant(const Platform& p) {
 }  // namespace
 
 bool is_index_media_type(std::string_view media_type) {
-  return media_type == media_type::kOciIndex ||
-         media_type == media_type::kDockerManifestList;
+  return media_type == media_type::kOciIndex || media_type == media_type::kDockerManifestList;
 }
 
 bool is_manifest_media_type(std::string_view media_type) {
-  return media_type == media_type::kOciManifest ||
-         media_type == media_type::kDockerManifest;
+  return media_type == media_type::kOciManifest || media_type == media_type::kDockerManifest;
 }
 
 std::string manifest_accept_header() {
   std::string out;
-  for (auto type :
-       {media_type::kOciIndex, media_type::kOciManifest,
-        media_type::kDockerManifestList, media_type::kDockerManifest}) {
+  for (auto type : {media_type::kOciIndex, media_type::kOciManifest,
+                    media_type::kDockerManifestList, media_type::kDockerManifest}) {
     if (!out.empty()) out += ", ";
     out += type;
   }
@@ -171,18 +157,16 @@ Platform parse_platform(std::string_view text) {
   size_t start = 0;
   while (true) {
     size_t slash = text.find('/', start);
-    parts.emplace_back(text.substr(start, slash == std::string_view::npos
-                                              ? std::string_view::npos
-                                              : slash - start));
+    parts.emplace_back(text.substr(
+        start, slash == std::string_view::npos ? std::string_view::npos : slash - start));
     if (slash == std::string_view::npos) break;
     start = slash + 1;
   }
   bool ok = (parts.size() == 2 || parts.size() == 3);
   for (const auto& part : parts) ok = ok && !part.empty();
   if (!ok) {
-    throw Error(ErrorKind::kInvalid, "Cannot parse platform \"" +
-                                         std::string(text) +
-                                         "\": expected OS/ARCH[/VARIANT]");
+    throw Error(ErrorKind::kInvalid,
+                "Cannot parse platform \"" + std::string(text) + "\": expected OS/ARCH[/VARIANT]");
   }
   return Platform{parts[0], parts[1], parts.size() == 3 ? parts[2] : ""};
 }
@@ -217,8 +201,7 @@ Platform host_platform() {
   return p;
 }
 
-std::string detect_media_type(std::string_view bytes,
-                              std::string_view content_type) {
+std::string detect_media_type(std::string_view bytes, std::string_view content_type) {
   json doc;
   if (bytes.size() <= kMaxManifestSize) {
     doc = json::parse(bytes, nullptr, /*allow_exceptions=*/false);
@@ -265,8 +248,7 @@ Index parse_index(std::string_view bytes) {
 const Descriptor* select_platform(const Index& index, const Platform& want) {
   const Descriptor* same_arch = nullptr;
   for (const auto& d : index.manifests) {
-    if (!d.platform || d.platform->os != want.os ||
-        d.platform->architecture != want.architecture) {
+    if (!d.platform || d.platform->os != want.os || d.platform->architecture != want.architecture) {
       continue;
     }
     if (normal_variant(*d.platform) == normal_variant(want)) return &d;

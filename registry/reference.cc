@@ -13,9 +13,7 @@
 namespace regfs::registry {
 namespace {
 
-bool is_lower_alnum(char c) {
-  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
+bool is_lower_alnum(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
 
 std::string lowercase(std::string_view text) {
   std::string out(text);
@@ -28,12 +26,10 @@ std::string lowercase(std::string_view text) {
 std::string_view strip_port(std::string_view registry) {
   if (registry.starts_with('[')) {
     auto close = registry.find(']');
-    return close == std::string_view::npos ? registry
-                                           : registry.substr(1, close - 1);
+    return close == std::string_view::npos ? registry : registry.substr(1, close - 1);
   }
   auto colon = registry.find(':');
-  if (colon != std::string_view::npos &&
-      registry.find(':', colon + 1) == std::string_view::npos) {
+  if (colon != std::string_view::npos && registry.find(':', colon + 1) == std::string_view::npos) {
     return registry.substr(0, colon);
   }
   return registry;  // no port, or a bare IPv6 address
@@ -47,8 +43,7 @@ bool is_ipv4_loopback(std::string_view host) {
     if (dot == std::string_view::npos) dot = host.size();
     auto part = host.substr(start, dot - start);
     if (part.empty() || part.size() > 3 ||
-        !std::all_of(part.begin(), part.end(),
-                     [](char c) { return c >= '0' && c <= '9'; }) ||
+        !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
         std::stoi(std::string(part)) > 255) {
       return false;
     }
@@ -64,8 +59,7 @@ bool is_ipv4_loopback(std::string_view host) {
 bool is_valid_host(std::string_view host) {
   if (host.empty() || host.size() > 255) return false;
   return std::all_of(host.begin(), host.end(), [](unsigned char c) {
-    return std::isalnum(c) || c == '.' || c == '-' || c == '_' || c == ':' ||
-           c == '[' || c == ']';
+    return std::isalnum(c) || c == '.' || c == '-' || c == '_' || c == ':' || c == '[' || c == ']';
   });
 }
 
@@ -86,8 +80,7 @@ std::string canonical_registry(std::string_view host) {
 }
 
 bool looks_like_registry(std::string_view component) {
-  return component.find_first_of(".:") != std::string_view::npos ||
-         component == "localhost";
+  return component.find_first_of(".:") != std::string_view::npos || component == "localhost";
 }
 
 bool is_loopback(std::string_view registry) {
@@ -126,9 +119,8 @@ bool is_valid_repository(std::string_view repository) {
   size_t start = 0;
   while (true) {
     size_t slash = repository.find('/', start);
-    auto component = repository.substr(start, slash == std::string_view::npos
-                                                  ? std::string_view::npos
-                                                  : slash - start);
+    auto component = repository.substr(
+        start, slash == std::string_view::npos ? std::string_view::npos : slash - start);
     if (!is_valid_path_component(component)) return false;
     if (slash == std::string_view::npos) return true;
     start = slash + 1;
@@ -154,9 +146,8 @@ std::string Reference::to_string() const {
 
 Reference parse_reference(std::string_view text) {
   auto invalid = [&](std::string_view why) {
-    return Error(ErrorKind::kInvalid, "Cannot parse image reference \"" +
-                                          std::string(text) +
-                                          "\": " + std::string(why));
+    return Error(ErrorKind::kInvalid,
+                 "Cannot parse image reference \"" + std::string(text) + "\": " + std::string(why));
   };
   if (text.empty()) throw invalid("empty reference");
   Reference ref;
@@ -179,10 +170,9 @@ Reference parse_reference(std::string_view text) {
   auto first_slash = rest.find('/');
   std::string_view first = rest.substr(0, first_slash);
   // Docker treats an uppercase first component as a host, too.
-  bool has_upper = std::any_of(first.begin(), first.end(),
-                               [](unsigned char c) { return std::isupper(c); });
-  if (first_slash != std::string_view::npos &&
-      (looks_like_registry(first) || has_upper)) {
+  bool has_upper =
+      std::any_of(first.begin(), first.end(), [](unsigned char c) { return std::isupper(c); });
+  if (first_slash != std::string_view::npos && (looks_like_registry(first) || has_upper)) {
     if (!is_valid_host(first)) throw invalid("invalid registry host");
     ref.registry = canonical_registry(first);
     rest = rest.substr(first_slash + 1);
@@ -190,15 +180,13 @@ Reference parse_reference(std::string_view text) {
     ref.registry = std::string(kDockerHub);
   }
   ref.repository = std::string(rest);
-  if (ref.registry == kDockerHub &&
-      ref.repository.find('/') == std::string::npos) {
+  if (ref.registry == kDockerHub && ref.repository.find('/') == std::string::npos) {
     ref.repository = "library/" + ref.repository;
   }
   if (!is_valid_repository(ref.repository)) {
     bool upper = std::any_of(ref.repository.begin(), ref.repository.end(),
                              [](unsigned char c) { return std::isupper(c); });
-    throw invalid(upper ? "repository name must be lowercase"
-                        : "invalid repository name");
+    throw invalid(upper ? "repository name must be lowercase" : "invalid repository name");
   }
   if (ref.tag.empty() && ref.digest.empty()) ref.tag = "latest";
   return ref;

@@ -19,18 +19,15 @@ constexpr milliseconds kBackoffBase{200};
 constexpr milliseconds kBackoffCap{4000};
 
 // Extra CAs: --ca-cert plus docker's and containers' per-host directories.
-std::vector<std::string> ca_files(const ClientOptions& options,
-                                  const std::string& host) {
+std::vector<std::string> ca_files(const ClientOptions& options, const std::string& host) {
   std::vector<std::string> files;
   if (!options.ca_cert.empty()) files.push_back(options.ca_cert);
   std::vector<std::string> names = {options.registry};
   if (host != options.registry) names.push_back(host);
-  for (const char* root :
-       {"/etc/docker/certs.d/", "/etc/containers/certs.d/"}) {
+  for (const char* root : {"/etc/docker/certs.d/", "/etc/containers/certs.d/"}) {
     for (const auto& name : names) {
       std::error_code ec;
-      for (const auto& entry :
-           std::filesystem::directory_iterator(root + name, ec)) {
+      for (const auto& entry : std::filesystem::directory_iterator(root + name, ec)) {
         if (entry.path().extension() == ".crt") files.push_back(entry.path());
       }
     }
@@ -72,10 +69,8 @@ HttpOptions http_options(const ClientOptions& options, const std::string& host, 
 
 milliseconds backoff(int retry) {
   thread_local std::mt19937 rng{std::random_device{}()};
-  auto ceiling =
-      std::min(kBackoffCap, kBackoffBase * (1 << std::min(retry, 10)));
-  std::uniform_int_distribution<int64_t> jitter(ceiling.count() / 2,
-                                                ceiling.count());
+  auto ceiling = std::min(kBackoffCap, kBackoffBase * (1 << std::min(retry, 10)));
+  std::uniform_int_distribution<int64_t> jitter(ceiling.count() / 2, ceiling.count());
   return milliseconds(jitter(rng));
 }
 
@@ -92,8 +87,7 @@ std::optional<milliseconds> retry_after(const HttpResponse& response) {
 }  // namespace
 
 bool retryable_status(int status) {
-  return status == 408 || status == 429 ||
-         (status >= 500 && status != 501 && status != 505);
+  return status == 408 || status == 429 || (status >= 500 && status != 501 && status != 505);
 }
 
 bool retryable_failure(HttpFailure failure) {
@@ -115,13 +109,10 @@ std::string Transport::origin() const {
 }
 
 std::string Transport::full_url(std::string_view target) const {
-  return target.starts_with('/') ? origin() + std::string(target)
-                                 : std::string(target);
+  return target.starts_with('/') ? origin() + std::string(target) : std::string(target);
 }
 
-bool Transport::on_registry(std::string_view url) const {
-  return url_origin(url) == origin();
-}
+bool Transport::on_registry(std::string_view url) const { return url_origin(url) == origin(); }
 
 bool Transport::fall_back(const HttpResponse& response, std::string_view url) {
   if (!insecure_) return false;
@@ -133,19 +124,17 @@ bool Transport::fall_back(const HttpResponse& response, std::string_view url) {
   }
   if (use_http_.load()) return true;  // another request switched already
   if (scheme_confirmed_.load()) return false;
-  if (response.failure != HttpFailure::kTls &&
-      response.failure != HttpFailure::kConnect &&
+  if (response.failure != HttpFailure::kTls && response.failure != HttpFailure::kConnect &&
       response.failure != HttpFailure::kReset) {
     return false;
   }
   LOG(kDebug) << "Using plain HTTP for " << options_.registry
-             << " (HTTPS failed: " << response.error << ")";
+              << " (HTTPS failed: " << response.error << ")";
   use_http_ = true;
   return true;
 }
 
-Error Transport::transport_error(const HttpResponse& response,
-                                 std::string_view what) const {
+Error Transport::transport_error(const HttpResponse& response, std::string_view what) const {
   ErrorKind kind = ErrorKind::kUnavailable;
   std::string reason = response.error;
   if (response.failure == HttpFailure::kTimeout) kind = ErrorKind::kTimeout;
@@ -164,12 +153,10 @@ void Transport::authorize(HttpRequest* request, const AuthScope& scope) {
   }
 }
 
-bool Transport::reauthorize(const AuthScope& scope,
-                            const HttpResponse& response,
+bool Transport::reauthorize(const AuthScope& scope, const HttpResponse& response,
                             std::string_view url) {
   auto challenge = response.headers.get("WWW-Authenticate");
-  return challenge && on_registry(url) &&
-         auth_.on_unauthorized(scope, *challenge, url);
+  return challenge && on_registry(url) && auth_.on_unauthorized(scope, *challenge, url);
 }
 
 bool Transport::wait_to_retry(int retry, const HttpResponse* response) {
@@ -180,14 +167,12 @@ bool Transport::wait_to_retry(int retry, const HttpResponse* response) {
       delay = std::max(delay, *after);
     }
   }
-  LOG(kDebug) << "Retrying a request to " << options_.registry << " in "
-              << delay.count() << " ms";
+  LOG(kDebug) << "Retrying a request to " << options_.registry << " in " << delay.count() << " ms";
   std::this_thread::sleep_for(delay);
   return true;
 }
 
-HttpResponse Transport::send(std::string_view what, const AuthScope& scope,
-                             std::string_view target,
+HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std::string_view target,
                              const HttpRequest& request) {
   int attempt = 1;
   bool auth_tried = false;
@@ -197,8 +182,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope,
     try {
       authorize(&sent, scope);
     } catch (const Error& e) {
-      bool again = e.kind() == ErrorKind::kUnavailable ||
-                   e.kind() == ErrorKind::kTooManyRequests;
+      bool again = e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTooManyRequests;
       if (!again || attempt >= options_.max_attempts) throw;
       wait_to_retry(attempt++, nullptr);
       continue;
@@ -206,8 +190,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope,
     HttpResponse response = http_.perform(sent);
     if (!response.ok()) {
       if (fall_back(response, sent.url)) continue;
-      if (retryable_failure(response.failure) &&
-          attempt < options_.max_attempts) {
+      if (retryable_failure(response.failure) && attempt < options_.max_attempts) {
         wait_to_retry(attempt++, nullptr);
         continue;
       }

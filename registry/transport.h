@@ -31,8 +31,8 @@ class Transport {
 
   // One logical request with auth, scheme fall-back and retries. Returns the
   // final response, whatever its status; throws Error on transport failure.
-  HttpResponse send(std::string_view what, const AuthScope& scope,
-                    std::string_view target, const HttpRequest& request);
+  HttpResponse send(std::string_view what, const AuthScope& scope, std::string_view target,
+                    const HttpRequest& request);
 
   // Pieces for callers with their own loop (blob streams).
   // Adds Authorization when `request->url` is on the registry.
@@ -44,13 +44,11 @@ class Transport {
   // Notes that the current scheme works.
   void confirm_scheme() { scheme_confirmed_ = true; }
   // After a 401 from the registry: true if a repeat may succeed.
-  bool reauthorize(const AuthScope& scope, const HttpResponse& response,
-                   std::string_view url);
+  bool reauthorize(const AuthScope& scope, const HttpResponse& response, std::string_view url);
   // Sleeps before retry number `retry` (1, 2, ...); false, without sleeping,
   // if the response's Retry-After is longer than the request deadline.
   bool wait_to_retry(int retry, const HttpResponse* response);
-  Error transport_error(const HttpResponse& response,
-                        std::string_view what) const;
+  Error transport_error(const HttpResponse& response, std::string_view what) const;
 
  private:
   ClientOptions options_;

@@ -12,8 +12,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   namespace registry = regfs::registry;
   std::string_view header(reinterpret_cast<const char*>(data), size);
   if (auto next = registry::parse_next_link(header)) {
-    for (const char* base : {"http://127.0.0.1:5000/v2/_catalog?n=2",
-                             "https://registry.example/v2/a/b/tags/list"}) {
+    for (const char* base :
+         {"http://127.0.0.1:5000/v2/_catalog?n=2", "https://registry.example/v2/a/b/tags/list"}) {
       std::string url = registry::resolve_url(base, *next);
       registry::url_origin(url);
       registry::url_authority(url);

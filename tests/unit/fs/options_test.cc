@@ -16,8 +16,8 @@ TEST(ParseSize, Units) {
 }
 
 TEST(ParseMountArgs, SingleRegistryWithLongOptions) {
-  auto o = parse_mount_args({"--cache-dir", "/c", "--cache-size=2G", "--insecure", "example.com:5000",
-                             "--tag-ttl", "5", "-f", "localhost:5000", "/mnt"});
+  auto o = parse_mount_args({"--cache-dir", "/c", "--cache-size=2G", "--insecure",
+                             "example.com:5000", "--tag-ttl", "5", "-f", "localhost:5000", "/mnt"});
   EXPECT_EQ(o.registry, "localhost:5000");
   EXPECT_EQ(o.mountpoint, "/mnt");
   EXPECT_EQ(o.cache_dir, "/c");

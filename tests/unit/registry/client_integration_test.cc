@@ -43,8 +43,7 @@ bool on_path(const std::string& program) {
   while (start <= dirs.size()) {
     size_t colon = dirs.find(':', start);
     if (colon == std::string::npos) colon = dirs.size();
-    if (access((dirs.substr(start, colon - start) + "/" + program).c_str(),
-               X_OK) == 0) {
+    if (access((dirs.substr(start, colon - start) + "/" + program).c_str(), X_OK) == 0) {
       return true;
     }
     start = colon + 1;
@@ -58,8 +57,7 @@ pid_t spawn(std::vector<std::string> args, const fs::path& log) {
   argv.push_back(nullptr);
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(),
-                                   O_WRONLY | O_CREAT | O_APPEND, 0644);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   pid_t pid = -1;
   int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
@@ -130,8 +128,8 @@ class Pusher {
         authorization_(std::move(authorization)),
         http_(HttpOptions{}) {}
 
-  HttpResponse send(const std::string& method, const std::string& url,
-                    std::string body = "", std::string content_type = "") {
+  HttpResponse send(const std::string& method, const std::string& url, std::string body = "",
+                    std::string content_type = "") {
     HttpRequest request;
     request.method = method;
     request.url = resolve_url(origin_ + "/", url);
@@ -150,8 +148,8 @@ class Pusher {
     EXPECT_EQ(start.status, 202);
     std::string location = start.headers.get("Location").value_or("");
     location += (location.find('?') == std::string::npos ? "?" : "&");
-    auto done = send("PUT", location + "digest=" + url_encode(digest), data,
-                     "application/octet-stream");
+    auto done =
+        send("PUT", location + "digest=" + url_encode(digest), data, "application/octet-stream");
     EXPECT_EQ(done.status, 201);
     return digest;
   }
@@ -208,8 +206,7 @@ class RegistryFixture : public ::testing::Test {
         << "}}\nhttp: {addr: 127.0.0.1:" << port_ << "}\n"
         << auth;
     registry_ = Process(
-        spawn({"docker-registry", "serve", (dir_ / "config.yml").string()},
-              dir_ / "registry.log"));
+        spawn({"docker-registry", "serve", (dir_ / "config.yml").string()}, dir_ / "registry.log"));
     ASSERT_TRUE(registry_.running());
     ASSERT_TRUE(wait_until_up(origin() + "/v2/"));
   }
@@ -256,15 +253,13 @@ ErrorKind kind_of(const std::function<void()>& fn) {
   return ErrorKind::kIo;
 }
 
-std::string read_blob(Client& client, const std::string& repo,
-                      const std::string& digest, uint64_t offset,
-                      uint64_t length) {
+std::string read_blob(Client& client, const std::string& repo, const std::string& digest,
+                      uint64_t offset, uint64_t length) {
   std::string out;
-  client.get_blob(repo, digest, offset, length,
-                  [&](const char* data, size_t n) {
-                    out.append(data, n);
-                    return true;
-                  });
+  client.get_blob(repo, digest, offset, length, [&](const char* data, size_t n) {
+    out.append(data, n);
+    return true;
+  });
   return out;
 }
 
@@ -294,12 +289,9 @@ TEST_F(RegistryFixture, AnonymousReads) {
   Manifest manifest = parse_manifest(data.bytes);
   std::string layer_digest = manifest.layers[0].digest;
   EXPECT_EQ(read_blob(c, "ns/app", layer_digest, 0, 0), layer);
-  EXPECT_EQ(read_blob(c, "ns/app", layer_digest, 1000, 5000),
-            layer.substr(1000, 5000));
-  EXPECT_EQ(read_blob(c, "ns/app", layer_digest, 299000, 0),
-            layer.substr(299000));
-  EXPECT_EQ(read_blob(c, "ns/app", layer_digest, 299990, 100),
-            layer.substr(299990));
+  EXPECT_EQ(read_blob(c, "ns/app", layer_digest, 1000, 5000), layer.substr(1000, 5000));
+  EXPECT_EQ(read_blob(c, "ns/app", layer_digest, 299000, 0), layer.substr(299000));
+  EXPECT_EQ(read_blob(c, "ns/app", layer_digest, 299990, 100), layer.substr(299990));
   EXPECT_EQ(read_blob(c, "ns/app", layer_digest, 300000, 0), "");
   // A sink that stops early ends the transfer quietly.
   size_t seen = 0;
@@ -310,13 +302,10 @@ TEST_F(RegistryFixture, AnonymousReads) {
   EXPECT_GT(seen, 0u);
 
   EXPECT_EQ(kind_of([&] { c.list_tags("no/such"); }), ErrorKind::kNotFound);
-  EXPECT_EQ(kind_of([&] { c.get_manifest("ns/app", "nope"); }),
-            ErrorKind::kNotFound);
-  EXPECT_EQ(kind_of([&] { c.head_manifest("ns/app", "nope"); }),
-            ErrorKind::kNotFound);
-  EXPECT_EQ(
-      kind_of([&] { read_blob(c, "ns/app", sha256_digest("missing"), 0, 0); }),
-      ErrorKind::kBlobUnknown);
+  EXPECT_EQ(kind_of([&] { c.get_manifest("ns/app", "nope"); }), ErrorKind::kNotFound);
+  EXPECT_EQ(kind_of([&] { c.head_manifest("ns/app", "nope"); }), ErrorKind::kNotFound);
+  EXPECT_EQ(kind_of([&] { read_blob(c, "ns/app", sha256_digest("missing"), 0, 0); }),
+            ErrorKind::kBlobUnknown);
   EXPECT_EQ(kind_of([&] { c.list_tags("Bad//Name"); }), ErrorKind::kInvalid);
 }
 
@@ -331,8 +320,7 @@ TEST_F(RegistryFixture, CatalogFollowsLinks) {
   for (int i = 0; i < 104; ++i) {  // > 100: two pages
     std::string repo = "r/m" + std::to_string(i);
     for (const auto& d : {parsed.config.digest, parsed.layers[0].digest}) {
-      pusher.send("POST", "/v2/" + repo + "/blobs/uploads/?mount=" + d +
-                              "&from=r/base");
+      pusher.send("POST", "/v2/" + repo + "/blobs/uploads/?mount=" + d + "&from=r/base");
     }
     ASSERT_EQ(pusher
                   .send("PUT", "/v2/" + repo + "/manifests/v1", manifest,
@@ -350,34 +338,28 @@ TEST_F(RegistryFixture, CatalogFollowsLinks) {
 
 TEST_F(RegistryFixture, BasicAuth) {
   if (!on_path("htpasswd")) GTEST_SKIP() << "htpasswd missing";
-  ASSERT_EQ(
-      run({"htpasswd", "-Bbc", (dir_ / "htpasswd").string(), "alice", "s3cret"},
-          dir_ / "htpasswd.log"),
-      0);
-  start_registry("auth: {htpasswd: {realm: basic, path: " +
-                 (dir_ / "htpasswd").string() + "}}\n");
+  ASSERT_EQ(run({"htpasswd", "-Bbc", (dir_ / "htpasswd").string(), "alice", "s3cret"},
+                dir_ / "htpasswd.log"),
+            0);
+  start_registry("auth: {htpasswd: {realm: basic, path: " + (dir_ / "htpasswd").string() + "}}\n");
   Pusher pusher(origin(), "Authorization: Basic YWxpY2U6czNjcmV0");
   pusher.push_image("secret/app", "v1", "layer");
 
   Client anonymous = client();
   anonymous.ping();  // a 401 is not an error for ping
-  EXPECT_EQ(kind_of([&] { anonymous.list_tags("secret/app"); }),
-            ErrorKind::kUnauthorized);
+  EXPECT_EQ(kind_of([&] { anonymous.list_tags("secret/app"); }), ErrorKind::kUnauthorized);
   EXPECT_EQ(kind_of([&] { anonymous.catalog(); }), ErrorKind::kUnsupported);
 
   Client wrong =
-      client(credentials(R"({"auths":{")" + name() +
-                         R"(":{"username":"alice","password":"x"}}})"));
-  EXPECT_EQ(kind_of([&] { wrong.list_tags("secret/app"); }),
-            ErrorKind::kUnauthorized);
+      client(credentials(R"({"auths":{")" + name() + R"(":{"username":"alice","password":"x"}}})"));
+  EXPECT_EQ(kind_of([&] { wrong.list_tags("secret/app"); }), ErrorKind::kUnauthorized);
 
-  Client alice = client(credentials(R"({"auths":{"http://)" + name() +
-                                    R"(/v1/":{"auth":"YWxpY2U6czNjcmV0"}}})"));
+  Client alice = client(
+      credentials(R"({"auths":{"http://)" + name() + R"(/v1/":{"auth":"YWxpY2U6czNjcmV0"}}})"));
   EXPECT_EQ(alice.list_tags("secret/app"), std::vector<std::string>{"v1"});
   EXPECT_EQ(alice.catalog(), std::vector<std::string>{"secret/app"});
   auto manifest = parse_manifest(alice.get_manifest("secret/app", "v1").bytes);
-  EXPECT_EQ(read_blob(alice, "secret/app", manifest.layers[0].digest, 0, 0),
-            "layer");
+  EXPECT_EQ(read_blob(alice, "secret/app", manifest.layers[0].digest, 0, 0), "layer");
 }
 
 // A token issuer: anonymous users may pull "public/*", alice everything.
@@ -422,38 +404,34 @@ ThreadingHTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()
 
 TEST_F(RegistryFixture, BearerTokens) {
   if (!on_path("openssl") ||
-      run({"/usr/bin/python3", "-c", "import jwt, cryptography"},
-          dir_ / "python.log") != 0) {
+      run({"/usr/bin/python3", "-c", "import jwt, cryptography"}, dir_ / "python.log") != 0) {
     GTEST_SKIP() << "openssl or python3 with PyJWT missing";
   }
-  ASSERT_EQ(run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                 "-keyout", (dir_ / "token.key").string(), "-out",
-                 (dir_ / "token.pem").string(), "-days", "1", "-subj",
-                 "/CN=regfs-test"},
+  ASSERT_EQ(run({"openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                 (dir_ / "token.key").string(), "-out", (dir_ / "token.pem").string(), "-days", "1",
+                 "-subj", "/CN=regfs-test"},
                 dir_ / "openssl.log"),
             0);
   std::ofstream(dir_ / "token_issuer.py") << kTokenServer;
   int token_port = free_port();
-  token_server_ =
-      Process(spawn({"/usr/bin/python3", (dir_ / "token_issuer.py").string(),
-                     std::to_string(token_port), dir_.string(), "3"},
-                    dir_ / "token.log"));
-  std::string realm =
-      "http://127.0.0.1:" + std::to_string(token_port) + "/token";
+  token_server_ = Process(spawn({"/usr/bin/python3", (dir_ / "token_issuer.py").string(),
+                                 std::to_string(token_port), dir_.string(), "3"},
+                                dir_ / "token.log"));
+  std::string realm = "http://127.0.0.1:" + std::to_string(token_port) + "/token";
   ASSERT_TRUE(wait_until_up(realm)) << slurp(dir_ / "token.log");
   start_registry("auth: {token: {realm: \"" + realm +
                  "\", service: regfs-test-registry, issuer: regfs-test, "
                  "rootcertbundle: " +
                  (dir_ / "token.pem").string() + "}}\n");
-  Client alice = client(credentials(R"({"auths":{")" + name() +
-                                    R"(":{"auth":"YWxpY2U6czNjcmV0"}}})"));
+  Client alice =
+      client(credentials(R"({"auths":{")" + name() + R"(":{"auth":"YWxpY2U6czNjcmV0"}}})"));
   alice.ping();
   EXPECT_THROW(alice.list_tags("public/app"), Error);  // no such repository
   // Push with a token obtained like the Client does.
   HttpClient http(HttpOptions{});
   HttpRequest token_request;
-  token_request.url = realm + "?service=regfs-test-registry&scope=" +
-                      url_encode("repository:public/app:pull,push");
+  token_request.url =
+      realm + "?service=regfs-test-registry&scope=" + url_encode("repository:public/app:pull,push");
   token_request.headers.push_back("Authorization: Basic YWxpY2U6czNjcmV0");
   auto token_response = http.perform(token_request);
   ASSERT_EQ(token_response.status, 200);
@@ -470,8 +448,7 @@ TEST_F(RegistryFixture, BearerTokens) {
   auto count_alice = [&] {
     std::string log = slurp(dir_ / "tokens.log");
     size_t count = 0;
-    for (size_t at = log.find("alice"); at != std::string::npos;
-         at = log.find("alice", at + 1)) {
+    for (size_t at = log.find("alice"); at != std::string::npos; at = log.find("alice", at + 1)) {
       ++count;
     }
     return count;
@@ -483,8 +460,7 @@ TEST_F(RegistryFixture, BearerTokens) {
   EXPECT_EQ(alice.list_tags("public/app"), std::vector<std::string>{"v1"});
   EXPECT_EQ(count_alice(), before + 1);
   auto manifest = parse_manifest(alice.get_manifest("public/app", "v1").bytes);
-  EXPECT_EQ(read_blob(alice, "public/app", manifest.layers[0].digest, 7, 0),
-            "layer");
+  EXPECT_EQ(read_blob(alice, "public/app", manifest.layers[0].digest, 7, 0), "layer");
 }
 
 // The push API: HEAD, monolithic and chunked uploads (read by offset from a
@@ -516,8 +492,7 @@ TEST_F(RegistryFixture, PushBlobsAndManifests) {
   EXPECT_EQ(read_blob(client, "push/a", large_digest, 0, 0), large);
   // A wrong digest is refused by the registry.
   EXPECT_EQ(kind_of([&] {
-              client.upload_blob("push/a", sha256_digest("other"), small.size(),
-                                 source_of(small));
+              client.upload_blob("push/a", sha256_digest("other"), small.size(), source_of(small));
             }),
             ErrorKind::kIntegrity);
   // A source that fails ends the upload with an error.
@@ -538,18 +513,15 @@ TEST_F(RegistryFixture, PushBlobsAndManifests) {
       small_digest + R"(","size":)" + std::to_string(small.size()) +
       R"(},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":")" +
       large_digest + R"(","size":)" + std::to_string(large.size()) + "}]}";
-  std::string digest =
-      client.put_manifest("push/a", "v1", manifest, media_type::kOciManifest);
+  std::string digest = client.put_manifest("push/a", "v1", manifest, media_type::kOciManifest);
   EXPECT_EQ(digest, sha256_digest(manifest));
   EXPECT_EQ(client.head_manifest("push/a", "v1").digest, digest);
   // push/b lacks the config blob: the registry refuses the manifest.
-  EXPECT_EQ(kind_of([&] {
-              client.put_manifest("push/b", "v1", manifest, media_type::kOciManifest);
-            }),
-            ErrorKind::kBlobUnknown);
+  EXPECT_EQ(
+      kind_of([&] { client.put_manifest("push/b", "v1", manifest, media_type::kOciManifest); }),
+      ErrorKind::kBlobUnknown);
   // Deletes are disabled in this registry: it refuses (405 UNSUPPORTED).
-  EXPECT_EQ(kind_of([&] { client.delete_manifest("push/a", digest); }),
-            ErrorKind::kUnsupported);
+  EXPECT_EQ(kind_of([&] { client.delete_manifest("push/a", digest); }), ErrorKind::kUnsupported);
 }
 
 }  // namespace

@@ -25,26 +25,24 @@ class CredentialsTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
     fs::create_directories(dir_ / "bin");
-    for (const char* name : {"HOME", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR",
-                             "DOCKER_CONFIG", "PATH"}) {
+    for (const char* name :
+         {"HOME", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG", "PATH"}) {
       const char* value = std::getenv(name);
       if (value) saved_[name] = value;
       unsetenv(name);
     }
     setenv("HOME", dir_.c_str(), 1);
     std::string path =
-        (dir_ / "bin").string() + ":" +
-        (saved_.count("PATH") ? saved_["PATH"] : "/usr/bin:/bin");
+        (dir_ / "bin").string() + ":" + (saved_.count("PATH") ? saved_["PATH"] : "/usr/bin:/bin");
     setenv("PATH", path.c_str(), 1);
   }
 
   void TearDown() override {
-    for (const char* name : {"HOME", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR",
-                             "DOCKER_CONFIG", "PATH"}) {
+    for (const char* name :
+         {"HOME", "REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG", "PATH"}) {
       unsetenv(name);
     }
-    for (const auto& [name, value] : saved_)
-      setenv(name.c_str(), value.c_str(), 1);
+    for (const auto& [name, value] : saved_) setenv(name.c_str(), value.c_str(), 1);
     fs::remove_all(dir_);
   }
 
@@ -56,26 +54,25 @@ class CredentialsTest : public ::testing::Test {
   }
 
   // docker-credential-<name>: answers for `server` only, like the real ones.
-  void write_helper(const std::string& name, const std::string& server,
-                    const std::string& username, const std::string& secret) {
-    fs::path path =
-        write("bin/docker-credential-" + name,
-              "#!/bin/sh\n"
-              "[ \"$1\" = get ] || exit 2\n"
-              "server=$(cat)\n"
-              "echo \"$server\" >> \"" +
-                  (dir_ / "helper.log").string() +
-                  "\"\n"
-                  "if [ \"$server\" = '" +
-                  server +
-                  "' ]; then\n"
-                  "  printf '{\"ServerURL\":\"%s\",\"Username\":\"" +
-                  username + "\",\"Secret\":\"" + secret +
-                  "\"}' \"$server\"\n"
-                  "else\n"
-                  "  echo 'credentials not found in native keychain'\n"
-                  "  exit 1\n"
-                  "fi\n");
+  void write_helper(const std::string& name, const std::string& server, const std::string& username,
+                    const std::string& secret) {
+    fs::path path = write("bin/docker-credential-" + name,
+                          "#!/bin/sh\n"
+                          "[ \"$1\" = get ] || exit 2\n"
+                          "server=$(cat)\n"
+                          "echo \"$server\" >> \"" +
+                              (dir_ / "helper.log").string() +
+                              "\"\n"
+                              "if [ \"$server\" = '" +
+                              server +
+                              "' ]; then\n"
+                              "  printf '{\"ServerURL\":\"%s\",\"Username\":\"" +
+                              username + "\",\"Secret\":\"" + secret +
+                              "\"}' \"$server\"\n"
+                              "else\n"
+                              "  echo 'credentials not found in native keychain'\n"
+                              "  exit 1\n"
+                              "fi\n");
     fs::permissions(path, fs::perms::owner_all);
   }
 
@@ -114,13 +111,10 @@ TEST_F(CredentialsTest, AuthsEntriesAndKeys) {
   EXPECT_EQ(hub->password, "pw:with:colons");
 
   // Longest prefix on registry/repository wins, at component boundaries.
-  EXPECT_EQ(store->lookup("registry.example:5000", "other/app")->username,
-            "carol");
-  EXPECT_EQ(store->lookup("registry.example:5000", "team/app")->username,
-            "bob");
+  EXPECT_EQ(store->lookup("registry.example:5000", "other/app")->username, "carol");
+  EXPECT_EQ(store->lookup("registry.example:5000", "team/app")->username, "bob");
   EXPECT_EQ(store->lookup("registry.example:5000", "team")->username, "bob");
-  EXPECT_EQ(store->lookup("registry.example:5000", "teams/app")->username,
-            "carol");
+  EXPECT_EQ(store->lookup("registry.example:5000", "teams/app")->username, "carol");
   auto token = store->lookup("registry.example:5000", "team/special/x");
   ASSERT_TRUE(token);
   EXPECT_EQ(token->identity_token, "refresh-xyz");
@@ -128,62 +122,48 @@ TEST_F(CredentialsTest, AuthsEntriesAndKeys) {
   EXPECT_EQ(store->lookup("old.example", "a")->username, "dave");
   EXPECT_FALSE(store->lookup("ghcr.io", "a"));  // empty entry
   EXPECT_FALSE(store->lookup("quay.io", "a"));
-  EXPECT_EQ(store->registries(),
-            (std::vector<std::string>{"docker.io", "ghcr.io", "old.example",
-                                      "registry.example:5000"}));
+  EXPECT_EQ(store->registries(), (std::vector<std::string>{"docker.io", "ghcr.io", "old.example",
+                                                           "registry.example:5000"}));
 }
 
 TEST_F(CredentialsTest, HubKeysAllMeanDockerIo) {
-  for (const char* key :
-       {"index.docker.io", "docker.io", "registry-1.docker.io",
-        "https://registry-1.docker.io/v2/"}) {
-    fs::path file =
-        write("c.json", std::string(R"({"auths":{")") + key +
-                            R"(":{"username":"u","password":"p"}}})");
-    EXPECT_TRUE(CredentialStore::load(file)->lookup("docker.io", "library/x"))
-        << key;
+  for (const char* key : {"index.docker.io", "docker.io", "registry-1.docker.io",
+                          "https://registry-1.docker.io/v2/"}) {
+    fs::path file = write(
+        "c.json", std::string(R"({"auths":{")") + key + R"(":{"username":"u","password":"p"}}})");
+    EXPECT_TRUE(CredentialStore::load(file)->lookup("docker.io", "library/x")) << key;
   }
 }
 
 TEST_F(CredentialsTest, FileOrder) {
   write(".dockercfg", R"({"legacy.example": {"auth": "bGVnOmFjeQ=="}})");
-  EXPECT_EQ(CredentialStore::load("")->lookup("legacy.example", "a")->username,
-            "leg");
+  EXPECT_EQ(CredentialStore::load("")->lookup("legacy.example", "a")->username, "leg");
 
-  write(".docker/config.json",
-        R"({"auths":{"docker.example":{"auth":"ZDpw"}}})");
+  write(".docker/config.json", R"({"auths":{"docker.example":{"auth":"ZDpw"}}})");
   EXPECT_EQ(CredentialStore::load("")->path(), dir_ / ".docker/config.json");
 
   write("dc/config.json", R"({"auths":{"dc.example":{"auth":"ZDpw"}}})");
   setenv("DOCKER_CONFIG", (dir_ / "dc").c_str(), 1);
   EXPECT_EQ(CredentialStore::load("")->path(), dir_ / "dc/config.json");
 
-  write(".config/containers/auth.json",
-        R"({"auths":{"p.example":{"auth":"ZDpw"}}})");
-  EXPECT_EQ(CredentialStore::load("")->path(),
-            dir_ / ".config/containers/auth.json");
+  write(".config/containers/auth.json", R"({"auths":{"p.example":{"auth":"ZDpw"}}})");
+  EXPECT_EQ(CredentialStore::load("")->path(), dir_ / ".config/containers/auth.json");
 
   // An auth.json that names no registry does not hide the files after it.
   write("run/containers/auth.json", R"({"auths":{}})");
   setenv("XDG_RUNTIME_DIR", (dir_ / "run").c_str(), 1);
-  EXPECT_EQ(CredentialStore::load("")->path(),
-            dir_ / ".config/containers/auth.json");
-  write("run/containers/auth.json",
-        R"({"auths":{"x.example":{"auth":"ZDpw"}}})");
-  EXPECT_EQ(CredentialStore::load("")->path(),
-            dir_ / "run/containers/auth.json");
+  EXPECT_EQ(CredentialStore::load("")->path(), dir_ / ".config/containers/auth.json");
+  write("run/containers/auth.json", R"({"auths":{"x.example":{"auth":"ZDpw"}}})");
+  EXPECT_EQ(CredentialStore::load("")->path(), dir_ / "run/containers/auth.json");
 
-  fs::path env_file =
-      write("env.json", R"({"auths":{"e.example":{"auth":"ZDpw"}}})");
+  fs::path env_file = write("env.json", R"({"auths":{"e.example":{"auth":"ZDpw"}}})");
   setenv("REGISTRY_AUTH_FILE", env_file.c_str(), 1);
   EXPECT_EQ(CredentialStore::load("")->path(), env_file);
 
-  fs::path explicit_file =
-      write("explicit.json", R"({"auths":{"f.example":{"auth":"ZDpw"}}})");
+  fs::path explicit_file = write("explicit.json", R"({"auths":{"f.example":{"auth":"ZDpw"}}})");
   EXPECT_EQ(CredentialStore::load(explicit_file)->path(), explicit_file);
   // A missing --auth-file is skipped.
-  EXPECT_EQ(CredentialStore::load((dir_ / "missing.json").string())->path(),
-            env_file);
+  EXPECT_EQ(CredentialStore::load((dir_ / "missing.json").string())->path(), env_file);
 }
 
 TEST_F(CredentialsTest, FirstFileWithARegistryWins) {
@@ -202,8 +182,7 @@ TEST_F(CredentialsTest, FirstFileWithARegistryWins) {
 }
 
 TEST_F(CredentialsTest, MalformedFileNamesTheFileNotTheSecret) {
-  fs::path file = write(
-      "bad.json", R"({"auths":{"h.example":{"auth":"!!notbase64-SECRET"}}})");
+  fs::path file = write("bad.json", R"({"auths":{"h.example":{"auth":"!!notbase64-SECRET"}}})");
   try {
     CredentialStore::load(file);
     FAIL();
@@ -218,8 +197,7 @@ TEST_F(CredentialsTest, MalformedFileNamesTheFileNotTheSecret) {
 }
 
 TEST_F(CredentialsTest, CredHelpersThenCredsStoreThenAuths) {
-  write_helper("hubhelper", "https://index.docker.io/v1/", "hubuser",
-               "hubpass");
+  write_helper("hubhelper", "https://index.docker.io/v1/", "hubuser", "hubpass");
   write_helper("store", "store.example", "<token>", "refresh-from-store");
   fs::path file = write("config.json", R"({
     "credHelpers": {"docker.io": "hubhelper", "nothing.example": "hubhelper"},
@@ -242,16 +220,14 @@ TEST_F(CredentialsTest, CredHelpersThenCredsStoreThenAuths) {
   EXPECT_EQ(store->lookup("fallback.example", "a")->username, "fb");
   // A host with a credHelper uses only that helper: "not found" is anonymous.
   EXPECT_FALSE(store->lookup("nothing.example", "a"));
-  EXPECT_NE(helper_log().find("https://index.docker.io/v1/"),
-            std::string::npos);
-  EXPECT_EQ(store->registries(),
-            (std::vector<std::string>{"docker.io", "fallback.example",
-                                      "nothing.example", "store.example"}));
+  EXPECT_NE(helper_log().find("https://index.docker.io/v1/"), std::string::npos);
+  EXPECT_EQ(store->registries(), (std::vector<std::string>{"docker.io", "fallback.example",
+                                                           "nothing.example", "store.example"}));
 }
 
 TEST_F(CredentialsTest, MissingOrBrokenHelperIsAnonymous) {
-  fs::path bad = write("bin/docker-credential-garbage",
-                       "#!/bin/sh\ncat >/dev/null\necho not-json\n");
+  fs::path bad =
+      write("bin/docker-credential-garbage", "#!/bin/sh\ncat >/dev/null\necho not-json\n");
   fs::permissions(bad, fs::perms::owner_all);
   fs::path file = write("config.json", R"({"credHelpers":
       {"a.example": "does-not-exist", "b.example": "garbage", "c.example": "../evil"}})");

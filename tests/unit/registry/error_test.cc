@@ -30,8 +30,7 @@ TEST(ErrorTest, OciCodeDecidesTheKind) {
       {"MANIFEST_UNKNOWN", 500, ErrorKind::kNotFound},
   };
   for (const auto& c : cases) {
-    std::string body = std::string(R"({"errors":[{"code":")") + c.code +
-                       R"(","message":"m"}]})";
+    std::string body = std::string(R"({"errors":[{"code":")") + c.code + R"(","message":"m"}]})";
     Error e = from(c.status, body);
     EXPECT_EQ(e.kind(), c.kind) << c.code;
     EXPECT_EQ(e.oci_code(), c.code);
@@ -50,25 +49,19 @@ TEST(ErrorTest, StatusDecidesWithoutACode) {
   EXPECT_EQ(from(503, R"({"errors":[]})").kind(), ErrorKind::kUnavailable);
   EXPECT_EQ(from(418, "").kind(), ErrorKind::kIo);
   // An unknown code falls back to the status.
-  EXPECT_EQ(from(404, R"({"errors":[{"code":"WHATEVER"}]})").kind(),
-            ErrorKind::kNotFound);
+  EXPECT_EQ(from(404, R"({"errors":[{"code":"WHATEVER"}]})").kind(), ErrorKind::kNotFound);
 }
 
 TEST(ErrorTest, Messages) {
   EXPECT_STREQ(
-      from(
-          404,
-          R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]})")
-          .what(),
+      from(404, R"({"errors":[{"code":"MANIFEST_UNKNOWN","message":"manifest unknown"}]})").what(),
       "Cannot fetch manifest r/a:1: manifest unknown");
-  EXPECT_STREQ(from(404, "").what(),
-               "Cannot fetch manifest r/a:1: HTTP 404 Not Found");
+  EXPECT_STREQ(from(404, "").what(), "Cannot fetch manifest r/a:1: HTTP 404 Not Found");
   EXPECT_STREQ(from(401, "").what(),
                "Cannot fetch manifest r/a:1: HTTP 401 Unauthorized (the "
                "repository may not exist, or may need `regfs login r`)");
   Error without_registry = error_from_response(403, "", "list tags of x");
-  EXPECT_NE(std::string(without_registry.what()).find("regfs login <registry>"),
-            std::string::npos);
+  EXPECT_NE(std::string(without_registry.what()).find("regfs login <registry>"), std::string::npos);
 }
 
 TEST(ErrorTest, KindNames) {

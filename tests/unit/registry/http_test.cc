@@ -10,13 +10,10 @@ TEST(HttpTest, ResolveUrl) {
   const std::string base = "https://Reg.example:5000/v2/a/tags/list?n=2";
   EXPECT_EQ(resolve_url(base, "/v2/a/tags/list?last=b&n=2"),
             "https://reg.example:5000/v2/a/tags/list?last=b&n=2");
-  EXPECT_EQ(resolve_url(base, "https://cdn.example/blob?sig=1"),
-            "https://cdn.example/blob?sig=1");
+  EXPECT_EQ(resolve_url(base, "https://cdn.example/blob?sig=1"), "https://cdn.example/blob?sig=1");
   EXPECT_EQ(resolve_url(base, "//cdn.example/x"), "https://cdn.example/x");
-  EXPECT_EQ(resolve_url(base, "?last=b"),
-            "https://reg.example:5000/v2/a/tags/list?last=b");
-  EXPECT_EQ(resolve_url(base, "other"),
-            "https://reg.example:5000/v2/a/tags/other");
+  EXPECT_EQ(resolve_url(base, "?last=b"), "https://reg.example:5000/v2/a/tags/list?last=b");
+  EXPECT_EQ(resolve_url(base, "other"), "https://reg.example:5000/v2/a/tags/other");
   EXPECT_EQ(resolve_url("http://h", "x"), "http://h/x");
 }
 
@@ -25,8 +22,7 @@ TEST(HttpTest, OriginAuthorityEncode) {
   EXPECT_EQ(url_origin("http://h?x"), "http://h");
   EXPECT_EQ(url_origin("/relative"), "");
   EXPECT_EQ(url_authority("https://Host:1/p"), "host:1");
-  EXPECT_EQ(url_encode("repository:a/b:pull,push *~"),
-            "repository%3Aa%2Fb%3Apull%2Cpush%20%2A~");
+  EXPECT_EQ(url_encode("repository:a/b:pull,push *~"), "repository%3Aa%2Fb%3Apull%2Cpush%20%2A~");
 }
 
 TEST(HttpTest, HeadersIgnoreCase) {

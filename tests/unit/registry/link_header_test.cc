@@ -15,12 +15,9 @@ TEST(LinkHeaderTest, DistributionStyle) {
 }
 
 TEST(LinkHeaderTest, SeveralLinksAndRels) {
-  EXPECT_EQ(
-      parse_next_link(
-          R"(</first>; rel="prev", </second>; title="a, b; c"; rel="last next")"),
-      "/second");
-  EXPECT_EQ(parse_next_link(R"(</a>; rel="prev", </b>; rel="nextish")"),
-            std::nullopt);
+  EXPECT_EQ(parse_next_link(R"(</first>; rel="prev", </second>; title="a, b; c"; rel="last next")"),
+            "/second");
+  EXPECT_EQ(parse_next_link(R"(</a>; rel="prev", </b>; rel="nextish")"), std::nullopt);
   EXPECT_EQ(parse_next_link(R"(</a,b>; rel=next)"), "/a,b");
 }
 

@@ -20,10 +20,8 @@ TEST(ReferenceTest, DockerHubNames) {
   EXPECT_EQ(r.to_string(), "docker.io/library/nginx:latest");
 
   EXPECT_EQ(parse_reference("bitnami/redis:7").repository, "bitnami/redis");
-  EXPECT_EQ(parse_reference("docker.io/nginx:1.25").repository,
-            "library/nginx");
-  EXPECT_EQ(parse_reference("index.docker.io/library/nginx").registry,
-            "docker.io");
+  EXPECT_EQ(parse_reference("docker.io/nginx:1.25").repository, "library/nginx");
+  EXPECT_EQ(parse_reference("index.docker.io/library/nginx").registry, "docker.io");
   EXPECT_EQ(parse_reference("registry-1.docker.io/x/y").registry, "docker.io");
 }
 
@@ -58,9 +56,9 @@ TEST(ReferenceTest, HostsPortsTagsDigests) {
 }
 
 TEST(ReferenceTest, Invalid) {
-  for (const char* text : {"", "a/UPPER", "a//b", "a/b:", "a/b:-tag",
-                           "a/b@sha256:abc", "a/b@md5:0123", "-a/b", "a/b_/c",
-                           "a/b:" /* empty tag */, "localhost:5000/", "a b"}) {
+  for (const char* text :
+       {"", "a/UPPER", "a//b", "a/b:", "a/b:-tag", "a/b@sha256:abc", "a/b@md5:0123", "-a/b",
+        "a/b_/c", "a/b:" /* empty tag */, "localhost:5000/", "a b"}) {
     EXPECT_THROW(parse_reference(text), Error) << text;
   }
   try {
@@ -97,12 +95,12 @@ TEST(ReferenceTest, RegistryHelpers) {
 }
 
 TEST(ReferenceTest, NameGrammar) {
-  for (const char* ok : {"a", "a0", "a.b", "a_b", "a__b", "a-b", "a---b",
-                         "library/nginx", "a/b/c/d"}) {
+  for (const char* ok :
+       {"a", "a0", "a.b", "a_b", "a__b", "a-b", "a---b", "library/nginx", "a/b/c/d"}) {
     EXPECT_TRUE(is_valid_repository(ok)) << ok;
   }
-  for (const char* bad : {"", "A", "a.", ".a", "a..b", "a___b", "a-", "a/",
-                          "/a", "a//b", "a_-b", "a:b"}) {
+  for (const char* bad :
+       {"", "A", "a.", ".a", "a..b", "a___b", "a-", "a/", "/a", "a//b", "a_-b", "a:b"}) {
     EXPECT_FALSE(is_valid_repository(bad)) << bad;
   }
   EXPECT_TRUE(is_valid_repository(std::string(255, 'a')));

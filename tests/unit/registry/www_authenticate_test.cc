@@ -16,8 +16,8 @@ TEST(WwwAuthenticateTest, BearerChallenge) {
 }
 
 TEST(WwwAuthenticateTest, CaseSpacesTokensAndEscapes) {
-  auto c = parse_www_authenticate(
-      R"(BASIC  Realm = "a \"quoted\" realm, with comma" , charset=UTF-8)");
+  auto c =
+      parse_www_authenticate(R"(BASIC  Realm = "a \"quoted\" realm, with comma" , charset=UTF-8)");
   ASSERT_EQ(c.size(), 1u);
   EXPECT_EQ(c[0].scheme, "basic");
   EXPECT_EQ(c[0].params.at("realm"), R"(a "quoted" realm, with comma)");
