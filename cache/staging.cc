@@ -41,6 +41,7 @@ nlohmann::json to_json(const StagedTagState& state) {
   }
   doc["error"] = state.error;
   doc["pushed"] = state.pushed_digest;
+  doc["pushing"] = state.pushing;
   return doc;
 }
 
@@ -64,6 +65,7 @@ StagedTagState from_json(const nlohmann::json& doc) {
   }
   state.error = doc.value("error", "");
   state.pushed_digest = doc.value("pushed", "");
+  state.pushing = doc.value("pushing", "");
   return state;
 }
 
@@ -198,6 +200,7 @@ StagedTagState StagingArea::state(const StagedTag& tag) const {
 void StagingArea::update_state(const StagedTag& tag,
                                const std::function<void(StagedTagState&)>& change) {
   std::lock_guard lock(mutex_);
+  if (!has_tag(tag)) return;
   StagedTagState state = read_state(tag);
   change(state);
   write_state(tag, state);

@@ -45,6 +45,9 @@ struct StagedTagState {
   std::map<std::string, BlobReference> references;  // path in the tag -> blob
   std::string error;                                // why the last push failed; empty if it did not
   std::string pushed_digest;                        // manifest digest last pushed; empty if none
+  // The manifest digest of a push begun and not finished: set only while a
+  // push runs, so a non-empty one at mount says the daemon died mid-push.
+  std::string pushing;
 };
 
 // Coordinates of a staged tag.
@@ -85,7 +88,8 @@ class StagingArea {
   std::vector<StagedTag> all_tags() const;
 
   StagedTagState state(const StagedTag& tag) const;
-  // Changes the state under the area's lock and writes it.
+  // Changes the state under the area's lock and writes it; does nothing for
+  // a tag that is not staged (discarded meanwhile), so none is left behind.
   void update_state(const StagedTag& tag, const std::function<void(StagedTagState&)>& change);
 
  private:

@@ -1,6 +1,7 @@
 // The staging area: paths, namespaces and tags on disk, state persistence
-// across instances (a remount), tag-to-namespace promotion, and the write
-// hasher (in-order writes hashed as written; anything else asks for a rehash).
+// across instances (a remount; a push in flight included), no state for a
+// discarded tag, tag-to-namespace promotion, and the write hasher (in-order
+// writes hashed as written; anything else asks for a rehash).
 #include "cache/staging.h"
 
 #include <gtest/gtest.h>
@@ -56,6 +57,28 @@ TEST_F(StagingTest, TagsNamespacesAndStateSurviveReopen) {
   EXPECT_FALSE(area.has_tag(tag));
   EXPECT_TRUE(area.state(tag).modes.empty());
   EXPECT_TRUE(area.remove_namespace("localhost:5000", "team/app"));
+}
+
+TEST_F(StagingTest, PushInFlightSurvivesReopenAndDiscardedTagsKeepNoState) {
+  StagedTag tag{"r", "ns/app", "v1"};
+  {
+    StagingArea area(dir_ / "staging");
+    area.make_tag(tag);
+    area.update_state(tag, [](StagedTagState& s) {
+      s.pushed_digest = registry::sha256_digest("old");
+      s.pushing = registry::sha256_digest("new");
+    });
+  }  // as if the daemon died mid-push
+  StagingArea area(dir_ / "staging");
+  EXPECT_EQ(area.state(tag).pushing, registry::sha256_digest("new"));
+  EXPECT_EQ(area.state(tag).pushed_digest, registry::sha256_digest("old"));
+  // A push that ends after its tag was discarded leaves no state behind.
+  area.discard_tag(tag);
+  area.update_state(tag, [](StagedTagState& s) { s.error = "late"; });
+  EXPECT_FALSE(fsys::exists(dir_ / "staging/r/ns/app/%v1.json"));
+  area.make_tag(tag);
+  EXPECT_TRUE(area.state(tag).error.empty());
+  EXPECT_TRUE(area.state(tag).pushing.empty());
 }
 
 TEST_F(StagingTest, EmptyTagBecomesNamespace) {
