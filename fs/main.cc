@@ -21,6 +21,7 @@
 #include "fs/fuse_ops.h"
 #include "fs/login_command.h"
 #include "fs/options.h"
+#include "fs/staging_tree.h"
 #include "fs/status.h"
 #include "fs/tree.h"
 #include "registry/client.h"
@@ -209,6 +210,9 @@ int run_mount(const std::vector<std::string>& args) {
     served.tree = std::make_unique<Tree>(tree, *served.content);
     LOG(kInfo) << "Serving " << (options.registry.empty() ? "all registries" : options.registry)
                << " at " << options.mountpoint << " (cache " << options.cache_dir << ")";
+    // The mount is up: staged pushes to what it shows that a failure or a
+    // dead daemon left behind go on in the background.
+    served.tree->staging().resume_pushes(served.tree->root()->registry);
     return served;
   });
 }

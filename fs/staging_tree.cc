@@ -163,16 +163,41 @@ StagingTree::StagingTree(Tree& tree, Content& content, fsys::path root, bool all
       pusher_(content),
       allow_delete_(allow_delete) {
   // Tags pushed without error are in the registry now: drop their copies.
+  // Not those whose push the daemon did not finish (kill -9, a crash).
   for (auto& tag : area_.all_tags()) {
     auto state = area_.state(tag);
-    if (!state.pushed_digest.empty() && state.error.empty()) {
+    if (!state.pushed_digest.empty() && state.error.empty() && state.pushing.empty()) {
       LOG(kInfo) << "Dropping staged " << tag.registry << "/" << tag.repository << ":" << tag.tag
                  << ", pushed as " << state.pushed_digest;
       area_.discard_tag(tag);
     } else {
       LOG(kInfo) << "Staged tag " << tag.registry << "/" << tag.repository << ":" << tag.tag
-                 << (state.error.empty() ? " (not complete yet)"
-                                         : " (push failed: " + state.error + ")");
+                 << (!state.pushing.empty() ? " (push of " + state.pushing + " interrupted)"
+                     : !state.error.empty() ? " (push failed: " + state.error + ")"
+                                            : " (not pushed yet)");
+    }
+  }
+}
+
+StagingTree::~StagingTree() {
+  stopping_ = true;
+  if (resumer_.joinable()) resumer_.join();
+}
+
+void StagingTree::resume_pushes(const std::string& registry) {
+  if (resumer_.joinable()) return;
+  resumer_ = std::thread([this, registry] { resume_all(registry); });
+}
+
+void StagingTree::resume_all(const std::string& registry) {
+  for (auto& tag : area_.all_tags()) {
+    if (stopping_) return;
+    if (!registry.empty() && tag.registry != registry) continue;
+    try {
+      push_if_complete(tag, /*resuming=*/true);
+    } catch (const std::exception&) {
+      // Recorded and logged; the next flush of a file in it or the next
+      // mount tries again.
     }
   }
 }
@@ -514,7 +539,7 @@ void StagingTree::flush(StagedFile& file) {
   push_if_complete(file.tag);
 }
 
-void StagingTree::push_if_complete(const cache::StagedTag& tag) {
+void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming) {
   std::shared_ptr<std::mutex> push_lock;
   {
     std::lock_guard lock(mutex_);
@@ -531,20 +556,33 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag) {
     auto plan = plan_push(layout, tag.tag);
     if (!plan) return;
     auto state = area_.state(tag);
-    if (state.pushed_digest == plan->digest() && state.error.empty()) return;
+    if (state.pushed_digest == plan->digest() && state.error.empty() && state.pushing.empty()) {
+      return;
+    }
+    if (resuming) {
+      LOG(kInfo) << "Resuming push of " << name << " (" << plan->digest() << ")";
+    }
+    area_.update_state(tag, [&](cache::StagedTagState& s) { s.pushing = plan->digest(); });
     pusher_.push(tag, *plan);
     pushed = plan->digest();
   } catch (const std::exception& e) {
     std::string reason = e.what();
-    area_.update_state(tag, [&](cache::StagedTagState& s) { s.error = reason; });
-    LOG(kWarning) << "Cannot push " << name << ": " << reason
+    area_.update_state(tag, [&](cache::StagedTagState& s) {
+      s.error = reason;
+      s.pushing.clear();
+    });
+    LOG(kWarning) << "Cannot " << (resuming ? "resume push of " : "push ") << name << ": " << reason
                   << " (the staged tag is kept; touch a file in it to retry)";
     throw;
   }
   area_.update_state(tag, [&](cache::StagedTagState& s) {
     s.error.clear();
+    s.pushing.clear();
     s.pushed_digest = pushed;
   });
+  if (resuming) {
+    LOG(kInfo) << "Resumed push of " << name << ": pushed as " << pushed;
+  }
 }
 
 Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& change) {

@@ -19,12 +19,21 @@
 // (cp -r writes manifest.json and oci-layout after index.json): it is pushed
 // again only if what it would push changes. A failed push keeps the tag,
 // records why (xattr user.regfs.error, the log) and is retried at the next
-// flush of a file in it. Tags pushed without error are dropped at the next
-// mount; rm -r discards a staged tag.
+// flush of a file in it. A push records its digest in the tag's state before
+// it starts and clears it when it ends, so one the daemon never finished
+// (kill -9, a crash) is known at the next mount; there resume_pushes() pushes
+// again, on a thread of its own, every complete tag not pushed as it is (a
+// failed or an interrupted push, or one never started): blobs the registry
+// got before are skipped (HEAD), an abandoned upload session is left to the
+// registry, and the tag's manifest goes last, so no tag is half pushed.
+// Flushes and resumes of a tag take its push lock, so it is pushed once.
+// Tags pushed without error are dropped at the next mount; rm -r discards a
+// staged tag.
 #pragma once
 
 #include <sys/stat.h>
 
+#include <atomic>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -32,6 +41,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "cache/staging.h"
@@ -67,6 +77,16 @@ struct SetAttr {
 class StagingTree {
  public:
   StagingTree(Tree& tree, Content& content, std::filesystem::path root, bool allow_delete);
+  // Waits for the resumed pushes: the one in flight ends, no other starts.
+  ~StagingTree();
+  StagingTree(const StagingTree&) = delete;
+  StagingTree& operator=(const StagingTree&) = delete;
+
+  // Once the mount is up: pushes, in the background, every staged tag of
+  // `registry` (every registry if empty) that is complete and not pushed as
+  // it is (its push failed, was interrupted or never ran), one attempt each,
+  // in turn. Returns at once.
+  void resume_pushes(const std::string& registry);
 
   // Hooks of Tree for namespaces: a staged tag or namespace `name` of the
   // namespace `dir` (nullptr if none), and its staged entries.
@@ -112,7 +132,10 @@ class StagingTree {
   std::shared_ptr<StagedFile> open_file(const cache::StagedTag& tag, const std::string& path,
                                         int flags, mode_t create_mode);
   void check_blob(StagedFile& file);
-  void push_if_complete(const cache::StagedTag& tag);
+  // Under the tag's push lock: pushes it if complete and not pushed as it is.
+  // Throws the push's error after recording it. `resuming` is for the log.
+  void push_if_complete(const cache::StagedTag& tag, bool resuming = false);
+  void resume_all(const std::string& registry);
   // The digest of a complete staged file, cached by size and mtime.
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);
   void forget_paths(const cache::StagedTag& tag, const std::string& path);
@@ -132,6 +155,9 @@ class StagingTree {
   };
   std::map<std::string, Hashed> hashed_;  // by backing path
   std::map<cache::StagedTag, std::shared_ptr<std::mutex>> push_locks_;
+
+  std::atomic<bool> stopping_{false};  // no resumed push starts once set
+  std::thread resumer_;                // resume_all(), joined by the destructor
 };
 
 }  // namespace regfs::fs
