@@ -11,6 +11,11 @@ and headers of the answer) unless a fault armed by the test matches it:
                                            of the body, then reset
   front.add("corrupt", at=10)              flip the body byte at `at`
   front.add("throttle", rate=1 << 20)      send the body at `rate` bytes/s
+  front.add("throttle_upload", methods=("PATCH", "PUT"), rate=1 << 18)
+                                           read the *request* body at `rate`
+                                           bytes/s (a slow upload); a body
+                                           cut short (the client died) is
+                                           not passed on: both sides reset
   front.add("redirect", location=URL)      answer 307 to URL + the path
   front.add("revoke_token", keep=N)        after N body bytes, revoke the
                                            request's bearer token and reset;
@@ -207,6 +212,9 @@ class FaultFront:
             def _fault_throttle(self, fault):
                 self._proxy(rate=fault.params.get("rate", 1 << 20))
 
+            def _fault_throttle_upload(self, fault):
+                self._proxy(upload_rate=fault.params.get("rate", 1 << 20))
+
             def _fault_revoke_token(self, fault):
                 self._proxy(keep=fault.params.get("keep", 0), revoke=True)
 
@@ -223,29 +231,54 @@ class FaultFront:
                     return _counted(self.rfile, length), False
                 return None, False
 
-            def _upstream(self, strip_auth):
+            def _throttled(self, body, rate):
+                """Yields body's pieces at `rate` bytes/s; raises if it ends
+                before its Content-Length (the client is gone)."""
+                expected = int(self.headers.get("Content-Length") or 0)
+                got = 0
+                started = time.monotonic()
+                for data in body:
+                    got += len(data)
+                    yield data
+                    ahead = got / rate - (time.monotonic() - started)
+                    if ahead > 0:
+                        time.sleep(ahead)
+                if expected and got < expected:
+                    raise ConnectionError(f"request body ended at {got} of {expected} bytes")
+
+            def _upstream(self, strip_auth, upload_rate=None):
                 body, chunked = self._request_body()
+                if body is not None and upload_rate:
+                    body = self._throttled(body, upload_rate)
                 skip = set(HOP_BY_HOP)
                 if strip_auth:
                     skip.add("authorization")
                 if chunked:
                     skip.discard("transfer-encoding")
                 conn = http.client.HTTPConnection(front.upstream_netloc, timeout=60)
-                conn.putrequest(self.command, self.path, skip_host=True,
-                                skip_accept_encoding=True)
-                for k, v in self.headers.items():
-                    if k.lower() not in skip:
-                        conn.putheader(k, v)
-                conn.endheaders()
-                for data in body or ():
-                    conn.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
-                if body is not None and chunked:
-                    conn.send(b"0\r\n\r\n")
-                return conn, conn.getresponse()
+                try:
+                    conn.putrequest(self.command, self.path, skip_host=True,
+                                    skip_accept_encoding=True)
+                    for k, v in self.headers.items():
+                        if k.lower() not in skip:
+                            conn.putheader(k, v)
+                    conn.endheaders()
+                    for data in body or ():
+                        conn.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+                    if body is not None and chunked:
+                        conn.send(b"0\r\n\r\n")
+                    return conn, conn.getresponse()
+                except ConnectionError:
+                    if conn.sock:
+                        _reset(conn.sock)
+                    conn.close()
+                    self.close_connection = True
+                    _reset(self.connection)
+                    raise
 
             def _proxy(self, strip_auth=False, keep=None, corrupt_at=None, rate=None,
-                       revoke=False):
-                conn, resp = self._upstream(strip_auth)
+                       revoke=False, upload_rate=None):
+                conn, resp = self._upstream(strip_auth, upload_rate)
                 try:
                     self.send_response_only(resp.status, resp.reason)
                     length = resp.getheader("Content-Length")

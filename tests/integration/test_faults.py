@@ -5,8 +5,10 @@ injects one fault at a time: a registry that never answers, resets,
 truncated and corrupt bodies, 429/503 with Retry-After, a bearer token
 revoked mid-transfer. Then process faults: kill -9 of the daemon during a
 read (the next mount cleans the stale mount point, the cache is intact) and
-a full disk under the cache dir (ENOSPC, no corrupt cache entry). Each test
-also checks that the mount is still up and that the error is logged.
+during a push (the staged tag is intact and the next mount resumes its
+push), and a full disk under the cache dir (ENOSPC, no corrupt cache entry).
+Each test also checks that the mount is still up and that the error is
+logged.
 """
 
 import errno
@@ -378,3 +380,82 @@ def test_push_survives_faults_and_leaves_no_half_pushed_tag(push_setup):
     with open(m / "push/app/v2/index.json", "ab"):
         pass
     assert eventually(lambda: "v2" in registry.client.tags("push/app"), within=60)
+
+
+def _has_manifest(registry, repo, reference):
+    status, _, _ = registry.client.request(f"/v2/{repo}/manifests/{reference}",
+                                           {"Accept": "application/vnd.oci.image.manifest.v1+json"},
+                                           method="HEAD")
+    return status == 200
+
+
+def _has_blob(registry, repo, digest):
+    return registry.client.request(f"/v2/{repo}/blobs/{digest}", method="HEAD")[0] == 200
+
+
+def test_kill_9_during_push_then_remount_resumes_it(push_setup, tmp_path):
+    registry, front, m, _ = push_setup
+    layout = tmp_path / "large-layout"
+    descriptor = mkimage.build(str(layout), "x", mkimage.preset("large"))
+    local = {str(p.relative_to(layout)): p.read_bytes()
+             for p in layout.rglob("*") if p.is_file()}
+    blobs = {"sha256:" + Path(path).name: data for path, data in local.items()
+             if path.startswith("blobs/sha256/")}
+    large = max(blobs, key=lambda d: len(blobs[d]))
+    assert len(blobs[large]) > 4 << 20
+    staged = m / "push/app/v1"
+
+    front.add("throttle_upload", methods=("PATCH", "PUT"), path=r"/blobs/uploads/",
+              rate=256 << 10)
+    cp = subprocess.Popen(["cp", "-r", str(layout), str(staged)], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE)
+    assert eventually(lambda: any(method == "PATCH" for _, method, _ in
+                                  front.served("throttle_upload")), within=60), front.log
+    time.sleep(1.5)  # part of the large blob is sent: the push is in flight
+    assert cp.poll() is None, "cp returned before the push finished"
+    pids = daemon_pids(m.path)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert cp.wait(timeout=30) != 0
+    with pytest.raises(OSError) as info:
+        os.listdir(m.path)
+    assert info.value.errno == errno.ENOTCONN
+    assert not _has_manifest(registry, "push/app", "v1")
+    assert not any(method == "PUT" and "/manifests/" in path for _, method, path, _ in front.log)
+    assert not _has_blob(registry, "push/app", large)
+    uploaded = {d for d in blobs if _has_blob(registry, "push/app", d)}
+    assert uploaded  # the small blobs went up beside the large one
+    front.clear()
+    resumed_from = len(front.log)
+
+    proc = subprocess.run(m.argv, env=m.env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "stale mount" in proc.stderr
+    assert is_mounted(m.path)
+    # The staged tag is intact: whatever cp wrote reads back as it was.
+    names = {str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file()}
+    assert names <= set(local), names - set(local)
+    assert "index.json" in names and {f"blobs/sha256/{d[7:]}" for d in blobs} <= names
+    for name in names:
+        assert (staged / name).read_bytes() == local[name], name
+    # ... and its push completes, the tag's manifest last.
+    assert eventually(lambda: _has_manifest(registry, "push/app", "v1"), within=120), \
+        log_text(m)[-2000:]
+    _, _, digest = registry.client.manifest("push/app", "v1")
+    assert digest == descriptor["digest"]
+    reachable = registry.client.reachable("push/app", "v1")
+    assert {d for d, _, _, _ in reachable} == set(blobs)
+    for d, _, _, data in reachable:  # manifests and configs come with their bytes
+        assert (data if data is not None else registry.client.blob("push/app", d)) == blobs[d], d
+    # Blobs the registry got before the kill were not sent again.
+    for _, method, path, _ in front.log[resumed_from:]:
+        if method == "PUT" and "/blobs/uploads/" in path:
+            assert not any(d[7:] in path for d in uploaded), path
+    text = log_text(m)
+    assert f"Resuming push of {front.host}/push/app:v1" in text
+    assert "Resumed push of" in text
+    assert eventually(lambda: os.getxattr(staged, "user.regfs.digest") ==
+                      descriptor["digest"].encode(), within=10)
+    assert_alive(m)
