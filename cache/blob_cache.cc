@@ -49,6 +49,44 @@ BlobCache::BlobCache(fsys::path root, uint64_t capacity, uint64_t chunk_size)
   evict();
 }
 
+BlobCache::~BlobCache() {
+  std::map<std::string, std::pair<uint64_t, std::vector<size_t>>> pending;
+  {
+    std::lock_guard lock(mutex_);
+    pending = unhashed_;  // each CachedBlob below takes its own entry
+  }
+  size_t logged = 0;
+  for (auto& [digest, entry] : pending) {
+    std::error_code ec;
+    auto hex = std::string(registry::digest_hex(digest));
+    if (!fsys::exists(root() / "partial" / "sha256" / (hex + ".chunks"), ec)) continue;
+    try {
+      CachedBlob blob(*this, digest, entry.first);
+      logged += blob.record_hashes();
+    } catch (const std::exception& e) {
+      LOG(kWarning) << "Cannot record the chunk hashes of " << digest << ": " << e.what();
+    }
+  }
+  if (logged) LOG(kInfo) << "Logged the hashes of " << logged << " chunks of partial blobs";
+}
+
+void BlobCache::note_unhashed(const std::string& digest, uint64_t size,
+                              const std::vector<size_t>& chunks) {
+  std::lock_guard lock(mutex_);
+  auto& entry = unhashed_[digest];
+  entry.first = size;
+  entry.second.insert(entry.second.end(), chunks.begin(), chunks.end());
+}
+
+std::vector<size_t> BlobCache::take_unhashed(const std::string& digest) {
+  std::lock_guard lock(mutex_);
+  auto it = unhashed_.find(digest);
+  if (it == unhashed_.end()) return {};
+  auto chunks = std::move(it->second.second);
+  unhashed_.erase(it);
+  return chunks;
+}
+
 // Rebuilds the LRU from the directory, oldest first so the newest are kept.
 void BlobCache::scan() {
   std::vector<std::tuple<int64_t, std::string, uint64_t>> found;

@@ -17,6 +17,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "cache/blob_store.h"
 #include "cache/cached_blob.h"
@@ -39,6 +40,10 @@ struct CacheUsage {
 class BlobCache {
  public:
   BlobCache(std::filesystem::path root, uint64_t capacity, uint64_t chunk_size = kDefaultChunkSize);
+  // Logs the hashes of the chunks of partial blobs stored without one.
+  ~BlobCache();
+  BlobCache(const BlobCache&) = delete;
+  BlobCache& operator=(const BlobCache&) = delete;
 
   const std::filesystem::path& root() const { return store_.root(); }
   uint64_t chunk_size() const { return chunk_size_; }
@@ -69,6 +74,10 @@ class BlobCache {
   void hold_complete(const std::string& digest);
   void release_complete(const std::string& digest);
   void forget_complete(const std::string& digest);
+  // Chunks stored without a hash by an instance of the blob now closed:
+  // trusted by the next instance in this process, hashed at the end.
+  void note_unhashed(const std::string& digest, uint64_t size, const std::vector<size_t>& chunks);
+  std::vector<size_t> take_unhashed(const std::string& digest);
   bool is_verified(const std::string& digest);
   void set_verified(const std::string& digest);
 
@@ -83,6 +92,7 @@ class BlobCache {
   LruIndex lru_;
   std::map<std::string, std::weak_ptr<CachedBlob>> live_;
   std::set<std::string> verified_;
+  std::map<std::string, std::pair<uint64_t, std::vector<size_t>>> unhashed_;  // size, chunks
 };
 
 // Human sizes: 1536 -> "1.5K", 10 GiB -> "10.0G".

@@ -54,9 +54,16 @@ void write_all(int fd, const char* data, size_t size, uint64_t offset, const std
   }
 }
 
+// A buffer for reading the local file, one per thread and kept: fresh
+// memory for every chunk read would cost a page fault per page.
+std::string& scratch() {
+  thread_local std::string buffer(256 << 10, '\0');
+  return buffer;
+}
+
 std::string hash_file(int fd, uint64_t size) {
   registry::Sha256 hash;
-  std::string buffer(1 << 20, '\0');
+  std::string& buffer = scratch();
   uint64_t offset = 0;
   while (offset < size) {
     ssize_t n = ::pread(fd, buffer.data(), buffer.size(), static_cast<off_t>(offset));
@@ -98,8 +105,17 @@ CachedBlob::CachedBlob(BlobCache& cache, std::string digest, uint64_t size)
 }
 
 CachedBlob::~CachedBlob() {
+  if (!complete_ && !failed_) {
+    std::vector<size_t> unhashed;
+    for (size_t i = 0; i < states_.size(); ++i) {
+      if (states_[i] == State::kPresent && verified_[i] && hashes_[i].empty())
+        unhashed.push_back(i);
+    }
+    if (!unhashed.empty()) cache_.note_unhashed(digest_, size_, unhashed);
+  }
   if (fd_ >= 0) ::close(fd_);
   if (log_fd_ >= 0) ::close(log_fd_);
+  if (hash_fd_ >= 0) ::close(hash_fd_);
   if (complete_) cache_.release_complete(digest_);
 }
 
@@ -144,9 +160,14 @@ void CachedBlob::open_partial() {
     append_log(std::string(kLogMagic) + " " + std::to_string(size_) + " " +
                std::to_string(chunk_size_) + "\n");
   }
+  hash_fd_ = ::open(partial_path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (hash_fd_ < 0) throw io_error("open cache file " + partial_path_.string(), errno);
   if (size_ == 0) {
-    std::lock_guard lock(mutex_);
-    finish_hash_locked();
+    {
+      std::lock_guard lock(mutex_);
+      hashing_ = true;
+    }
+    finish_hash();
   }
 }
 
@@ -170,12 +191,19 @@ void CachedBlob::load_log() {
     size_t index;
     std::string hash;
     if (!(fields >> index) || index >= states_.size()) continue;
-    if (line[0] == '+' && (fields >> hash) && hash.size() == 64) {
+    if (line[0] == '+') {
       states_[index] = State::kPresent;
-      hashes_[index] = hash;
+      hashes_[index] = (fields >> hash) && hash.size() == 64 ? hash : std::string();
+      verified_[index] = false;
     } else if (line[0] == '-') {
       states_[index] = State::kAbsent;
       hashes_[index].clear();
+    }
+  }
+  // Chunks this process stored without a hash, in an earlier instance.
+  for (size_t i : cache_.take_unhashed(digest_)) {
+    if (i < states_.size() && states_[i] == State::kPresent && hashes_[i].empty()) {
+      verified_[i] = true;
     }
   }
   for (size_t i = 0; i < states_.size(); ++i) {
@@ -233,71 +261,158 @@ void CachedBlob::store_chunk(size_t index, std::string_view bytes) {
     throw Error(ErrorKind::kIntegrity, "Cannot store chunk " + std::to_string(index) + " of " +
                                            digest_ + ": wrong length");
   }
-  write_all(fd_, bytes.data(), bytes.size(), index * chunk_size_,
-            "write cache file " + partial_path_.string());
-  registry::Sha256 chunk_hash;
-  chunk_hash.update(bytes);
-  std::string hex(registry::digest_hex(chunk_hash.digest()));
-  bool completed = false;
-  bool dropped = false;
+  const uint64_t start = index * chunk_size_;
+  write_all(fd_, bytes.data(), bytes.size(), start, "write cache file " + partial_path_.string());
+  // Start writing it back now, so that by the time a streaming reader is past
+  // it its pages are clean and drop_pages can free them.
+  ::sync_file_range(fd_, static_cast<off_t>(start), static_cast<off_t>(bytes.size()),
+                    SYNC_FILE_RANGE_WRITE);
   {
     std::lock_guard lock(mutex_);
     states_[index] = State::kPresent;
-    hashes_[index] = hex;
+    hashes_[index].clear();  // vouched for by this process; see record_hashes
     verified_[index] = true;
     errors_[index] = nullptr;
-    append_log("+" + std::to_string(index) + " " + hex + "\n");
-    advance_hash_locked(index, bytes);
-    completed = complete_;
-    dropped = failed_ != nullptr;
+    append_log("+" + std::to_string(index) + "\n");
   }
   changed_.notify_all();
-  if (dropped) {
-    cache_.blob_dropped(digest_, states_.size());
-  } else if (completed) {
+  cache_.chunk_added(digest_, index, bytes.size());
+  report(advance_hash(index, bytes));
+}
+
+void CachedBlob::report(HashResult result) {
+  if (result == HashResult::kCompleted) {
     cache_.blob_completed(digest_, size_, states_.size());
-  } else {
-    cache_.chunk_added(digest_, index, bytes.size());
+  } else if (result == HashResult::kFailed) {
+    cache_.blob_dropped(digest_, states_.size());
   }
 }
 
-// Feeds chunks to the whole-blob hash in order: `bytes` for `index`, then
-// chunks already present on disk (checked against their recorded hashes).
-void CachedBlob::advance_hash_locked(size_t index, std::string_view bytes) {
-  if (index != hashed_upto_) return;
-  hasher_.update(bytes);
-  ++hashed_upto_;
-  while (hashed_upto_ < states_.size() && states_[hashed_upto_] == State::kPresent) {
-    if (!chunk_intact_locked(fd_, hashed_upto_)) return;
-    hasher_.update(read_chunk(fd_, hashed_upto_));
-    ++hashed_upto_;
+bool CachedBlob::await_complete() {
+  while (true) {
+    {
+      std::unique_lock lock(mutex_);
+      changed_.wait(lock, [&] { return !hashing_; });
+      if (failed_) std::rethrow_exception(failed_);
+      if (complete_) return true;
+    }
+    report(advance_hash(states_.size(), {}));  // every chunk from the file
+    std::lock_guard lock(mutex_);
+    if (failed_) std::rethrow_exception(failed_);
+    if (complete_) return true;
+    if (!hashing_) return false;  // a chunk is missing
   }
-  if (hashed_upto_ == states_.size()) finish_hash_locked();
 }
 
-void CachedBlob::finish_hash_locked() {
+// A storing thread becomes the hasher (hashing_) when the chunk the
+// whole-blob hash needs next is present and nobody is hashing: it feeds that
+// chunk (from memory if it is the one just stored, else from the file) and
+// the chunks present after it, all outside mutex_. A thread storing the next
+// chunk meanwhile leaves it to the hasher, which looks for it under mutex_
+// before giving up the role.
+CachedBlob::HashResult CachedBlob::advance_hash(size_t index, std::string_view bytes) {
+  size_t next;
+  {
+    std::lock_guard lock(mutex_);
+    if (hashing_ || failed_ || complete_ || hashed_upto_ >= states_.size() ||
+        states_[hashed_upto_] != State::kPresent) {
+      return HashResult::kPending;
+    }
+    hashing_ = true;
+    next = hashed_upto_;
+  }
+  while (true) {
+    bool hashed = true;
+    try {
+      if (next == index) {
+        hasher_.update(bytes);
+      } else {
+        hashed = hash_chunk_from_file(next);
+      }
+    } catch (...) {
+      std::lock_guard lock(mutex_);
+      hasher_ = registry::Sha256();  // part of a chunk may be in it: start over
+      hashed_upto_ = 0;
+      stop_hashing_locked();
+      throw;
+    }
+    std::lock_guard lock(mutex_);
+    if (!hashed) {  // evicted or corrupt: hashed when stored again
+      stop_hashing_locked();
+      return HashResult::kPending;
+    }
+    hashed_upto_ = ++next;
+    if (next == states_.size()) break;
+    if (states_[next] != State::kPresent) {
+      stop_hashing_locked();
+      return HashResult::kPending;
+    }
+  }
+  return finish_hash();
+}
+
+bool CachedBlob::hash_chunk_from_file(size_t index) {
+  const uint64_t start = index * chunk_size_;
+  const uint64_t length = chunk_length(index);
+  if (!ofd_lock(hash_fd_, F_RDLCK, start, length)) {
+    throw io_error("lock cache file " + partial_path_.string(), errno);
+  }
+  struct Unlock {
+    int fd;
+    uint64_t start, length;
+    ~Unlock() { ofd_lock(fd, F_UNLCK, start, length); }
+  } unlock{hash_fd_, start, length};
+  {
+    std::lock_guard lock(mutex_);
+    if (states_[index] != State::kPresent || !chunk_intact_locked(hash_fd_, index)) {
+      mark_absent_locked(index);
+      return false;
+    }
+  }
+  read_chunk(hash_fd_, index, [&](const char* data, size_t size) { hasher_.update(data, size); });
+  return true;
+}
+
+// With every chunk fed to hasher_ (and hashing_ held): checks the digest and
+// makes the blob complete, or drops it.
+CachedBlob::HashResult CachedBlob::finish_hash() {
   std::string actual = hasher_.digest();
   if (actual != digest_) {
-    LOG(kError) << "Blob " << digest_ << " from the registry has digest " << actual
-                << "; dropped, readers get EIO";
-    failed_ = std::make_exception_ptr(Error(
-        ErrorKind::kIntegrity, "Cannot read blob " + digest_ + ": content does not match digest"));
-    ::unlink(partial_path_.c_str());
-    ::unlink(log_path_.c_str());
-    return;
+    std::lock_guard lock(mutex_);
+    stop_hashing_locked();
+    fail_integrity_locked(actual);
+    return HashResult::kFailed;
   }
+  ::fsync(fd_);  // outside the lock: readers go on meanwhile
+  std::lock_guard lock(mutex_);
+  stop_hashing_locked();
   bool all_present =
       std::all_of(states_.begin(), states_.end(), [](State s) { return s == State::kPresent; });
-  if (!all_present) return;  // verified as streamed, but chunks were evicted since
-  if (::fsync(fd_) != 0 || ::rename(partial_path_.c_str(), complete_path_.c_str()) != 0) {
+  if (!all_present) return HashResult::kPending;  // verified as streamed, but chunks were evicted
+  if (::rename(partial_path_.c_str(), complete_path_.c_str()) != 0) {
     LOG(kWarning) << "Cannot complete cached blob " << digest_ << ": " << std::strerror(errno);
-    return;
+    return HashResult::kPending;
   }
   ::unlink(log_path_.c_str());
   if (log_fd_ >= 0) ::close(log_fd_);
   log_fd_ = -1;
   complete_ = true;
   cache_.set_verified(digest_);
+  return HashResult::kCompleted;
+}
+
+void CachedBlob::stop_hashing_locked() {
+  hashing_ = false;
+  changed_.notify_all();  // await_complete waits for it
+}
+
+void CachedBlob::fail_integrity_locked(const std::string& actual) {
+  LOG(kError) << "Blob " << digest_ << " from the registry has digest " << actual
+              << "; dropped, readers get EIO";
+  failed_ = std::make_exception_ptr(Error(
+      ErrorKind::kIntegrity, "Cannot read blob " + digest_ + ": content does not match digest"));
+  ::unlink(partial_path_.c_str());
+  ::unlink(log_path_.c_str());
 }
 
 void CachedBlob::abandon(size_t first, size_t last, std::exception_ptr error) {
@@ -338,8 +453,9 @@ bool CachedBlob::chunk_intact_locked(int fd, size_t index) {
   off_t hole = ::lseek(fd, static_cast<off_t>(start), SEEK_HOLE);
   if (hole >= 0 && static_cast<uint64_t>(hole) < end) return false;
   if (verified_[index]) return true;
+  if (hashes_[index].empty()) return false;  // stored by another process without a hash
   registry::Sha256 hash;
-  hash.update(read_chunk(fd, index));
+  read_chunk(fd, index, [&](const char* data, size_t size) { hash.update(data, size); });
   if (registry::digest_hex(hash.digest()) != hashes_[index]) {
     LOG(kWarning) << "Cached chunk " << index << " of " << digest_
                   << " is corrupt; fetching it again";
@@ -349,17 +465,20 @@ bool CachedBlob::chunk_intact_locked(int fd, size_t index) {
   return true;
 }
 
-std::string CachedBlob::read_chunk(int fd, size_t index) const {
-  std::string bytes(chunk_length(index), '\0');
-  size_t done = 0;
-  while (done < bytes.size()) {
-    ssize_t n = ::pread(fd, bytes.data() + done, bytes.size() - done,
-                        static_cast<off_t>(index * chunk_size_ + done));
+// Hands chunk `index` of the local file to sink(data, size) in pieces.
+template <typename Sink>
+void CachedBlob::read_chunk(int fd, size_t index, Sink&& sink) const {
+  std::string& buffer = scratch();
+  const uint64_t length = chunk_length(index);
+  uint64_t done = 0;
+  while (done < length) {
+    size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), length - done));
+    ssize_t n = ::pread(fd, buffer.data(), want, static_cast<off_t>(index * chunk_size_ + done));
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) throw io_error("read cache file " + partial_path_.string(), n < 0 ? errno : EIO);
-    done += static_cast<size_t>(n);
+    sink(buffer.data(), static_cast<size_t>(n));
+    done += static_cast<uint64_t>(n);
   }
-  return bytes;
 }
 
 void CachedBlob::mark_absent_locked(size_t index) {
@@ -403,6 +522,47 @@ std::optional<ReadLease> CachedBlob::lease(uint64_t offset, size_t length) {
   }
   if (!intact) return std::nullopt;
   return lease;
+}
+
+size_t CachedBlob::record_hashes() {
+  size_t logged = 0;
+  for (size_t i = 0; i < states_.size(); ++i) {
+    const uint64_t start = i * chunk_size_;
+    if (!ofd_lock(hash_fd_, F_RDLCK, start, chunk_length(i))) break;
+    {
+      std::lock_guard lock(mutex_);
+      if (complete_ || failed_) break;
+      bool unhashed = states_[i] == State::kPresent && verified_[i] && hashes_[i].empty();
+      if (unhashed && chunk_intact_locked(hash_fd_, i)) {
+        registry::Sha256 hash;
+        read_chunk(hash_fd_, i, [&](const char* data, size_t size) { hash.update(data, size); });
+        hashes_[i] = registry::digest_hex(hash.digest());
+        append_log("+" + std::to_string(i) + " " + hashes_[i] + "\n");
+        ++logged;
+      }
+    }
+    ofd_lock(hash_fd_, F_UNLCK, start, chunk_length(i));
+  }
+  return logged;
+}
+
+size_t CachedBlob::drop_pages(size_t first, size_t last) {
+  {
+    // Not the pages the whole-blob hash has yet to read.
+    std::lock_guard lock(mutex_);
+    if (!complete_) {
+      if (hashed_upto_ <= first) return first;
+      last = std::min(last, hashed_upto_ - 1);
+    }
+  }
+  if (first > last || first >= states_.size()) return first;
+  last = std::min(last, states_.size() - 1);
+  uint64_t start = first * chunk_size_;
+  uint64_t end = last * chunk_size_ + chunk_length(last);
+  // Pages still dirty or under writeback stay; the kernel drops them later.
+  ::posix_fadvise(fd_, static_cast<off_t>(start), static_cast<off_t>(end - start),
+                  POSIX_FADV_DONTNEED);
+  return last + 1;
 }
 
 void CachedBlob::evict_chunk(size_t index) {

@@ -5,10 +5,12 @@
 //   <root>/partial/sha256/<hex>          the sparse file
 //   <root>/partial/sha256/<hex>.chunks   "regfs-chunks 1 <size> <chunk>" then
 //                                        "+<i> <sha256>" / "-<i>" lines
-// A running SHA-256 of the whole blob advances as chunks arrive in order;
-// when it reaches the end the digest is checked: a match with every chunk
-// present renames the file to blobs/sha256/<hex> (complete); a mismatch drops
-// the blob and every reader gets EIO, never wrong bytes. After a remount a
+// A running SHA-256 of the whole blob advances as chunks arrive in order
+// (one storing thread at a time does it, outside the blob's lock, so readers
+// and the other fetchers never wait for it); when it reaches the end the
+// digest is checked: a match with every chunk present renames the file to
+// blobs/sha256/<hex> (complete); a mismatch drops the blob and every reader
+// gets EIO, never wrong bytes. After a remount a
 // logged chunk is re-hashed before its first read, and a complete blob before
 // its first open, so corrupt cache files are refetched, not served.
 //
@@ -80,7 +82,13 @@ class CachedBlob {
   // fetched as being fetched by the caller, and returns them as runs.
   std::vector<Run> claim(size_t first, size_t last);
   // Stores a fetched chunk (its whole bytes). Throws Error(kNoSpace/kIo).
+  // The storing thread may go on to advance the whole-blob hash over the
+  // chunks present after it.
   void store_chunk(size_t index, std::string_view bytes);
+  // Waits for the whole-blob hash once every chunk is present (hashing what
+  // nobody is hashing): true if the blob is complete, false if a chunk is
+  // missing (evicted: fetch it again). Throws the blob's integrity error.
+  bool await_complete();
   // Gives back claimed chunks that could not be fetched; waiters get `error`.
   void abandon(size_t first, size_t last, std::exception_ptr error);
   // Blocks until every chunk of [first, last] is present (true), or one is
@@ -92,6 +100,16 @@ class CachedBlob {
   std::optional<ReadLease> lease(uint64_t offset, size_t length);
   // Punches chunk `index` out (LRU eviction).
   void evict_chunk(size_t index);
+  // Logs the hash of every chunk this process stored without one, so the
+  // next mount can verify them. Returns how many it logged.
+  size_t record_hashes();
+  // Lets the kernel drop the local file's pages of chunks [first, last]
+  // once a streaming reader is past them: the reader's own page cache (the
+  // FUSE file's) holds what it read, so the copy of the cache file is not
+  // needed, and reusing its pages for the next chunks is cheaper than
+  // growing the page cache by the size of the blob. Keeps the pages the
+  // whole-blob hash has yet to read; returns the first chunk not dropped.
+  size_t drop_pages(size_t first, size_t last);
 
   // A hint shared by every reader of the blob in this process: someone reads
   // it from end to end, so fetches should cover whole extents. (Readers that
@@ -108,9 +126,20 @@ class CachedBlob {
   void append_log(const std::string& line);
   void mark_absent_locked(size_t index);
   bool chunk_intact_locked(int fd, size_t index);
-  void advance_hash_locked(size_t index, std::string_view bytes);
-  void finish_hash_locked();
-  std::string read_chunk(int fd, size_t index) const;
+  enum class HashResult { kPending, kCompleted, kFailed };
+  // Advances the whole-blob hash from chunk `index` (its bytes in memory)
+  // over the chunks present after it, unless another thread is doing so.
+  HashResult advance_hash(size_t index, std::string_view bytes);
+  // Feeds chunk `index` from the local file to the whole-blob hash, under an
+  // OFD read lock so no eviction punches it meanwhile; false if it is gone.
+  bool hash_chunk_from_file(size_t index);
+  HashResult finish_hash();
+  void stop_hashing_locked();
+  // Tells the cache what a hash advance did.
+  void report(HashResult result);
+  void fail_integrity_locked(const std::string& actual);
+  template <typename Sink>
+  void read_chunk(int fd, size_t index, Sink&& sink) const;
 
   BlobCache& cache_;
   const std::string digest_;
@@ -122,16 +151,18 @@ class CachedBlob {
 
   mutable std::mutex mutex_;  // guards everything below; taken after OFD locks
   std::condition_variable changed_;
-  int fd_ = -1;      // the complete file, or the partial file
-  int log_fd_ = -1;  // partial only
+  int fd_ = -1;       // the complete file, or the partial file
+  int log_fd_ = -1;   // partial only
+  int hash_fd_ = -1;  // partial only: the hashing thread's own descriptor (OFD locks)
   bool complete_ = false;
   std::exception_ptr failed_;  // whole-blob integrity failure
   std::vector<State> states_;
   std::vector<std::string> hashes_;  // per chunk, hex; empty if unknown
   std::vector<bool> verified_;       // hash checked by this process
   std::vector<std::exception_ptr> errors_;
-  registry::Sha256 hasher_;
-  size_t hashed_upto_ = 0;  // chunks [0, hashed_upto_) are in hasher_
+  registry::Sha256 hasher_;  // used only by the thread that set hashing_
+  bool hashing_ = false;     // a thread is advancing hasher_
+  size_t hashed_upto_ = 0;   // chunks [0, hashed_upto_) are in hasher_
   std::atomic<bool> streamed_{false};
 };
 

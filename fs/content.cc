@@ -112,8 +112,11 @@ void RegistryContent::fetch_run(const std::string& repository,
   size_t current = first;
   auto id = transfers_.begin(name() + "/" + repository + "@" + blob->digest(), end - offset);
   try {
-    std::string buffer;
-    buffer.reserve(blob->chunk_length(current));
+    // One chunk buffer per fetch thread, kept: fresh memory for every
+    // request would cost a page fault per page.
+    thread_local std::string buffer;
+    buffer.clear();
+    buffer.reserve(blob->chunk_size());
     client_.get_blob(repository, blob->digest(), offset, end - offset,
                      [&](const char* data, size_t size) {
                        transfers_.progress(id, size);
@@ -171,6 +174,15 @@ std::pair<size_t, size_t> BlobReader::claim_range(uint64_t offset, size_t length
   return {begin, std::min(end, blob_->chunk_count()) - 1};
 }
 
+// A streamed blob's cache file pages more than two chunks behind the reader
+// are not needed any more: the kernel keeps what it read in the FUSE file's
+// page cache.
+void BlobReader::drop_behind(size_t first) {
+  if (!blob_->streamed() || first < 3) return;
+  std::lock_guard lock(mutex_);  // one drop at a time per reader
+  if (first - 2 > dropped_) dropped_ = blob_->drop_pages(dropped_, first - 3);
+}
+
 cache::ReadLease BlobReader::read(uint64_t offset, size_t length) {
   if (length == 0 || offset >= blob_->size() || blob_->complete()) {
     if (auto lease = blob_->lease(offset, length)) return std::move(*lease);
@@ -179,6 +191,7 @@ cache::ReadLease BlobReader::read(uint64_t offset, size_t length) {
   size_t first = blob_->chunk_of(offset);
   size_t last = blob_->chunk_of(offset + length - 1);
   auto [claim_first, claim_last] = claim_range(offset, length, first, last);
+  drop_behind(first);
   for (int attempt = 0; attempt < 8; ++attempt) {
     for (auto [a, b] : blob_->claim(claim_first, claim_last)) {
       content_.fetch(repository_, blob_, a, b);
@@ -200,7 +213,7 @@ void BlobReader::read_all() {
   size_t last = blob_->chunk_count() - 1;
   for (int attempt = 0; attempt < 8; ++attempt) {
     for (auto [a, b] : blob_->claim(0, last)) content_.fetch(repository_, blob_, a, b);
-    if (blob_->wait(0, last)) return;
+    if (blob_->wait(0, last) && blob_->await_complete()) return;
   }
   throw Error(ErrorKind::kIo, "Cannot read blob " + blob_->digest() + " whole");
 }

@@ -66,6 +66,7 @@ class BlobReader {
   // Aligned extents make concurrent readers of a blob claim the same ranges,
   // so they share requests instead of splitting them.
   std::pair<size_t, size_t> claim_range(uint64_t offset, size_t length, size_t first, size_t last);
+  void drop_behind(size_t first);
 
   RegistryContent& content_;
   const std::string repository_;
@@ -74,6 +75,7 @@ class BlobReader {
   uint64_t next_offset_ = 0;
   size_t window_ = 0;      // extents of readahead
   uint64_t streamed_ = 0;  // bytes read in sequence up to next_offset_
+  size_t dropped_ = 0;     // chunks [0, dropped_) were given to drop_pages
 };
 
 class RegistryContent {

@@ -92,6 +92,16 @@ def start_registry(tmp_path_factory, layouts, name, samples=seedlib.SAMPLES, **k
     return Registry(info, pushed)
 
 
+def eventually(predicate, within=5.0):
+    """Polls predicate until it is true (True) or `within` seconds pass (False)."""
+    deadline = time.monotonic() + within
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def _unescape_mountinfo(field):
     return field.encode().decode("unicode_escape") if "\\" in field else field
 

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from harness import reglib, start_registry
+from harness import eventually, reglib, start_registry
 from regfs_scripts import mkimage
 
 LARGE_MIB = 64
@@ -100,7 +100,10 @@ def test_complete_blob_is_verified_and_kept(mount, large_registry):
     m = mount(r.host)
     assert sha256_file(blob_path(m, r)) == r.large_bytes_sha
     hexd = r.large["digest"].split(":")[1]
-    assert (m.cache_dir / "blobs/sha256" / hexd).is_file(), "a whole verified blob is complete"
+    # The fetcher that stores the last chunk checks the digest after the
+    # reader has its bytes.
+    assert eventually(lambda: (m.cache_dir / "blobs/sha256" / hexd).is_file()), \
+        "a whole verified blob is complete"
     offset = r.log_offset()
     assert sha256_file(blob_path(m, r)) == r.large_bytes_sha
     assert r.large["digest"] not in r.blob_gets_since(offset), "a re-read hits the cache"
