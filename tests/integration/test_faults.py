@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from fault_front import FaultFront
-from harness import daemon_pids, is_mounted, reglib, start_registry
+from harness import daemon_pids, eventually, is_mounted, reglib, start_registry
 from regfs_scripts import mkimage
 
 SAMPLES = [("public/hello", "v1", "hello"), ("public/large", "v1", "large"),
@@ -106,15 +106,6 @@ def finishes(fn, *args, within):
     assert not t.is_alive(), f"{fn.__name__}{args} did not finish within {within} s"
     assert "result" in out, f"{fn.__name__}{args} raised"
     return out["result"]
-
-
-def eventually(predicate, within=5.0):
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def log_text(m):
@@ -271,6 +262,29 @@ def test_bearer_token_revoked_mid_transfer_is_refreshed(fmount, front, fault_reg
     assert_alive(m)
 
 
+def kill_daemon(m, client):
+    """kill -9 of the mount's daemon: `client` (a Popen using the mount)
+    fails and the mount point answers ENOTCONN."""
+    pids = daemon_pids(m.path)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert client.wait(timeout=30) != 0
+    with pytest.raises(OSError) as info:
+        os.listdir(m.path)
+    assert info.value.errno == errno.ENOTCONN
+
+
+def remount_stale(m):
+    """Runs the mount's command again: it cleans the stale mount and mounts."""
+    proc = subprocess.run(m.argv, env=m.env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "stale mount" in proc.stderr
+    assert is_mounted(m.path)
+    return proc
+
+
 def test_kill_9_during_read_then_remount_cleans_up(fmount, front, fault_registry):
     m = fmount
     hello = hello_layer(m, fault_registry)
@@ -283,21 +297,9 @@ def test_kill_9_during_read_then_remount_cleans_up(fmount, front, fault_registry
     while not front.served("throttle", large.url_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(1.5)  # some chunks arrived, the read is in flight
-    pids = daemon_pids(m.path)
-    assert pids
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    assert reader.wait(timeout=30) != 0
-    with pytest.raises(OSError) as info:
-        os.listdir(m.path)
-    assert info.value.errno == errno.ENOTCONN
+    kill_daemon(m, reader)
     front.clear()
-
-    proc = subprocess.run(m.argv, env=m.env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr
-    assert "stale mount" in proc.stderr
-    assert is_mounted(m.path)
+    remount_stale(m)
     assert_cache_consistent(m.cache_dir)
     # Cached content is served without the network.
     front.add("reset")
@@ -413,14 +415,7 @@ def test_kill_9_during_push_then_remount_resumes_it(push_setup, tmp_path):
                                   front.served("throttle_upload")), within=60), front.log
     time.sleep(1.5)  # part of the large blob is sent: the push is in flight
     assert cp.poll() is None, "cp returned before the push finished"
-    pids = daemon_pids(m.path)
-    assert pids
-    for pid in pids:
-        os.kill(pid, signal.SIGKILL)
-    assert cp.wait(timeout=30) != 0
-    with pytest.raises(OSError) as info:
-        os.listdir(m.path)
-    assert info.value.errno == errno.ENOTCONN
+    kill_daemon(m, cp)
     assert not _has_manifest(registry, "push/app", "v1")
     assert not any(method == "PUT" and "/manifests/" in path for _, method, path, _ in front.log)
     assert not _has_blob(registry, "push/app", large)
@@ -429,11 +424,7 @@ def test_kill_9_during_push_then_remount_resumes_it(push_setup, tmp_path):
     front.clear()
     resumed_from = len(front.log)
 
-    proc = subprocess.run(m.argv, env=m.env, capture_output=True, text=True, timeout=60,
-                          stdin=subprocess.DEVNULL)
-    assert proc.returncode == 0, proc.stderr
-    assert "stale mount" in proc.stderr
-    assert is_mounted(m.path)
+    remount_stale(m)
     # The staged tag is intact: whatever cp wrote reads back as it was.
     names = {str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file()}
     assert names <= set(local), names - set(local)
