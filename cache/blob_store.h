@@ -16,6 +16,7 @@
 #include <string>
 #include <string_view>
 
+#include "cache/temp_file.h"
 #include "registry/digest.h"
 
 namespace regfs::cache {
@@ -55,8 +56,7 @@ class BlobStore {
     const BlobStore* store_;
     std::string digest_;
     int64_t expected_size_;
-    std::filesystem::path tmp_path_;
-    int fd_ = -1;
+    TempFile tmp_;
     uint64_t written_ = 0;
     registry::Sha256 hash_;
   };

@@ -1,16 +1,9 @@
 #include "cache/layer_store.h"
 
-#include <fcntl.h>
 #include <sys/stat.h>
-#include <unistd.h>
-
-#include <atomic>
-#include <cerrno>
-#include <cstring>
-#include <fstream>
 
 #include "cache/tar_reader.h"
-#include "cache/unique_fd.h"
+#include "cache/temp_file.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 #include "registry/log.h"
@@ -23,73 +16,6 @@ using registry::ErrorKind;
 namespace {
 
 constexpr size_t kMaxIndexFile = 1u << 30;
-
-Error write_error(const std::filesystem::path& path, int err) {
-  return Error(err == ENOSPC || err == EDQUOT ? ErrorKind::kNoSpace : ErrorKind::kIo,
-               "Cannot write cache file " + path.string() + ": " + std::strerror(err));
-}
-
-void make_private_dir(const std::filesystem::path& dir) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) {
-    throw Error(ErrorKind::kIo,
-                "Cannot create cache directory " + dir.string() + ": " + ec.message());
-  }
-  ::chmod(dir.c_str(), 0700);
-}
-
-// A file being written under tmp/: removed unless commit()ed into place.
-class TempFile {
- public:
-  explicit TempFile(std::filesystem::path path) : path_(std::move(path)) {
-    fd_.reset(::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-    if (!fd_) throw write_error(path_, errno);
-  }
-  TempFile(const TempFile&) = delete;
-  TempFile& operator=(const TempFile&) = delete;
-  ~TempFile() {
-    fd_.reset();
-    if (!path_.empty()) ::unlink(path_.c_str());
-  }
-  void write(const char* data, size_t size) {
-    while (size > 0) {
-      ssize_t n = ::write(fd_.get(), data, size);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw write_error(path_, errno);
-      data += n;
-      size -= static_cast<size_t>(n);
-    }
-  }
-  // Flushes to disk and renames to `target`.
-  void commit(const std::filesystem::path& target) {
-    if (::fsync(fd_.get()) != 0 || fd_.close() != 0) throw write_error(path_, errno);
-    if (::rename(path_.c_str(), target.c_str()) != 0) throw write_error(target, errno);
-    path_.clear();
-  }
-
- private:
-  std::filesystem::path path_;
-  UniqueFd fd_;
-};
-
-std::string unique_suffix() {
-  static std::atomic<uint64_t> counter{0};
-  return std::to_string(::getpid()) + "." + std::to_string(counter++);
-}
-
-std::optional<std::string> read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return std::nullopt;
-  in.seekg(0, std::ios::end);
-  auto size = static_cast<size_t>(in.tellg());
-  if (size > kMaxIndexFile) return std::nullopt;
-  std::string bytes(size, '\0');
-  in.seekg(0);
-  in.read(bytes.data(), static_cast<std::streamsize>(size));
-  if (!in) return std::nullopt;
-  return bytes;
-}
 
 }  // namespace
 
@@ -137,7 +63,7 @@ std::shared_ptr<const LayerIndex> LayerStore::load(const std::string& diff_id) c
   hook(hooks_.pin, tar);  // before looking, so that it cannot go once seen
   hook(hooks_.pin, idx);
   std::shared_ptr<const LayerIndex> result;
-  auto bytes = read_file(idx);
+  auto bytes = read_small_file(idx, kMaxIndexFile);
   auto index = bytes ? parse_index(*bytes) : std::nullopt;
   struct stat st;
   if (!index || index->diff_id != diff_id || ::stat(tar.c_str(), &st) != 0 ||
