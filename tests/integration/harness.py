@@ -2,6 +2,7 @@
 access log of each), regfs mounts (mount, unmount, find the daemon) and the
 environment a regfs process runs in."""
 
+import contextlib
 import os
 import platform
 import shutil
@@ -24,6 +25,7 @@ from regfs_scripts import seed as seedlib  # noqa: E402
 # REGFS_BIN picks another build of regfs (scripts/test runs build-asan/regfs).
 REGFS = Path(os.environ.get("REGFS_BIN") or ROOT / "build" / "regfs").resolve()
 MANY_TAGS = [f"t{i:02d}" for i in range(7)]
+TLS_NAME = "regfs-tls.test"  # in the test server certificate's SANs
 PAGED_REPOS = [f"paged/r{i}" for i in range(5)]
 
 
@@ -236,3 +238,96 @@ class Mounter:
 def has_tool(name):
     return shutil.which(name) is not None
 
+
+
+# A registry reached by a name that is not loopback (loopback skips TLS
+# verification): regfs runs in a private mount namespace whose /etc/hosts maps
+# TLS_NAME to 127.0.0.1.
+
+def tls_name(registry):
+    """TLS_NAME:PORT of the registry."""
+    return f"{TLS_NAME}:{registry.host.split(':')[1]}"
+
+
+def in_namespace(pid, *argv):
+    """Runs argv in the mount namespace of pid."""
+    return subprocess.run(["nsenter", "-t", str(pid), "-m", "--", *argv],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _namespace_mounted(pid, mp):
+    try:
+        with open(f"/proc/{pid}/mountinfo") as f:
+            return any(line.split(" ")[4] == str(mp) for line in f)
+    except OSError:
+        return False
+
+
+def _stop_in_namespace(proc, mp):
+    if proc.poll() is None:
+        in_namespace(proc.pid, "fusermount3", "-u", "-z", str(mp))
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def mount_by_name(tmp_path, registry, *options, binds=()):
+    """`regfs mount -f OPTIONS regfs-tls.test:PORT MP` in a private mount
+    namespace with that /etc/hosts and each (source, target) of binds
+    bind-mounted over its target. Yields (process, mountpoint) once mounted,
+    or once the process has exited."""
+    for tool in ("unshare", "nsenter"):
+        if not shutil.which(tool):
+            pytest.skip(f"{tool} is missing")
+    hosts = tmp_path / "hosts"
+    with open("/etc/hosts") as f:
+        hosts.write_text(f.read() + f"\n127.0.0.1 {TLS_NAME}\n")
+    for _, target in binds:
+        if not os.path.isdir(target):
+            pytest.skip(f"{target} is missing (the test binds a directory over it)")
+    script = "".join(f'mount --bind "{s}" "{t}" || exit 99; '
+                     for s, t in [(hosts, "/etc/hosts"), *binds]) + 'exec "$@"'
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    argv = ["unshare", "-m", "--propagation", "private", "sh", "-c", script, "sh",
+            str(REGFS), "mount", "-f", "--cache-dir", str(tmp_path / "cache"),
+            *map(str, options), tls_name(registry), str(mp)]
+    proc = subprocess.Popen(argv, env=isolated_env(home), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and not _namespace_mounted(proc.pid, mp):
+            assert time.monotonic() < deadline, "regfs mount -f never mounted"
+            time.sleep(0.1)
+        if proc.returncode == 99:
+            pytest.skip("cannot bind-mount over /etc in a mount namespace")
+        yield proc, mp
+    finally:
+        _stop_in_namespace(proc, mp)
+
+
+def assert_reads_by_name(proc, mp, client):
+    """The mount of mount_by_name serves demo/hello:v1 as client reads it."""
+    assert proc.poll() is None, proc.stderr.read()
+    cat = in_namespace(proc.pid, "cat", str(mp / "demo/hello/v1/manifest.json"))
+    assert cat.returncode == 0, cat.stderr
+    assert cat.stdout.encode() == client.manifest("demo/hello", "v1")[0]
+
+
+def assert_refused_by_name(proc, mp):
+    """Either the mount refused with one line, or a read is EIO; never the
+    content."""
+    if proc.poll() is not None:
+        err = proc.stderr.read()
+        assert proc.returncode != 0
+        assert len(err.strip().splitlines()) == 1, err
+        return
+    cat = in_namespace(proc.pid, "cat", str(mp / "demo/hello/v1/manifest.json"))
+    assert cat.returncode != 0, "read through an unverified certificate"
+    assert "Input/output error" in cat.stderr, cat.stderr
