@@ -22,9 +22,11 @@ and headers of the answer) unless a fault armed by the test matches it:
                                            a revoked token gets the
                                            registry's own 401 challenge
 
+The upstream may be http:// or https:// (its certificate is not checked).
 With tls=(cert, key) the front serves HTTPS; realm=(old, new) rewrites the
 registry's WWW-Authenticate challenges (to point regfs at another token
-endpoint).
+endpoint). Subclasses change what a request without a fault gets by
+extending the handler's _pass_through (tag_pager.TagPager pages tag lists).
 
 A fault matches a request whose method is in `methods` (default GET and
 HEAD) and whose path matches the regex `path` (default any), `times` times
@@ -48,9 +50,30 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
-from tag_pager import HOP_BY_HOP, _chunks_from, _counted
-
+HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+              "te", "trailers", "transfer-encoding", "upgrade"}
 CHUNK = 1 << 16
+
+
+def _chunks_from(rfile):
+    """Decodes a chunked request body from rfile."""
+    while True:
+        size = int(rfile.readline().split(b";")[0].strip(), 16)
+        if size == 0:
+            while rfile.readline() not in (b"\r\n", b"\n", b""):
+                pass
+            return
+        yield rfile.read(size)
+        rfile.readline()
+
+
+def _counted(rfile, length):
+    while length > 0:
+        data = rfile.read(min(CHUNK, length))
+        if not data:
+            return
+        length -= len(data)
+        yield data
 
 
 class Fault:
@@ -90,17 +113,11 @@ class _Server(ThreadingHTTPServer):
         pass  # resets and closed peers are what these tests do
 
 
-class FaultFront:
-    def __init__(self, upstream, port=0, bind="127.0.0.1", tls=None, realm=None):
-        url = urlsplit(upstream)
-        self.realm = realm
-        self.upstream_netloc = url.netloc
-        self.lock = threading.Lock()
-        self.faults = []
-        self.log = []
-        self.headers = []
-        self.revoked = set()
-        self.released = threading.Event()
+class _Served:
+    """A threaded server on bind:port (a free one by default) with the
+    handler class of self._handler(), run in a daemon thread once started."""
+
+    def __init__(self, bind, port=0, tls=None):
         self.server = _Server((bind, port), self._handler())
         if tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -115,9 +132,27 @@ class FaultFront:
         return self
 
     def stop(self):
-        self.release()
         self.server.shutdown()
         self.server.server_close()
+
+
+class FaultFront(_Served):
+    def __init__(self, upstream, port=0, bind="127.0.0.1", tls=None, realm=None):
+        url = urlsplit(upstream)
+        self.realm = realm
+        self.upstream_https = url.scheme == "https"
+        self.upstream_netloc = url.netloc
+        self.lock = threading.Lock()
+        self.faults = []
+        self.log = []
+        self.headers = []
+        self.revoked = set()
+        self.released = threading.Event()
+        super().__init__(bind, port, tls)
+
+    def stop(self):
+        self.release()
+        super().stop()
 
     def add(self, kind, **kw):
         fault = Fault(kind, **kw)
@@ -140,6 +175,14 @@ class FaultFront:
         with self.lock:
             return [(t, m, p) for t, m, p, k in self.log
                     if k == kind and (path is None or re.search(path, p))]
+
+    def _connect(self):
+        if self.upstream_https:
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            return http.client.HTTPSConnection(self.upstream_netloc, timeout=60, context=ctx)
+        return http.client.HTTPConnection(self.upstream_netloc, timeout=60)
 
     def _take(self, method, path):
         with self.lock:
@@ -170,9 +213,13 @@ class FaultFront:
                     self._proxy(strip_auth=True)
                     return
                 if fault is None:
-                    self._proxy()
+                    self._pass_through()
                     return
                 getattr(self, "_fault_" + fault.kind)(fault)
+
+            def _pass_through(self):
+                """Answers a request that no fault matches."""
+                self._proxy()
 
             def _fault_hang(self, fault):
                 self._drain_body()
@@ -246,7 +293,9 @@ class FaultFront:
                 if expected and got < expected:
                     raise ConnectionError(f"request body ended at {got} of {expected} bytes")
 
-            def _upstream(self, strip_auth, upload_rate=None):
+            def _upstream(self, strip_auth=False, upload_rate=None, path=None):
+                """Sends the request to the upstream (at `path` if given);
+                returns (connection, response)."""
                 body, chunked = self._request_body()
                 if body is not None and upload_rate:
                     body = self._throttled(body, upload_rate)
@@ -255,9 +304,9 @@ class FaultFront:
                     skip.add("authorization")
                 if chunked:
                     skip.discard("transfer-encoding")
-                conn = http.client.HTTPConnection(front.upstream_netloc, timeout=60)
+                conn = front._connect()
                 try:
-                    conn.putrequest(self.command, self.path, skip_host=True,
+                    conn.putrequest(self.command, path or self.path, skip_host=True,
                                     skip_accept_encoding=True)
                     for k, v in self.headers.items():
                         if k.lower() not in skip:
@@ -327,7 +376,7 @@ class FaultFront:
         return Handler
 
 
-class HeaderRecorder:
+class HeaderRecorder(_Served):
     """Another host for redirects: records each request's headers and answers
     200 with the bytes served for its path (404 otherwise)."""
 
@@ -335,18 +384,7 @@ class HeaderRecorder:
         self.lock = threading.Lock()
         self.requests = []  # (method, path, {header: value})
         self.content = {}
-        self.server = _Server((bind, 0), self._handler())
-        self.host = f"{bind}:{self.server.server_address[1]}"
-        self.url = f"http://{self.host}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def start(self):
-        self._thread.start()
-        return self
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(bind)
 
     def serve(self, path, data):
         with self.lock:
