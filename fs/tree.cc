@@ -383,11 +383,19 @@ std::shared_ptr<const Image> Tree::image_at(const Node& node, const std::string&
   {
     std::lock_guard lock(mutex_);
     auto it = images_.find(key);
-    if (it != images_.end()) return it->second;
+    if (it != images_.end()) {
+      image_order_.touch(key);
+      return it->second;
+    }
   }
   auto image = load_image(content_.registry(node.registry), node.path, digest, options_.platform);
   std::lock_guard lock(mutex_);
-  return images_.emplace(key, image).first->second;
+  auto [it, added] = images_.emplace(key, image);
+  if (added) {
+    image_order_.put(key, 1);
+    for (const auto& victim : image_order_.take_victims()) images_.erase(victim);
+  }
+  return it->second;
 }
 
 Attr Tree::attr(const Node& node) {

@@ -26,6 +26,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cache/lru_index.h"
 #include "fs/content.h"
 #include "fs/image.h"
 #include "registry/manifest.h"
@@ -140,6 +141,7 @@ class Tree {
                          std::string_view name, const std::string& parent_key);
   NodePtr make_child(const Node& parent, NodeKind kind, std::string_view name,
                      std::string blob = {});
+  static constexpr uint64_t kMaxImages = 1024;
   std::shared_ptr<const Image> image_of(const Node& node);
   std::shared_ptr<const Image> image_at(const Node& node, const std::string& digest);
   std::shared_ptr<const MergedTree> rootfs_of(const Node& node);
@@ -152,9 +154,12 @@ class Tree {
   std::shared_ptr<RootfsView> rootfs_;
   std::unique_ptr<StagingTree> staging_;
 
-  std::mutex mutex_;                                            // guards images_ and used_
-  std::map<std::string, std::shared_ptr<const Image>> images_;  // by registry/digest
-  std::map<std::string, std::set<std::string>> used_;           // registry -> namespace paths seen
+  std::mutex mutex_;  // guards images_, image_order_ and used_
+  // Loaded images by registry/repo@digest, the most recently used kept (a
+  // count bound: an evicted image is loaded again from the cached manifests).
+  std::map<std::string, std::shared_ptr<const Image>> images_;
+  cache::LruIndex image_order_{kMaxImages};
+  std::map<std::string, std::set<std::string>> used_;  // registry -> namespace paths seen
 };
 
 }  // namespace regfs::fs
