@@ -229,6 +229,12 @@ bool CachedBlob::complete() const {
   return complete_;
 }
 
+bool CachedBlob::all_present() const {
+  std::lock_guard lock(mutex_);
+  return complete_ ||
+         std::all_of(states_.begin(), states_.end(), [](State s) { return s == State::kPresent; });
+}
+
 uint64_t CachedBlob::present_bytes() const {
   std::lock_guard lock(mutex_);
   uint64_t bytes = 0;
@@ -288,18 +294,25 @@ void CachedBlob::report(HashResult result) {
   }
 }
 
-bool CachedBlob::await_complete() {
+bool CachedBlob::await_complete() { return await_hash(true); }
+
+bool CachedBlob::await_verified() { return await_hash(false); }
+
+// Waits for the whole-blob hash to reach the end (and, with `complete`, for
+// the file to be renamed complete), hashing it here if nobody is.
+bool CachedBlob::await_hash(bool complete) {
+  auto done = [&] { return complete_ || (!complete && digest_ok_); };
   while (true) {
     {
       std::unique_lock lock(mutex_);
-      changed_.wait(lock, [&] { return !hashing_; });
+      changed_.wait(lock, [&] { return !hashing_ || failed_ || done(); });
       if (failed_) std::rethrow_exception(failed_);
-      if (complete_) return true;
+      if (done()) return true;
     }
     report(advance_hash(states_.size(), {}));  // every chunk from the file
     std::lock_guard lock(mutex_);
     if (failed_) std::rethrow_exception(failed_);
-    if (complete_) return true;
+    if (done()) return true;
     if (!hashing_) return false;  // a chunk is missing
   }
 }
@@ -382,6 +395,11 @@ CachedBlob::HashResult CachedBlob::finish_hash() {
     stop_hashing_locked();
     fail_integrity_locked(actual);
     return HashResult::kFailed;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    digest_ok_ = true;
+    changed_.notify_all();  // await_verified
   }
   ::fsync(fd_);  // outside the lock: readers go on meanwhile
   std::lock_guard lock(mutex_);

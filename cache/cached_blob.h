@@ -10,7 +10,9 @@
 // and the other fetchers never wait for it); when it reaches the end the
 // digest is checked: a match with every chunk present renames the file to
 // blobs/sha256/<hex> (complete); a mismatch drops the blob and every reader
-// gets EIO, never wrong bytes. After a remount a
+// gets EIO from then on. A reader of the last chunk of a blob whose chunks
+// are all here waits for that check (fs/content.cc), so a whole read never
+// ends in wrong bytes. After a remount a
 // logged chunk is re-hashed before its first read, and a complete blob before
 // its first open, so corrupt cache files are refetched, not served.
 //
@@ -76,6 +78,7 @@ class CachedBlob {
   size_t chunk_of(uint64_t offset) const { return static_cast<size_t>(offset / chunk_size_); }
   uint64_t chunk_length(size_t index) const;
   bool complete() const;
+  bool all_present() const;
   uint64_t present_bytes() const;
 
   // Marks the chunks of [first, last] that are neither present nor being
@@ -89,6 +92,8 @@ class CachedBlob {
   // nobody is hashing): true if the blob is complete, false if a chunk is
   // missing (evicted: fetch it again). Throws the blob's integrity error.
   bool await_complete();
+  // The same, up to the digest check only (not the rename that follows).
+  bool await_verified();
   // Gives back claimed chunks that could not be fetched; waiters get `error`.
   void abandon(size_t first, size_t last, std::exception_ptr error);
   // Blocks until every chunk of [first, last] is present (true), or one is
@@ -134,6 +139,7 @@ class CachedBlob {
   // OFD read lock so no eviction punches it meanwhile; false if it is gone.
   bool hash_chunk_from_file(size_t index);
   HashResult finish_hash();
+  bool await_hash(bool complete);
   void stop_hashing_locked();
   // Tells the cache what a hash advance did.
   void report(HashResult result);
@@ -162,6 +168,7 @@ class CachedBlob {
   std::vector<std::exception_ptr> errors_;
   registry::Sha256 hasher_;  // used only by the thread that set hashing_
   bool hashing_ = false;     // a thread is advancing hasher_
+  bool digest_ok_ = false;   // the whole-blob digest matched
   size_t hashed_upto_ = 0;   // chunks [0, hashed_upto_) are in hasher_
   std::atomic<bool> streamed_{false};
 };

@@ -199,6 +199,12 @@ cache::ReadLease BlobReader::read(uint64_t offset, size_t length) {
     claim_first = first;
     claim_last = last;
     if (!blob_->wait(first, last)) continue;
+    // A read of the end of a blob that is all here waits for the digest
+    // check, so a reader going to the end (cat, cp) gets EIO rather than
+    // a wrong file if the registry sent other bytes than its digest says.
+    if (last + 1 == blob_->chunk_count() && !blob_->complete() && blob_->all_present()) {
+      blob_->await_verified();
+    }
     if (auto lease = blob_->lease(offset, length)) return std::move(*lease);
   }
   throw Error(ErrorKind::kIo, "Cannot read blob " + blob_->digest() +

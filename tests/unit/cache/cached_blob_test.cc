@@ -82,6 +82,7 @@ TEST_F(CachedBlobTest, ChunksStoredInAnyOrderByManyThreadsComplete) {
   }
   for (auto& t : threads) t.join();
   EXPECT_TRUE(blob->wait(0, blob->chunk_count() - 1));
+  EXPECT_TRUE(blob->await_verified());
   EXPECT_TRUE(blob->complete());
   EXPECT_TRUE(std::filesystem::is_regular_file(complete()));
   EXPECT_FALSE(std::filesystem::exists(partial()));
@@ -102,6 +103,7 @@ TEST_F(CachedBlobTest, WrongBytesDropTheBlobAndFailReaders) {
   } catch (const Error& e) {
     EXPECT_EQ(e.kind(), ErrorKind::kIntegrity);
   }
+  EXPECT_THROW(blob->await_verified(), Error);
   EXPECT_FALSE(std::filesystem::exists(partial()));
   EXPECT_FALSE(std::filesystem::exists(complete()));
 }
