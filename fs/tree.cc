@@ -466,11 +466,12 @@ OpenedFile Tree::open(const Node& node) {
       auto image = image_of(node);
       auto it = image->blobs.find(node.blob);
       if (it == image->blobs.end()) throw Error(ErrorKind::kNotFound, "No blob " + node.blob);
-      // Manifests are fetched from the manifests endpoint: not every registry
-      // serves them as blobs. manifest() stores them, so blob() finds them.
+      // Manifests come from the manifests endpoint (not every registry serves
+      // them as blobs), verified and kept whole: served from memory, so an
+      // eviction of the cached copy cannot send the read to the blob endpoint.
       if (registry::is_index_media_type(it->second.media_type) ||
           registry::is_manifest_media_type(it->second.media_type)) {
-        reg.manifest(node.path, node.blob);
+        return bytes(reg.manifest(node.path, node.blob));
       }
       return OpenedFile{nullptr, reg.open_blob(node.path, node.blob, it->second.size)};
     }
