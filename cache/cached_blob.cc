@@ -229,6 +229,11 @@ bool CachedBlob::complete() const {
   return complete_;
 }
 
+bool CachedBlob::verified() const {
+  std::lock_guard lock(mutex_);
+  return complete_ || (digest_ok_ && !failed_);
+}
+
 bool CachedBlob::all_present() const {
   std::lock_guard lock(mutex_);
   return complete_ ||

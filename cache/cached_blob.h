@@ -78,6 +78,8 @@ class CachedBlob {
   size_t chunk_of(uint64_t offset) const { return static_cast<size_t>(offset / chunk_size_); }
   uint64_t chunk_length(size_t index) const;
   bool complete() const;
+  // The whole-blob digest matched (the blob may not be renamed complete yet).
+  bool verified() const;
   bool all_present() const;
   uint64_t present_bytes() const;
 

@@ -54,8 +54,8 @@ class BlobReader {
   BlobReader(RegistryContent& content, std::string repository,
              std::shared_ptr<cache::CachedBlob> blob);
   uint64_t size() const { return blob_->size(); }
-  // Whole and verified in the cache.
-  bool complete() const { return blob_->complete(); }
+  // Its digest checked: what was read of it is right.
+  bool verified() const { return blob_->verified(); }
   // [offset, offset+length) is local for as long as the lease lives.
   cache::ReadLease read(uint64_t offset, size_t length);
   // Fetches every chunk and waits (rootfs indexing reads whole layers).

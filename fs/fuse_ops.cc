@@ -279,7 +279,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     // A blob not yet verified whole may turn out wrong (EIO, dropped): an
     // open then must not keep pages an earlier reader got before the check.
-    fi->keep_cache = node->immutable() && (!opened.reader || opened.reader->complete());
+    fi->keep_cache = node->immutable() && (!opened.reader || opened.reader->verified());
     fi->direct_io = node->kind == NodeKind::kStatusFile;  // made at open: no size before
     if (fuse_reply_open(req, fi) == 0) handle.release();
   });
