@@ -211,7 +211,10 @@ void BlobCache::unpin_file(const fsys::path& path) {
 void BlobCache::chunk_added(const std::string& digest, size_t index, uint64_t bytes) {
   {
     std::lock_guard lock(mutex_);
-    lru_.put(chunk_key(registry::digest_hex(digest), index), bytes);
+    auto hex = registry::digest_hex(digest);
+    // Completed meanwhile by another fetcher: blob_completed accounted it.
+    if (lru_.contains(blob_key(hex))) return;
+    lru_.put(chunk_key(hex, index), bytes);
   }
   evict();
 }

@@ -287,8 +287,12 @@ void CachedBlob::store_chunk(size_t index, std::string_view bytes) {
     append_log("+" + std::to_string(index) + "\n");
   }
   changed_.notify_all();
-  cache_.chunk_added(digest_, index, bytes.size());
-  report(advance_hash(index, bytes));
+  // Hashed first: a chunk that completes the blob is accounted with it, as
+  // an open complete blob, so a full cache cannot evict it before its
+  // reader gets it (chunk_added evicts).
+  auto result = advance_hash(index, bytes);
+  if (result == HashResult::kPending) cache_.chunk_added(digest_, index, bytes.size());
+  report(result);
 }
 
 void CachedBlob::report(HashResult result) {
