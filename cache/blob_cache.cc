@@ -208,6 +208,18 @@ void BlobCache::unpin_file(const fsys::path& path) {
   lru_.unpin(file_key(path));
 }
 
+void BlobCache::pin_chunks(const std::string& digest, size_t first, size_t last) {
+  std::lock_guard lock(mutex_);
+  auto hex = registry::digest_hex(digest);
+  for (size_t i = first; i <= last; ++i) lru_.pin(chunk_key(hex, i));
+}
+
+void BlobCache::unpin_chunks(const std::string& digest, size_t first, size_t last) {
+  std::lock_guard lock(mutex_);
+  auto hex = registry::digest_hex(digest);
+  for (size_t i = first; i <= last; ++i) lru_.unpin(chunk_key(hex, i));
+}
+
 void BlobCache::chunk_added(const std::string& digest, size_t index, uint64_t bytes) {
   {
     std::lock_guard lock(mutex_);

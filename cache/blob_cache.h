@@ -65,6 +65,11 @@ class BlobCache {
   // Evicts until within the bound.
   void evict();
 
+  // Keeps chunks [first, last] of a blob from eviction (present or not yet)
+  // while a reader waits for them and takes its lease; counted, like pins.
+  void pin_chunks(const std::string& digest, size_t first, size_t last);
+  void unpin_chunks(const std::string& digest, size_t first, size_t last);
+
   // For CachedBlob.
   void chunk_added(const std::string& digest, size_t index, uint64_t bytes);
   // Like chunk_added for a chunk found on disk: tracked if new, no eviction.

@@ -111,6 +111,7 @@ class RegistryContent {
   void tag_changed(const std::string& repository, const std::string& tag,
                    const cache::TagRecord& record);
 
+  cache::BlobCache& cache() { return cache_; }
   // For BlobReader: fetches the claimed chunks [first, last] in the background.
   void fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob, size_t first,
              size_t last);
