@@ -160,7 +160,9 @@ void CachedBlob::open_partial() {
     append_log(std::string(kLogMagic) + " " + std::to_string(size_) + " " +
                std::to_string(chunk_size_) + "\n");
   }
-  hash_fd_ = ::open(partial_path_.c_str(), O_RDONLY | O_CLOEXEC);
+  // The same file however it is renamed or unlinked meanwhile (a concurrent
+  // instance may complete it), as a description of its own for OFD locks.
+  hash_fd_ = ::open(("/proc/self/fd/" + std::to_string(fd_)).c_str(), O_RDONLY | O_CLOEXEC);
   if (hash_fd_ < 0) throw io_error("open cache file " + partial_path_.string(), errno);
   if (size_ == 0) {
     {
