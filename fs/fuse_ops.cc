@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 
+#include "fs/dir_listings.h"
 #include "fs/errno_map.h"
 #include "fs/inode_table.h"
 #include "fs/staging_tree.h"
@@ -32,6 +33,8 @@ struct MountState {
   uid_t uid = 0;
   gid_t gid = 0;
   timespec mount_time{};
+  std::unique_ptr<DirListings> listings;
+  bool no_opendir = false;  // the kernel opens directories itself
 };
 
 struct FileHandle {
@@ -45,12 +48,6 @@ struct FileHandle {
   ~FileHandle() {
     if (fd >= 0) ::close(fd);
   }
-};
-
-struct DirHandle {
-  NodePtr dir;
-  bool listed = false;
-  std::vector<NodePtr> entries;
 };
 
 MountState& state_of(fuse_req_t req) { return *static_cast<MountState*>(fuse_req_userdata(req)); }
@@ -71,7 +68,10 @@ NodePtr node_or_throw(MountState& s, fuse_ino_t ino) {
   return node;
 }
 
-struct stat to_stat(MountState& s, fuse_ino_t ino, const Attr& attr) {
+// A directory whose listing can change between two answers.
+bool mutable_dir(const Node& node) { return node.is_dir() && !node.immutable(); }
+
+struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, const Attr& attr) {
   struct stat st {};
   st.st_ino = ino;
   st.st_mode = attr.mode;
@@ -88,12 +88,20 @@ struct stat to_stat(MountState& s, fuse_ino_t ino, const Attr& attr) {
     st.st_rdev = static_cast<dev_t>(attr.rdev);
     st.st_mtim = timespec{static_cast<time_t>(attr.mtime), static_cast<long>(attr.mtime_nsec)};
     st.st_atim = st.st_ctim = st.st_mtim;
+  } else if (mutable_dir(node)) {
+    st.st_mtim = s.listings->mtime(node);  // see fs/dir_listings.h
   }
   return st;
 }
 
-double timeout_of(MountState& s, const Node& node) {
+double entry_timeout_of(MountState& s, const Node& node) {
   return node.immutable() ? kImmutableTimeout : s.ttl;
+}
+
+// A mutable directory's attributes are asked for before each listing, so
+// the kernel rereads a listing that changed (fs/dir_listings.h).
+double attr_timeout_of(MountState& s, const Node& node) {
+  return mutable_dir(node) ? 0.0 : entry_timeout_of(s, node);
 }
 
 // Fills `e` for a positive entry and counts the lookup.
@@ -101,8 +109,9 @@ fuse_entry_param entry_of(MountState& s, const NodePtr& node, const Attr& attr) 
   fuse_entry_param e{};
   e.ino = s.inodes->add_lookup(node);
   e.generation = 0;
-  e.attr = to_stat(s, e.ino, attr);
-  e.attr_timeout = e.entry_timeout = timeout_of(s, *node);
+  e.attr = to_stat(s, e.ino, *node, attr);
+  e.entry_timeout = entry_timeout_of(s, *node);
+  e.attr_timeout = attr_timeout_of(s, *node);
   return e;
 }
 
@@ -117,6 +126,11 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
   if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
   if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  // Listings kept by the kernel are checked against the directory's mtime.
+  auto& s = *static_cast<MountState*>(userdata);
+  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+  s.no_opendir =
+      (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) && (conn->want & FUSE_CAP_AUTO_INVAL_DATA);
   LOG(kInfo) << "Mount ready";
 }
 
@@ -152,47 +166,44 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   auto& s = state_of(req);
   guarded(req, "getattr", [&] {
     auto node = node_or_throw(s, ino);
-    auto st = to_stat(s, ino, s.served.tree->attr(*node));
-    fuse_reply_attr(req, &st, timeout_of(s, *node));
+    auto st = to_stat(s, ino, *node, s.served.tree->attr(*node));
+    fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
   });
 }
 
+// Directories are opened by the kernel alone (FUSE_CAP_NO_OPENDIR_SUPPORT),
+// which then keeps every listing (fs/dir_listings.h). A kernel without it
+// gets an open that caches the listings of immutable directories only.
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto& s = state_of(req);
+  if (s.no_opendir) {
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
   guarded(req, "opendir", [&] {
     auto node = node_or_throw(s, ino);
-    auto handle = std::make_unique<DirHandle>();
-    handle->dir = node;
-    // Immutable directories are listed at the first readdir: the kernel
-    // keeps their listing (cache_readdir), so a warm `find` lists nothing.
-    if (!node->immutable()) {
-      handle->entries = s.served.tree->list(*node);
-      handle->listed = true;
-    }
-    fi->fh = reinterpret_cast<uint64_t>(handle.get());
     fi->cache_readdir = node->immutable();
     fi->keep_cache = node->immutable();
-    if (fuse_reply_open(req, fi) == 0) handle.release();
+    fuse_reply_open(req, fi);
   });
 }
 
-void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_file_info* fi,
-                bool plus) {
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, bool plus) {
   auto& s = state_of(req);
-  auto* handle = reinterpret_cast<DirHandle*>(fi->fh);
-  if (!handle->listed) {
-    try {
-      handle->entries = s.served.tree->list(*handle->dir);
-      handle->listed = true;
-    } catch (...) {
-      fuse_reply_err(req, current_exception_to_errno(plus ? "readdirplus" : "readdir"));
-      return;
-    }
+  const char* operation = plus ? "readdirplus" : "readdir";
+  DirListings::Listing listing;
+  try {
+    listing = s.listings->list(ino, *node_or_throw(s, ino), offset);
+  } catch (...) {
+    fuse_reply_err(req, current_exception_to_errno(operation));
+    return;
   }
+  const auto& entries = *listing;
   std::string buffer(size, '\0');
   size_t used = 0;
-  auto total = static_cast<off_t>(handle->entries.size()) + 2;
-  for (off_t i = offset; i < total; ++i) {
+  auto total = static_cast<off_t>(entries.size()) + 2;
+  off_t i = offset;
+  for (; i < total; ++i) {
     char* at = buffer.data() + used;
     size_t room = size - used;
     size_t need;
@@ -209,13 +220,13 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
         need = fuse_add_direntry(req, at, room, name, &st, i + 1);
       }
     } else {
-      const auto& node = handle->entries[static_cast<size_t>(i - 2)];
+      const auto& node = entries[static_cast<size_t>(i - 2)];
       if (plus) {
         Attr attr;
         try {
           attr = s.served.tree->attr(*node);
         } catch (...) {
-          int err = current_exception_to_errno("readdirplus");
+          int err = current_exception_to_errno(operation);
           if (used == 0) {
             fuse_reply_err(req, err);
             return;
@@ -234,20 +245,16 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, fuse_
     if (need > room) break;
     used += need;
   }
+  s.listings->served(ino, listing, i >= total);
   fuse_reply_buf(req, buffer.data(), used);
 }
 
-void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  do_readdir(req, ino, size, off, fi, false);
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  do_readdir(req, ino, size, off, false);
 }
 
-void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
-  do_readdir(req, ino, size, off, fi, true);
-}
-
-void op_releasedir(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
-  delete reinterpret_cast<DirHandle*>(fi->fh);
-  fuse_reply_err(req, 0);
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  do_readdir(req, ino, size, off, true);
 }
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
@@ -504,8 +511,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
       change.mtime = attr->st_mtim;
     auto* handle = fi ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
     StagedFile* file = handle && handle->staged ? handle->staged.get() : nullptr;
-    auto st = to_stat(s, ino, s.served.tree->staging().setattr(*node, file, change));
-    fuse_reply_attr(req, &st, timeout_of(s, *node));
+    auto st = to_stat(s, ino, *node, s.served.tree->staging().setattr(*node, file, change));
+    fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
   });
 }
 // copy_file_range from a blob of the mount into the staged blob of the same
@@ -549,7 +556,6 @@ fuse_lowlevel_ops make_operations() {
   ops.opendir = op_opendir;
   ops.readdir = op_readdir;
   ops.readdirplus = op_readdirplus;
-  ops.releasedir = op_releasedir;
   ops.open = op_open;
   ops.read = op_read;
   ops.release = op_release;
@@ -653,6 +659,8 @@ int mount_and_serve(const MountOptions& options, const std::function<Served()>& 
   try {
     state.served = build();
     state.inodes = std::make_unique<InodeTable>(state.served.tree->root());
+    state.listings = std::make_unique<DirListings>(
+        [tree = state.served.tree.get()](const Node& dir) { return tree->list(dir); });
     std::unique_ptr<fuse_loop_config, LoopConfigDeleter> loop(fuse_loop_cfg_create());
     fuse_loop_cfg_set_clone_fd(loop.get(), 0);
     fuse_loop_cfg_set_idle_threads(loop.get(), 8);

@@ -3,8 +3,9 @@ in single-registry and multi-registry mode."""
 
 import hashlib
 import os
+import subprocess
 
-from harness import seedlib
+from harness import eventually, reglib, seedlib, start_registry
 
 IMAGE_ENTRIES = {"oci-layout", "index.json", "manifest.json", "config.json", "blobs"}
 
@@ -63,7 +64,6 @@ def test_image_directory_lists_layout_entries_without_rootfs(plain_mount):
 
 
 def test_find_lists_no_rootfs(plain_mount):
-    import subprocess
     out = subprocess.run(["find", str(plain_mount / "demo/hello/v1")], check=True,
                          capture_output=True, text=True, timeout=60).stdout
     assert "/rootfs" not in out
@@ -80,3 +80,37 @@ def test_multi_registry_mode(mount, plain_registry):
     assert os.listdir(registry_dir / "team/project/app") == ["v1"]
     body = plain_registry.anonymous.manifest("demo/hello", "v1")[0]
     assert (registry_dir / "demo/hello/v1/manifest.json").read_bytes() == body
+
+
+def test_listings_follow_the_registry(tmp_path_factory, layouts, mount):
+    """The kernel keeps listings (no OPENDIR); a listing that changes in the
+    registry or in the daemon is still seen within --tag-ttl."""
+    r = start_registry(tmp_path_factory, layouts, "listings",
+                       samples=[("demo/hello", "v1", "hello")])
+    try:
+        m = mount(r.host, "--tag-ttl", "1")
+        repo = m / "demo/hello"
+        assert os.listdir(repo) == ["v1"]
+        assert os.listdir(repo) == ["v1"], "a listing read again from the kernel's cache"
+        assert os.listdir(m / "demo") == ["hello"]
+        seedlib.seed(r.host, str(layouts), samples=[("demo/hello", "v2", "hello"),
+                                                    ("demo/other", "v1", "hello")])
+        assert eventually(lambda: sorted(os.listdir(repo)) == ["v1", "v2"], within=10), \
+            os.listdir(repo)
+        assert eventually(lambda: sorted(os.listdir(m / "demo")) == ["hello", "other"],
+                          within=10), os.listdir(m / "demo")
+        # A tag made through the mount shows at once, and find walks it.
+        (repo / "v3").mkdir()
+        assert sorted(os.listdir(repo)) == ["v1", "v2", "v3"]
+        out = subprocess.run(["find", str(repo)], check=True, capture_output=True, text=True,
+                             timeout=60).stdout.splitlines()
+        assert str(repo / "v2" / "manifest.json") in out and str(repo / "v3") in out
+    finally:
+        reglib.stop(r.dir)
+
+
+def test_registry_in_use_is_listed_at_once(mount, plain_registry):
+    m = mount(None)
+    assert plain_registry.host not in os.listdir(m.path)
+    assert "demo" in os.listdir(m / plain_registry.host)
+    assert plain_registry.host in os.listdir(m.path), "the root's kept listing is reread"
