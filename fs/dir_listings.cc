@@ -7,6 +7,19 @@ namespace regfs::fs {
 DirListings::DirListings(Lister lister, size_t max_entries)
     : lister_(std::move(lister)), max_entries_(max_entries) {}
 
+bool DirListings::can_change(const Node& dir) {
+  if (!dir.is_dir() || dir.immutable()) return false;
+  switch (dir.kind) {
+    case NodeKind::kRoot:
+    case NodeKind::kNamespace:
+    case NodeKind::kBlobsAlgDir:
+    case NodeKind::kStaged:
+      return true;
+    default:
+      return false;
+  }
+}
+
 size_t DirListings::hash_of(const std::vector<NodePtr>& entries) {
   size_t hash = entries.size();
   for (const auto& entry : entries) {
@@ -34,7 +47,7 @@ timespec DirListings::fresh_time_locked() {
 }
 
 void DirListings::record(const Node& dir, const std::vector<NodePtr>& entries) {
-  if (dir.immutable()) return;
+  if (!can_change(dir)) return;
   size_t hash = hash_of(entries);
   std::lock_guard lock(mutex_);
   auto it = stamps_.find(dir.key);

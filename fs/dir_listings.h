@@ -4,10 +4,9 @@
 // The mount answers no OPENDIR (FUSE_CAP_NO_OPENDIR_SUPPORT), so the kernel
 // keeps every directory's listing and rereads it only when the directory's
 // mtime or its own change counter moves (changes made through the mount move
-// the counter). An immutable directory never changes. A mutable one
-// (registries, namespaces, repositories, tag directories, staged trees) has
-// an attribute timeout of 0, so the kernel asks for its attributes before
-// each listing; its mtime is then
+// the counter). Most directories always list the same names. One whose
+// listing can change (`can_change`) has an attribute timeout of 0, so the
+// kernel asks for its attributes before each listing; its mtime is then
 //   - once it has been listed: when its listing last changed, found by
 //     listing it again (through the Tree's own caches, so the network is
 //     asked no more often than --tag-ttl says);
@@ -17,8 +16,8 @@
 // a listing the daemon would not.
 //
 // Readdir has no handle either: a listing too long for one reply is kept
-// (`Snapshot`) from offset 0 until a reply reaches its end, so the offsets
-// of one pass stay consistent.
+// from offset 0 until a reply reaches its end, so the offsets of one pass
+// stay consistent.
 #pragma once
 
 #include <ctime>
@@ -39,6 +38,12 @@ class DirListings {
   using Listing = std::shared_ptr<const std::vector<NodePtr>>;
 
   explicit DirListings(Lister lister, size_t max_entries = 4096);
+
+  // Whether `dir`'s listing can change between two answers: a registry's,
+  // a namespace's or repository's, a tag's blobs/sha256/, a staged tree's.
+  // (A tag's directory always lists the same names; rootfs/ is named by
+  // its image's digest.)
+  static bool can_change(const Node& dir);
 
   // The mtime of mutable directory `dir` (see above). Never throws: a
   // listing that fails keeps the last stamp.

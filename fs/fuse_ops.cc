@@ -68,8 +68,7 @@ NodePtr node_or_throw(MountState& s, fuse_ino_t ino) {
   return node;
 }
 
-// A directory whose listing can change between two answers.
-bool mutable_dir(const Node& node) { return node.is_dir() && !node.immutable(); }
+bool mutable_dir(const Node& node) { return DirListings::can_change(node); }
 
 struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, const Attr& attr) {
   struct stat st {};
