@@ -1,6 +1,7 @@
 #include "cache/staging.h"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -190,6 +191,22 @@ StagedTagState StagingArea::read_state(const StagedTag& tag) const {
   }
   states_[tag] = state;
   return state;
+}
+
+UniqueFd StagingArea::lock_push(const StagedTag& tag) {
+  UniqueFd dir(::open(tag_dir(tag).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!dir) {
+    if (errno == ENOENT) return {};
+    throw_io("lock staged tag " + tag.tag, std::error_code(errno, std::generic_category()));
+  }
+  while (::flock(dir.get(), LOCK_EX) != 0) {
+    if (errno != EINTR) {
+      throw_io("lock staged tag " + tag.tag, std::error_code(errno, std::generic_category()));
+    }
+  }
+  std::lock_guard lock(mutex_);
+  states_.erase(tag);
+  return dir;
 }
 
 StagedTagState StagingArea::state(const StagedTag& tag) const {

@@ -26,6 +26,7 @@
 #include <tuple>
 #include <vector>
 
+#include "cache/unique_fd.h"
 #include "registry/digest.h"
 
 namespace regfs::cache {
@@ -86,6 +87,13 @@ class StagingArea {
   void tag_to_namespace(const StagedTag& tag);
   // Every staged tag, for the start-up scan.
   std::vector<StagedTag> all_tags() const;
+
+  // Waits for, and holds until the result goes, the tag's push lock: an
+  // flock on the tag's directory, so mounts sharing this cache directory
+  // push a tag one at a time. Once it is held the tag's state is read
+  // again from disk, where another mount may have recorded a push. An
+  // empty result: the tag is not staged (any more).
+  UniqueFd lock_push(const StagedTag& tag);
 
   StagedTagState state(const StagedTag& tag) const;
   // Changes the state under the area's lock and writes it; does nothing for

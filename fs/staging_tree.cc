@@ -548,7 +548,9 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming) {
     push_lock = slot;
   }
   std::lock_guard lock(*push_lock);
-  if (!area_.has_tag(tag)) return;
+  // ... and one mount at a time of those sharing the cache directory.
+  auto shared_lock = area_.lock_push(tag);
+  if (!shared_lock || !area_.has_tag(tag)) return;
   const std::string name = tag.registry + "/" + tag.repository + ":" + tag.tag;
   std::string pushed;
   try {

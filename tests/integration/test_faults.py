@@ -395,7 +395,7 @@ def _has_blob(registry, repo, digest):
     return registry.client.request(f"/v2/{repo}/blobs/{digest}", method="HEAD")[0] == 200
 
 
-def test_kill_9_during_push_then_remount_resumes_it(push_setup, tmp_path):
+def test_kill_9_during_push_then_remount_resumes_it(push_setup, tmp_path, mount):
     registry, front, m, _ = push_setup
     layout = tmp_path / "large-layout"
     descriptor = mkimage.build(str(layout), "x", mkimage.preset("large"))
@@ -423,8 +423,12 @@ def test_kill_9_during_push_then_remount_resumes_it(push_setup, tmp_path):
     assert uploaded  # the small blobs went up beside the large one
     front.clear()
     resumed_from = len(front.log)
+    # Slow enough that a second mount of the same cache starts mid-push.
+    front.add("throttle_upload", methods=("PATCH", "PUT"), path=r"/blobs/uploads/",
+              rate=2 << 20)
 
     remount_stale(m)
+    other = mount(front.host, "-o", f"request_timeout={TIMEOUT}", "--cache-dir", m.cache_dir)
     # The staged tag is intact: whatever cp wrote reads back as it was.
     names = {str(p.relative_to(staged)) for p in staged.rglob("*") if p.is_file()}
     assert names <= set(local), names - set(local)
@@ -440,12 +444,16 @@ def test_kill_9_during_push_then_remount_resumes_it(push_setup, tmp_path):
     assert {d for d, _, _, _ in reachable} == set(blobs)
     for d, _, _, data in reachable:  # manifests and configs come with their bytes
         assert (data if data is not None else registry.client.blob("push/app", d)) == blobs[d], d
-    # Blobs the registry got before the kill were not sent again.
-    for _, method, path, _ in front.log[resumed_from:]:
-        if method == "PUT" and "/blobs/uploads/" in path:
-            assert not any(d[7:] in path for d in uploaded), path
+    # Blobs the registry got before the kill were not sent again, and the
+    # two mounts sharing the cache pushed the rest once.
+    finals = [path for _, method, path, _ in front.log[resumed_from:]
+              if method == "PUT" and "/blobs/uploads/" in path]
+    for path in finals:
+        assert not any(d[7:] in path for d in uploaded), path
+    assert sum(large[7:] in path for path in finals) == 1, finals
+    other.unmount()  # waits for its resume, which found the push done
     text = log_text(m)
-    assert f"Resuming push of {front.host}/push/app:v1" in text
+    assert text.count(f"Resuming push of {front.host}/push/app:v1") == 1, text[-3000:]
     assert "Resumed push of" in text
     assert eventually(lambda: os.getxattr(staged, "user.regfs.digest") ==
                       descriptor["digest"].encode(), within=10)

@@ -1,5 +1,6 @@
 // The staging area: paths, namespaces and tags on disk, state persistence
-// across instances (a remount; a push in flight included), no state for a
+// across instances (a remount; a push in flight included), the push lock
+// shared by instances (mounts of one cache directory), no state for a
 // discarded tag, tag-to-namespace promotion, and the write hasher (in-order
 // writes hashed as written; anything else asks for a rehash).
 #include "cache/staging.h"
@@ -7,7 +8,10 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <fstream>
+#include <thread>
 
 #include "registry/digest.h"
 
@@ -79,6 +83,32 @@ TEST_F(StagingTest, PushInFlightSurvivesReopenAndDiscardedTagsKeepNoState) {
   area.make_tag(tag);
   EXPECT_TRUE(area.state(tag).error.empty());
   EXPECT_TRUE(area.state(tag).pushing.empty());
+}
+
+TEST_F(StagingTest, PushLockIsSharedByMountsAndRereadsTheState) {
+  StagedTag tag{"localhost:5000", "app", "v1"};
+  StagingArea first(dir_ / "staging");
+  StagingArea second(dir_ / "staging");  // another mount of the same cache
+  first.make_tag(tag);
+  EXPECT_TRUE(second.state(tag).pushed_digest.empty());  // read, and kept in memory
+
+  auto held = first.lock_push(tag);
+  ASSERT_TRUE(held);
+  std::atomic<bool> second_has_it = false;
+  std::thread waiter([&] {
+    auto lock = second.lock_push(tag);
+    second_has_it = true;
+    EXPECT_EQ(second.state(tag).pushed_digest, "sha256:abc") << "read again from disk";
+  });
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_FALSE(second_has_it) << "one mount at a time";
+  first.update_state(tag, [](StagedTagState& s) { s.pushed_digest = "sha256:abc"; });
+  held.reset();
+  waiter.join();
+  EXPECT_TRUE(second_has_it);
+
+  first.discard_tag(tag);
+  EXPECT_FALSE(first.lock_push(tag)) << "a tag no longer staged";
 }
 
 TEST_F(StagingTest, EmptyTagBecomesNamespace) {
