@@ -67,7 +67,9 @@ BlobCache::~BlobCache() {
       LOG(kWarning) << "Cannot record the chunk hashes of " << digest << ": " << e.what();
     }
   }
-  if (logged) LOG(kInfo) << "Logged the hashes of " << logged << " chunks of partial blobs";
+  if (logged) {
+    LOG(kInfo) << "Logged the hashes of " << logged << " chunks of partial blobs";
+  }
 }
 
 void BlobCache::note_unhashed(const std::string& digest, uint64_t size,

@@ -162,7 +162,7 @@ void CachedBlob::open_partial() {
   }
   // The same file however it is renamed or unlinked meanwhile (a concurrent
   // instance may complete it), as a description of its own for OFD locks.
-  hash_fd_ = ::open(("/proc/self/fd/" + std::to_string(fd_)).c_str(), O_RDONLY | O_CLOEXEC);
+  hash_fd_ = reopen_own_file(O_RDONLY);
   if (hash_fd_ < 0) throw io_error("open cache file " + partial_path_.string(), errno);
   if (size_ == 0) {
     {
@@ -419,8 +419,15 @@ CachedBlob::HashResult CachedBlob::finish_hash() {
       std::all_of(states_.begin(), states_.end(), [](State s) { return s == State::kPresent; });
   if (!all_present) return HashResult::kPending;  // verified as streamed, but chunks were evicted
   if (::rename(partial_path_.c_str(), complete_path_.c_str()) != 0) {
-    LOG(kWarning) << "Cannot complete cached blob " << digest_ << ": " << std::strerror(errno);
-    return HashResult::kPending;
+    int error = errno;
+    // Another instance completed (or dropped) the same file first: the
+    // bytes in this one's file are checked all the same, so it is complete
+    // if no chunk of it was punched meanwhile.
+    if (error != ENOENT || ::lseek(fd_, 0, SEEK_HOLE) < static_cast<off_t>(size_)) {
+      LOG(kWarning) << "Cannot complete cached blob " << digest_ << ": " << std::strerror(error);
+      return HashResult::kPending;
+    }
+    LOG(kDebug) << "Cached blob " << digest_ << " was renamed by another instance";
   }
   ::unlink(log_path_.c_str());
   if (log_fd_ >= 0) ::close(log_fd_);
@@ -518,6 +525,12 @@ void CachedBlob::mark_absent_locked(size_t index) {
   append_log("-" + std::to_string(index) + "\n");
 }
 
+// A new open file description of this instance's own cache file, found
+// through /proc so that renames and unlinks of its path do not matter.
+int CachedBlob::reopen_own_file(int flags) const {
+  return ::open(("/proc/self/fd/" + std::to_string(fd_)).c_str(), flags | O_CLOEXEC);
+}
+
 std::optional<ReadLease> CachedBlob::lease(uint64_t offset, size_t length) {
   {
     std::lock_guard lock(mutex_);
@@ -528,14 +541,11 @@ std::optional<ReadLease> CachedBlob::lease(uint64_t offset, size_t length) {
   length = static_cast<size_t>(std::min<uint64_t>(length, size_ - offset));
   size_t first = chunk_of(offset);
   size_t last = chunk_of(offset + length - 1);
-  int fd = ::open(partial_path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    // Completed (renamed) by this or another mount, or dropped.
-    std::lock_guard lock(mutex_);
-    if (complete_) return ReadLease(fd_, false, offset, length);
-    for (size_t i = first; i <= last; ++i) mark_absent_locked(i);
-    return std::nullopt;
-  }
+  // The file this instance writes, whatever its name now (another instance
+  // may have completed or dropped the partial file), as an open file
+  // description of the lease's own for its OFD lock.
+  int fd = reopen_own_file(O_RDONLY);
+  if (fd < 0) throw io_error("open cache file " + partial_path_.string(), errno);
   ReadLease lease(fd, true, offset, length);
   uint64_t start = first * chunk_size_;
   if (!ofd_lock(fd, F_RDLCK, start, (last + 1) * chunk_size_ - start)) {
@@ -596,8 +606,8 @@ size_t CachedBlob::drop_pages(size_t first, size_t last) {
 
 void CachedBlob::evict_chunk(size_t index) {
   if (index >= states_.size()) return;
-  int fd = ::open(partial_path_.c_str(), O_RDWR | O_CLOEXEC);
-  if (fd < 0) return;  // completed or dropped meanwhile
+  int fd = reopen_own_file(O_RDWR);
+  if (fd < 0) return;
   uint64_t start = index * chunk_size_;
   if (ofd_lock(fd, F_WRLCK, start, chunk_length(index))) {
     std::lock_guard lock(mutex_);

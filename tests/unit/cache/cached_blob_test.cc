@@ -89,6 +89,32 @@ TEST_F(CachedBlobTest, ChunksStoredInAnyOrderByManyThreadsComplete) {
   EXPECT_EQ(read(*blob, 0, bytes_.size()), bytes_);
 }
 
+// Another instance (an evicting thread's, another mount's) may complete or
+// drop the partial file under this one: its reads and completion go on
+// from the file it writes (the load test once saw EIO here).
+TEST_F(CachedBlobTest, PartialCompletedByAnotherInstanceStillServesAndCompletes) {
+  auto c = cache();
+  auto blob = c->open(digest_, bytes_.size());
+  for (size_t i = 0; i < 10; ++i) store(*blob, i);
+  std::filesystem::rename(partial(), complete());
+  EXPECT_EQ(read(*blob, 0, 2 * kChunk), bytes_.substr(0, 2 * kChunk));
+  store(*blob, 10);
+  EXPECT_TRUE(blob->await_complete());
+  EXPECT_TRUE(blob->complete());
+  EXPECT_EQ(read(*blob, 0, bytes_.size()), bytes_);
+}
+
+TEST_F(CachedBlobTest, PartialDroppedUnderAnInstanceStillServesIt) {
+  auto c = cache();
+  auto blob = c->open(digest_, bytes_.size());
+  for (size_t i = 0; i < 5; ++i) store(*blob, i);
+  std::filesystem::remove(partial());
+  EXPECT_EQ(read(*blob, kChunk, 3 * kChunk), bytes_.substr(kChunk, 3 * kChunk));
+  for (size_t i = 5; i < blob->chunk_count(); ++i) store(*blob, i);
+  EXPECT_TRUE(blob->await_verified());
+  EXPECT_EQ(read(*blob, 0, bytes_.size()), bytes_);
+}
+
 TEST_F(CachedBlobTest, WrongBytesDropTheBlobAndFailReaders) {
   auto c = cache();
   auto blob = c->open(digest_, bytes_.size());
