@@ -145,23 +145,46 @@ void BlobCache::scan() {
 }
 
 std::shared_ptr<CachedBlob> BlobCache::open(const std::string& digest, uint64_t size) {
+  auto live = [&]() -> std::shared_ptr<CachedBlob> {
+    auto it = live_.find(digest);
+    if (it == live_.end()) return nullptr;
+    auto blob = it->second.lock();
+    if (!blob || blob->size() != size) return nullptr;
+    lru_.touch(blob_key(registry::digest_hex(digest)));
+    return blob;
+  };
+  std::shared_ptr<std::mutex> gate;
   {
     std::lock_guard lock(mutex_);
-    auto it = live_.find(digest);
-    if (it != live_.end()) {
-      if (auto blob = it->second.lock(); blob && blob->size() == size) {
-        lru_.touch(blob_key(registry::digest_hex(digest)));
-        return blob;
-      }
+    if (auto blob = live()) return blob;
+    auto& slot = opening_[digest];
+    if (!slot) slot = std::make_shared<std::mutex>();
+    gate = slot;
+  }
+  struct Leave {  // drops the gate when nobody else waits on it, even on a throw
+    BlobCache& cache;
+    const std::string& digest;
+    ~Leave() {
+      std::lock_guard lock(cache.mutex_);
+      auto it = cache.opening_.find(digest);
+      if (it != cache.opening_.end() && it->second.use_count() == 2) cache.opening_.erase(it);
+    }
+  } leave{*this, digest};
+  std::shared_ptr<CachedBlob> blob;
+  {
+    std::lock_guard opening(*gate);
+    {
+      std::lock_guard lock(mutex_);
+      blob = live();  // made by the open this one waited for
+    }
+    // Made outside mutex_: it may hash a whole complete file.
+    if (!blob) {
+      blob = std::make_shared<CachedBlob>(*this, digest, size);
+      std::lock_guard lock(mutex_);
+      live_[digest] = blob;
+      lru_.touch(blob_key(registry::digest_hex(digest)));
     }
   }
-  // Made outside the lock: it may hash a whole complete file.
-  auto blob = std::make_shared<CachedBlob>(*this, digest, size);
-  std::lock_guard lock(mutex_);
-  auto& slot = live_[digest];
-  if (auto existing = slot.lock(); existing && existing->size() == size) return existing;
-  slot = blob;
-  lru_.touch(blob_key(registry::digest_hex(digest)));
   return blob;
 }
 

@@ -96,6 +96,10 @@ class BlobCache {
   std::mutex mutex_;  // guards the members below; taken after any CachedBlob lock
   LruIndex lru_;
   std::map<std::string, std::weak_ptr<CachedBlob>> live_;
+  // One instance is made at a time per digest: two racing opens once made
+  // two, and the second could recreate a partial file the first had just
+  // completed. Taken before mutex_, never while a CachedBlob lock is held.
+  std::map<std::string, std::shared_ptr<std::mutex>> opening_;
   std::set<std::string> verified_;
   std::map<std::string, std::pair<uint64_t, std::vector<size_t>>> unhashed_;  // size, chunks
 };
