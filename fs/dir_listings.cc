@@ -77,6 +77,12 @@ timespec DirListings::mtime(const Node& dir) {
   return it == stamps_.end() ? fresh_time_locked() : it->second.mtime;
 }
 
+timespec DirListings::last_mtime(const Node& dir) {
+  std::lock_guard lock(mutex_);
+  auto it = stamps_.find(dir.key);
+  return it == stamps_.end() ? fresh_time_locked() : it->second.mtime;
+}
+
 DirListings::Listing DirListings::list(uint64_t ino, const Node& dir, long offset) {
   if (offset > 0) {
     std::lock_guard lock(mutex_);

@@ -48,6 +48,9 @@ class DirListings {
   // The mtime of mutable directory `dir` (see above). Never throws: a
   // listing that fails keeps the last stamp.
   timespec mtime(const Node& dir);
+  // The same without listing `dir` again (for entries, whose attributes
+  // expire at once: the kernel asks `mtime` before it lists them).
+  timespec last_mtime(const Node& dir);
 
   // The listing of `dir` for a readdir at `offset` of inode `ino`: listed
   // anew at offset 0 (recording a mutable directory's stamp), else the

@@ -70,7 +70,12 @@ NodePtr node_or_throw(MountState& s, fuse_ino_t ino) {
 
 bool mutable_dir(const Node& node) { return DirListings::can_change(node); }
 
-struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, const Attr& attr) {
+// `answer`: a GETATTR (the kernel asks before each listing of a directory
+// whose listing can change, so its mtime is checked then) or an entry.
+enum class AttrReply { kGetattr, kEntry };
+
+struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, const Attr& attr,
+                    AttrReply answer) {
   struct stat st {};
   st.st_ino = ino;
   st.st_mode = attr.mode;
@@ -88,7 +93,11 @@ struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, const Attr&
     st.st_mtim = timespec{static_cast<time_t>(attr.mtime), static_cast<long>(attr.mtime_nsec)};
     st.st_atim = st.st_ctim = st.st_mtim;
   } else if (mutable_dir(node)) {
-    st.st_mtim = s.listings->mtime(node);  // see fs/dir_listings.h
+    // See fs/dir_listings.h. An entry's attributes expire at once, so the
+    // kernel asks GETATTR before listing it: `ls -l` of a namespace need not
+    // list every repository in it.
+    st.st_mtim =
+        answer == AttrReply::kGetattr ? s.listings->mtime(node) : s.listings->last_mtime(node);
   }
   return st;
 }
@@ -108,7 +117,7 @@ fuse_entry_param entry_of(MountState& s, const NodePtr& node, const Attr& attr) 
   fuse_entry_param e{};
   e.ino = s.inodes->add_lookup(node);
   e.generation = 0;
-  e.attr = to_stat(s, e.ino, *node, attr);
+  e.attr = to_stat(s, e.ino, *node, attr, AttrReply::kEntry);
   e.entry_timeout = entry_timeout_of(s, *node);
   e.attr_timeout = attr_timeout_of(s, *node);
   return e;
@@ -165,7 +174,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   auto& s = state_of(req);
   guarded(req, "getattr", [&] {
     auto node = node_or_throw(s, ino);
-    auto st = to_stat(s, ino, *node, s.served.tree->attr(*node));
+    auto st = to_stat(s, ino, *node, s.served.tree->attr(*node), AttrReply::kGetattr);
     fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
   });
 }
@@ -510,7 +519,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
       change.mtime = attr->st_mtim;
     auto* handle = fi ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
     StagedFile* file = handle && handle->staged ? handle->staged.get() : nullptr;
-    auto st = to_stat(s, ino, *node, s.served.tree->staging().setattr(*node, file, change));
+    auto st = to_stat(s, ino, *node, s.served.tree->staging().setattr(*node, file, change),
+                      AttrReply::kGetattr);
     fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
   });
 }

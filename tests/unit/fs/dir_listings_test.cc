@@ -73,6 +73,20 @@ TEST(DirListings, ListedDirectoryKeepsItsMtimeUntilItsListingChanges) {
   EXPECT_FALSE(listings.mtime(*dir) == changed) << "and so does a tag going away";
 }
 
+TEST(DirListings, LastMtimeDoesNotListAgain) {
+  FakeLister fake;
+  fake.names["r/app"] = {"v1"};
+  DirListings listings(fake.lister());
+  auto dir = repo("r/app");
+  listings.list(7, *dir, 0);
+  auto stamp = listings.mtime(*dir);
+  int calls = fake.calls;
+  fake.names["r/app"].push_back("v2");
+  EXPECT_TRUE(listings.last_mtime(*dir) == stamp) << "an entry's mtime, as last seen";
+  EXPECT_EQ(fake.calls, calls);
+  EXPECT_FALSE(listings.mtime(*dir) == stamp) << "GETATTR lists it again";
+}
+
 TEST(DirListings, FailingListingKeepsTheLastStamp) {
   FakeLister fake;
   fake.names["r/app"] = {"v1"};
