@@ -233,16 +233,21 @@ void BlobCache::unpin_file(const fsys::path& path) {
   lru_.unpin(file_key(path));
 }
 
-void BlobCache::pin_chunks(const std::string& digest, size_t first, size_t last) {
-  std::lock_guard lock(mutex_);
-  auto hex = registry::digest_hex(digest);
-  for (size_t i = first; i <= last; ++i) lru_.pin(chunk_key(hex, i));
+BlobCache::ChunkPin::ChunkPin(BlobCache& cache, std::string digest, size_t first, size_t last)
+    : cache_(cache), digest_(std::move(digest)), first_(first), last_(last) {
+  std::lock_guard lock(cache_.mutex_);
+  auto hex = registry::digest_hex(digest_);
+  for (size_t i = first_; i <= last_; ++i) cache_.lru_.pin(chunk_key(hex, i));
 }
 
-void BlobCache::unpin_chunks(const std::string& digest, size_t first, size_t last) {
-  std::lock_guard lock(mutex_);
-  auto hex = registry::digest_hex(digest);
-  for (size_t i = first; i <= last; ++i) lru_.unpin(chunk_key(hex, i));
+BlobCache::ChunkPin::~ChunkPin() {
+  std::lock_guard lock(cache_.mutex_);
+  auto hex = registry::digest_hex(digest_);
+  for (size_t i = first_; i <= last_; ++i) cache_.lru_.unpin(chunk_key(hex, i));
+}
+
+BlobCache::ChunkPin BlobCache::pin_chunks(const std::string& digest, size_t first, size_t last) {
+  return ChunkPin(*this, digest, first, last);
 }
 
 void BlobCache::chunk_added(const std::string& digest, size_t index, uint64_t bytes) {

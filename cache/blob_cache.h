@@ -66,9 +66,21 @@ class BlobCache {
   void evict();
 
   // Keeps chunks [first, last] of a blob from eviction (present or not yet)
-  // while a reader waits for them and takes its lease; counted, like pins.
-  void pin_chunks(const std::string& digest, size_t first, size_t last);
-  void unpin_chunks(const std::string& digest, size_t first, size_t last);
+  // while a reader waits for them and takes its lease, until the result
+  // goes; counted, like pins.
+  class ChunkPin {
+   public:
+    ChunkPin(BlobCache& cache, std::string digest, size_t first, size_t last);
+    ChunkPin(const ChunkPin&) = delete;
+    ChunkPin& operator=(const ChunkPin&) = delete;
+    ~ChunkPin();
+
+   private:
+    BlobCache& cache_;
+    const std::string digest_;
+    const size_t first_, last_;
+  };
+  ChunkPin pin_chunks(const std::string& digest, size_t first, size_t last);
 
   // For CachedBlob.
   void chunk_added(const std::string& digest, size_t index, uint64_t bytes);

@@ -238,8 +238,11 @@ bool CachedBlob::verified() const {
 
 bool CachedBlob::all_present() const {
   std::lock_guard lock(mutex_);
-  return complete_ ||
-         std::all_of(states_.begin(), states_.end(), [](State s) { return s == State::kPresent; });
+  return complete_ || all_present_locked();
+}
+
+bool CachedBlob::all_present_locked() const {
+  return std::all_of(states_.begin(), states_.end(), [](State s) { return s == State::kPresent; });
 }
 
 uint64_t CachedBlob::present_bytes() const {
@@ -415,9 +418,8 @@ CachedBlob::HashResult CachedBlob::finish_hash() {
   ::fsync(fd_);  // outside the lock: readers go on meanwhile
   std::lock_guard lock(mutex_);
   stop_hashing_locked();
-  bool all_present =
-      std::all_of(states_.begin(), states_.end(), [](State s) { return s == State::kPresent; });
-  if (!all_present) return HashResult::kPending;  // verified as streamed, but chunks were evicted
+  if (!all_present_locked())
+    return HashResult::kPending;  // verified as streamed, but chunks were evicted
   if (::rename(partial_path_.c_str(), complete_path_.c_str()) != 0) {
     int error = errno;
     // Another instance completed (or dropped) the same file first: the

@@ -133,6 +133,7 @@ class CachedBlob {
   void append_log(const std::string& line);
   void mark_absent_locked(size_t index);
   int reopen_own_file(int flags) const;
+  bool all_present_locked() const;
   bool chunk_intact_locked(int fd, size_t index);
   enum class HashResult { kPending, kCompleted, kFailed };
   // Advances the whole-blob hash from chunk `index` (its bytes in memory)

@@ -195,14 +195,15 @@ StagedTagState StagingArea::read_state(const StagedTag& tag) const {
 
 UniqueFd StagingArea::lock_push(const StagedTag& tag) {
   UniqueFd dir(::open(tag_dir(tag).c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  auto fail = [&] {
+    throw_io("lock staged tag " + tag.tag, std::error_code(errno, std::generic_category()));
+  };
   if (!dir) {
     if (errno == ENOENT) return {};
-    throw_io("lock staged tag " + tag.tag, std::error_code(errno, std::generic_category()));
+    fail();
   }
   while (::flock(dir.get(), LOCK_EX) != 0) {
-    if (errno != EINTR) {
-      throw_io("lock staged tag " + tag.tag, std::error_code(errno, std::generic_category()));
-    }
+    if (errno != EINTR) fail();
   }
   std::lock_guard lock(mutex_);
   states_.erase(tag);

@@ -195,14 +195,7 @@ cache::ReadLease BlobReader::read(uint64_t offset, size_t length) {
   // The chunks of this read stay out of eviction until the lease holds them
   // (its OFD lock then keeps them): other readers' fetches in a small cache
   // would otherwise punch them between their arrival and this read.
-  auto& cache = content_.cache();
-  cache.pin_chunks(blob_->digest(), first, last);
-  struct Unpin {
-    cache::BlobCache& cache;
-    const std::string& digest;
-    size_t first, last;
-    ~Unpin() { cache.unpin_chunks(digest, first, last); }
-  } unpin{cache, blob_->digest(), first, last};
+  auto pin = content_.cache().pin_chunks(blob_->digest(), first, last);
   for (int attempt = 0; attempt < 8; ++attempt) {
     for (auto [a, b] : blob_->claim(claim_first, claim_last)) {
       content_.fetch(repository_, blob_, a, b);

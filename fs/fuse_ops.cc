@@ -68,8 +68,6 @@ NodePtr node_or_throw(MountState& s, fuse_ino_t ino) {
   return node;
 }
 
-bool mutable_dir(const Node& node) { return DirListings::can_change(node); }
-
 // `answer`: a GETATTR (the kernel asks before each listing of a directory
 // whose listing can change, so its mtime is checked then) or an entry.
 enum class AttrReply { kGetattr, kEntry };
@@ -92,7 +90,7 @@ struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, const Attr&
     st.st_rdev = static_cast<dev_t>(attr.rdev);
     st.st_mtim = timespec{static_cast<time_t>(attr.mtime), static_cast<long>(attr.mtime_nsec)};
     st.st_atim = st.st_ctim = st.st_mtim;
-  } else if (mutable_dir(node)) {
+  } else if (DirListings::can_change(node)) {
     // See fs/dir_listings.h. An entry's attributes expire at once, so the
     // kernel asks GETATTR before listing it: `ls -l` of a namespace need not
     // list every repository in it.
@@ -109,7 +107,7 @@ double entry_timeout_of(MountState& s, const Node& node) {
 // A mutable directory's attributes are asked for before each listing, so
 // the kernel rereads a listing that changed (fs/dir_listings.h).
 double attr_timeout_of(MountState& s, const Node& node) {
-  return mutable_dir(node) ? 0.0 : entry_timeout_of(s, node);
+  return DirListings::can_change(node) ? 0.0 : entry_timeout_of(s, node);
 }
 
 // Fills `e` for a positive entry and counts the lookup.

@@ -73,13 +73,22 @@ TEST(DirListings, ListedDirectoryKeepsItsMtimeUntilItsListingChanges) {
   EXPECT_FALSE(listings.mtime(*dir) == changed) << "and so does a tag going away";
 }
 
-TEST(DirListings, LastMtimeDoesNotListAgain) {
+// A repository r/app with tag v1, listed once (so its mtime is stamped).
+struct ListedRepo {
   FakeLister fake;
-  fake.names["r/app"] = {"v1"};
-  DirListings listings(fake.lister());
-  auto dir = repo("r/app");
-  listings.list(7, *dir, 0);
-  auto stamp = listings.mtime(*dir);
+  DirListings listings{fake.lister()};
+  NodePtr dir = repo("r/app");
+  timespec stamp{};
+  ListedRepo() {
+    fake.names["r/app"] = {"v1"};
+    listings.list(7, *dir, 0);
+    stamp = listings.mtime(*dir);
+  }
+};
+
+TEST(DirListings, LastMtimeDoesNotListAgain) {
+  ListedRepo r;
+  auto& [fake, listings, dir, stamp] = r;
   int calls = fake.calls;
   fake.names["r/app"].push_back("v2");
   EXPECT_TRUE(listings.last_mtime(*dir) == stamp) << "an entry's mtime, as last seen";
@@ -88,12 +97,8 @@ TEST(DirListings, LastMtimeDoesNotListAgain) {
 }
 
 TEST(DirListings, FailingListingKeepsTheLastStamp) {
-  FakeLister fake;
-  fake.names["r/app"] = {"v1"};
-  DirListings listings(fake.lister());
-  auto dir = repo("r/app");
-  listings.list(7, *dir, 0);
-  auto stamp = listings.mtime(*dir);
+  ListedRepo r;
+  auto& [fake, listings, dir, stamp] = r;
   fake.fail = true;
   EXPECT_TRUE(listings.mtime(*dir) == stamp);
   EXPECT_THROW(listings.list(7, *dir, 0), std::runtime_error);
