@@ -116,9 +116,23 @@ struct Client::Impl {
     std::atomic<int64_t> down_until{0};  // steady_clock ticks
   };
 
+  // Whether the registry refused HEAD (405/501) or answered it without
+  // what a HEAD is for: then GET is used, for manifests and for blobs.
+  // Remembered for the life of the client (one per registry).
+  bool refuses_head(std::atomic<bool>& flag, int status, std::string_view what) {
+    if (status != 405 && status != 501) return false;
+    if (!flag.exchange(true)) {
+      LOG(kInfo) << options.registry << " refuses HEAD (HTTP " << status << ") to " << what
+                 << "; using GET instead";
+    }
+    return true;
+  }
+
   ClientOptions options;
   Transport transport;
   std::vector<std::unique_ptr<MirrorClient>> mirrors;
+  std::atomic<bool> manifest_head_refused{false};
+  std::atomic<bool> blob_head_refused{false};
 };
 
 template <typename Read>
@@ -321,9 +335,17 @@ ManifestHead Client::head_manifest(std::string_view repository, std::string_view
                                          })) {
     return *head;
   }
+  auto by_get = [&] {
+    ManifestData data = get_manifest(repository, reference);
+    return ManifestHead{data.digest, data.media_type, static_cast<int64_t>(data.bytes.size())};
+  };
+  if (impl_->manifest_head_refused) return by_get();
   std::string target = "/v2/" + std::string(repository) + "/manifests/" + std::string(reference);
   HttpResponse response = impl_->transport.send(what, AuthScope::pull(repository), target,
                                                 impl_->manifest_request("HEAD"));
+  if (impl_->refuses_head(impl_->manifest_head_refused, response.status, "manifests")) {
+    return by_get();
+  }
   if (response.status != 200) {
     throw error_from_response(response.status, response.body, what, impl_->options.registry);
   }
@@ -334,9 +356,12 @@ ManifestHead Client::head_manifest(std::string_view repository, std::string_view
   bool numeric = length && !length->empty() && length->size() < 16 &&
                  length->find_first_not_of("0123456789") == std::string::npos;
   if (!digest || !is_valid_digest(*digest) || !known_type || !numeric) {
-    // Not enough in the headers: fetch and hash the manifest.
-    ManifestData data = get_manifest(repository, reference);
-    return ManifestHead{data.digest, data.media_type, static_cast<int64_t>(data.bytes.size())};
+    // Not enough in the headers: fetch and hash the manifest, from now on.
+    if (!impl_->manifest_head_refused.exchange(true)) {
+      LOG(kInfo) << impl_->options.registry
+                 << " answers HEAD of manifests without a digest; using GET instead";
+    }
+    return by_get();
   }
   if (is_valid_digest(reference) && *digest != reference) {
     throw Error(ErrorKind::kIntegrity,
@@ -465,7 +490,31 @@ std::vector<std::string> Client::list_tags(std::string_view repository) {
 }
 
 bool Client::blob_exists(std::string_view repository, std::string_view digest) {
-  return upload::blob_exists(impl_->transport, repository, digest);
+  if (!impl_->blob_head_refused) {
+    try {
+      return upload::blob_exists(impl_->transport, repository, digest);
+    } catch (const Error& e) {
+      if (!impl_->refuses_head(impl_->blob_head_refused, e.http_status(), "blobs")) throw;
+    }
+  }
+  // A one-byte ranged GET: 200/206 (or a redirect to where the bytes are)
+  // says the repository has it; 416 is an empty blob it has.
+  check_repository(repository);
+  std::string what = "check blob " + impl_->options.registry + "/" + std::string(repository) + "@" +
+                     std::string(digest);
+  HttpRequest request;
+  request.headers.push_back("Range: bytes=0-0");
+  request.timeout = impl_->options.request_timeout;
+  request.max_body = 64 << 10;
+  HttpResponse response = impl_->transport.send(
+      what, AuthScope::push(repository),
+      "/v2/" + std::string(repository) + "/blobs/" + std::string(digest), request);
+  int status = response.status;
+  if (status == 200 || status == 206 || status == 416 || (status >= 301 && status <= 308)) {
+    return true;
+  }
+  if (status == 404) return false;
+  throw error_from_response(status, response.body, what, impl_->options.registry);
 }
 
 bool Client::mount_blob(std::string_view repository, std::string_view digest,
