@@ -121,8 +121,19 @@ std::optional<std::string> Authenticator::basic_header(const AuthScope& scope,
   return header;
 }
 
+void Authenticator::follow_credentials() {
+  if (!options_.credentials) return;
+  uint64_t generation = options_.credentials->generation();
+  std::lock_guard lock(mutex_);
+  if (generation == credentials_generation_) return;
+  credentials_generation_ = generation;
+  tokens_.clear();
+  basic_.clear();
+}
+
 std::optional<std::string> Authenticator::authorization(const AuthScope& scope,
                                                         std::string_view url) {
+  follow_credentials();
   if (auto token = cached_token(scope.scope)) return token;
   Scheme scheme;
   std::string realm, service;
@@ -146,6 +157,7 @@ std::optional<std::string> Authenticator::authorization(const AuthScope& scope,
 
 bool Authenticator::on_unauthorized(const AuthScope& scope, std::string_view challenge_text,
                                     std::string_view url) {
+  follow_credentials();
   auto challenges = parse_www_authenticate(challenge_text);
   const Challenge* bearer = find_challenge(challenges, "bearer");
   if (bearer && !param(*bearer, "realm").empty()) {

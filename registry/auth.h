@@ -62,6 +62,9 @@ class Authenticator {
   };
 
   std::optional<Credential> credential_for(const AuthScope& scope);
+  // After the credentials files changed (`regfs login` while mounted), drops
+  // the tokens and Basic headers made from the old ones.
+  void follow_credentials();
   bool may_send_credentials(std::string_view url) const;
   std::optional<std::string> basic_header(const AuthScope& scope, std::string_view url);
   // A token for `scope`. Fetches run one at a time, so that threads whose
@@ -85,6 +88,7 @@ class Authenticator {
   std::string service_;
   std::map<std::string, Token> tokens_;                      // by scope
   std::map<std::string, std::optional<std::string>> basic_;  // by repository
+  uint64_t credentials_generation_ = 0;                      // of what tokens_, basic_ use
 };
 
 }  // namespace regfs::registry

@@ -22,6 +22,7 @@
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "registry/error.h"
@@ -319,8 +320,26 @@ bool run_credential_helper(const std::string& helper, const std::string& verb,
   return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }
 
-std::shared_ptr<const CredentialStore> CredentialStore::load(const std::string& auth_file) {
-  auto store = std::make_shared<CredentialStore>();
+// What identifies the version of each candidate file (or its absence).
+std::string CredentialStore::stamps_of(const std::string& auth_file) {
+  std::string stamps;
+  for (const auto& path : candidate_files(auth_file)) {
+    struct stat st {};
+    stamps += path;
+    if (::stat(path.c_str(), &st) == 0) {
+      for (auto n :
+           {static_cast<int64_t>(st.st_mtim.tv_sec), static_cast<int64_t>(st.st_mtim.tv_nsec),
+            static_cast<int64_t>(st.st_size), static_cast<int64_t>(st.st_ino)}) {
+        stamps += " " + std::to_string(n);
+      }
+    }
+    stamps += "\n";
+  }
+  return stamps;
+}
+
+CredentialStore::Sources CredentialStore::read_sources(const std::string& auth_file) {
+  Sources sources;
   for (const auto& path : candidate_files(auth_file)) {
     if (!is_file(path)) {
       if (path == auth_file) {
@@ -360,9 +379,45 @@ std::shared_ptr<const CredentialStore> CredentialStore::load(const std::string& 
       continue;
     }
     LOG(kDebug) << "Using credentials file " << path;
-    store->sources_.push_back(std::move(source));
+    sources.push_back(std::move(source));
   }
+  return sources;
+}
+
+std::shared_ptr<const CredentialStore> CredentialStore::load(const std::string& auth_file) {
+  auto store = std::make_shared<CredentialStore>();
+  store->follows_files_ = true;
+  store->auth_file_ = auth_file;
+  store->stamps_ = stamps_of(auth_file);
+  store->sources_ = std::make_shared<Sources>(read_sources(auth_file));
+  store->checked_ = std::chrono::steady_clock::now();
   return store;
+}
+
+std::shared_ptr<const CredentialStore::Sources> CredentialStore::sources() const {
+  constexpr auto kCheckEvery = std::chrono::seconds(1);
+  std::lock_guard lock(mutex_);
+  auto now = std::chrono::steady_clock::now();
+  if (!follows_files_ || now - checked_ < kCheckEvery) return sources_;
+  checked_ = now;
+  std::string stamps = stamps_of(auth_file_);
+  if (stamps == stamps_) return sources_;
+  try {
+    sources_ = std::make_shared<Sources>(read_sources(auth_file_));
+    stamps_ = std::move(stamps);
+    ++generation_;
+    LOG(kInfo) << "Credentials files changed; read them again";
+  } catch (const Error& e) {
+    stamps_ = std::move(stamps);  // warn once per change, not at every lookup
+    LOG(kWarning) << e.what() << "; keeping the credentials read before";
+  }
+  return sources_;
+}
+
+uint64_t CredentialStore::generation() const {
+  sources();
+  std::lock_guard lock(mutex_);
+  return generation_;
 }
 
 std::shared_ptr<const CredentialStore> CredentialStore::single(std::string_view registry,
@@ -370,19 +425,19 @@ std::shared_ptr<const CredentialStore> CredentialStore::single(std::string_view 
   auto store = std::make_shared<CredentialStore>();
   Source source;
   source.auths.push_back({canonical_registry(registry), std::move(credential)});
-  store->sources_.push_back(std::move(source));
+  store->sources_ = std::make_shared<Sources>(Sources{std::move(source)});
   return store;
 }
 
-const std::string& CredentialStore::path() const {
-  static const std::string kNone;
-  return sources_.empty() ? kNone : sources_.front().path;
+std::string CredentialStore::path() const {
+  auto sources = this->sources();
+  return sources->empty() ? std::string() : sources->front().path;
 }
 
 std::optional<Credential> CredentialStore::lookup(std::string_view registry,
                                                   std::string_view repository) const {
   std::string host = canonical_registry(registry);
-  for (const auto& source : sources_) {
+  for (const auto& source : *sources()) {
     if (auto found = source.lookup(host, repository)) return found;
   }
   return std::nullopt;
@@ -415,12 +470,33 @@ std::vector<std::string> CredentialStore::registries() const {
       out.push_back(host);
     }
   };
-  for (const auto& source : sources_) {
+  for (const auto& source : *sources()) {
     for (const auto& entry : source.auths) add(entry.key);
     for (const auto& helper : source.cred_helpers) add(helper.first);
   }
   std::sort(out.begin(), out.end());
   return out;
+}
+
+std::vector<std::string> CredentialStore::namespaces(std::string_view registry) const {
+  std::string host = canonical_registry(registry);
+  std::set<std::string> out;
+  for (const auto& source : *sources()) {
+    for (const auto& entry : source.auths) {
+      if (entry.key.size() > host.size() + 1 && entry.key.starts_with(host + "/")) {
+        std::string path = entry.key.substr(host.size() + 1);
+        while (!path.empty() && path.back() == '/') path.pop_back();
+        if (is_valid_repository(path)) out.insert(path);
+      }
+    }
+  }
+  if (auto credential = lookup(host, ""); credential && credential->username != "<token>") {
+    std::string user = credential->username;
+    std::transform(user.begin(), user.end(), user.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    if (is_valid_path_component(user)) out.insert(user);
+  }
+  return {out.begin(), out.end()};
 }
 
 std::string credential_server(std::string_view registry) {

@@ -1,7 +1,10 @@
 // Registry credentials from the files docker and podman use (SPEC §6).
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,6 +25,10 @@ class CredentialStore {
   // ~/.config/containers/auth.json, $DOCKER_CONFIG/config.json or
   // ~/.docker/config.json, ~/.dockercfg. No file means anonymous; a
   // malformed one throws Error(kInvalid) naming the file (never its content).
+  // The store follows the files: a file written, created or removed later
+  // (`regfs login` while mounted) is read again at the next lookup, checked
+  // at most once a second; a file that has become malformed is ignored
+  // with a warning and the last good reading kept.
   static std::shared_ptr<const CredentialStore> load(const std::string& auth_file);
   // An empty store (anonymous everywhere).
   CredentialStore() = default;
@@ -37,8 +44,15 @@ class CredentialStore {
   std::optional<Credential> lookup(std::string_view registry, std::string_view repository) const;
   // Canonical registry names that appear in the files.
   std::vector<std::string> registries() const;
+  // Namespace paths the files name for `registry` (canonical): the paths of
+  // `host/namespace[/...]` auths keys, and the user name of the registry's
+  // credentials where it is a valid namespace (Docker Hub, GHCR and quay
+  // name a user's namespace after the account). Sorted, unique.
+  std::vector<std::string> namespaces(std::string_view registry) const;
   // The first file that names credentials, empty if none.
-  const std::string& path() const;
+  std::string path() const;
+  // Counts the readings that changed what the files say (starts at 0).
+  uint64_t generation() const;
 
  private:
   struct Entry {
@@ -53,7 +67,19 @@ class CredentialStore {
     std::vector<std::pair<std::string, std::string>> cred_helpers;  // host, helper
     std::optional<Credential> lookup(const std::string& host, std::string_view repository) const;
   };
-  std::vector<Source> sources_;
+  using Sources = std::vector<Source>;
+  static Sources read_sources(const std::string& auth_file);
+  static std::string stamps_of(const std::string& auth_file);
+  // The current sources, read again first if a file changed.
+  std::shared_ptr<const Sources> sources() const;
+
+  bool follows_files_ = false;  // made by load()
+  std::string auth_file_;
+  mutable std::mutex mutex_;  // guards the members below
+  mutable std::shared_ptr<const Sources> sources_ = std::make_shared<Sources>();
+  mutable std::string stamps_;  // of the files when last read
+  mutable std::chrono::steady_clock::time_point checked_{};
+  mutable uint64_t generation_ = 0;
 };
 
 // The server name docker's helpers and config files use for `registry`:
