@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -68,6 +69,26 @@ std::optional<std::vector<std::string>> TagStore::get_listing(std::string_view r
 void TagStore::put_listing(std::string_view registry, std::string_view repository,
                            const std::vector<std::string>& names) {
   write_json(listing_path(registry, repository), nlohmann::json(names).dump());
+}
+
+std::vector<std::string> TagStore::repositories(std::string_view registry) const {
+  constexpr size_t kMaxEntries = 100000;  // a bound on the walk, not a limit users meet
+  std::vector<std::string> out;
+  auto base = root_ / std::string(registry);
+  std::error_code ec;
+  std::filesystem::recursive_directory_iterator it(base, ec), end;
+  for (size_t seen = 0; !ec && it != end && seen < kMaxEntries; it.increment(ec), ++seen) {
+    if (it->is_directory(ec)) continue;
+    auto name = it->path().filename().string();
+    if (!name.starts_with("@") || name.find(".tmp.") != std::string::npos) continue;
+    auto repository = it->path().parent_path().lexically_relative(base).string();
+    if (!repository.empty() && repository != "." && (out.empty() || out.back() != repository)) {
+      out.push_back(repository);
+    }
+  }
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
 }
 
 // Writes to a temporary name and renames. Failures are logged, not thrown:

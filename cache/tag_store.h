@@ -41,6 +41,9 @@ class TagStore {
                                                       std::string_view repository) const;
   void put_listing(std::string_view registry, std::string_view repository,
                    const std::vector<std::string>& names);
+  // Repositories of `registry` something was recorded for (a tag list or a
+  // tag answered by the registry): the names a mount used before. Sorted.
+  std::vector<std::string> repositories(std::string_view registry) const;
 
  private:
   void write_json(const std::filesystem::path& path, const std::string& text);

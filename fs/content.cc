@@ -348,6 +348,19 @@ RegistryContent& Content::registry(const std::string& name) {
   return *slot;
 }
 
+std::string Content::account(const std::string& registry) const {
+  if (!options_.credentials) return "anonymous";
+  auto credential = options_.credentials->lookup(registry, "");
+  if (!credential) return "anonymous";
+  std::string from = options_.credentials->path().empty()
+                         ? std::string()
+                         : " (from " + options_.credentials->path() + ")";
+  if (credential->username == "<token>" || credential->username.empty()) {
+    return "an identity token" + from;
+  }
+  return "user " + credential->username + from;
+}
+
 std::vector<std::string> Content::registries_in_use() {
   std::lock_guard lock(mutex_);
   std::vector<std::string> names;

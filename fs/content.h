@@ -111,6 +111,9 @@ class RegistryContent {
   void tag_changed(const std::string& repository, const std::string& tag,
                    const cache::TagRecord& record);
 
+  // Repositories the cache recorded answers for in earlier mounts.
+  std::vector<std::string> cached_repositories() const { return tags_.repositories(name()); }
+
   cache::BlobCache& cache() { return cache_; }
   // For BlobReader: fetches the claimed chunks [first, last] in the background.
   void fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob, size_t first,
@@ -163,6 +166,9 @@ class Content {
   // Registries made so far, sorted.
   std::vector<std::string> registries_in_use();
   const ContentOptions& options() const { return options_; }
+  // Who the mount is to `registry`, for messages: "user NAME (from FILE)",
+  // "an identity token (from FILE)" or "anonymous". Never a secret.
+  std::string account(const std::string& registry) const;
   cache::BlobCache& cache() { return cache_; }
   Transfers& transfers() { return transfers_; }
 

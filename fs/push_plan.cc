@@ -32,6 +32,7 @@ class Planner {
     } else {
       bytes = layout_.target_manifest(digest);
     }
+    if (!bytes) missing_ = "manifest " + digest;
     return bytes && add_manifest_bytes(*bytes, digest);
   }
 
@@ -71,6 +72,7 @@ class Planner {
     } else if (layout_.in_target(descriptor.digest)) {
       plan_.blobs.push_back({descriptor.digest, descriptor.size, PlanBlob::Source::kTarget});
     } else {
+      missing_ = "blob " + descriptor.digest;
       return false;
     }
     blobs_.insert(descriptor.digest);
@@ -78,12 +80,15 @@ class Planner {
   }
 
   PushPlan take() { return std::move(plan_); }
+  // What the last add that returned false was missing.
+  const std::string& missing() const { return missing_; }
 
  private:
   StagedLayout& layout_;
   PushPlan plan_;
   std::set<std::string> manifests_;
   std::set<std::string> blobs_;
+  std::string missing_;
 };
 
 // The index.json descriptor to push as `tag` (SPEC §4).
@@ -105,28 +110,38 @@ bool escapes(const std::string& path) {
 
 }  // namespace
 
-std::optional<PushPlan> plan_push(StagedLayout& layout, const std::string& tag) {
+std::optional<PushPlan> plan_push(StagedLayout& layout, const std::string& tag,
+                                  std::string* waiting_for) {
+  std::string unused;
+  std::string& missing = waiting_for ? *waiting_for : unused;
   if (auto index_json = layout.read_file("index.json")) {
     auto index = registry::parse_index(*index_json);
     const auto& chosen = choose(index, tag);
     Planner planner(layout);
-    if (!planner.add_manifest(chosen.digest)) return std::nullopt;
+    if (!planner.add_manifest(chosen.digest)) {
+      missing = planner.missing();
+      return std::nullopt;
+    }
     return planner.take();
   }
   auto manifest_json = layout.read_file("manifest.json");
-  if (!manifest_json) return std::nullopt;
+  if (!manifest_json) {
+    missing = "no index.json or manifest.json";
+    return std::nullopt;
+  }
   auto doc = nlohmann::json::parse(*manifest_json, nullptr, false);
-  if (doc.is_array()) return plan_docker_save(layout, *manifest_json, tag);
+  if (doc.is_array()) return plan_docker_save(layout, *manifest_json, tag, waiting_for);
   if (!doc.is_object()) invalid("Cannot push manifest.json: not JSON");
   Planner planner(layout);
   if (!planner.add_manifest_bytes(*manifest_json, registry::sha256_digest(*manifest_json))) {
+    missing = planner.missing();
     return std::nullopt;
   }
   return planner.take();
 }
 
 std::optional<PushPlan> plan_docker_save(StagedLayout& layout, const std::string& manifest_json,
-                                         const std::string& tag) {
+                                         const std::string& tag, std::string* waiting_for) {
   auto doc = nlohmann::json::parse(manifest_json, nullptr, false);
   if (!doc.is_array() || doc.empty()) {
     invalid("Cannot push docker save manifest.json: not a non-empty array");
@@ -154,7 +169,10 @@ std::optional<PushPlan> plan_docker_save(StagedLayout& layout, const std::string
   auto add = [&](const std::string& path) -> std::optional<PlanBlob> {
     if (escapes(path)) invalid("Cannot push docker save layer \"" + path + "\"");
     auto info = layout.file_info(path);
-    if (!info) return std::nullopt;
+    if (!info) {
+      if (waiting_for) *waiting_for = path;
+      return std::nullopt;
+    }
     PlanBlob blob{info->digest, info->size, PlanBlob::Source::kStaged, info->path};
     bool seen = false;
     for (auto& b : plan.blobs) seen = seen || b.digest == blob.digest;

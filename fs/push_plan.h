@@ -82,12 +82,16 @@ class StagedLayout {
   virtual std::optional<std::string> target_manifest(const std::string& digest) = 0;
 };
 
-// The plan for pushing the staged tag `tag`, or nullopt while incomplete.
-std::optional<PushPlan> plan_push(StagedLayout& layout, const std::string& tag);
+// The plan for pushing the staged tag `tag`, or nullopt while incomplete;
+// then `waiting_for` (if given) says what is missing: "no index.json or
+// manifest.json", "blob sha256:…", "manifest sha256:…" or a file's path.
+std::optional<PushPlan> plan_push(StagedLayout& layout, const std::string& tag,
+                                  std::string* waiting_for = nullptr);
 
 // The OCI manifest (and its config and layer files) for docker save's
 // manifest.json entry matching `tag`. Exposed for tests.
 std::optional<PushPlan> plan_docker_save(StagedLayout& layout, const std::string& manifest_json,
-                                         const std::string& tag);
+                                         const std::string& tag,
+                                         std::string* waiting_for = nullptr);
 
 }  // namespace regfs::fs

@@ -182,6 +182,40 @@ StagingTree::StagingTree(Tree& tree, Content& content, fsys::path root, bool all
 StagingTree::~StagingTree() {
   stopping_ = true;
   if (resumer_.joinable()) resumer_.join();
+  // Nothing staged is silently left behind: say what was not pushed.
+  for (auto& [name, state] : states()) {
+    if (state.starts_with("pushed ")) continue;
+    LOG(kWarning) << "Staged tag " << name << " is not pushed (" << state << "); it is kept in "
+                  << area_.root().string() << " and the next mount resumes it";
+  }
+}
+
+std::string StagingTree::state_of(const cache::StagedTag& tag) {
+  auto state = area_.state(tag);
+  if (!state.pushing.empty()) return "pushing " + state.pushing;
+  if (!state.error.empty()) return "error: " + state.error;
+  if (!state.pushed_digest.empty()) return "pushed " + state.pushed_digest;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = waiting_.find(tag); it != waiting_.end()) {
+      if (it->second.starts_with("no ")) return "incomplete: " + it->second;
+      return "waiting for " + it->second;
+    }
+  }
+  std::error_code ec;
+  if (!fsys::exists(area_.file(tag, "index.json"), ec) &&
+      !fsys::exists(area_.file(tag, "manifest.json"), ec)) {
+    return "incomplete: no index.json or manifest.json";
+  }
+  return "pending";
+}
+
+std::vector<std::pair<std::string, std::string>> StagingTree::states() {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& tag : area_.all_tags()) {
+    out.emplace_back(tag.registry + "/" + tag.repository + ":" + tag.tag, state_of(tag));
+  }
+  return out;
 }
 
 void StagingTree::resume_pushes(const std::string& registry) {
@@ -240,6 +274,10 @@ NodePtr StagingTree::lookup_in_namespace(const Node& dir, std::string_view name)
   }
   if (area_.has_namespace(dir.registry, join(dir.path, name))) return namespace_node(dir, name);
   return nullptr;
+}
+
+bool StagingTree::is_staged_namespace(const std::string& registry, const std::string& path) const {
+  return area_.has_namespace(registry, path) && area_.tags(registry, path).empty();
 }
 
 void StagingTree::add_to_listing(const Node& dir, std::vector<NodePtr>* entries) {
@@ -330,6 +368,8 @@ Attr StagingTree::attr(const Node& node) {
 
 std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view name) {
   if (node.kind != NodeKind::kStaged || !node.staged_path.empty()) return std::nullopt;
+  if (!area_.has_tag(tag_of(node))) return std::nullopt;  // a tag that became a namespace
+  if (name == "user.regfs.state") return state_of(tag_of(node));
   auto state = area_.state(tag_of(node));
   if (name == "user.regfs.error" && !state.error.empty()) return state.error;
   if (name == "user.regfs.digest" && !state.pushed_digest.empty()) return state.pushed_digest;
@@ -338,7 +378,7 @@ std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view
 
 std::vector<std::string> StagingTree::xattr_names(const Node& node) {
   std::vector<std::string> names;
-  for (const char* name : {"user.regfs.digest", "user.regfs.error"}) {
+  for (const char* name : {"user.regfs.digest", "user.regfs.error", "user.regfs.state"}) {
     if (xattr(node, name)) names.push_back(name);
   }
   return names;
@@ -353,13 +393,16 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
     if (parent.path.empty()) {
       if (!registry::is_valid_path_component(name)) {
         throw Error(ErrorKind::kInvalid, "Cannot make namespace \"" + sname +
-                                             "\": not a valid repository name component");
+                                             "\": not a valid repository name (" +
+                                             std::string(registry::kRepositoryGrammar) + ")");
       }
       area_.make_namespace(parent.registry, sname);
       return namespace_node(parent, name);
     }
     if (!registry::is_valid_tag(name)) {
-      throw Error(ErrorKind::kInvalid, "Cannot make tag \"" + sname + "\": not a valid tag");
+      throw Error(ErrorKind::kInvalid, "Cannot make \"" + sname + "\" in " + parent.path +
+                                           ": not a valid tag (" +
+                                           std::string(registry::kTagGrammar) + ")");
     }
     cache::StagedTag tag{parent.registry, parent.path, sname};
     area_.make_tag(tag);
@@ -376,8 +419,20 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
   // image layout or a docker save directory never has says it is a namespace.
   std::error_code ec;
   if (parent.staged_path.empty() && name != "blobs" && !is_hex64(name) &&
-      fsys::is_empty(area_.tag_dir(tag), ec) && registry::is_valid_path_component(tag.tag) &&
-      registry::is_valid_tag(name)) {
+      fsys::is_empty(area_.tag_dir(tag), ec)) {
+    // Refused rather than staged as a subdirectory that would never be
+    // pushed (nothing staged is silently ignored).
+    if (!registry::is_valid_path_component(tag.tag)) {
+      throw Error(ErrorKind::kInvalid, "Cannot make " + tag.repository + "/" + tag.tag + "/" +
+                                           sname + ": \"" + tag.tag +
+                                           "\" is not a valid repository name (" +
+                                           std::string(registry::kRepositoryGrammar) + ")");
+    }
+    if (!registry::is_valid_tag(name)) {
+      throw Error(ErrorKind::kInvalid, "Cannot make tag \"" + sname + "\" of " + tag.repository +
+                                           "/" + tag.tag + ": not a valid tag (" +
+                                           std::string(registry::kTagGrammar) + ")");
+    }
     area_.tag_to_namespace(tag);
     cache::StagedTag child{tag.registry, join(tag.repository, tag.tag), sname};
     area_.make_tag(child);
@@ -555,7 +610,16 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming) {
   std::string pushed;
   try {
     Layout layout(*this, tag);
-    auto plan = plan_push(layout, tag.tag);
+    std::string waiting_for;
+    auto plan = plan_push(layout, tag.tag, &waiting_for);
+    {
+      std::lock_guard lock(mutex_);
+      if (plan) {
+        waiting_.erase(tag);
+      } else {
+        waiting_[tag] = waiting_for;
+      }
+    }
     if (!plan) return;
     auto state = area_.state(tag);
     if (state.pushed_digest == plan->digest() && state.error.empty() && state.pushing.empty()) {
@@ -569,6 +633,12 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming) {
     pushed = plan->digest();
   } catch (const std::exception& e) {
     std::string reason = e.what();
+    // As docker says it, with the account that was used (EACCES for cp).
+    if (auto* error = dynamic_cast<const Error*>(&e);
+        error && error->kind() == ErrorKind::kUnauthorized) {
+      reason = "denied: requested access to the resource is denied (pushing as " +
+               content_.account(tag.registry) + "): " + reason;
+    }
     area_.update_state(tag, [&](cache::StagedTagState& s) {
       s.error = reason;
       s.pushing.clear();

@@ -92,12 +92,21 @@ class StagingTree {
   // namespace `dir` (nullptr if none), and its staged entries.
   NodePtr lookup_in_namespace(const Node& dir, std::string_view name);
   void add_to_listing(const Node& dir, std::vector<NodePtr>* entries);
+  // A namespace made by mkdir (or holding staged repositories) that is not
+  // itself a repository with staged tags.
+  bool is_staged_namespace(const std::string& registry, const std::string& path) const;
   // For kStaged nodes.
   NodePtr lookup(const Node& dir, std::string_view name);
   std::vector<NodePtr> list(const Node& dir);
   Attr attr(const Node& node);
   std::optional<std::string> xattr(const Node& node, std::string_view name);
   std::vector<std::string> xattr_names(const Node& node);
+  // Where a staged tag stands (SPEC §4; xattr user.regfs.state): "incomplete:
+  // no index.json or manifest.json", "waiting for blob sha256:…", "pending",
+  // "pushing sha256:…", "pushed sha256:…" or "error: <reason>".
+  std::string state_of(const cache::StagedTag& tag);
+  // Every staged tag ("registry/repository:tag") with its state, for status.
+  std::vector<std::pair<std::string, std::string>> states();
 
   // Changes; `parent` may be any node (remote ones answer EROFS).
   NodePtr mkdir(const Node& parent, std::string_view name, mode_t mode);
@@ -155,6 +164,8 @@ class StagingTree {
   };
   std::map<std::string, Hashed> hashed_;  // by backing path
   std::map<cache::StagedTag, std::shared_ptr<std::mutex>> push_locks_;
+  // What each incomplete tag waited for at its last check (plan_push).
+  std::map<cache::StagedTag, std::string> waiting_;
 
   std::atomic<bool> stopping_{false};  // no resumed push starts once set
   std::thread resumer_;                // resume_all(), joined by the destructor

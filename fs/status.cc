@@ -10,7 +10,8 @@ namespace regfs::fs {
 
 using nlohmann::json;
 
-std::string status_json(Content& content, const std::string& what) {
+std::string status_json(Content& content, const std::string& what,
+                        const std::vector<std::pair<std::string, std::string>>& staged) {
   auto usage = content.cache().usage();
   json doc = {{"serving", what},
               {"pid", static_cast<int64_t>(::getpid())},
@@ -30,6 +31,9 @@ std::string status_json(Content& content, const std::string& what) {
         {{"what", t.what}, {"done", t.done}, {"total", t.total}, {"seconds", seconds}});
   }
   doc["transfers"] = transfers;
+  json tags = json::array();
+  for (const auto& [name, state] : staged) tags.push_back({{"tag", name}, {"state", state}});
+  doc["staged"] = tags;
   doc["errors"] = log::recent_problems();
   return doc.dump(2) + "\n";
 }
@@ -71,10 +75,10 @@ std::string format_status(const std::string& text, const std::string& mountpoint
         << cache::human_size(total) << " " << cache::human_size(rate) << "/s  "
         << t.value("what", "") << "\n";
   }
-  for (const char* section : {"pushes"}) {
-    if (!doc.contains(section)) continue;
-    out << section << ":\n";
-    for (const auto& line : doc[section]) out << "  " << line.dump() << "\n";
+  const auto& staged = doc.value("staged", json::array());
+  out << "staged tags: " << (staged.empty() ? "none" : "") << "\n";
+  for (const auto& t : staged) {
+    out << "  " << t.value("tag", "") << "  " << t.value("state", "") << "\n";
   }
   const auto& errors = doc.value("errors", json::array());
   out << "recent errors: " << (errors.empty() ? "none" : "") << "\n";

@@ -5,13 +5,17 @@
 #pragma once
 
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "fs/content.h"
 
 namespace regfs::fs {
 
-// The status document of a mount serving `what` ("localhost:5000", ...).
-std::string status_json(Content& content, const std::string& what);
+// The status document of a mount serving `what` ("localhost:5000", ...),
+// with each staged tag ("registry/repository:tag") and its state.
+std::string status_json(Content& content, const std::string& what,
+                        const std::vector<std::pair<std::string, std::string>>& staged = {});
 // The human form of a status document; throws on malformed JSON.
 std::string format_status(const std::string& json, const std::string& mountpoint);
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "fs/known_names.h"
 #include "fs/rootfs.h"
 #include "fs/staging_tree.h"
 #include "fs/status.h"
@@ -161,29 +162,12 @@ NodePtr Tree::lookup_root(std::string_view name) {
   return make_namespace(canonical, "", name, "/");
 }
 
-bool Tree::is_repository(RegistryContent& reg, const std::string& path) {
-  if (path.empty()) return false;
-  if (auto catalog = reg.catalog())
-    return std::binary_search(catalog->begin(), catalog->end(), path);
-  if (reg.is_docker_hub()) return depth(path) == 2;
-  try {
-    reg.tags(path);
-    return true;
-  } catch (const Error& e) {
-    if (e.kind() == ErrorKind::kNotFound) return false;
-    throw;
-  }
-}
-
 // True if `tag` names an image of `repo`: in the tag list, or (the list may
-// be older than the tag) found by a HEAD of the manifest.
-bool Tree::has_tag(RegistryContent& reg, const std::string& repo, const std::string& tag) {
-  try {
-    auto tags = reg.tags(repo);
-    if (std::binary_search(tags->begin(), tags->end(), tag)) return true;
-  } catch (const Error& e) {
-    if (e.kind() != ErrorKind::kNotFound && !is_unauthorized(e)) throw;
-  }
+// be older than the tag) found by a HEAD of the manifest. A repository known
+// to exist that refuses the read is EACCES, not a missing tag.
+bool Tree::has_tag(RegistryContent& reg, const std::string& repo, const Names& tags,
+                   const std::string& tag) {
+  if (tags && std::binary_search(tags->begin(), tags->end(), tag)) return true;
   try {
     reg.resolve_tag(repo, tag);
     return true;
@@ -191,6 +175,42 @@ bool Tree::has_tag(RegistryContent& reg, const std::string& repo, const std::str
     if (e.kind() == ErrorKind::kNotFound) return false;
     throw;
   }
+}
+
+Names Tree::probe_repository(RegistryContent& reg, const std::string& path) {
+  try {
+    auto tags = reg.tags(path);
+    known_.proven(reg.name(), path);
+    return tags;
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kNotFound && !is_unauthorized(e)) throw;
+    if (is_unauthorized(e) && known_.first_hint(reg.name(), path)) {
+      // e.what() carries docker's hint: it may not exist, or may need a login.
+      LOG(kWarning) << "No repository " << reg.name() << "/" << path << " for "
+                    << content_.account(reg.name()) << ": " << e.what();
+    }
+    return nullptr;
+  }
+}
+
+void Tree::learn_registry(RegistryContent& reg) {
+  {
+    std::lock_guard lock(mutex_);
+    if (!learned_.insert(reg.name()).second) return;
+  }
+  for (auto& repository : reg.cached_repositories()) known_.named(reg.name(), repository);
+  if (const auto& credentials = content_.options().credentials) {
+    for (auto& path : credentials->namespaces(reg.name())) known_.named(reg.name(), path);
+  }
+}
+
+bool Tree::is_anchor(RegistryContent& reg, const std::string& path, bool proven_repository) {
+  if (path.empty()) return true;
+  if (proven_repository) return false;  // a new name in a repository is a tag to be
+  if (known_.is_named(reg.name(), path) || staging_->is_staged_namespace(reg.name(), path)) {
+    return true;
+  }
+  return !reg.is_docker_hub() && known_.is_proven(reg.name(), path);
 }
 
 NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
@@ -203,42 +223,40 @@ NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
     image_of(*node);  // throws kNotFound if the manifest is not there
     return node;
   }
-  auto catalog = reg.catalog();
-  bool hub = reg.is_docker_hub() && !catalog;
-  bool dir_is_repo = false;
-  std::optional<Error> denied;
-  if (!dir.path.empty() && registry::is_valid_tag(sname) && !(hub && depth(dir.path) < 2)) {
-    dir_is_repo = catalog ? std::binary_search(catalog->begin(), catalog->end(), dir.path) : true;
-    if (dir_is_repo) {
-      try {
-        if (has_tag(reg, dir.path, sname)) return make_child(dir, NodeKind::kImage, name);
-      } catch (const Error& e) {
-        if (catalog || !is_unauthorized(e)) throw;
-        denied = e;
-      }
+  if (auto catalog = reg.catalog()) return lookup_in_catalog(dir, reg, *catalog, sname);
+  learn_registry(reg);
+  // Without a catalog (fs/known_names.h has the rule). Docker Hub's names are
+  // `namespace/name`: tags at depth 2, nothing deeper.
+  bool hub = reg.is_docker_hub();
+  Names dir_tags;
+  if (!dir.path.empty() && (!hub || depth(dir.path) == 2)) {
+    dir_tags = probe_repository(reg, dir.path);
+    if (dir_tags && registry::is_valid_tag(sname) && has_tag(reg, dir.path, dir_tags, sname)) {
+      return make_child(dir, NodeKind::kImage, name);
     }
-  }
-  if (!registry::is_valid_path_component(sname)) {
-    if (denied) throw *denied;
-    return nullptr;
   }
   std::string child = join(dir.path, sname);
-  if (catalog) {
-    if (!catalog_has_prefix(*catalog, child)) return nullptr;
-  } else if (hub) {
-    if (depth(child) > 2) return nullptr;
-  } else if (!dir.path.empty()) {
-    // No catalog: a repository that answers tags/list is certain; otherwise a
-    // name under a repository is a missing tag, under a namespace unknown.
+  if (!registry::is_valid_path_component(sname) || (hub && depth(child) > 2)) return nullptr;
+  bool proven = !(hub && depth(child) == 1) && probe_repository(reg, child);
+  if (!proven && !is_anchor(reg, dir.path, dir_tags != nullptr)) return nullptr;
+  return make_namespace(dir.registry, child, name, dir.key);
+}
+
+NodePtr Tree::lookup_in_catalog(const Node& dir, RegistryContent& reg,
+                                const std::vector<std::string>& catalog, const std::string& name) {
+  if (!dir.path.empty() && registry::is_valid_tag(name) &&
+      std::binary_search(catalog.begin(), catalog.end(), dir.path)) {
+    Names tags;
     try {
-      reg.tags(child);
+      tags = reg.tags(dir.path);
     } catch (const Error& e) {
-      if (e.kind() != ErrorKind::kNotFound) throw;
-      if (denied) throw *denied;
-      if (dir_is_repo && is_repository(reg, dir.path)) return nullptr;
+      if (e.kind() != ErrorKind::kNotFound && !is_unauthorized(e)) throw;
     }
+    if (has_tag(reg, dir.path, tags, name)) return make_child(dir, NodeKind::kImage, name);
   }
-  remember_namespace(dir.registry, child);
+  if (!registry::is_valid_path_component(name)) return nullptr;
+  std::string child = join(dir.path, name);
+  if (!catalog_has_prefix(catalog, child)) return nullptr;
   return make_namespace(dir.registry, child, name, dir.key);
 }
 
@@ -316,53 +334,33 @@ std::vector<NodePtr> Tree::list_namespace(const Node& dir) {
   auto& reg = content_.registry(dir.registry);
   std::set<std::string> namespaces;
   std::vector<NodePtr> entries;
-  auto catalog = reg.catalog();
-  bool repo = false;
-  if (catalog) {
+  Names tags;
+  if (auto catalog = reg.catalog()) {
     namespaces = children_in_catalog(*catalog, dir.path);
-    repo = std::binary_search(catalog->begin(), catalog->end(), dir.path);
+    if (std::binary_search(catalog->begin(), catalog->end(), dir.path)) tags = reg.tags(dir.path);
   } else {
-    std::lock_guard lock(mutex_);
-    for (auto& path : used_[dir.registry]) {
-      if (depth(path) == depth(dir.path) + 1 &&
-          (dir.path.empty() || path.rfind(dir.path + "/", 0) == 0)) {
-        namespaces.insert(path.substr(path.rfind('/') + 1));
-      }
-    }
-    repo = !dir.path.empty() && !(reg.is_docker_hub() && depth(dir.path) != 2);
-  }
-  std::set<std::string> tags;
-  if (repo) {
-    try {
-      auto list = reg.tags(dir.path);
-      tags.insert(list->begin(), list->end());
-    } catch (const Error& e) {
-      bool quiet = e.kind() == ErrorKind::kNotFound || (is_unauthorized(e) && !namespaces.empty());
-      if (catalog || !quiet) throw;
+    // What is known: proven, named, used before (staged names are added by
+    // the caller); tags where the registry proves a repository.
+    learn_registry(reg);
+    namespaces = known_.children(reg.name(), dir.path);
+    if (reg.is_docker_hub() && dir.path.empty()) namespaces.insert("library");
+    if (!dir.path.empty() && (!reg.is_docker_hub() || depth(dir.path) == 2)) {
+      tags = probe_repository(reg, dir.path);
     }
   }
-  for (auto& tag : tags) {
-    if (registry::is_valid_tag(tag)) entries.push_back(make_child(dir, NodeKind::kImage, tag));
+  if (tags) {
+    for (auto& tag : *tags) {
+      if (registry::is_valid_tag(tag)) entries.push_back(make_child(dir, NodeKind::kImage, tag));
+    }
   }
   for (auto& name : namespaces) {
-    if (tags.count(name)) {
+    if (tags && std::binary_search(tags->begin(), tags->end(), name)) {
       LOG(kInfo) << "Namespace " << join(dir.path, name) << " hidden by the tag of the same name";
       continue;
     }
     entries.push_back(make_namespace(dir.registry, join(dir.path, name), name, dir.key));
   }
   return entries;
-}
-
-void Tree::remember_namespace(const std::string& registry, const std::string& path) {
-  std::lock_guard lock(mutex_);
-  auto& used = used_[registry];
-  for (std::string p = path;;) {
-    used.insert(p);
-    auto slash = p.rfind('/');
-    if (slash == std::string::npos) break;
-    p.resize(slash);
-  }
 }
 
 std::string Tree::digest_of(const Node& node) {
@@ -443,8 +441,9 @@ OpenedFile Tree::open(const Node& node) {
     return OpenedFile{std::make_shared<const std::string>(std::move(s)), {}};
   };
   if (node.kind == NodeKind::kStatusFile) {
-    return bytes(
-        status_json(content_, options_.registry.empty() ? "all registries" : options_.registry));
+    return bytes(status_json(content_,
+                             options_.registry.empty() ? "all registries" : options_.registry,
+                             staging_->states()));
   }
   auto& reg = content_.registry(node.registry);
   switch (node.kind) {

@@ -9,8 +9,9 @@
 // Tree answers lookup/list/attr/open for it through Content, so the FUSE glue
 // only translates. Directories of a repository list tags from tags/list and
 // child namespaces from the catalog; where a registry serves no catalog
-// (Docker Hub, or a token without catalog scope) names are accepted as they
-// are looked up and listed once used.
+// (Docker Hub, or a token without catalog scope) a name exists only when
+// something proves it, as fs/known_names.h says, and directories list what
+// is known.
 #pragma once
 
 #include <sys/types.h>
@@ -29,6 +30,7 @@
 #include "cache/lru_index.h"
 #include "fs/content.h"
 #include "fs/image.h"
+#include "fs/known_names.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {
@@ -134,8 +136,19 @@ class Tree {
   NodePtr lookup_namespace(const Node& dir, std::string_view name);
   NodePtr lookup_image_entry(const Node& dir, std::string_view name);
   std::vector<NodePtr> list_namespace(const Node& dir);
-  bool has_tag(RegistryContent& reg, const std::string& repo, const std::string& tag);
-  bool is_repository(RegistryContent& reg, const std::string& path);
+  NodePtr lookup_in_catalog(const Node& dir, RegistryContent& reg,
+                            const std::vector<std::string>& catalog, const std::string& name);
+  bool has_tag(RegistryContent& reg, const std::string& repo, const Names& tags,
+               const std::string& tag);
+  // The tags of `path` if the registry proves it a repository (tags/list
+  // answers); nullptr if it answers 401/403/404 (not proven: the name may
+  // not exist, or not for this account). Other errors throw.
+  Names probe_repository(RegistryContent& reg, const std::string& path);
+  // Once per registry: what the cache and the credentials name (known_).
+  void learn_registry(RegistryContent& reg);
+  // Whether an unproven name may stand as a namespace under `path`
+  // (fs/known_names.h); `proven_repository`: `path` answered tags/list.
+  bool is_anchor(RegistryContent& reg, const std::string& path, bool proven_repository);
 
   NodePtr make_namespace(const std::string& registry, const std::string& path,
                          std::string_view name, const std::string& parent_key);
@@ -146,7 +159,6 @@ class Tree {
   std::shared_ptr<const Image> image_at(const Node& node, const std::string& digest);
   std::shared_ptr<const MergedTree> rootfs_of(const Node& node);
   std::string digest_of(const Node& node);
-  void remember_namespace(const std::string& registry, const std::string& path);
 
   const TreeOptions options_;
   Content& content_;
@@ -154,12 +166,14 @@ class Tree {
   std::shared_ptr<RootfsView> rootfs_;
   std::unique_ptr<StagingTree> staging_;
 
-  std::mutex mutex_;  // guards images_, image_order_ and used_
+  KnownNames known_;
+
+  std::mutex mutex_;  // guards images_, image_order_ and learned_
   // Loaded images by registry/repo@digest, the most recently used kept (a
   // count bound: an evicted image is loaded again from the cached manifests).
   std::map<std::string, std::shared_ptr<const Image>> images_;
   cache::LruIndex image_order_{kMaxImages};
-  std::map<std::string, std::set<std::string>> used_;  // registry -> namespace paths seen
+  std::set<std::string> learned_;  // registries learn_registry() has read
 };
 
 }  // namespace regfs::fs

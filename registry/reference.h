@@ -27,6 +27,11 @@ bool is_valid_repository(std::string_view repository);
 bool is_valid_path_component(std::string_view component);
 // [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}
 bool is_valid_tag(std::string_view tag);
+// The two grammars in words, for messages.
+inline constexpr std::string_view kRepositoryGrammar =
+    "lowercase letters and digits, separated by '.', '_', '__' or '-'";
+inline constexpr std::string_view kTagGrammar =
+    "letters, digits, '_', '.' and '-', not starting with '.' or '-', at most 128";
 
 struct Reference {
   std::string registry;    // canonical, e.g. "docker.io", "localhost:5000"
