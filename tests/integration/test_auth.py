@@ -1,5 +1,8 @@
 """SPEC §6: Basic and bearer-token registries; credentials from --auth-file
-and ~/.docker/config.json; EACCES without them."""
+and ~/.docker/config.json. Without them (SPEC §7): EACCES where the
+registry's catalog proves the repository exists, ENOENT with a `regfs login`
+hint in the log where nothing proves it (the registry answers 401 alike for
+private and missing repositories)."""
 
 import base64
 import json
@@ -38,6 +41,17 @@ def _assert_eacces(m, repo, tag):
         (m / repo / tag / "manifest.json").read_bytes()
 
 
+def _assert_hidden(m, repo, tag):
+    """Not proven: ENOENT (never EACCES), explained once in the log."""
+    with pytest.raises(FileNotFoundError):
+        os.listdir(m / repo)
+    with pytest.raises(FileNotFoundError):
+        (m / repo / tag / "manifest.json").read_bytes()
+    log = (m.cache_dir / "regfs.log").read_text()
+    assert "No repository" in log
+    assert "regfs login" in log
+
+
 def test_basic_with_auth_file(mount, basic_registry):
     m = mount(basic_registry.host, "--auth-file", basic_registry.auth_file)
     _assert_readable(m, basic_registry, "demo/hello", "v1")
@@ -50,15 +64,17 @@ def test_basic_with_docker_config(mount, basic_registry, tmp_path):
     _assert_readable(m, basic_registry, "demo/hello", "v1")
 
 
-def test_basic_without_credentials_is_eacces(mount, basic_registry):
+def test_basic_without_credentials_hides_repositories(mount, basic_registry):
     m = mount(basic_registry.host)
-    _assert_eacces(m, "demo/hello", "v1")
+    _assert_hidden(m, "demo/hello", "v1")
+    assert "anonymous" in (m.cache_dir / "regfs.log").read_text()
 
 
-def test_basic_with_wrong_password_is_eacces(mount, basic_registry, tmp_path):
+def test_basic_with_wrong_password_hides_repositories(mount, basic_registry, tmp_path):
     bad = _auth_file(tmp_path / "bad.json", basic_registry.host, "alice", "wrong")
     m = mount(basic_registry.host, "--auth-file", bad)
-    _assert_eacces(m, "demo/hello", "v1")
+    _assert_hidden(m, "demo/hello", "v1")
+    assert "user alice" in (m.cache_dir / "regfs.log").read_text()
 
 
 def test_token_anonymous_reads_public_only(mount, token_registry):

@@ -61,7 +61,14 @@ def _readable(m, registry, repo=REPO, tag=TAG):
 
 
 def _denied(m, repo=REPO, tag=TAG):
+    """A repository the registry's catalog proves, refused: EACCES."""
     with pytest.raises(PermissionError):
+        (m / repo / tag / "manifest.json").read_bytes()
+
+
+def _hidden(m, repo=REPO, tag=TAG):
+    """Refused where nothing proves the repository exists: ENOENT (SPEC §7)."""
+    with pytest.raises(FileNotFoundError):
         (m / repo / tag / "manifest.json").read_bytes()
 
 
@@ -95,7 +102,7 @@ def test_an_earlier_source_hides_a_later_one(mount, basic_registry, tmp_path, in
     good = {basic_registry.host: {"auth": _b64("alice", "alice-secret")}}
     m = _mount_with(mount, basic_registry, tmp_path,
                     [(SOURCES[index], bad), (SOURCES[_next_source(index)], good)])
-    _denied(m)
+    _hidden(m)
 
 
 def test_a_file_without_the_registry_does_not_hide_later_files(mount, basic_registry, tmp_path):
@@ -222,7 +229,7 @@ def test_no_secret_in_debug_log_or_process_list(mount, basic_registry, token_reg
 def test_status_shows_a_refused_read(mount, basic_registry, run_regfs):
     """`regfs status` lists the recent error, with the `regfs login` hint."""
     m = mount(basic_registry.host)
-    _denied(m)
+    _hidden(m)
     proc = run_regfs("status", m.path)
     assert proc.returncode == 0, proc.stderr
     assert "recent errors" in proc.stdout

@@ -9,8 +9,10 @@ A registry lives in one directory that holds everything about it:
   env           the same as shell assignments (REGISTRY=..., URL=..., ...)
   auth.json     a docker config.json `auths` file with the first user
   *.pid         the processes started (registry, token issuer)
-Modes: auth "none", "basic" (htpasswd) or "token" (bearer tokens from
-token_issuer.py), each with or without TLS (a test CA made here).
+Modes: auth "none", "basic" (htpasswd), "token" (bearer tokens from
+token_issuer.py) or "hub" (token auth set up like Docker Hub: no catalog,
+library/* public, each user pushing only under their own namespace; users
+admin, carol, dave, reader), each with or without TLS (a test CA made here).
 """
 
 import base64
@@ -25,9 +27,11 @@ import urllib.error
 import urllib.request
 
 from . import PYTHON, certs, free_port
-from .token_issuer import DEFAULT_RULES
+from .token_issuer import DEFAULT_RULES, HUB_RULES
 
 DEFAULT_USERS = {"alice": "alice-secret", "bob": "bob-secret"}
+HUB_USERS = {"admin": "admin-secret", "carol": "carol-secret", "dave": "dave-secret",
+             "reader": "reader-secret"}
 SERVICE = "regfs-test-registry"
 ISSUER = "regfs-test-issuer"
 
@@ -65,7 +69,7 @@ def _yaml_config(info, data_dir, maxentries):
     if info["auth"] == "basic":
         lines += ["auth:", "  htpasswd:", "    realm: regfs-test",
                   f"    path: {info['htpasswd']}"]
-    elif info["auth"] == "token":
+    elif info["auth"] in ("token", "hub"):
         lines += ["auth:", "  token:",
                   f"    realm: {info['token_realm']}",
                   f"    service: {SERVICE}",
@@ -141,8 +145,11 @@ def start(directory, auth="none", tls=False, port=None, maxentries=None,
     an upstream registry, to run as its pull-through cache. client_auth (with
     tls): require a client certificate signed by the test CA (info
     client_cert, client_key)."""
-    if auth not in ("none", "basic", "token"):
+    if auth not in ("none", "basic", "token", "hub"):
         raise RegistryError(f"unknown auth mode {auth!r}")
+    if auth == "hub":
+        users = HUB_USERS if users is None else users
+        rules = HUB_RULES if rules is None else rules
     directory = os.path.abspath(directory)
     if os.path.exists(os.path.join(directory, "registry.pid")):
         raise RegistryError(f"{directory} already has a registry; stop it first")
@@ -189,7 +196,7 @@ def start(directory, auth="none", tls=False, port=None, maxentries=None,
 
     procs = []
     try:
-        if auth == "token":
+        if auth in ("token", "hub"):
             procs.append(_start_issuer(directory, info, users, rules, token_ttl))
         with open(os.path.join(directory, "config.yml"), "w") as f:
             f.write(_yaml_config(info, data_dir, maxentries))
@@ -313,7 +320,10 @@ def main(argv):
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("start", help="start a registry; prints its URL once /v2/ answers")
     s.add_argument("dir", help="directory for config, data, logs and pid files")
-    s.add_argument("--auth", choices=["none", "basic", "token"], default="none")
+    s.add_argument("--auth", choices=["none", "basic", "token", "hub"], default="none",
+                   help="hub: token auth like Docker Hub (no catalog, library/* public, "
+                        "users admin, carol, dave, reader: password NAME-secret, each "
+                        "pushing only under NAME/)")
     s.add_argument("--tls", action="store_true", help="serve HTTPS with a generated test CA")
     s.add_argument("--port", type=int, help="port on 127.0.0.1 (default: a free one)")
     s.add_argument("--maxentries", type=int, help="catalog page size (forces pagination)")

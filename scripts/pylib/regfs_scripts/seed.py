@@ -25,6 +25,16 @@ SAMPLES = [
 ]
 
 
+# For a registry set up like Docker Hub (scripts/registry start --auth hub):
+# official images under library/, and users' own repositories.
+HUB_SAMPLES = [
+    ("library/hello", "latest", "hello"),
+    ("library/alpine-like", "3", "alpine-like"),
+    ("carol/tools", "v1", "hello"),
+    ("dave/private", "v1", "alpine-like"),
+]
+
+
 def seed(host, work_dir, creds=None, cert_dir=None, samples=SAMPLES):
     """Builds and pushes samples to host; returns {"repo:tag": descriptor}."""
     pushed = {}
@@ -52,18 +62,21 @@ def main(argv):
     parser.add_argument("--work-dir", help="where layouts are built (default: a temp dir)")
     args = parser.parse_args(argv[1:])
     host, creds, cert_dir = args.registry, args.creds, args.cert_dir
+    samples = SAMPLES
     if os.path.isdir(args.registry):
         info = load_info(args.registry)
+        if info.get("auth") == "hub":
+            samples = HUB_SAMPLES
         host = info["host"]
         if not creds and info.get("user"):
             creds = f"{info['user']}:{info['password']}"
         cert_dir = cert_dir or info.get("cert_dir")
     try:
         if args.work_dir:
-            pushed = seed(host, args.work_dir, creds, cert_dir)
+            pushed = seed(host, args.work_dir, creds, cert_dir, samples)
         else:
             with tempfile.TemporaryDirectory(prefix="regfs-seed-") as tmp:
-                pushed = seed(host, tmp, creds, cert_dir)
+                pushed = seed(host, tmp, creds, cert_dir, samples)
     except (mkimage.ImageError, OSError) as e:
         print(f"seed: {e}", file=sys.stderr)
         return 1

@@ -14,8 +14,10 @@ Config (JSON file, the one argument):
   refresh_tokens: {"TOKEN": "alice", ...}  (identity tokens, refresh_token grant)
   rules: [{"type": "repository", "name": "public/*", "who": ["*"],
            "actions": ["pull"]}, ...]
-    name is an fnmatch pattern; who holds user names, "*" (everyone,
-    anonymous included), "anonymous" or "authenticated".
+    name is an fnmatch pattern, in which "${user}" stands for the user's own
+    name (a rule with it never matches anonymous requests); who holds user
+    names, "*" (everyone, anonymous included), "anonymous" or
+    "authenticated".
 Wrong credentials get 401. Run with /usr/bin/python3 (python3-jwt).
 """
 
@@ -32,6 +34,18 @@ from urllib.parse import parse_qs, urlparse
 import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+
+# Like Docker Hub: no catalog for anyone, official images under library/
+# pulled by anyone, each user pulling and pushing only under their own
+# namespace; "admin" (the seeding user) and "reader" (pulls everything) are
+# test accounts.
+HUB_RULES = [
+    {"type": "repository", "name": "library/*", "who": ["*"], "actions": ["pull"]},
+    {"type": "repository", "name": "${user}/*", "who": ["authenticated"],
+     "actions": ["pull", "push"]},
+    {"type": "repository", "name": "*", "who": ["admin"], "actions": ["pull", "push", "delete"]},
+    {"type": "repository", "name": "*", "who": ["reader"], "actions": ["pull"]},
+]
 
 DEFAULT_RULES = [
     {"type": "registry", "name": "catalog", "who": ["*"], "actions": ["*"]},
@@ -83,7 +97,12 @@ class Policy:
         for rule in self.rules:
             if rule.get("type", "repository") != rtype:
                 continue
-            if not fnmatch.fnmatchcase(name, rule["name"]):
+            pattern = rule["name"]
+            if "${user}" in pattern:
+                if not user:
+                    continue
+                pattern = pattern.replace("${user}", user)
+            if not fnmatch.fnmatchcase(name, pattern):
                 continue
             if self._who_matches(rule.get("who", []), user):
                 actions.update(rule.get("actions", []))
