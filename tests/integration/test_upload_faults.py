@@ -165,6 +165,14 @@ def test_lost_answer_is_not_a_failed_push(step, connection, mount, upload_regist
         assert fault.hits == 1, "the answer was never dropped"
         assert_pushed(upload_registry, repo, "v1", layout, digest)
         assert "necessary data rewind" not in log_text(m)
+        if connection == "fresh":
+            # regfs asked where the registry stood (HEAD of the blob or the
+            # manifest, GET of the session) and sent nothing twice.
+            at = next(i for i, (_, _, _, k) in enumerate(front.log) if k == "drop")
+            _, method, path, _ = front.log[at]
+            after = front.log[at + 1:]
+            assert any(mth in ("HEAD", "GET") and repo in p for _, mth, p, _ in after)
+            assert (method, path) not in [(mth, p) for _, mth, p, _ in after]
     finally:
         front.stop()
 
