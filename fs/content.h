@@ -156,6 +156,9 @@ struct ContentOptions {
   size_t fetch_threads = 6;
   // Request deadline and transfer stall limit; zero: the client's defaults.
   std::chrono::milliseconds request_timeout{0};
+  // Size of one upload part (and the largest blob pushed in one request);
+  // zero: the client's defaults.
+  uint64_t upload_chunk_size = 0;
 };
 
 // Every registry the mount has touched, made on first use.

@@ -72,6 +72,8 @@ constexpr const char* kMountUsage =
     "                         [[registry.mirror]] in registries.conf works too)\n"
     "  --platform OS/ARCH[/VARIANT]  platform shown for multi-platform tags (the host's)\n"
     "  --tag-ttl SECONDS      how long tag lists and tag answers are trusted (30)\n"
+    "  --upload-chunk-size SIZE  push blobs larger than SIZE in parts of SIZE, at least 5M\n"
+    "                         (8M in one request, then 16M parts)\n"
     "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
     "  -f, --foreground       stay attached, log to stderr\n"
     "  -d, --debug            log every request\n"
@@ -198,6 +200,7 @@ int run_mount(const std::vector<std::string>& args) {
     content.mirrors = options.mirrors;
     content.registries_conf = registries_conf;
     content.request_timeout = options.request_timeout;
+    content.upload_chunk_size = options.upload_chunk_size;
     TreeOptions tree;
     tree.registry = options.registry;
     tree.platform = platform;

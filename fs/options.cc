@@ -13,10 +13,14 @@ namespace regfs::fs {
 
 namespace {
 
+// Bounds of --upload-chunk-size: ECR and S3 refuse parts under 5 MiB.
+constexpr uint64_t kMinUploadChunk = 5ull << 20;
+constexpr uint64_t kMaxUploadChunk = 4ull << 30;
+
 // Options that take a value, by their long name without dashes.
-const std::set<std::string> kValued = {"cache-dir", "cache-size", "insecure",
-                                       "ca-cert",   "auth-file",  "platform",
-                                       "tag-ttl",   "mirror",     "request-timeout"};
+const std::set<std::string> kValued = {"cache-dir",       "cache-size",       "insecure", "ca-cert",
+                                       "auth-file",       "platform",         "tag-ttl",  "mirror",
+                                       "request-timeout", "upload-chunk-size"};
 const std::set<std::string> kFlags = {"allow-delete", "foreground", "debug"};
 
 std::string underscores_to_dashes(std::string name) {
@@ -53,6 +57,14 @@ void set_option(MountOptions& options, const std::string& name, const std::strin
       throw UsageError("invalid --platform '" + value + "': expected OS/ARCH[/VARIANT]");
     }
     options.platform = value;
+  } else if (name == "upload-chunk-size") {
+    uint64_t bytes = parse_size(value);
+    if (bytes < kMinUploadChunk || bytes > kMaxUploadChunk) {
+      throw UsageError("invalid --upload-chunk-size '" + value +
+                       "': expected 5M to 4G (registries such as ECR refuse parts under 5 MiB "
+                       "but the last)");
+    }
+    options.upload_chunk_size = bytes;
   } else if (name == "tag-ttl") {
     char* end = nullptr;
     long seconds = std::strtol(value.c_str(), &end, 10);

@@ -30,6 +30,9 @@ struct MountOptions {
   std::chrono::seconds tag_ttl{30};
   std::vector<std::pair<std::string, std::string>> mirrors;
   bool allow_delete = false;
+  // --upload-chunk-size: blobs up to this size are pushed in one request,
+  // larger ones in parts of this size; zero keeps the client's defaults.
+  uint64_t upload_chunk_size = 0;
   // Hidden (-o request_timeout=SECONDS, for tests): the deadline of a request
   // and the stall limit of a transfer; zero keeps the client's defaults.
   std::chrono::milliseconds request_timeout{0};

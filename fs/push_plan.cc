@@ -28,6 +28,7 @@ class Planner {
     if (manifests_.count(digest)) return true;
     std::optional<std::string> bytes;
     if (auto blob = layout_.staged_blob(digest)) {
+      check_manifest_size("manifest " + digest, blob->size);
       bytes = layout_.manifest_bytes(*blob);
     } else {
       bytes = layout_.target_manifest(digest);
@@ -37,6 +38,7 @@ class Planner {
   }
 
   bool add_manifest_bytes(const std::string& bytes, const std::string& digest) {
+    check_manifest_size("manifest " + digest, static_cast<int64_t>(bytes.size()));
     std::string type = registry::detect_media_type(bytes, "");
     if (registry::is_index_media_type(type)) {
       for (auto& child : registry::parse_index(bytes).manifests) {
@@ -48,6 +50,7 @@ class Planner {
       }
     } else if (registry::is_manifest_media_type(type)) {
       auto manifest = registry::parse_manifest(bytes);
+      check_manifest_size("config " + manifest.config.digest, manifest.config.size);
       if (!add_blob(manifest.config)) return false;
       for (auto& layer : manifest.layers) {
         if (!add_blob(layer)) return false;
@@ -109,6 +112,13 @@ bool escapes(const std::string& path) {
 }
 
 }  // namespace
+
+void check_manifest_size(const std::string& what, int64_t size) {
+  if (size <= kMaxManifestBytes) return;
+  invalid("Cannot push " + what + ": it is " + std::to_string(size) +
+          " bytes; registries take manifests and configs up to 4 MiB (" +
+          std::to_string(kMaxManifestBytes) + " bytes)");
+}
 
 std::optional<PushPlan> plan_push(StagedLayout& layout, const std::string& tag,
                                   std::string* waiting_for) {
@@ -181,6 +191,7 @@ std::optional<PushPlan> plan_docker_save(StagedLayout& layout, const std::string
   };
   auto config_blob = add(config);
   if (!config_blob) return std::nullopt;
+  check_manifest_size("config " + config, config_blob->size);
   nlohmann::json manifest = {{"schemaVersion", 2},
                              {"mediaType", media_type::kOciManifest},
                              {"config",

@@ -31,6 +31,13 @@
 
 namespace regfs::fs {
 
+// The largest manifest or image config registries take (distribution's
+// limit, which the OCI distribution spec asks registries to accept at least).
+inline constexpr int64_t kMaxManifestBytes = 4 << 20;
+// "Cannot push <what>: it is N bytes; registries take manifests and
+// configs up to 4 MiB", thrown as Error(kInvalid) when `size` is over it.
+void check_manifest_size(const std::string& what, int64_t size);
+
 struct PlanBlob {
   enum class Source {
     kStaged,     // a verified staged file

@@ -12,6 +12,7 @@
 #include "cache/unique_fd.h"
 #include "registry/error.h"
 #include "registry/log.h"
+#include "registry/reference.h"
 
 namespace regfs::fs {
 
@@ -25,6 +26,19 @@ ssize_t pread_full(int fd, char* buffer, size_t size, uint64_t offset) {
     ssize_t n = ::pread(fd, buffer, size, static_cast<off_t>(offset));
     if (n >= 0 || errno != EINTR) return n;
   }
+}
+
+// A registry's error as a push's (SPEC §7): a failed push is EIO, EACCES
+// when denied, EINVAL only for content that can never be pushed; never
+// ENOENT (an upload session the registry lost is no missing file).
+Error as_push_error(const Error& e) {
+  const std::string& code = e.oci_code();
+  bool content = code == "MANIFEST_INVALID" || code == "TAG_INVALID" || code == "NAME_INVALID" ||
+                 code == "MANIFEST_UNVERIFIED" || e.http_status() == 0;
+  if (e.kind() == ErrorKind::kNotFound || (e.kind() == ErrorKind::kInvalid && !content)) {
+    return Error(ErrorKind::kIo, e.what(), e.http_status(), code);
+  }
+  return e;
 }
 
 }  // namespace
@@ -43,6 +57,9 @@ registry::Client& Pusher::client(const std::string& name) {
         std::find(options.insecure.begin(), options.insecure.end(), name) != options.insecure.end();
     client.ca_cert = options.ca_cert;
     client.credentials = options.credentials;
+    if (options.upload_chunk_size > 0) {
+      client.upload_chunk_size = client.monolithic_upload_limit = options.upload_chunk_size;
+    }
     slot = std::make_unique<registry::Client>(std::move(client));
   }
   return *slot;
@@ -108,6 +125,19 @@ void Pusher::push_blob(registry::Client& client, const cache::StagedTag& target,
 }
 
 void Pusher::push(const cache::StagedTag& target, const PushPlan& plan) {
+  // Names the registry would refuse after the uploads: refused before them.
+  if (auto limit = registry::name_limit_problem(target.repository, target.tag); !limit.empty()) {
+    throw Error(ErrorKind::kInvalid, "Cannot push " + target.registry + "/" + target.repository +
+                                         ":" + target.tag + ": " + limit);
+  }
+  try {
+    push_plan(target, plan);
+  } catch (const Error& e) {
+    throw as_push_error(e);
+  }
+}
+
+void Pusher::push_plan(const cache::StagedTag& target, const PushPlan& plan) {
   auto& client = this->client(target.registry);
   // Blobs on a few threads; the first error wins and stops the others.
   std::atomic<size_t> next{0};

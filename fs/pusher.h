@@ -37,6 +37,7 @@ class Pusher {
   registry::Client& client(const std::string& registry);
 
  private:
+  void push_plan(const cache::StagedTag& target, const PushPlan& plan);
   void push_blob(registry::Client& client, const cache::StagedTag& target, const PlanBlob& blob);
   registry::BlobSource source_of(const PlanBlob& blob);
 

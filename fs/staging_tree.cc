@@ -82,6 +82,9 @@ class StagingTree::Layout : public StagedLayout {
   std::optional<std::string> read_file(const std::string& path) override {
     auto file = tree_.area_.file(tag_, path);
     if (being_written(file)) return std::nullopt;
+    std::error_code ec;
+    auto size = fsys::file_size(file, ec);
+    if (!ec) check_manifest_size(path, static_cast<int64_t>(size));
     return read_small(file);
   }
 
@@ -113,6 +116,7 @@ class StagingTree::Layout : public StagedLayout {
       return tree_.content_.registry(blob.reference.registry)
           .manifest(blob.reference.repository, blob.digest);
     }
+    check_manifest_size("manifest " + blob.digest, blob.size);
     auto bytes = read_small(blob.file);
     if (!bytes || registry::sha256_digest(*bytes) != blob.digest) {
       throw Error(ErrorKind::kIo, "Cannot read staged manifest " + blob.file.string());
@@ -400,9 +404,12 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
       return namespace_node(parent, name);
     }
     if (!registry::is_valid_tag(name)) {
-      throw Error(ErrorKind::kInvalid, "Cannot make \"" + sname + "\" in " + parent.path +
-                                           ": not a valid tag (" +
-                                           std::string(registry::kTagGrammar) + ")");
+      std::string limit = registry::name_limit_problem(parent.path, name);
+      throw Error(
+          ErrorKind::kInvalid,
+          "Cannot make \"" + sname + "\" in " + parent.path + ": " +
+              (limit.empty() ? "not a valid tag (" + std::string(registry::kTagGrammar) + ")"
+                             : limit));
     }
     cache::StagedTag tag{parent.registry, parent.path, sname};
     area_.make_tag(tag);
@@ -432,6 +439,11 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
       throw Error(ErrorKind::kInvalid, "Cannot make tag \"" + sname + "\" of " + tag.repository +
                                            "/" + tag.tag + ": not a valid tag (" +
                                            std::string(registry::kTagGrammar) + ")");
+    }
+    std::string limit = registry::name_limit_problem(join(tag.repository, tag.tag), name);
+    if (!limit.empty()) {
+      throw Error(ErrorKind::kInvalid,
+                  "Cannot make " + tag.repository + "/" + tag.tag + ":" + sname + ": " + limit);
     }
     area_.tag_to_namespace(tag);
     cache::StagedTag child{tag.registry, join(tag.repository, tag.tag), sname};

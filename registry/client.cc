@@ -130,6 +130,7 @@ struct Client::Impl {
 
   ClientOptions options;
   Transport transport;
+  upload::Habits upload_habits;
   std::vector<std::unique_ptr<MirrorClient>> mirrors;
   std::atomic<bool> manifest_head_refused{false};
   std::atomic<bool> blob_head_refused{false};
@@ -524,7 +525,7 @@ bool Client::mount_blob(std::string_view repository, std::string_view digest,
 
 void Client::upload_blob(std::string_view repository, std::string_view digest, uint64_t size,
                          const BlobSource& source) {
-  upload::upload_blob(impl_->transport, repository, digest, size, source);
+  upload::upload_blob(impl_->transport, impl_->upload_habits, repository, digest, size, source);
 }
 
 std::string Client::put_manifest(std::string_view repository, std::string_view reference,

@@ -33,7 +33,8 @@ struct ClientOptions {
   std::chrono::milliseconds stall_timeout{30'000};
   int max_attempts = 4;  // tries of a retryable request, the first included
   // Uploads: blobs up to this size go in one PUT, larger ones in PATCH
-  // chunks of upload_chunk_size bytes.
+  // chunks of upload_chunk_size bytes (or the registry's
+  // OCI-Chunk-Min-Length, if larger), all but the last of that size.
   uint64_t monolithic_upload_limit = 8 << 20;
   uint64_t upload_chunk_size = 16 << 20;
   std::shared_ptr<const CredentialStore> credentials;  // null: anonymous
@@ -107,7 +108,9 @@ class Client {
   bool mount_blob(std::string_view repository, std::string_view digest, std::string_view from);
   // Uploads `size` bytes from `source` as `digest`: POST then one PUT up to
   // monolithic_upload_limit, else PATCH chunks with Content-Range and a
-  // closing PUT ?digest=. The registry verifies the digest.
+  // closing PUT ?digest= (one PUT for a registry that refused a PATCH with
+  // 405). A step whose answer is lost is checked, not resent blindly. The
+  // registry verifies the digest.
   void upload_blob(std::string_view repository, std::string_view digest, uint64_t size,
                    const BlobSource& source);
   // PUT /v2/<repo>/manifests/<reference> with `media_type` as Content-Type.

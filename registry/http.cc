@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <array>
 #include <cctype>
+#include <cstdio>
 #include <exception>
 #include <mutex>
 
@@ -110,6 +111,19 @@ size_t on_read(char* buffer, size_t size, size_t count, void* user) {
   }
   transfer->sent += n;
   return n;
+}
+
+// libcurl rewinds a request body to resend it (a kept-alive connection that
+// turned out closed, a redirect, an auth round): the source is read by
+// offset, so any position is a seek.
+int on_seek(void* user, curl_off_t offset, int origin) {
+  auto* transfer = static_cast<Transfer*>(user);
+  if (origin != SEEK_SET || offset < 0 ||
+      static_cast<uint64_t>(offset) > transfer->request->body_size) {
+    return CURL_SEEKFUNC_CANTSEEK;
+  }
+  transfer->sent = static_cast<uint64_t>(offset);
+  return CURL_SEEKFUNC_OK;
 }
 
 size_t on_header(char* data, size_t size, size_t count, void* user) {
@@ -324,6 +338,8 @@ struct HttpClient::Impl {
       curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request.method.c_str());
       curl_easy_setopt(easy, CURLOPT_READFUNCTION, &on_read);
       curl_easy_setopt(easy, CURLOPT_READDATA, transfer);
+      curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, &on_seek);
+      curl_easy_setopt(easy, CURLOPT_SEEKDATA, transfer);
       curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, static_cast<curl_off_t>(request.body_size));
     } else if (request.method != "GET") {
       curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, request.method.c_str());

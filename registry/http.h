@@ -37,8 +37,9 @@ struct HttpRequest {
   std::string body;                  // sent for methods other than GET/HEAD
   // Or a body streamed from a source (uploads of large blobs from disk or
   // from another registry): body_size bytes, asked for by offset from 0, so
-  // that a repeated request sends them again. The source returns how many
-  // bytes it wrote to `buffer` (0 before body_size is an error) and may throw.
+  // that a repeated request sends them again and libcurl can rewind them
+  // (it resends a request whose kept-alive connection turned out closed). The source returns how
+  // many bytes it wrote to `buffer` (0 before body_size is an error) and may throw.
   std::function<size_t(uint64_t offset, char* buffer, size_t max)> body_source;
   uint64_t body_size = 0;
   // Deadline of the whole exchange; zero for none (streams use stall_timeout).

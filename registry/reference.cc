@@ -114,6 +114,18 @@ bool is_valid_path_component(std::string_view component) {
   return true;
 }
 
+std::string name_limit_problem(std::string_view repository, std::string_view tag) {
+  if (repository.size() > kMaxRepositoryLength) {
+    return "a repository name has at most " + std::to_string(kMaxRepositoryLength) +
+           " characters; this one has " + std::to_string(repository.size());
+  }
+  if (tag.size() > kMaxTagLength) {
+    return "a tag has at most " + std::to_string(kMaxTagLength) + " characters; this one has " +
+           std::to_string(tag.size());
+  }
+  return "";
+}
+
 bool is_valid_repository(std::string_view repository) {
   if (repository.empty() || repository.size() > 255) return false;
   size_t start = 0;

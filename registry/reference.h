@@ -3,6 +3,7 @@
 // single-component names live under library/).
 #pragma once
 
+#include <cstddef>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,14 @@ std::string canonical_registry(std::string_view host);
 bool looks_like_registry(std::string_view component);
 // localhost, 127.0.0.0/8, ::1 (with or without a port).
 bool is_loopback(std::string_view registry);
+
+// The distribution spec's limits on names, in characters.
+inline constexpr size_t kMaxRepositoryLength = 255;
+inline constexpr size_t kMaxTagLength = 128;
+
+// Why a name cannot be pushed to, for a message ("a tag has at most 128
+// characters; this one has 130"), or empty if it can.
+std::string name_limit_problem(std::string_view repository, std::string_view tag);
 
 // Distribution spec grammar: path components [a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*
 // separated by '/', 255 characters at most in all.

@@ -17,6 +17,7 @@ using std::chrono::milliseconds;
 
 constexpr milliseconds kBackoffBase{200};
 constexpr milliseconds kBackoffCap{4000};
+constexpr int kMaxRedirects = 5;
 
 // Extra CAs: --ca-cert plus docker's and containers' per-host directories.
 std::vector<std::string> ca_files(const ClientOptions& options, const std::string& host) {
@@ -204,6 +205,59 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
     if (retryable_status(response.status) && attempt < options_.max_attempts &&
         wait_to_retry(attempt, &response)) {
       ++attempt;
+      continue;
+    }
+    return response;
+  }
+}
+
+HttpResponse Transport::send_step(std::string_view what, const AuthScope& scope,
+                                  std::string_view target, const HttpRequest& request,
+                                  std::string* answered) {
+  std::string url = full_url(target);
+  bool auth_tried = false;
+  int redirects = 0;
+  int attempt = 1;
+  while (true) {
+    HttpRequest sent = request;
+    sent.url = url;
+    try {
+      authorize(&sent, scope);  // adds nothing for another host
+    } catch (const Error& e) {
+      bool again = e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTooManyRequests;
+      if (!again || attempt >= options_.max_attempts) throw;
+      wait_to_retry(attempt++, nullptr);
+      continue;
+    }
+    HttpResponse response = http_.perform(sent);
+    *answered = url;
+    const bool here = on_registry(url);
+    if (!response.ok()) {
+      if (here && fall_back(response, url)) {
+        url = full_url(target);
+        continue;
+      }
+      // Nothing reached the registry: sending again is safe.
+      if (response.failure == HttpFailure::kConnect && attempt < options_.max_attempts) {
+        wait_to_retry(attempt++, nullptr);
+        continue;
+      }
+      return response;
+    }
+    if (here) confirm_scheme();
+    if (response.status == 401 && here && !auth_tried) {
+      auth_tried = true;
+      if (reauthorize(scope, response, url)) continue;
+    }
+    if (response.status == 307 || response.status == 308) {
+      auto location = response.headers.get("Location");
+      if (!location || location->empty() || ++redirects > kMaxRedirects) {
+        throw Error(ErrorKind::kIo, "Cannot " + std::string(what) + ": bad or too many redirects",
+                    response.status);
+      }
+      url = resolve_url(url, *location);
+      LOG(kDebug) << "Following a " << response.status << " of an upload step to "
+                  << url_origin(url);
       continue;
     }
     return response;

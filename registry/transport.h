@@ -34,6 +34,16 @@ class Transport {
   HttpResponse send(std::string_view what, const AuthScope& scope, std::string_view target,
                     const HttpRequest& request);
 
+  // One step of an upload, which must not be resent blindly (the registry
+  // may have done it and lost only the answer): the auth flow and 307/308
+  // redirects are followed (credentials only to the registry's own host),
+  // the scheme falls back while nothing reached the registry, and any other
+  // failure is returned as it is (ok() false, or the status), for the caller
+  // to ask the registry where it stands. `*answered` is set to the URL that
+  // answered, to resolve its Location against.
+  HttpResponse send_step(std::string_view what, const AuthScope& scope, std::string_view target,
+                         const HttpRequest& request, std::string* answered);
+
   // Pieces for callers with their own loop (blob streams).
   // Adds Authorization when `request->url` is on the registry.
   void authorize(HttpRequest* request, const AuthScope& scope);

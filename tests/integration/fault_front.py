@@ -21,6 +21,24 @@ and headers of the answer) unless a fault armed by the test matches it:
                                            request's bearer token and reset;
                                            a revoked token gets the
                                            registry's own 401 challenge
+  front.add("rewrite", status=201, drop_headers=("Location",))
+                                           pass the request on, answer with
+                                           the registry's answer under
+                                           another status (no body for 204)
+                                           and without those headers
+  front.add("drop", connection="reused")   pass the request on, let the
+                                           registry do it, then close the
+                                           connection without an answer;
+                                           connection= "reused" or "fresh"
+                                           matches only a request that is
+                                           not / is the first on its
+                                           connection (None: any)
+
+FaultFront(..., keep_alive=False) closes the connection after every answer
+(so every request comes on a fresh one); front.token_lifetime = 2.0 makes
+every bearer token expire 2 s after the front first saw it (then treated as
+revoked); inject_auth="Basic ..." sends that Authorization upstream for
+requests that carry none (a host that takes presigned upload URLs).
 
 The upstream may be http:// or https:// (its certificate is not checked).
 With tls=(cert, key) the front serves HTTPS; realm=(old, new) rewrites the
@@ -85,8 +103,11 @@ class Fault:
         self.params = params
         self.hits = 0
 
-    def matches(self, method, path):
+    def matches(self, method, path, reused=False):
         if method not in self.methods:
+            return False
+        connection = self.params.get("connection")
+        if connection is not None and (connection == "reused") != reused:
             return False
         if self.path and not self.path.search(path):
             return False
@@ -137,9 +158,14 @@ class _Served:
 
 
 class FaultFront(_Served):
-    def __init__(self, upstream, port=0, bind="127.0.0.1", tls=None, realm=None):
+    def __init__(self, upstream, port=0, bind="127.0.0.1", tls=None, realm=None,
+                 keep_alive=True, inject_auth=None):
         url = urlsplit(upstream)
         self.realm = realm
+        self.keep_alive = keep_alive
+        self.inject_auth = inject_auth
+        self.token_lifetime = None
+        self.token_seen = {}
         self.upstream_https = url.scheme == "https"
         self.upstream_netloc = url.netloc
         self.lock = threading.Lock()
@@ -184,10 +210,10 @@ class FaultFront(_Served):
             return http.client.HTTPSConnection(self.upstream_netloc, timeout=60, context=ctx)
         return http.client.HTTPConnection(self.upstream_netloc, timeout=60)
 
-    def _take(self, method, path):
+    def _take(self, method, path, reused=False):
         with self.lock:
             for fault in self.faults:
-                if fault.matches(method, path):
+                if fault.matches(method, path, reused):
                     fault.hits += 1
                     return fault
         return None
@@ -202,13 +228,23 @@ class FaultFront(_Served):
                 pass
 
             def _dispatch(self):
-                fault = front._take(self.command, self.path)
+                reused = getattr(self, "_answered", 0) > 0
+                self._answered = getattr(self, "_answered", 0) + 1
+                if not front.keep_alive:
+                    self.close_connection = True
+                fault = front._take(self.command, self.path, reused)
                 auth = self.headers.get("Authorization", "")
+                now = time.monotonic()
                 with front.lock:
-                    front.log.append((time.monotonic(), self.command, self.path,
+                    front.log.append((now, self.command, self.path,
                                       fault.kind if fault else None))
                     front.headers.append(dict(self.headers.items()))
                     revoked = auth in front.revoked
+                    if auth.startswith("Bearer ") and front.token_lifetime is not None:
+                        seen = front.token_seen.setdefault(auth, now)
+                        if now - seen > front.token_lifetime:
+                            front.revoked.add(auth)
+                            revoked = True
                 if revoked:
                     self._proxy(strip_auth=True)
                     return
@@ -249,6 +285,19 @@ class FaultFront(_Served):
                 self.send_header("Location", fault.params["location"] + self.path)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+
+            def _fault_rewrite(self, fault):
+                self._proxy(status=fault.params.get("status", 200),
+                            drop_headers=fault.params.get("drop_headers", ()))
+
+            def _fault_drop(self, fault):
+                conn, resp = self._upstream()
+                try:
+                    resp.read()  # the registry did it all
+                finally:
+                    conn.close()
+                self.close_connection = True
+                _reset(self.connection)
 
             def _fault_truncate(self, fault):
                 self._proxy(keep=fault.params.get("keep", 0))
@@ -302,6 +351,7 @@ class FaultFront(_Served):
                 skip = set(HOP_BY_HOP)
                 if strip_auth:
                     skip.add("authorization")
+                inject = front.inject_auth and not self.headers.get("Authorization")
                 if chunked:
                     skip.discard("transfer-encoding")
                 conn = front._connect()
@@ -311,6 +361,8 @@ class FaultFront(_Served):
                     for k, v in self.headers.items():
                         if k.lower() not in skip:
                             conn.putheader(k, v)
+                    if inject:
+                        conn.putheader("Authorization", front.inject_auth)
                     conn.endheaders()
                     for data in body or ():
                         conn.send(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
@@ -326,19 +378,23 @@ class FaultFront(_Served):
                     raise
 
             def _proxy(self, strip_auth=False, keep=None, corrupt_at=None, rate=None,
-                       revoke=False, upload_rate=None):
+                       revoke=False, upload_rate=None, status=None, drop_headers=()):
                 conn, resp = self._upstream(strip_auth, upload_rate)
                 try:
-                    self.send_response_only(resp.status, resp.reason)
+                    code = status or resp.status
+                    self.send_response_only(code, None if status else resp.reason)
                     length = resp.getheader("Content-Length")
+                    no_body = self.command == "HEAD" or code in (204, 304) \
+                        or 100 <= code < 200
+                    dropped = {h.lower() for h in drop_headers}
+                    if no_body and status:
+                        dropped.add("content-length")
                     for k, v in resp.getheaders():
                         if k.lower() == "www-authenticate" and front.realm:
                             v = v.replace(*front.realm)
-                        if k.lower() not in HOP_BY_HOP:
+                        if k.lower() not in HOP_BY_HOP and k.lower() not in dropped:
                             self.send_header(k, v)
-                    no_body = self.command == "HEAD" or resp.status in (204, 304) \
-                        or 100 <= resp.status < 200
-                    if length is None and not no_body:
+                    if (length is None and not no_body) or self.close_connection:
                         self.send_header("Connection", "close")
                         self.close_connection = True
                     self.end_headers()

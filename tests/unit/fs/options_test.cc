@@ -67,5 +67,20 @@ TEST(ParseMountArgs, HiddenRequestTimeout) {
   EXPECT_THROW(parse_mount_args({"-o", "request_timeout=soon", "/m"}), UsageError);
 }
 
+TEST(ParseMountArgs, UploadChunkSize) {
+  EXPECT_EQ(parse_mount_args({"/m"}).upload_chunk_size, 0u);
+  EXPECT_EQ(parse_mount_args({"--upload-chunk-size", "5M", "/m"}).upload_chunk_size, 5u << 20);
+  EXPECT_EQ(parse_mount_args({"-o", "upload_chunk_size=64M", "/m"}).upload_chunk_size, 64u << 20);
+  // Parts under 5 MiB are refused by ECR and S3: not accepted here either.
+  try {
+    parse_mount_args({"--upload-chunk-size=4M", "/m"});
+    ADD_FAILURE() << "4M was accepted";
+  } catch (const UsageError& e) {
+    EXPECT_NE(std::string(e.what()).find("5M"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(parse_mount_args({"--upload-chunk-size", "5T", "/m"}), UsageError);
+  EXPECT_THROW(parse_mount_args({"--upload-chunk-size", "big", "/m"}), UsageError);
+}
+
 }  // namespace
 }  // namespace regfs::fs

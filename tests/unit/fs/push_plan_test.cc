@@ -95,6 +95,39 @@ TEST(PushPlan, IncompleteUntilEveryBlobIsThere) {
   EXPECT_EQ(plan->blobs[1].source, PlanBlob::Source::kStaged);
 }
 
+// Registries take manifests and configs up to 4 MiB: a bigger one is refused
+// while planning, before any upload, with the limit in the message.
+TEST(PushPlan, ManifestsAndConfigsOverTheLimitAreRefused) {
+  auto expect_limit = [](FakeLayout& layout, const std::string& what) {
+    try {
+      plan_push(layout, "v1");
+      ADD_FAILURE() << what << " over 4 MiB was planned";
+    } catch (const registry::Error& e) {
+      EXPECT_EQ(e.kind(), registry::ErrorKind::kInvalid);
+      EXPECT_NE(std::string(e.what()).find("up to 4 MiB"), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  FakeLayout big_config;
+  std::string config = R"({"pad":")" + std::string(kMaxManifestBytes, 'x') + R"("})";
+  auto manifest = manifest_of(big_config, config, "layer");
+  big_config.add_blob("layer");
+  big_config.files["manifest.json"] = manifest;
+  expect_limit(big_config, "config sha256:");
+
+  FakeLayout big_manifest;
+  std::string padded = manifest_of(big_manifest, "{}", "layer");
+  padded.insert(padded.size() - 1,
+                R"(,"annotations":{"pad":")" + std::string(kMaxManifestBytes, 'x') + R"("})");
+  big_manifest.add_blob("layer");
+  auto digest = big_manifest.add_blob(padded);
+  big_manifest.files["index.json"] =
+      index_of({descriptor("application/vnd.oci.image.manifest.v1+json", digest, padded.size())});
+  expect_limit(big_manifest, "manifest " + digest);
+
+  EXPECT_NO_THROW(check_manifest_size("x", kMaxManifestBytes));
+}
+
 TEST(PushPlan, ChoosesTheDescriptorNamedLikeTheTag) {
   FakeLayout layout;
   auto a = manifest_of(layout, R"({"a":1})", "la");
