@@ -1,9 +1,7 @@
-// A small TOML subset, enough for containers-registries.conf(5): comments,
-// bare, quoted and dotted keys, [tables], [[arrays of tables]], basic and
-// literal strings (one line or multi-line), integers, floats, booleans,
-// arrays (over several lines, trailing comma) and inline tables. Dates are
-// not supported. The result is a JSON object (tables are objects, arrays of
-// tables are arrays of objects).
+// TOML (v1.0, read by toml++) for containers-registries.conf(5), as JSON:
+// tables are objects, arrays of tables arrays of objects; strings, integers,
+// floats and booleans as themselves. Dates and times are refused (the file
+// has none).
 #pragma once
 
 #include <nlohmann/json.hpp>
