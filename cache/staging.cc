@@ -24,6 +24,8 @@ namespace {
 
 constexpr char kTagPrefix = '@';
 constexpr char kStatePrefix = '%';
+// In a namespace directory: the namespace was made as a repository.
+constexpr std::string_view kRepositoryMark = "%%repository";
 
 [[noreturn]] void throw_io(const std::string& what, const std::error_code& ec) {
   throw Error(ec.value() == ENOSPC ? ErrorKind::kNoSpace : ErrorKind::kIo,
@@ -43,6 +45,7 @@ nlohmann::json to_json(const StagedTagState& state) {
   doc["error"] = state.error;
   doc["pushed"] = state.pushed_digest;
   doc["pushing"] = state.pushing;
+  if (state.made_by_copy) doc["made_by_copy"] = true;
   return doc;
 }
 
@@ -67,6 +70,7 @@ StagedTagState from_json(const nlohmann::json& doc) {
   state.error = doc.value("error", "");
   state.pushed_digest = doc.value("pushed", "");
   state.pushing = doc.value("pushing", "");
+  state.made_by_copy = doc.value("made_by_copy", false);
   return state;
 }
 
@@ -108,7 +112,18 @@ void StagingArea::make_namespace(std::string_view registry, std::string_view pat
 }
 
 bool StagingArea::remove_namespace(std::string_view registry, std::string_view path) {
-  return ::rmdir(namespace_dir(registry, path).c_str()) == 0;
+  auto dir = namespace_dir(registry, path);
+  std::error_code ec;
+  for (auto& entry : fsys::directory_iterator(dir, ec)) {
+    if (entry.path().filename() != kRepositoryMark) return false;
+  }
+  fsys::remove(dir / kRepositoryMark, ec);
+  return ::rmdir(dir.c_str()) == 0;
+}
+
+bool StagingArea::is_staged_repository(std::string_view registry, std::string_view path) const {
+  std::error_code ec;
+  return fsys::exists(namespace_dir(registry, path) / kRepositoryMark, ec);
 }
 
 std::vector<std::string> StagingArea::child_namespaces(std::string_view registry,
@@ -162,6 +177,7 @@ void StagingArea::tag_to_namespace(const StagedTag& tag) {
   fsys::path ns = namespace_dir(tag.registry, tag.repository) / tag.tag;
   fsys::rename(tag_dir(tag), ns, ec);
   if (ec) throw_io("make " + tag.tag + " a namespace", ec);
+  std::ofstream(ns / kRepositoryMark).close();
   fsys::remove(state_path(tag), ec);
   states_.erase(tag);
 }

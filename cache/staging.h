@@ -49,6 +49,11 @@ struct StagedTagState {
   // The manifest digest of a push begun and not finished: set only while a
   // push runs, so a non-empty one at mount says the daemon died mid-push.
   std::string pushing;
+  // Made by a program that copies trees (cp, rsync, tar): a tag, and the
+  // directories made in it its content. A tag made otherwise (mkdir -p
+  // ns/repo) may be a repository to be: a directory made in it while it is
+  // empty makes it one.
+  bool made_by_copy = false;
 };
 
 // Coordinates of a staged tag.
@@ -83,8 +88,12 @@ class StagingArea {
   void make_tag(const StagedTag& tag);
   // Removes the tag's files and state.
   void discard_tag(const StagedTag& tag);
-  // Makes the (file-less) staged tag `tag` the namespace of the same name.
+  // Makes the (file-less) staged tag `tag` the namespace of the same name,
+  // marked as a repository (a tag was made in it: mkdir -p ns/repo).
   void tag_to_namespace(const StagedTag& tag);
+  // A namespace made by tag_to_namespace: a repository, whose new
+  // directories are tags and whose tags' directories stay directories.
+  bool is_staged_repository(std::string_view registry, std::string_view path) const;
   // Every staged tag, for the start-up scan.
   std::vector<StagedTag> all_tags() const;
 

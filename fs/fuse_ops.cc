@@ -11,6 +11,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <fstream>
 
 #include "fs/dir_listings.h"
 #include "fs/errno_map.h"
@@ -404,10 +405,24 @@ void reply_entry(fuse_req_t req, MountState& s, const NodePtr& node) {
   if (fuse_reply_entry(req, &e) != 0) s.inodes->forget(e.ino, 1);
 }
 
+// Whether the process asking copies a tree (its name in /proc/PID/comm):
+// a directory it makes in a namespace is a tag with content, not a
+// repository to be (fs/staging_tree.h).
+bool asked_by_copy(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (!ctx || ctx->pid <= 0) return false;
+  std::ifstream comm("/proc/" + std::to_string(ctx->pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name == "cp" || name == "rsync" || name == "tar" || name == "bsdtar";
+}
+
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   auto& s = state_of(req);
   guarded(req, "mkdir", [&] {
-    reply_entry(req, s, s.served.tree->staging().mkdir(*node_or_throw(s, parent), name, mode));
+    reply_entry(
+        req, s,
+        s.served.tree->staging().mkdir(*node_or_throw(s, parent), name, mode, asked_by_copy(req)));
   });
 }
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
@@ -427,8 +442,11 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
     fuse_reply_err(req, 0);
   });
 }
-void op_symlink(fuse_req_t req, const char*, fuse_ino_t, const char*) {
-  fuse_reply_err(req, EROFS);
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  auto& s = state_of(req);
+  guarded(req, "symlink", [&] {
+    reply_entry(req, s, s.served.tree->staging().symlink(*node_or_throw(s, parent), name, target));
+  });
 }
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
                const char* new_name, unsigned int flags) {
@@ -448,7 +466,14 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
     fuse_reply_err(req, 0);
   });
 }
-void op_link(fuse_req_t req, fuse_ino_t, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  auto& s = state_of(req);
+  guarded(req, "link", [&] {
+    reply_entry(req, s,
+                s.served.tree->staging().link(*node_or_throw(s, ino), *node_or_throw(s, new_parent),
+                                              new_name));
+  });
+}
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
   auto& s = state_of(req);
@@ -499,6 +524,15 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
     rc = datasync ? ::fdatasync(handle->staged->fd.get()) : ::fsync(handle->staged->fd.get());
   }
   fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+// fsync of a directory: a staged tag is pushed now (`regfs push`, `sync -f`),
+// the root pushes every pending build (`regfs umount`).
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  auto& s = state_of(req);
+  guarded(req, "fsyncdir", [&] {
+    s.served.tree->staging().push_now(*node_or_throw(s, ino));
+    fuse_reply_err(req, 0);
+  });
 }
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   auto& s = state_of(req);
@@ -577,6 +611,7 @@ fuse_lowlevel_ops make_operations() {
   ops.write = op_write;
   ops.flush = op_flush;
   ops.fsync = op_fsync;
+  ops.fsyncdir = op_fsyncdir;
   ops.copy_file_range = op_copy_file_range;
   ops.symlink = op_symlink;
   ops.rename = op_rename;

@@ -1,21 +1,27 @@
 // regfs: the command line. Thin: parses, checks what can be checked before
 // mounting (so a bad argument or an unreachable registry is one clear line
 // and a non-zero exit), then hands over to the FUSE glue.
+#include <fcntl.h>
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "cache/unique_fd.h"
 #include "fs/cache_command.h"
 #include "fs/content.h"
 #include "fs/fuse_ops.h"
@@ -42,7 +48,8 @@ constexpr const char* kUsage =
     "\n"
     "Commands:\n"
     "  mount [OPTIONS] [REGISTRY] MOUNTPOINT   mount (returns once the mount is ready)\n"
-    "  umount MOUNTPOINT                       unmount\n"
+    "  umount MOUNTPOINT                       unmount (after pending builds are pushed)\n"
+    "  push PATH                               push the staged tag at PATH now and wait\n"
     "  login REGISTRY [-u USER] [--password-stdin]  check and save credentials\n"
     "  logout REGISTRY                         remove saved credentials\n"
     "  status MOUNTPOINT                       transfers in flight, cache use, recent errors\n"
@@ -74,6 +81,9 @@ constexpr const char* kMountUsage =
     "  --tag-ttl SECONDS      how long tag lists and tag answers are trusted (30)\n"
     "  --upload-chunk-size SIZE  push blobs larger than SIZE in parts of SIZE, at least 5M\n"
     "                         (8M in one request, then 16M parts)\n"
+    "  --push-delay SECONDS   push a build (a plain directory copied into a tag) after this\n"
+    "                         long without a write (2); `regfs push PATH` pushes at once\n"
+    "  --layer-compression gzip|zstd  how built layers are compressed (gzip)\n"
     "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
     "  -f, --foreground       stay attached, log to stderr\n"
     "  -d, --debug            log every request\n"
@@ -102,6 +112,20 @@ bool wants_help(const std::vector<std::string>& args) {
 
 std::string absolute(const std::string& path) {
   return path.empty() ? path : std::filesystem::absolute(path).lexically_normal().string();
+}
+
+// fsync of a directory of the mount: the daemon pushes (fuse_ops.cc).
+int fsync_dir(const std::string& path) {
+  cache::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return errno;
+  return ::fsync(fd.get()) == 0 ? 0 : errno;
+}
+
+std::string xattr_of(const std::string& path, const char* name) {
+  std::string value(4096, '\0');
+  ssize_t n = ::getxattr(path.c_str(), name, value.data(), value.size());
+  value.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return value;
 }
 
 // A mount point whose daemon died (kill -9, crash) answers ENOTCONN until it
@@ -205,6 +229,9 @@ int run_mount(const std::vector<std::string>& args) {
     tree.registry = options.registry;
     tree.platform = platform;
     tree.allow_delete = options.allow_delete;
+    tree.push_delay = options.push_delay;
+    tree.layer_compression = options.layer_compression == "zstd" ? cache::LayerCompression::kZstd
+                                                                 : cache::LayerCompression::kGzip;
     tree.listed_registries = creds ? creds->registries() : std::vector<std::string>{};
     tree.listed_registries.insert(tree.listed_registries.end(), options.insecure.begin(),
                                   options.insecure.end());
@@ -227,6 +254,12 @@ int run_umount(const std::vector<std::string>& args) {
   }
   if (args.size() != 1) return fail("usage: regfs umount MOUNTPOINT");
   std::string mountpoint = absolute(args[0]);
+  // Pending builds and pushes first: umount returns once they are done.
+  if (int err = fsync_dir(mountpoint); err != 0 && err != ENOTCONN) {
+    std::fprintf(stderr,
+                 "regfs: warning: some staged tags were not pushed (%s); see regfs status\n",
+                 std::strerror(err));
+  }
   const char* argv[] = {"fusermount3", "-u", mountpoint.c_str(), nullptr};
   pid_t pid;
   if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) == 0) {
@@ -236,6 +269,44 @@ int run_umount(const std::vector<std::string>& args) {
   }
   if (::umount2(mountpoint.c_str(), 0) == 0) return 0;
   return fail("Cannot unmount " + mountpoint + ": " + std::strerror(errno));
+}
+
+int run_push(const std::vector<std::string>& args) {
+  if (wants_help(args) || args.size() != 1) {
+    std::fputs(
+        "Usage: regfs push PATH\n\nPushes the staged tag at PATH (a tag directory under a regfs\n"
+        "mount) now, without waiting for --push-delay, and waits: prints the pushed digest and\n"
+        "exits 0, or prints the reason and exits 1.\n",
+        wants_help(args) ? stdout : stderr);
+    return wants_help(args) ? 0 : 2;
+  }
+  const std::string& path = args[0];
+  if (xattr_of(path, "user.regfs.state").empty()) {
+    return fail(path + " is not a staged tag of a regfs mount (no user.regfs.state)");
+  }
+  // Progress on a terminal while the daemon pushes.
+  std::atomic<bool> done{false};
+  std::thread progress;
+  if (::isatty(STDERR_FILENO)) {
+    progress = std::thread([&] {
+      std::string last;
+      while (!done) {
+        std::string state = xattr_of(path, "user.regfs.state");
+        if (state != last) std::fprintf(stderr, "regfs: %s: %s\n", path.c_str(), state.c_str());
+        last = state;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    });
+  }
+  int err = fsync_dir(path);
+  done = true;
+  if (progress.joinable()) progress.join();
+  std::string state = xattr_of(path, "user.regfs.state");
+  if (err == 0 && state.starts_with("pushed ")) {
+    std::printf("%s\n", state.substr(7).c_str());
+    return 0;
+  }
+  return fail("Cannot push " + path + ": " + (state.empty() ? std::strerror(err) : state));
 }
 
 int run_status(const std::vector<std::string>& args) {
@@ -279,6 +350,7 @@ int run(const std::vector<std::string>& args) {
   if (command == "mount") return run_mount(rest);
   if (command == "umount" || command == "unmount") return run_umount(rest);
   if (command == "status") return run_status(rest);
+  if (command == "push") return run_push(rest);
   if (command == "cache") return run_cache_command(rest);
   if (command == "login") return run_login(rest);
   if (command == "logout") return run_logout(rest);

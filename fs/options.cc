@@ -18,9 +18,10 @@ constexpr uint64_t kMinUploadChunk = 5ull << 20;
 constexpr uint64_t kMaxUploadChunk = 4ull << 30;
 
 // Options that take a value, by their long name without dashes.
-const std::set<std::string> kValued = {"cache-dir",       "cache-size",       "insecure", "ca-cert",
-                                       "auth-file",       "platform",         "tag-ttl",  "mirror",
-                                       "request-timeout", "upload-chunk-size"};
+const std::set<std::string> kValued = {"cache-dir",         "cache-size", "insecure",
+                                       "ca-cert",           "auth-file",  "platform",
+                                       "tag-ttl",           "mirror",     "request-timeout",
+                                       "upload-chunk-size", "push-delay", "layer-compression"};
 const std::set<std::string> kFlags = {"allow-delete", "foreground", "debug"};
 
 std::string underscores_to_dashes(std::string name) {
@@ -65,6 +66,19 @@ void set_option(MountOptions& options, const std::string& name, const std::strin
                        "but the last)");
     }
     options.upload_chunk_size = bytes;
+  } else if (name == "push-delay") {
+    char* end = nullptr;
+    double seconds = std::strtod(value.c_str(), &end);
+    if (value.empty() || *end != '\0' || !(seconds >= 0) || seconds > 86400) {
+      throw UsageError("invalid --push-delay '" + value + "': expected seconds");
+    }
+    options.push_delay = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+  } else if (name == "layer-compression") {
+    if (value != "gzip" && value != "zstd") {
+      throw UsageError("invalid --layer-compression '" + value + "': expected gzip or zstd" +
+                       (value == "estargz" ? " (estargz is not supported yet)" : ""));
+    }
+    options.layer_compression = value;
   } else if (name == "tag-ttl") {
     char* end = nullptr;
     long seconds = std::strtol(value.c_str(), &end, 10);

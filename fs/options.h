@@ -33,6 +33,9 @@ struct MountOptions {
   // --upload-chunk-size: blobs up to this size are pushed in one request,
   // larger ones in parts of this size; zero keeps the client's defaults.
   uint64_t upload_chunk_size = 0;
+  // --push-delay: a build is pushed after this long without a write.
+  std::chrono::milliseconds push_delay{2000};
+  std::string layer_compression = "gzip";  // --layer-compression gzip|zstd
   // Hidden (-o request_timeout=SECONDS, for tests): the deadline of a request
   // and the stall limit of a transfer; zero keeps the client's defaults.
   std::chrono::milliseconds request_timeout{0};

@@ -43,12 +43,14 @@ struct PlanBlob {
     kStaged,     // a verified staged file
     kReference,  // a blob of a registry (copied with copy_file_range)
     kTarget,     // already in the target repository
+    kInline,     // `bytes` below (an edited config)
   };
   std::string digest;
   int64_t size = 0;
   Source source = Source::kTarget;
   std::filesystem::path file = {};      // kStaged
   cache::BlobReference reference = {};  // kReference
+  std::string bytes = {};               // kInline
 };
 
 struct PlanManifest {
@@ -83,6 +85,8 @@ class StagedLayout {
   virtual std::optional<PlanBlob> staged_blob(const std::string& digest) = 0;
   // The bytes of a manifest blob from wherever `blob` says (verified).
   virtual std::string manifest_bytes(const PlanBlob& blob) = 0;
+  // The bytes of a small blob (a config) from wherever `blob` says.
+  virtual std::string config_bytes(const PlanBlob& blob) = 0;
   // Whether the target repository has the blob (HEAD); for a manifest, its
   // bytes from the target when it has it.
   virtual bool in_target(const std::string& digest) = 0;

@@ -66,6 +66,14 @@ registry::Client& Pusher::client(const std::string& name) {
 }
 
 registry::BlobSource Pusher::source_of(const PlanBlob& blob) {
+  if (blob.source == PlanBlob::Source::kInline) {
+    return [bytes = blob.bytes](uint64_t offset, char* buffer, size_t max) -> size_t {
+      size_t n = std::min<size_t>(max, bytes.size() - std::min<size_t>(offset, bytes.size()));
+      if (n == 0) throw Error(ErrorKind::kIo, "Cannot read an edited config: it is shorter");
+      std::memcpy(buffer, bytes.data() + offset, n);
+      return n;
+    };
+  }
   if (blob.source == PlanBlob::Source::kStaged) {
     auto fd = std::make_shared<cache::UniqueFd>(::open(blob.file.c_str(), O_RDONLY | O_CLOEXEC));
     if (!*fd) {

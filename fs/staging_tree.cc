@@ -124,6 +124,31 @@ class StagingTree::Layout : public StagedLayout {
     return *bytes;
   }
 
+  std::string config_bytes(const PlanBlob& blob) override {
+    constexpr size_t kMaxConfig = 8 << 20;
+    switch (blob.source) {
+      case PlanBlob::Source::kInline:
+        return blob.bytes;
+      case PlanBlob::Source::kReference:
+        return tree_.content_.registry(blob.reference.registry)
+            .small_blob(blob.reference.repository, blob.digest, blob.size);
+      case PlanBlob::Source::kStaged:
+        if (auto bytes = read_small(blob.file); bytes && bytes->size() <= kMaxConfig) return *bytes;
+        break;
+      case PlanBlob::Source::kTarget: {
+        std::string bytes;
+        tree_.pusher_.client(tag_.registry)
+            .get_blob(tag_.repository, blob.digest, 0, 0, [&](const char* data, size_t size) {
+              bytes.append(data, size);
+              return bytes.size() <= kMaxConfig;
+            });
+        if (registry::sha256_digest(bytes) == blob.digest) return bytes;
+        break;
+      }
+    }
+    throw Error(ErrorKind::kIo, "Cannot read config " + blob.digest);
+  }
+
   bool in_target(const std::string& digest) override {
     auto [it, added] = in_target_.try_emplace(digest, false);
     if (added) {
@@ -160,12 +185,14 @@ class StagingTree::Layout : public StagedLayout {
   std::map<std::string, bool> in_target_;
 };
 
-StagingTree::StagingTree(Tree& tree, Content& content, fsys::path root, bool allow_delete)
+StagingTree::StagingTree(Tree& tree, Content& content, StagingOptions options)
     : tree_(tree),
       content_(content),
-      area_(std::move(root)),
+      area_(std::move(options.root)),
       pusher_(content),
-      allow_delete_(allow_delete) {
+      allow_delete_(options.allow_delete),
+      push_delay_(options.push_delay),
+      build_(std::move(options.build)) {
   // Tags pushed without error are in the registry now: drop their copies.
   // Not those whose push the daemon did not finish (kill -9, a crash).
   for (auto& tag : area_.all_tags()) {
@@ -174,6 +201,8 @@ StagingTree::StagingTree(Tree& tree, Content& content, fsys::path root, bool all
       LOG(kInfo) << "Dropping staged " << tag.registry << "/" << tag.repository << ":" << tag.tag
                  << ", pushed as " << state.pushed_digest;
       area_.discard_tag(tag);
+      std::error_code ec;
+      fsys::remove_all(build_dir(tag), ec);
     } else {
       LOG(kInfo) << "Staged tag " << tag.registry << "/" << tag.repository << ":" << tag.tag
                  << (!state.pushing.empty() ? " (push of " + state.pushing + " interrupted)"
@@ -181,11 +210,128 @@ StagingTree::StagingTree(Tree& tree, Content& content, fsys::path root, bool all
                                             : " (not pushed yet)");
     }
   }
+  builder_ = std::thread([this] { run_builds(); });
+}
+
+fsys::path StagingTree::build_dir(const cache::StagedTag& tag) const {
+  auto name = registry::sha256_digest(tag.registry + "/" + tag.repository + ":" + tag.tag);
+  return build_.work_dir / std::string(registry::digest_hex(name));
+}
+
+void StagingTree::changed(const cache::StagedTag& tag) {
+  if (!is_build(area_.tag_dir(tag))) return;
+  {
+    std::lock_guard lock(builds_mutex_);
+    pending_[tag] = std::chrono::steady_clock::now() + push_delay_;
+  }
+  builds_changed_.notify_all();
+}
+
+bool StagingTree::being_written(const cache::StagedTag& tag) {
+  std::string prefix = area_.tag_dir(tag).string() + "/";
+  std::vector<std::shared_ptr<StagedFile::PathState>> open;
+  {
+    std::lock_guard lock(mutex_);
+    for (auto it = open_paths_.lower_bound(prefix);
+         it != open_paths_.end() && it->first.starts_with(prefix); ++it) {
+      if (auto state = it->second.lock()) open.push_back(state);
+    }
+  }
+  for (auto& state : open) {
+    std::lock_guard lock(state->mutex);
+    if (state->dirty) return true;
+  }
+  return false;
+}
+
+void StagingTree::run_builds() {
+  std::unique_lock lock(builds_mutex_);
+  while (!stopping_) {
+    auto now = std::chrono::steady_clock::now();
+    std::vector<cache::StagedTag> due;
+    auto next = std::chrono::steady_clock::time_point::max();
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      if (it->second <= now) {
+        due.push_back(it->first);
+        it = pending_.erase(it);
+      } else {
+        next = std::min(next, it->second);
+        ++it;
+      }
+    }
+    if (due.empty()) {
+      if (next == std::chrono::steady_clock::time_point::max()) {
+        builds_changed_.wait(lock);
+      } else {
+        builds_changed_.wait_until(lock, next);
+      }
+      continue;
+    }
+    lock.unlock();
+    for (auto& tag : due) {
+      try {
+        push_if_complete(tag, /*resuming=*/false, /*build_now=*/true);
+      } catch (const std::exception&) {
+        // Recorded in the tag's state and logged; a change or `regfs push` retries.
+      }
+    }
+    lock.lock();
+  }
+}
+
+void StagingTree::push_now(const Node& dir) {
+  if (dir.kind == NodeKind::kStaged && dir.staged_path.empty() && area_.has_tag(tag_of(dir))) {
+    auto tag = tag_of(dir);
+    {
+      std::lock_guard lock(builds_mutex_);
+      pending_.erase(tag);
+    }
+    push_if_complete(tag, /*resuming=*/false, /*build_now=*/true);
+    auto state = state_of(tag);
+    if (!state.starts_with("pushed ")) {
+      throw Error(ErrorKind::kInvalid, "Cannot push " + tag.registry + "/" + tag.repository + ":" +
+                                           tag.tag + ": " + state);
+    }
+    return;
+  }
+  if (dir.key != "/") return;
+  // The mount's root (regfs umount): every pending build, now.
+  std::vector<cache::StagedTag> due;
+  {
+    std::lock_guard lock(builds_mutex_);
+    for (auto& [tag, _] : pending_) due.push_back(tag);
+    pending_.clear();
+  }
+  std::exception_ptr first;
+  for (auto& tag : due) {
+    try {
+      push_if_complete(tag, /*resuming=*/false, /*build_now=*/true);
+    } catch (...) {
+      if (!first) first = std::current_exception();
+    }
+  }
+  if (first) std::rethrow_exception(first);
 }
 
 StagingTree::~StagingTree() {
-  stopping_ = true;
+  {
+    std::lock_guard lock(builds_mutex_);
+    stopping_ = true;
+  }
+  builds_changed_.notify_all();
   if (resumer_.joinable()) resumer_.join();
+  if (builder_.joinable()) builder_.join();
+  // Unmounted: the builds still waiting for their quiet time go now.
+  std::vector<cache::StagedTag> due;
+  for (auto& [tag, _] : pending_) due.push_back(tag);
+  pending_.clear();
+  for (auto& tag : due) {
+    try {
+      push_if_complete(tag, /*resuming=*/false, /*build_now=*/true);
+    } catch (const std::exception&) {
+      // Recorded and logged; the next mount resumes it.
+    }
+  }
   // Nothing staged is silently left behind: say what was not pushed.
   for (auto& [name, state] : states()) {
     if (state.starts_with("pushed ")) continue;
@@ -195,8 +341,16 @@ StagingTree::~StagingTree() {
 }
 
 std::string StagingTree::state_of(const cache::StagedTag& tag) {
+  {
+    std::lock_guard lock(builds_mutex_);
+    if (building_.count(tag)) return "building";
+  }
   auto state = area_.state(tag);
   if (!state.pushing.empty()) return "pushing " + state.pushing;
+  {
+    std::lock_guard lock(builds_mutex_);
+    if (pending_.count(tag)) return "pending build";
+  }
   if (!state.error.empty()) return "error: " + state.error;
   if (!state.pushed_digest.empty()) return "pushed " + state.pushed_digest;
   {
@@ -280,8 +434,18 @@ NodePtr StagingTree::lookup_in_namespace(const Node& dir, std::string_view name)
   return nullptr;
 }
 
+// Whether tag.repository is a repository (so tag.tag is one of its tags):
+// proven by the registry, or holding other staged tags. (One made by
+// promotion may still nest: mkdir -p a/b/c/d makes a/b/c a repository.)
+bool StagingTree::repository_of_tags(const cache::StagedTag& tag) {
+  auto tags = area_.tags(tag.registry, tag.repository);
+  if (tags.size() > 1 || (tags.size() == 1 && tags.front() != tag.tag)) return true;
+  return tree_.is_known_repository(tag.registry, tag.repository);
+}
+
 bool StagingTree::is_staged_namespace(const std::string& registry, const std::string& path) const {
-  return area_.has_namespace(registry, path) && area_.tags(registry, path).empty();
+  return area_.has_namespace(registry, path) && area_.tags(registry, path).empty() &&
+         !area_.is_staged_repository(registry, path);
 }
 
 void StagingTree::add_to_listing(const Node& dir, std::vector<NodePtr>* entries) {
@@ -358,10 +522,11 @@ Attr StagingTree::attr(const Node& node) {
   auto state = area_.state(tag);
   auto mode = state.modes.find(node.staged_path);
   Attr attr;
-  mode_t perms = S_ISDIR(st.st_mode) ? 0755 : 0644;
-  attr.mode = (st.st_mode & S_IFMT) | (mode != state.modes.end() ? mode->second : perms);
+  mode_t perms = S_ISDIR(st.st_mode) ? 0755 : S_ISLNK(st.st_mode) ? 0777 : 0644;
+  attr.mode = (st.st_mode & S_IFMT) |
+              (mode != state.modes.end() && !S_ISLNK(st.st_mode) ? mode->second : perms);
   attr.size = static_cast<uint64_t>(st.st_size);
-  attr.nlink = S_ISDIR(st.st_mode) ? 2 : 1;
+  attr.nlink = S_ISDIR(st.st_mode) ? 2 : static_cast<uint32_t>(st.st_nlink);
   attr.own_metadata = true;
   attr.uid = ::getuid();
   attr.gid = ::getgid();
@@ -388,8 +553,8 @@ std::vector<std::string> StagingTree::xattr_names(const Node& node) {
   return names;
 }
 
-NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mode) {
-  if (auto ns = promoted_namespace(area_, parent)) return mkdir(*ns, name, mode);
+NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mode, bool by_copy) {
+  if (auto ns = promoted_namespace(area_, parent)) return mkdir(*ns, name, mode, by_copy);
   if (!is_name(name)) fail(EINVAL, "Cannot make directory \"" + std::string(name) + "\"");
   std::string sname(name);
   if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
@@ -413,7 +578,10 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
     }
     cache::StagedTag tag{parent.registry, parent.path, sname};
     area_.make_tag(tag);
-    area_.update_state(tag, [&](cache::StagedTagState& s) { s.modes[""] = mode & 07777; });
+    area_.update_state(tag, [&](cache::StagedTagState& s) {
+      s.modes[""] = mode & 07777;
+      s.made_by_copy = by_copy;
+    });
     return make_node(tag, "", parent.key + "/" + sname, name);
   }
   if (parent.kind != NodeKind::kStaged) fail(EROFS, "Cannot make " + sname + ": read-only");
@@ -423,10 +591,13 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
   struct stat st;
   if (::lstat(dir.c_str(), &st) == 0) fail(EEXIST, "Cannot make " + path + ": it exists");
   // mkdir -p ns/repo made `repo` a tag of ns: a directory in it that an
-  // image layout or a docker save directory never has says it is a namespace.
+  // image layout or a docker save directory never has says it is a namespace
+  // (a repository) after all, unless ns is a repository itself: then `repo`
+  // is its tag and the directory part of what is copied in (a build).
   std::error_code ec;
   if (parent.staged_path.empty() && name != "blobs" && !is_hex64(name) &&
-      fsys::is_empty(area_.tag_dir(tag), ec)) {
+      fsys::is_empty(area_.tag_dir(tag), ec) && !area_.state(tag).made_by_copy &&
+      !repository_of_tags(tag)) {
     // Refused rather than staged as a subdirectory that would never be
     // pushed (nothing staged is silently ignored).
     if (!registry::is_valid_path_component(tag.tag)) {
@@ -448,12 +619,16 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
     area_.tag_to_namespace(tag);
     cache::StagedTag child{tag.registry, join(tag.repository, tag.tag), sname};
     area_.make_tag(child);
-    area_.update_state(child, [&](cache::StagedTagState& s) { s.modes[""] = mode & 07777; });
+    area_.update_state(child, [&](cache::StagedTagState& s) {
+      s.modes[""] = mode & 07777;
+      s.made_by_copy = by_copy;
+    });
     LOG(kDebug) << "Staged tag " << tag.repository << ":" << tag.tag << " became a namespace";
     return make_node(child, "", parent.key + "/" + sname, name);
   }
   if (::mkdir(dir.c_str(), 0700) != 0) fail(errno, "Cannot make staged " + path);
   area_.update_state(tag, [&](cache::StagedTagState& s) { s.modes[path] = mode & 07777; });
+  changed(tag);
   return make_node(tag, path, parent.key + "/" + sname, name);
 }
 
@@ -544,6 +719,12 @@ void StagingTree::write(StagedFile& file, const char* data, size_t size, uint64_
     std::lock_guard lock(file.state->mutex);
     file.state->hasher.wrote(offset, data, size);
   }
+  {
+    std::lock_guard lock(builds_mutex_);
+    if (auto it = pending_.find(file.tag); it != pending_.end()) {
+      it->second = std::chrono::steady_clock::now() + push_delay_;
+    }
+  }
   auto state = area_.state(file.tag);
   if (state.references.count(file.path)) {
     area_.update_state(file.tag, [&](cache::StagedTagState& s) { s.references.erase(file.path); });
@@ -578,6 +759,27 @@ std::string StagingTree::file_digest(const fsys::path& file, const struct stat& 
   return digest;
 }
 
+// config.json written to a staged copy of an image: an invalid one fails
+// the close() and the previous one is put back (SPEC §4).
+void StagingTree::check_written_config(StagedFile& file) {
+  auto good = build_dir(file.tag) / "config.json.good";
+  auto bytes = read_small(file.file);
+  try {
+    if (!bytes) throw Error(ErrorKind::kInvalid, "Cannot use config.json: larger than 4 MiB");
+    check_config(*bytes);
+  } catch (const Error& e) {
+    std::error_code ec;
+    bool restored = fsys::exists(good, ec) &&
+                    fsys::copy_file(good, file.file, fsys::copy_options::overwrite_existing, ec);
+    LOG(kWarning) << e.what() << (restored ? "; the previous config.json is put back" : "");
+    throw Error(ErrorKind::kInvalid,
+                std::string(e.what()) + (restored ? "; the previous config.json is kept" : ""));
+  }
+  std::error_code ec;
+  fsys::create_directories(good.parent_path(), ec);
+  std::ofstream(good, std::ios::binary | std::ios::trunc) << *bytes;
+}
+
 void StagingTree::check_blob(StagedFile& file) {
   std::lock_guard lock(file.state->mutex);
   if (!file.state->dirty) return;
@@ -600,13 +802,34 @@ void StagingTree::check_blob(StagedFile& file) {
   hashed_[file.file.string()] = Hashed{st.st_size, mtime_ns(st), *digest};
 }
 
+// A staged copy of an image whose config.json was written back: the plan
+// pushes that config (fs/config_edit.h) unless it is one the plan has.
+void StagingTree::apply_edited_config(StagedLayout& layout, PushPlan& plan) {
+  auto edited = layout.read_file("config.json");
+  if (!edited) return;
+  std::string original;
+  for (const auto& manifest : plan.manifests) {
+    if (!registry::is_manifest_media_type(manifest.media_type)) continue;
+    auto config = registry::parse_manifest(manifest.bytes).config.digest;
+    for (const auto& blob : plan.blobs) {
+      if (blob.digest != config) continue;
+      if (registry::sha256_digest(*edited) == config) return;
+      original = layout.config_bytes(blob);
+    }
+  }
+  if (apply_config_edit(plan, *edited, original)) {
+    LOG(kInfo) << "config.json was edited: pushing manifest " << plan.digest();
+  }
+}
+
 void StagingTree::flush(StagedFile& file) {
   if (!file.writable) return;
   check_blob(file);
-  push_if_complete(file.tag);
+  if (file.path == "config.json" && !is_build(area_.tag_dir(file.tag))) check_written_config(file);
+  push_if_complete(file.tag);  // a layout at the close that completes it; a build later
 }
 
-void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming) {
+void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, bool build_now) {
   std::shared_ptr<std::mutex> push_lock;
   {
     std::lock_guard lock(mutex_);
@@ -623,7 +846,32 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming) {
   try {
     Layout layout(*this, tag);
     std::string waiting_for;
-    auto plan = plan_push(layout, tag.tag, &waiting_for);
+    std::optional<PushPlan> plan;
+    if (is_build(area_.tag_dir(tag))) {
+      // A build waits for its quiet time, and for its files to be closed.
+      if ((!build_now && !resuming) || being_written(tag)) {
+        changed(tag);
+        return;
+      }
+      {
+        std::lock_guard lock(builds_mutex_);
+        building_.insert(tag);
+      }
+      try {
+        auto options = build_;
+        options.work_dir = build_dir(tag);
+        plan = plan_build(area_.tag_dir(tag), area_.state(tag).modes, options);
+      } catch (...) {
+        std::lock_guard lock(builds_mutex_);
+        building_.erase(tag);
+        throw;
+      }
+      std::lock_guard lock(builds_mutex_);
+      building_.erase(tag);
+    } else {
+      plan = plan_push(layout, tag.tag, &waiting_for);
+      if (plan) apply_edited_config(layout, *plan);
+    }
     {
       std::lock_guard lock(mutex_);
       if (plan) {
@@ -703,6 +951,7 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
       fail(errno, "Cannot set times of staged " + node.staged_path);
     }
   }
+  changed(tag);
   return attr(node);
 }
 
@@ -716,12 +965,62 @@ void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& p
   std::erase_if(hashed_, [&](auto& e) { return under(e.first, file); });
 }
 
+NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const std::string& target) {
+  if (!is_name(name)) fail(EINVAL, "Cannot make link \"" + std::string(name) + "\"");
+  if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
+    fail(parent.kind == NodeKind::kNamespace ? EPERM : EROFS,
+         "Cannot make link " + std::string(name) + ": links go in a tag directory");
+  }
+  auto tag = tag_of(parent);
+  std::string path = join(parent.staged_path, name);
+  if (::symlink(target.c_str(), area_.file(tag, path).c_str()) != 0) {
+    fail(errno, "Cannot make staged link " + path);
+  }
+  changed(tag);
+  return make_node(tag, path, parent.key + "/" + std::string(name), name);
+}
+
+NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_view new_name) {
+  if (!is_name(new_name)) fail(EINVAL, "Cannot make link \"" + std::string(new_name) + "\"");
+  if (node.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged ||
+      node.staged_path.empty()) {
+    fail(node.kind == NodeKind::kStaged ? EXDEV : EROFS,
+         "Cannot link " + node.key + ": hardlinks stay within one staged tag");
+  }
+  auto tag = tag_of(node);
+  auto to_tag = tag_of(new_parent);
+  if (to_tag.registry != tag.registry || to_tag.repository != tag.repository ||
+      to_tag.tag != tag.tag || promoted_namespace(area_, new_parent)) {
+    fail(EXDEV, "Cannot link " + node.key + ": hardlinks stay within one staged tag");
+  }
+  std::string path = join(new_parent.staged_path, new_name);
+  if (::link(area_.file(tag, node.staged_path).c_str(), area_.file(tag, path).c_str()) != 0) {
+    fail(errno, "Cannot make staged link " + path);
+  }
+  auto state = area_.state(tag);
+  if (auto mode = state.modes.find(node.staged_path); mode != state.modes.end()) {
+    area_.update_state(tag, [&](cache::StagedTagState& s) { s.modes[path] = mode->second; });
+  }
+  changed(tag);
+  return make_node(tag, path, new_parent.key + "/" + std::string(new_name), new_name);
+}
+
+std::string StagingTree::readlink(const Node& node) {
+  std::string target(4096, '\0');
+  ssize_t n =
+      ::readlink(area_.file(tag_of(node), node.staged_path).c_str(), target.data(), target.size());
+  if (n < 0) fail(errno == EINVAL ? EINVAL : errno, "Cannot read link " + node.key);
+  target.resize(static_cast<size_t>(n));
+  return target;
+}
+
 void StagingTree::unlink(const Node& parent, std::string_view name) {
   if (parent.kind == NodeKind::kStaged && !promoted_namespace(area_, parent)) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged_path, name);
     if (::unlink(area_.file(tag, path).c_str()) != 0) fail(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);
+    changed(tag);
     return;
   }
   // rm -r of a remote tag with --allow-delete: its files go with the tag
@@ -738,6 +1037,7 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
     std::string path = join(parent.staged_path, name);
     if (::rmdir(area_.file(tag, path).c_str()) != 0) fail(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);
+    changed(tag);
     return;
   }
   if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
@@ -752,6 +1052,12 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
           pusher_.delete_tag(tag.registry, tag.repository, tag.tag);
         }
         area_.discard_tag(tag);
+        {
+          std::lock_guard lock(builds_mutex_);
+          pending_.erase(tag);
+        }
+        std::error_code rm_ec;
+        fsys::remove_all(build_dir(tag), rm_ec);
         LOG(kInfo) << "Discarded staged " << tag.registry << "/" << tag.repository << ":"
                    << tag.tag;
         return;
@@ -804,6 +1110,7 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
     move(s.modes);
     move(s.references);
   });
+  changed(tag);
   std::lock_guard lock(mutex_);
   hashed_.clear();
 }

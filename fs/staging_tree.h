@@ -34,6 +34,8 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +48,8 @@
 
 #include "cache/staging.h"
 #include "cache/unique_fd.h"
+#include "fs/build_plan.h"
+#include "fs/config_edit.h"
 #include "fs/pusher.h"
 #include "fs/tree.h"
 
@@ -74,10 +78,19 @@ struct SetAttr {
   std::optional<timespec> mtime;
 };
 
+struct StagingOptions {
+  std::filesystem::path root;  // the staging area (cache/staging.h)
+  bool allow_delete = false;   // --allow-delete
+  // A build (fs/build_plan.h) is pushed after this long without a change.
+  std::chrono::milliseconds push_delay{2000};
+  BuildOptions build;  // work_dir: where builds make their layer and config
+};
+
 class StagingTree {
  public:
-  StagingTree(Tree& tree, Content& content, std::filesystem::path root, bool allow_delete);
-  // Waits for the resumed pushes: the one in flight ends, no other starts.
+  StagingTree(Tree& tree, Content& content, StagingOptions options);
+  // Waits for the resumed pushes (the one in flight ends, no other starts),
+  // then pushes the builds still pending.
   ~StagingTree();
   StagingTree(const StagingTree&) = delete;
   StagingTree& operator=(const StagingTree&) = delete;
@@ -108,8 +121,16 @@ class StagingTree {
   // Every staged tag ("registry/repository:tag") with its state, for status.
   std::vector<std::pair<std::string, std::string>> states();
 
+  // fsync of a directory (`regfs push PATH`, `sync -f`, `regfs umount`): a
+  // staged tag's directory is pushed now (a build without waiting for
+  // --push-delay); the mount's root pushes every pending build. Waits;
+  // throws the push's error, or Error(kInvalid) if the tag is incomplete.
+  void push_now(const Node& dir);
+
   // Changes; `parent` may be any node (remote ones answer EROFS).
-  NodePtr mkdir(const Node& parent, std::string_view name, mode_t mode);
+  // `by_copy`: the caller copies a tree (cp, rsync, tar): a tag it makes is
+  // a tag, whatever is made in it (see StagedTagState::made_by_copy).
+  NodePtr mkdir(const Node& parent, std::string_view name, mode_t mode, bool by_copy = false);
   std::shared_ptr<StagedFile> create(const Node& parent, std::string_view name, mode_t mode,
                                      int flags, NodePtr* node);
   std::shared_ptr<StagedFile> open(const Node& node, int flags);
@@ -118,6 +139,11 @@ class StagingTree {
   // Checks a written blob, then the tag's completeness; pushes when complete.
   void flush(StagedFile& file);
   Attr setattr(const Node& node, StagedFile* file, const SetAttr& change);
+  // A symlink `name` -> `target` (kept unchanged) in a staged tag.
+  NodePtr symlink(const Node& parent, std::string_view name, const std::string& target);
+  // A hardlink `new_name` in `new_parent` to the staged file `node` (same tag).
+  NodePtr link(const Node& node, const Node& new_parent, std::string_view new_name);
+  std::string readlink(const Node& node);
   void unlink(const Node& parent, std::string_view name);
   void rmdir(const Node& parent, std::string_view name);
   void rename(const Node& parent, std::string_view name, const Node& new_parent,
@@ -136,14 +162,26 @@ class StagingTree {
   NodePtr make_node(const cache::StagedTag& tag, std::string path, std::string key,
                     std::string_view name);
   NodePtr namespace_node(const Node& dir, std::string_view name);
+  bool repository_of_tags(const cache::StagedTag& tag);
   static cache::StagedTag tag_of(const Node& node);
   std::shared_ptr<StagedFile::PathState> path_state(const std::filesystem::path& file);
   std::shared_ptr<StagedFile> open_file(const cache::StagedTag& tag, const std::string& path,
                                         int flags, mode_t create_mode);
   void check_blob(StagedFile& file);
+  void check_written_config(StagedFile& file);
+  void apply_edited_config(StagedLayout& layout, PushPlan& plan);
   // Under the tag's push lock: pushes it if complete and not pushed as it is.
   // Throws the push's error after recording it. `resuming` is for the log.
-  void push_if_complete(const cache::StagedTag& tag, bool resuming = false);
+  // A build is pushed only when `build_now` (its quiet time passed, or a
+  // push was asked for); otherwise it is (re)scheduled.
+  void push_if_complete(const cache::StagedTag& tag, bool resuming = false, bool build_now = false);
+  // A change in `tag`: a build waits --push-delay from now.
+  void changed(const cache::StagedTag& tag);
+  // Whether a file of `tag` is open for writing with unchecked changes.
+  bool being_written(const cache::StagedTag& tag);
+  // The builder thread: pushes builds whose quiet time has passed.
+  void run_builds();
+  std::filesystem::path build_dir(const cache::StagedTag& tag) const;
   void resume_all(const std::string& registry);
   // The digest of a complete staged file, cached by size and mtime.
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);
@@ -154,6 +192,8 @@ class StagingTree {
   cache::StagingArea area_;
   Pusher pusher_;
   const bool allow_delete_;
+  const std::chrono::milliseconds push_delay_;
+  const BuildOptions build_;
 
   std::mutex mutex_;  // guards the maps below; never held over I/O
   std::map<std::string, std::weak_ptr<StagedFile::PathState>> open_paths_;
@@ -169,6 +209,14 @@ class StagingTree {
 
   std::atomic<bool> stopping_{false};  // no resumed push starts once set
   std::thread resumer_;                // resume_all(), joined by the destructor
+
+  // Lock order: builds_mutex_ before mutex_; neither is held over a push.
+  std::mutex builds_mutex_;  // guards pending_, building_
+  std::condition_variable builds_changed_;
+  // Builds waiting for their quiet time: when it ends.
+  std::map<cache::StagedTag, std::chrono::steady_clock::time_point> pending_;
+  std::set<cache::StagedTag> building_;  // making their layer now
+  std::thread builder_;                  // run_builds(), joined by the destructor
 };
 
 }  // namespace regfs::fs

@@ -95,8 +95,14 @@ Tree::Tree(TreeOptions options, Content& content)
     root->registry = options_.registry;
   }
   root_ = root;
-  staging_ = std::make_unique<StagingTree>(
-      *this, content_, content_.options().cache_dir / "staging", options_.allow_delete);
+  StagingOptions staging;
+  staging.root = content_.options().cache_dir / "staging";
+  staging.allow_delete = options_.allow_delete;
+  staging.push_delay = options_.push_delay;
+  staging.build.platform = options_.platform;
+  staging.build.compression = options_.layer_compression;
+  staging.build.work_dir = content_.options().cache_dir / "builds";
+  staging_ = std::make_unique<StagingTree>(*this, content_, std::move(staging));
 }
 
 Tree::~Tree() = default;
@@ -191,6 +197,12 @@ Names Tree::probe_repository(RegistryContent& reg, const std::string& path) {
     }
     return nullptr;
   }
+}
+
+bool Tree::is_known_repository(const std::string& registry, const std::string& path) {
+  if (known_.is_proven_repository(registry, path)) return true;
+  auto catalog = content_.registry(registry).catalog();
+  return catalog && std::binary_search(catalog->begin(), catalog->end(), path);
 }
 
 void Tree::learn_registry(RegistryContent& reg) {
@@ -496,6 +508,7 @@ std::vector<std::string> Tree::xattr_names(const Node& node) {
 }
 
 std::string Tree::readlink(const Node& node) {
+  if (node.kind == NodeKind::kStaged) return staging_->readlink(node);
   if (node.kind != NodeKind::kRootfs) {
     throw Error(ErrorKind::kInvalid, "Cannot read link " + node.key + ": not a symlink");
   }

@@ -27,6 +27,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cache/layer_writer.h"
 #include "cache/lru_index.h"
 #include "fs/content.h"
 #include "fs/image.h"
@@ -109,6 +110,8 @@ struct TreeOptions {
   registry::Platform platform;
   std::vector<std::string> listed_registries;  // multi-registry root entries
   bool allow_delete = false;                   // rmdir of a remote tag deletes it (--allow-delete)
+  std::chrono::milliseconds push_delay{2000};  // --push-delay: a build's quiet time
+  cache::LayerCompression layer_compression = cache::LayerCompression::kGzip;
 };
 
 class Tree {
@@ -128,6 +131,9 @@ class Tree {
   std::vector<std::string> xattr_names(const Node& node);
   // A symlink's target, unchanged. Throws Error(kInvalid) for other nodes.
   std::string readlink(const Node& node);
+  // Whether the registry has shown `path` to be a repository (its catalog, or
+  // tags/list answered); asks nothing new of a registry without a catalog.
+  bool is_known_repository(const std::string& registry, const std::string& path);
   // Namespaces, tags and files made through the mount (SPEC §4).
   StagingTree& staging() { return *staging_; }
 

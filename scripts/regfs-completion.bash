@@ -26,7 +26,7 @@ _regfs() {
     words=("${COMP_WORDS[@]}")
     cword=$COMP_CWORD
   }
-  local commands="mount umount login logout status cache --help --version"
+  local commands="mount umount push login logout status cache --help --version"
   if ((cword == 1)); then
     COMPREPLY=($(compgen -W "$commands" -- "$cur"))
     return
@@ -43,19 +43,24 @@ _regfs() {
     --platform)
       COMPREPLY=($(compgen -W "linux/amd64 linux/arm64 linux/arm/v7 linux/386 linux/ppc64le linux/s390x" -- "$cur"))
       return ;;
-    --cache-size | --tag-ttl | --upload-chunk-size | -u | --username)
+    --cache-size | --tag-ttl | --upload-chunk-size | --push-delay | -u | --username)
+      return ;;
+    --layer-compression)
+      COMPREPLY=($(compgen -W "gzip zstd" -- "$cur"))
       return ;;
     -o)
-      COMPREPLY=($(compgen -W "allow_other cache_dir= cache_size= insecure= ca_cert= auth_file= platform= tag_ttl= mirror= upload_chunk_size= allow_delete debug" -- "$cur"))
+      COMPREPLY=($(compgen -W "allow_other cache_dir= cache_size= insecure= ca_cert= auth_file= platform= tag_ttl= mirror= upload_chunk_size= push_delay= layer_compression= allow_delete debug" -- "$cur"))
       return ;;
   esac
   case $command in
     mount)
       if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --mirror --upload-chunk-size --allow-delete --foreground --debug -f -d -o --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --mirror --upload-chunk-size --push-delay --layer-compression --allow-delete --foreground --debug -f -d -o --help" -- "$cur"))
       else
         COMPREPLY=($(compgen -d -- "$cur") $(compgen -W "$(_regfs_registries)" -- "$cur"))
       fi ;;
+    push)
+      COMPREPLY=($(compgen -d -- "$cur")) ;;
     umount | status)
       if [[ $cur == -* ]]; then
         COMPREPLY=($(compgen -W "--help" -- "$cur"))

@@ -49,6 +49,7 @@ class FakeLayout : public StagedLayout {
                     {}};
   }
   std::string manifest_bytes(const PlanBlob& blob) override { return blobs.at(blob.digest); }
+  std::string config_bytes(const PlanBlob& blob) override { return blobs.at(blob.digest); }
   bool in_target(const std::string& digest) override { return target.count(digest) > 0; }
   std::optional<std::string> target_manifest(const std::string&) override { return std::nullopt; }
 };

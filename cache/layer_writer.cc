@@ -1,0 +1,217 @@
+#include "cache/layer_writer.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+#include <zstd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+
+#include "cache/temp_file.h"
+#include "cache/unique_fd.h"
+#include "registry/digest.h"
+#include "registry/error.h"
+
+namespace regfs::cache {
+
+using registry::Error;
+using registry::ErrorKind;
+
+namespace {
+
+constexpr size_t kBuffer = 256 << 10;
+
+// Compresses what it is given into a TempFile, hashing both sides.
+class CompressedSink {
+ public:
+  CompressedSink(LayerCompression compression, TempFile& out)
+      : compression_(compression), out_(out), buffer_(kBuffer, '\0') {
+    if (compression_ == LayerCompression::kGzip) {
+      // windowBits 31: a gzip header, with no name and a zero time.
+      if (deflateInit2(&zlib_, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        throw Error(ErrorKind::kIo, "Cannot start gzip");
+      }
+    } else {
+      zstd_.reset(ZSTD_createCCtx());
+      if (!zstd_) throw Error(ErrorKind::kIo, "Cannot start zstd");
+      ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_compressionLevel, 3);
+      ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_checksumFlag, 1);
+    }
+  }
+  ~CompressedSink() {
+    if (compression_ == LayerCompression::kGzip) deflateEnd(&zlib_);
+  }
+
+  void write(const char* data, size_t size) {
+    diff_id_.update(data, size);
+    compress(data, size, false);
+  }
+  void finish() { compress(nullptr, 0, true); }
+
+  std::string diff_id() { return diff_id_.digest(); }
+  std::string digest() { return digest_.digest(); }
+  int64_t size() const { return size_; }
+
+ private:
+  struct ZstdFree {
+    void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
+  };
+
+  void emit(size_t n) {
+    digest_.update(buffer_.data(), n);
+    out_.write(buffer_.data(), n);
+    size_ += static_cast<int64_t>(n);
+  }
+
+  void compress(const char* data, size_t size, bool last) {
+    if (compression_ == LayerCompression::kGzip) {
+      zlib_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data));
+      zlib_.avail_in = static_cast<uInt>(size);
+      int rc;
+      do {
+        zlib_.next_out = reinterpret_cast<Bytef*>(buffer_.data());
+        zlib_.avail_out = static_cast<uInt>(buffer_.size());
+        rc = deflate(&zlib_, last ? Z_FINISH : Z_NO_FLUSH);
+        if (rc == Z_STREAM_ERROR) throw Error(ErrorKind::kIo, "Cannot gzip the layer");
+        emit(buffer_.size() - zlib_.avail_out);
+      } while (zlib_.avail_out == 0 || (last && rc != Z_STREAM_END));
+      return;
+    }
+    ZSTD_inBuffer in{data, size, 0};
+    bool done = false;
+    while (!done) {
+      ZSTD_outBuffer out{buffer_.data(), buffer_.size(), 0};
+      size_t left =
+          ZSTD_compressStream2(zstd_.get(), &out, &in, last ? ZSTD_e_end : ZSTD_e_continue);
+      if (ZSTD_isError(left)) {
+        throw Error(ErrorKind::kIo,
+                    std::string("Cannot zstd-compress the layer: ") + ZSTD_getErrorName(left));
+      }
+      emit(out.pos);
+      done = last ? left == 0 : in.pos == in.size;
+    }
+  }
+
+  const LayerCompression compression_;
+  TempFile& out_;
+  std::string buffer_;
+  z_stream zlib_{};
+  std::unique_ptr<ZSTD_CCtx, ZstdFree> zstd_;
+  registry::Sha256 diff_id_;
+  registry::Sha256 digest_;
+  int64_t size_ = 0;
+};
+
+struct ArchiveFree {
+  void operator()(archive* a) const { archive_write_free(a); }
+};
+struct EntryFree {
+  void operator()(archive_entry* e) const { archive_entry_free(e); }
+};
+
+// libarchive's write callback: the tar's bytes go to the sink. An error
+// thrown here cannot cross libarchive's C frames: it is kept and rethrown.
+struct WriteContext {
+  CompressedSink* sink;
+  std::exception_ptr error;
+};
+
+la_ssize_t on_write(archive*, void* data, const void* buffer, size_t size) {
+  auto* context = static_cast<WriteContext*>(data);
+  try {
+    context->sink->write(static_cast<const char*>(buffer), size);
+    return static_cast<la_ssize_t>(size);
+  } catch (...) {
+    context->error = std::current_exception();
+    return -1;
+  }
+}
+
+void check(archive* a, int rc, WriteContext& context, const std::string& what) {
+  if (rc >= ARCHIVE_WARN) return;
+  if (context.error) std::rethrow_exception(context.error);
+  throw Error(ErrorKind::kIo, "Cannot write " + what + " to the layer: " +
+                                  (archive_error_string(a) ? archive_error_string(a) : "?"));
+}
+
+void add_entry(archive* a, const LayerEntry& e, WriteContext& context, std::string& buffer) {
+  std::unique_ptr<archive_entry, EntryFree> entry(archive_entry_new());
+  archive_entry_set_pathname(entry.get(), e.path.c_str());
+  archive_entry_set_uid(entry.get(), 0);
+  archive_entry_set_gid(entry.get(), 0);
+  archive_entry_set_mtime(entry.get(), e.mtime, e.mtime_nsec);
+  for (const auto& [name, value] : e.xattrs) {
+    archive_entry_xattr_add_entry(entry.get(), name.c_str(), value.data(), value.size());
+  }
+  UniqueFd fd;
+  if (!e.hardlink_to.empty()) {
+    archive_entry_set_filetype(entry.get(), AE_IFREG);
+    archive_entry_set_perm(entry.get(), e.mode);
+    archive_entry_set_hardlink(entry.get(), e.hardlink_to.c_str());
+    archive_entry_set_size(entry.get(), 0);
+  } else if (e.type == S_IFDIR) {
+    archive_entry_set_filetype(entry.get(), AE_IFDIR);
+    archive_entry_set_perm(entry.get(), e.mode);
+  } else if (e.type == S_IFLNK) {
+    archive_entry_set_filetype(entry.get(), AE_IFLNK);
+    archive_entry_set_perm(entry.get(), 0777);
+    archive_entry_set_symlink(entry.get(), e.link_target.c_str());
+  } else {
+    fd.reset(::open(e.source.c_str(), O_RDONLY | O_CLOEXEC));
+    struct stat st;
+    if (!fd || ::fstat(fd.get(), &st) != 0) {
+      throw Error(ErrorKind::kIo, "Cannot read " + e.source.string() + ": " + std::strerror(errno));
+    }
+    archive_entry_set_filetype(entry.get(), AE_IFREG);
+    archive_entry_set_perm(entry.get(), e.mode);
+    archive_entry_set_size(entry.get(), st.st_size);
+  }
+  check(a, archive_write_header(a, entry.get()), context, e.path);
+  if (!fd) return;
+  while (true) {
+    ssize_t n = ::read(fd.get(), buffer.data(), buffer.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      throw Error(ErrorKind::kIo, "Cannot read " + e.source.string() + ": " + std::strerror(errno));
+    }
+    if (n == 0) break;
+    if (archive_write_data(a, buffer.data(), static_cast<size_t>(n)) < 0) {
+      check(a, ARCHIVE_FATAL, context, e.path);
+    }
+  }
+}
+
+}  // namespace
+
+WrittenLayer write_layer(const std::vector<LayerEntry>& entries, LayerCompression compression,
+                         const std::filesystem::path& target) {
+  make_private_dir(target.parent_path());
+  TempFile file(target.parent_path() / (".layer." + unique_suffix()));
+  CompressedSink sink(compression, file);
+  WriteContext context{&sink, nullptr};
+  std::unique_ptr<archive, ArchiveFree> a(archive_write_new());
+  archive_write_set_format_pax_restricted(a.get());
+  archive_write_set_bytes_per_block(a.get(), 0);  // no padding past the end
+  check(a.get(), archive_write_open(a.get(), &context, nullptr, on_write, nullptr), context,
+        "the header");
+  std::string buffer(kBuffer, '\0');
+  for (const auto& entry : entries) add_entry(a.get(), entry, context, buffer);
+  check(a.get(), archive_write_close(a.get()), context, "the end");
+  sink.finish();
+  WrittenLayer layer;
+  layer.diff_id = sink.diff_id();
+  layer.digest = sink.digest();
+  layer.size = sink.size();
+  layer.media_type = compression == LayerCompression::kGzip
+                         ? "application/vnd.oci.image.layer.v1.tar+gzip"
+                         : "application/vnd.oci.image.layer.v1.tar+zstd";
+  file.commit(target);
+  return layer;
+}
+
+}  // namespace regfs::cache

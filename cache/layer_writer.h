@@ -1,0 +1,50 @@
+// Writes one image layer from local files (SPEC §4 "Building by copying"): a
+// PAX tar made with libarchive (long names, large ids, xattrs as
+// SCHILY.xattr), entries in the order given (callers sort them), owner
+// root:root as a Dockerfile COPY puts them, compressed with gzip (zlib, no
+// name or time in its header) or zstd. The tar streams through the
+// compressor to a TempFile while both hashes are taken, so memory stays
+// bounded whatever the layer's size and the same entries give the same
+// digest. The file is committed to `target` only when complete; a full disk
+// is Error(kNoSpace) and leaves nothing behind.
+#pragma once
+
+#include <sys/types.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace regfs::cache {
+
+// One tar entry: `path` relative to the layer's root, no leading "/".
+struct LayerEntry {
+  std::string path;
+  mode_t type = 0;    // S_IFREG, S_IFDIR, S_IFLNK (S_IFMT bits)
+  uint32_t mode = 0;  // permission bits, setuid/setgid/sticky included
+  int64_t mtime = 0;  // seconds since the epoch
+  uint32_t mtime_nsec = 0;
+  std::filesystem::path source;               // S_IFREG: the file whose bytes go in
+  std::string link_target;                    // S_IFLNK: the target, unchanged
+  std::string hardlink_to;                    // a hardlink: the earlier entry's path
+  std::map<std::string, std::string> xattrs;  // name -> value
+};
+
+enum class LayerCompression { kGzip, kZstd };
+
+struct WrittenLayer {
+  std::string digest;      // sha256 of the compressed file
+  std::string diff_id;     // sha256 of the uncompressed tar
+  int64_t size = 0;        // compressed bytes
+  std::string media_type;  // application/vnd.oci.image.layer.v1.tar+gzip or +zstd
+};
+
+// Writes `entries` as a layer to `target` (through a temp file beside it).
+// Throws Error(kNoSpace) on a full disk, Error(kIo) when a source cannot be
+// read or the archive cannot be written.
+WrittenLayer write_layer(const std::vector<LayerEntry>& entries, LayerCompression compression,
+                         const std::filesystem::path& target);
+
+}  // namespace regfs::cache

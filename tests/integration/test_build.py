@@ -1,0 +1,246 @@
+"""SPEC §4 "Building by copying": a plain directory copied into a new tag
+becomes an image (one layer, as a Dockerfile COPY puts the files, owner
+root), pushed once the tag has been quiet for --push-delay, at once by
+`regfs push PATH` or `sync -f`, and before `regfs umount` returns; a staged
+build survives kill -9. Every pushed image is read back with skopeo and
+unpacked with umoci (or read through rootfs/ where umoci cannot: zstd)."""
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import time
+
+import pytest
+
+from harness import REGFS, daemon_pids, eventually, has_tool, isolated_env
+
+MTIME = 1700000000
+
+
+def _app(root):
+    """A directory with what a COPY carries: files, modes, a setuid bit,
+    directories, a symlink and a hardlink, fixed times."""
+    root.mkdir()
+    (root / "bin").mkdir()
+    hello = root / "bin/hello"
+    hello.write_text("#!/bin/sh\necho hello from a build\n")
+    hello.chmod(0o755)
+    (root / "bin/suid").write_bytes(b"\x7fELF-not-really")
+    (root / "bin/suid").chmod(0o4755)
+    (root / "etc").mkdir()
+    (root / "etc/app.conf").write_text("key=value\n")
+    (root / "etc/secret").write_text("s3cret\n")
+    (root / "etc/secret").chmod(0o600)
+    os.symlink("hello", root / "bin/hi")
+    os.link(root / "etc/app.conf", root / "etc/same.conf")
+    (root / "empty").mkdir()
+    (root / "data.bin").write_bytes(os.urandom(3 << 20))
+    for path in [*root.rglob("*"), root]:
+        os.utime(path, (MTIME, MTIME), follow_symlinks=False)
+    return root
+
+
+def _copy(src, dst):
+    """cp -r keeping modes, times and links, as `cp -a` would (less owners)."""
+    return subprocess.run(["cp", "-r", "--preserve=mode,timestamps,links", str(src), str(dst)],
+                          capture_output=True, text=True, timeout=300)
+
+
+def _state(path):
+    return os.getxattr(path, "user.regfs.state").decode()
+
+
+def _pushed(path, within=30):
+    assert eventually(lambda: _state(path).startswith("pushed "), within=within), _state(path)
+    return _state(path)[len("pushed "):]
+
+
+def _unpack(registry, ref, tmp_path):
+    """skopeo copy + umoci raw unpack of a pushed tag: the rootfs directory."""
+    layout = tmp_path / ("oci-" + ref.replace("/", "_").replace(":", "_"))
+    subprocess.run(["skopeo", "copy", "--src-tls-verify=false", f"docker://{registry.host}/{ref}",
+                    f"oci:{layout}:x"], check=True, capture_output=True, timeout=300)
+    rootfs = tmp_path / ("rootfs-" + ref.replace("/", "_").replace(":", "_"))
+    subprocess.run(["umoci", "raw", "unpack", "--rootless", "--image", f"{layout}:x", str(rootfs)],
+                   check=True, capture_output=True, timeout=300)
+    return rootfs
+
+
+def _assert_same_tree(src, unpacked):
+    for path in sorted(src.rglob("*")):
+        rel = path.relative_to(src)
+        got = unpacked / rel
+        a, b = os.lstat(path), os.lstat(got)
+        assert stat.S_IFMT(a.st_mode) == stat.S_IFMT(b.st_mode), rel
+        if not stat.S_ISLNK(a.st_mode):
+            assert stat.S_IMODE(a.st_mode) == stat.S_IMODE(b.st_mode), rel
+        assert int(b.st_mtime) == MTIME, rel
+        if stat.S_ISREG(a.st_mode):
+            assert path.read_bytes() == got.read_bytes(), rel
+        if stat.S_ISLNK(a.st_mode):
+            assert os.readlink(path) == os.readlink(got), rel
+    same = unpacked / "etc/same.conf"
+    assert os.stat(same).st_ino == os.stat(unpacked / "etc/app.conf").st_ino
+    assert sorted(p.name for p in unpacked.iterdir()) == sorted(p.name for p in src.iterdir())
+
+
+@pytest.fixture
+def app(tmp_path):
+    return _app(tmp_path / "app")
+
+
+def test_a_plain_directory_becomes_an_image(mount, plain_registry, app, tmp_path):
+    if not has_tool("umoci"):
+        pytest.skip("umoci missing")
+    m = mount(plain_registry.host, "--push-delay", "1")
+    os.makedirs(m / "builds/app")
+    result = _copy(app, m / "builds/app/v1")
+    assert result.returncode == 0, result.stderr
+    tag = m / "builds/app/v1"
+    assert _state(tag) in ("pending build", "building") or _state(tag).startswith("pushing")
+    digest = _pushed(tag)
+    assert plain_registry.client.manifest("builds/app", "v1")[2] == digest
+    manifest = json.loads(plain_registry.client.manifest("builds/app", "v1")[0])
+    assert [l["mediaType"] for l in manifest["layers"]] == \
+        ["application/vnd.oci.image.layer.v1.tar+gzip"]
+    config = json.loads(plain_registry.client.blob("builds/app", manifest["config"]["digest"]))
+    assert config["os"] == "linux" and config["architecture"]
+    assert len(config["rootfs"]["diff_ids"]) == 1 and len(config["history"]) == 1
+    _assert_same_tree(app, _unpack(plain_registry, "builds/app:v1", tmp_path))
+    # Owners are root's, as a Dockerfile COPY makes them.
+    layer = plain_registry.client.blob("builds/app", manifest["layers"][0]["digest"])
+    listing = subprocess.run(["tar", "-tvz", "--numeric-owner"], input=layer,
+                             capture_output=True, check=True).stdout.decode()
+    assert listing and all(" 0/0 " in line for line in listing.splitlines()), listing
+    # The same files, modes and times give the same image.
+    result = _copy(app, m / "builds/app/again")
+    assert result.returncode == 0, result.stderr
+    assert _pushed(m / "builds/app/again") == digest
+
+
+def test_regfs_push_and_sync_push_at_once(mount, plain_registry, app, run_regfs, tmp_path):
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/now")
+    assert _copy(app, m / "builds/now/v1").returncode == 0
+    assert _state(m / "builds/now/v1") == "pending build"
+    proc = run_regfs("push", m / "builds/now/v1")
+    assert proc.returncode == 0, proc.stderr
+    digest = proc.stdout.strip()
+    assert digest.startswith("sha256:") and _state(m / "builds/now/v1") == "pushed " + digest
+    assert plain_registry.client.manifest("builds/now", "v1")[2] == digest
+    # sync of the tag directory: fsync(2) of it.
+    assert _copy(app, m / "builds/now/v2").returncode == 0
+    subprocess.run(["sync", str(m / "builds/now/v2")], check=True, timeout=120)
+    assert _state(m / "builds/now/v2").startswith("pushed ")
+    # An incomplete layout cannot be pushed: the reason, exit 1.
+    os.makedirs(m / "builds/now/half")
+    (m / "builds/now/half/oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    proc = run_regfs("push", m / "builds/now/half")
+    assert proc.returncode == 1
+    assert "incomplete: no index.json or manifest.json" in proc.stderr, proc.stderr
+    proc = run_regfs("push", m / "builds")
+    assert proc.returncode != 0 and "not a staged tag" in proc.stderr
+
+
+def test_umount_waits_for_pending_builds(mount, plain_registry, app, run_regfs):
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/late")
+    assert _copy(app, m / "builds/late/v1").returncode == 0
+    assert _state(m / "builds/late/v1") == "pending build"
+    proc = run_regfs("umount", m.path)
+    assert proc.returncode == 0, proc.stderr
+    assert plain_registry.client.manifest("builds/late", "v1")[2].startswith("sha256:")
+
+
+def test_a_build_survives_kill_9(mount, plain_registry, app, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    m = mount(plain_registry.host, "--push-delay", "600", home=home)
+    os.makedirs(m / "builds/killed")
+    assert _copy(app, m / "builds/killed/v1").returncode == 0
+    for pid in daemon_pids(m.path):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    # The same cache dir: the next mount finishes the build.
+    argv = [str(REGFS), "mount", "--cache-dir", str(m.cache_dir), "--push-delay", "600",
+            plain_registry.host, str(m.path)]
+    proc = subprocess.run(argv, env=isolated_env(home), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert eventually(lambda: _state(m / "builds/killed/v1").startswith("pushed "), within=30), \
+        _state(m / "builds/killed/v1")
+    assert plain_registry.client.manifest("builds/killed", "v1")[2] == \
+        _state(m / "builds/killed/v1")[len("pushed "):]
+
+
+def test_zstd_layers_and_the_rootfs_of_a_build(mount, plain_registry, app, run_regfs):
+    m = mount(plain_registry.host, "--push-delay", "600", "--layer-compression", "zstd")
+    os.makedirs(m / "builds/zst")
+    assert _copy(app, m / "builds/zst/v1").returncode == 0
+    proc = run_regfs("push", m / "builds/zst/v1")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(plain_registry.client.manifest("builds/zst", "v1")[0])
+    assert manifest["layers"][0]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+zstd"
+    # Read back through a fresh mount's rootfs/ (umoci 0.4.7 reads no zstd).
+    m2 = mount(plain_registry.host)
+    rootfs = m2 / "builds/zst/v1/rootfs"
+    assert (rootfs / "bin/hello").read_bytes() == (app / "bin/hello").read_bytes()
+    assert (rootfs / "data.bin").read_bytes() == (app / "data.bin").read_bytes()
+    assert os.readlink(rootfs / "bin/hi") == "hello"
+    assert stat.S_IMODE(os.stat(rootfs / "bin/suid").st_mode) == 0o4755
+    assert os.stat(rootfs / "bin/hello").st_uid == 0
+
+
+def test_a_layout_still_pushes_at_close(mount, plain_registry, tmp_path):
+    """A copied OCI layout is no build: cp returns once it is pushed."""
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/layout")
+    result = _copy(m / "demo/hello/v1", m / "builds/layout/v1")
+    assert result.returncode == 0, result.stderr
+    assert _state(m / "builds/layout/v1") == "pushed " + plain_registry.digest("demo/hello:v1")
+
+
+def test_config_json_is_a_file(mount, plain_registry):
+    """config.json of a staged copy of an image, written back edited, is the
+    pushed image's config: same layers, diff_ids and history kept."""
+    m = mount(plain_registry.host)
+    os.makedirs(m / "edits/app")
+    assert _copy(m / "demo/hello/v1", m / "edits/app/v1").returncode == 0
+    tag = m / "edits/app/v1"
+    base = plain_registry.digest("demo/hello:v1")
+    assert _state(tag) == "pushed " + base
+    config = json.loads((tag / "config.json").read_bytes())
+    config.setdefault("config", {})
+    config["config"]["Cmd"] = ["/bin/sh", "-c", "echo edited"]
+    config["config"]["Env"] = ["PATH=/usr/bin:/bin", "EDITED=1"]
+    config["config"]["WorkingDir"] = "/srv"
+    config["config"]["Labels"] = {"org.example.edited": "yes"}
+    config["rootfs"] = {"type": "layers", "diff_ids": []}  # kept in step, whatever is written
+    offset = plain_registry.log_offset()
+    (tag / "config.json").write_text(json.dumps(config))
+    digest = _state(tag)[len("pushed "):]
+    assert digest != base
+    body, _, served = plain_registry.client.manifest("edits/app", "v1")
+    assert served == digest
+    manifest, original = json.loads(body), json.loads(plain_registry.client.manifest("demo/hello", "v1")[0])
+    assert manifest["layers"] == original["layers"]
+    pushed = json.loads(plain_registry.client.blob("edits/app", manifest["config"]["digest"]))
+    assert pushed["config"]["Cmd"] == ["/bin/sh", "-c", "echo edited"]
+    assert pushed["config"]["Labels"] == {"org.example.edited": "yes"}
+    old = json.loads(plain_registry.client.blob("demo/hello", original["config"]["digest"]))
+    assert pushed["rootfs"] == old["rootfs"] and pushed.get("history") == old.get("history")
+    # Only the config and the manifest were sent: the layers are there already.
+    sent = [p for m_, p in plain_registry.requests_since(offset) if m_ in ("PUT", "PATCH")]
+    assert len([p for p in sent if "/manifests/" in p]) == 1, sent
+    assert len([p for p in sent if "/blobs/uploads/" in p]) == 1, sent
+    # An invalid config fails the close with EINVAL; the previous one stays.
+    before = (tag / "config.json").read_bytes()
+    with pytest.raises(OSError) as e:
+        with open(tag / "config.json", "w") as f:
+            f.write('{"config": {"Cmd": "not a list"}}')
+    assert e.value.errno == 22
+    assert (tag / "config.json").read_bytes() == before
+    assert _state(tag) == "pushed " + digest
