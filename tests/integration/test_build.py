@@ -244,3 +244,34 @@ def test_config_json_is_a_file(mount, plain_registry):
     assert e.value.errno == 22
     assert (tag / "config.json").read_bytes() == before
     assert _state(tag) == "pushed " + digest
+
+
+@pytest.mark.skipif(not os.path.exists("/bin/busybox"), reason="busybox-static missing")
+def test_a_built_image_runs_with_chroot_from_the_mount(mount, plain_registry, run_regfs,
+                                                       tmp_path):
+    """The demo's flow: a directory with a static busybox and a script, its
+    command set through config.json, run with chroot from rootfs/."""
+    app = tmp_path / "runnable"
+    (app / "bin").mkdir(parents=True)
+    shutil.copy("/bin/busybox", app / "bin/busybox")
+    os.symlink("busybox", app / "bin/sh")
+    (app / "hello.sh").write_text("#!/bin/sh\necho built and run\n")
+    (app / "hello.sh").chmod(0o755)
+    m = mount(plain_registry.host)
+    os.makedirs(m / "builds/run")
+    assert _copy(app, m / "builds/run/v1").returncode == 0
+    proc = run_regfs("push", m / "builds/run/v1")
+    assert proc.returncode == 0, proc.stderr
+    built = proc.stdout.strip()
+    assert _copy(m / "builds/run" / built, m / "builds/run/v2").returncode == 0
+    config = json.loads((m / "builds/run/v2/config.json").read_bytes())
+    config["config"]["Cmd"] = ["/hello.sh"]
+    (m / "builds/run/v2/config.json").write_text(json.dumps(config))
+    edited = _state(m / "builds/run/v2")[len("pushed "):]
+    image = m / "builds/run" / edited
+    assert json.loads((image / "config.json").read_bytes())["config"]["Cmd"] == ["/hello.sh"]
+    cmd = json.loads((image / "config.json").read_bytes())["config"]["Cmd"]
+    run = subprocess.run(["chroot", str(image / "rootfs"), *cmd], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "built and run\n"
