@@ -196,6 +196,9 @@ WrittenLayer write_layer(const std::vector<LayerEntry>& entries, LayerCompressio
   WriteContext context{&sink, nullptr};
   std::unique_ptr<archive, ArchiveFree> a(archive_write_new());
   archive_write_set_format_pax_restricted(a.get());
+  // Extended attributes as SCHILY.xattr only, the header GNU tar, Go's
+  // archive/tar and umoci read (not LIBARCHIVE.xattr beside it).
+  archive_write_set_format_option(a.get(), "pax", "xattrheader", "SCHILY");
   archive_write_set_bytes_per_block(a.get(), 0);  // no padding past the end
   check(a.get(), archive_write_open(a.get(), &context, nullptr, on_write, nullptr), context,
         "the header");

@@ -32,6 +32,25 @@ constexpr std::string_view kRepositoryMark = "%%repository";
               "Cannot " + what + ": " + ec.message());
 }
 
+std::string to_hex(const std::string& bytes) {
+  static const char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (unsigned char c : bytes) {
+    out.push_back(kDigits[c >> 4]);
+    out.push_back(kDigits[c & 15]);
+  }
+  return out;
+}
+
+std::string from_hex(const std::string& text) {
+  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
+  std::string out;
+  for (size_t i = 0; i + 1 < text.size(); i += 2) {
+    out.push_back(static_cast<char>(nibble(text[i]) << 4 | nibble(text[i + 1])));
+  }
+  return out;
+}
+
 nlohmann::json to_json(const StagedTagState& state) {
   nlohmann::json doc = nlohmann::json::object();
   doc["modes"] = state.modes;
@@ -41,6 +60,11 @@ nlohmann::json to_json(const StagedTagState& state) {
                   {"repository", ref.repository},
                   {"digest", ref.digest},
                   {"size", ref.size}};
+  }
+  auto& xattrs = doc["xattrs"] = nlohmann::json::object();
+  for (auto& [path, names] : state.xattrs) {
+    auto& entry = xattrs[path] = nlohmann::json::object();
+    for (auto& [name, value] : names) entry[name] = to_hex(value);  // values may be binary
   }
   doc["error"] = state.error;
   doc["pushed"] = state.pushed_digest;
@@ -65,6 +89,14 @@ StagedTagState from_json(const nlohmann::json& doc) {
       r.digest = ref.value("digest", "");
       r.size = ref.value("size", int64_t{0});
       if (registry::is_valid_digest(r.digest)) state.references[path] = r;
+    }
+  }
+  if (auto it = doc.find("xattrs"); it != doc.end() && it->is_object()) {
+    for (auto& [path, names] : it->items()) {
+      if (!names.is_object()) continue;
+      for (auto& [name, value] : names.items()) {
+        if (value.is_string()) state.xattrs[path][name] = from_hex(value.get<std::string>());
+      }
     }
   }
   state.error = doc.value("error", "");

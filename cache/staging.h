@@ -44,8 +44,10 @@ struct BlobReference {
 struct StagedTagState {
   std::map<std::string, uint32_t> modes;            // path in the tag -> permission bits
   std::map<std::string, BlobReference> references;  // path in the tag -> blob
-  std::string error;                                // why the last push failed; empty if it did not
-  std::string pushed_digest;                        // manifest digest last pushed; empty if none
+  // path in the tag -> extended attributes set on it (name -> value)
+  std::map<std::string, std::map<std::string, std::string>> xattrs;
+  std::string error;          // why the last push failed; empty if it did not
+  std::string pushed_digest;  // manifest digest last pushed; empty if none
   // The manifest digest of a push begun and not finished: set only while a
   // push runs, so a non-empty one at mount says the daemon died mid-push.
   std::string pushing;

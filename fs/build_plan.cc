@@ -43,8 +43,9 @@ std::string read_link(const fsys::path& path) {
 }
 
 // Every entry under `root`, sorted by path (parents before children).
-std::vector<cache::LayerEntry> walk(const fsys::path& root,
-                                    const std::map<std::string, uint32_t>& modes, int64_t* newest) {
+std::vector<cache::LayerEntry> walk(
+    const fsys::path& root, const std::map<std::string, uint32_t>& modes,
+    const std::map<std::string, std::map<std::string, std::string>>& xattrs, int64_t* newest) {
   std::vector<std::string> paths;
   std::error_code ec;
   for (auto it = fsys::recursive_directory_iterator(root, ec);
@@ -68,6 +69,7 @@ std::vector<cache::LayerEntry> walk(const fsys::path& root,
     entry.mode = mode != modes.end() ? mode->second : (S_ISDIR(st.st_mode) ? 0755 : 0644);
     entry.mtime = st.st_mtim.tv_sec;
     entry.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
+    if (auto set = xattrs.find(path); set != xattrs.end()) entry.xattrs = set->second;
     *newest = std::max<int64_t>(*newest, st.st_mtim.tv_sec);
     if (S_ISLNK(st.st_mode)) {
       entry.link_target = read_link(file);
@@ -103,9 +105,10 @@ bool is_build(const fsys::path& dir) {
 }
 
 PushPlan plan_build(const fsys::path& root, const std::map<std::string, uint32_t>& modes,
-                    const BuildOptions& options) {
+                    const BuildOptions& options,
+                    const std::map<std::string, std::map<std::string, std::string>>& xattrs) {
   int64_t newest = 0;
-  auto entries = walk(root, modes, &newest);
+  auto entries = walk(root, modes, xattrs, &newest);
   fsys::create_directories(options.work_dir);
   auto layer = cache::write_layer(entries, options.compression, options.work_dir / "layer");
   std::string created = rfc3339(newest);

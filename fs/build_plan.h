@@ -36,7 +36,9 @@ struct BuildOptions {
 // layer) as kStaged files in options.work_dir, the manifest in memory.
 // `modes` gives the permission bits users set, by path under `root` (others:
 // 0755 for directories, 0644 for files). Throws Error (kIo, kNoSpace).
+// `xattrs`: extended attributes users set, by path (SCHILY.xattr in the tar).
 PushPlan plan_build(const std::filesystem::path& root, const std::map<std::string, uint32_t>& modes,
-                    const BuildOptions& options);
+                    const BuildOptions& options,
+                    const std::map<std::string, std::map<std::string, std::string>>& xattrs = {});
 
 }  // namespace regfs::fs

@@ -578,14 +578,22 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     }
   });
 }
-void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char*, const char*, size_t, int) {
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags) {
   auto& s = state_of(req);
   guarded(req, "setxattr", [&] {
-    // cp -a copies user.regfs.* from image directories: not stored, not an error.
-    fuse_reply_err(req, node_or_throw(s, ino)->kind == NodeKind::kStaged ? ENOTSUP : EROFS);
+    s.served.tree->staging().setxattr(*node_or_throw(s, ino), name, std::string(value, size),
+                                      flags);
+    fuse_reply_err(req, 0);
   });
 }
-void op_removexattr(fuse_req_t req, fuse_ino_t, const char*) { fuse_reply_err(req, EROFS); }
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  auto& s = state_of(req);
+  guarded(req, "removexattr", [&] {
+    s.served.tree->staging().removexattr(*node_or_throw(s, ino), name);
+    fuse_reply_err(req, 0);
+  });
+}
 
 fuse_lowlevel_ops make_operations() {
   fuse_lowlevel_ops ops{};

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -536,7 +537,15 @@ Attr StagingTree::attr(const Node& node) {
 }
 
 std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view name) {
-  if (node.kind != NodeKind::kStaged || !node.staged_path.empty()) return std::nullopt;
+  if (node.kind != NodeKind::kStaged) return std::nullopt;
+  if (!node.staged_path.empty() || !std::string_view(name).starts_with("user.regfs.")) {
+    auto state = area_.state(tag_of(node));
+    auto entry = state.xattrs.find(node.staged_path);
+    if (entry == state.xattrs.end()) return std::nullopt;
+    auto value = entry->second.find(std::string(name));
+    if (value == entry->second.end()) return std::nullopt;
+    return value->second;
+  }
   if (!area_.has_tag(tag_of(node))) return std::nullopt;  // a tag that became a namespace
   if (name == "user.regfs.state") return state_of(tag_of(node));
   auto state = area_.state(tag_of(node));
@@ -545,8 +554,55 @@ std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view
   return std::nullopt;
 }
 
+void StagingTree::setxattr(const Node& node, const std::string& name, const std::string& value,
+                           int flags) {
+  if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
+    fail(EROFS, "Cannot set " + name + " on " + node.key + ": read-only");
+  }
+  if (name.starts_with("user.regfs.")) return;  // the mount's own (cp -a of an image dir)
+  auto tag = tag_of(node);
+  int error = 0;
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    auto& names = s.xattrs[node.staged_path];
+    bool present = names.count(name) > 0;
+    if ((flags & XATTR_CREATE) && present) {
+      error = EEXIST;
+    } else if ((flags & XATTR_REPLACE) && !present) {
+      error = ENODATA;
+    } else {
+      names[name] = value;
+    }
+    if (names.empty()) s.xattrs.erase(node.staged_path);
+  });
+  if (error) fail(error, "Cannot set " + name + " on " + node.key);
+  changed(tag);
+}
+
+void StagingTree::removexattr(const Node& node, const std::string& name) {
+  if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
+    fail(EROFS, "Cannot remove " + name + " of " + node.key + ": read-only");
+  }
+  auto tag = tag_of(node);
+  bool removed = false;
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    auto entry = s.xattrs.find(node.staged_path);
+    if (entry == s.xattrs.end()) return;
+    removed = entry->second.erase(name) > 0;
+    if (entry->second.empty()) s.xattrs.erase(entry);
+  });
+  if (!removed) fail(ENODATA, "Cannot remove " + name + " of " + node.key + ": not set");
+  changed(tag);
+}
+
 std::vector<std::string> StagingTree::xattr_names(const Node& node) {
   std::vector<std::string> names;
+  if (node.kind == NodeKind::kStaged) {
+    auto state = area_.state(tag_of(node));
+    if (auto entry = state.xattrs.find(node.staged_path); entry != state.xattrs.end()) {
+      for (auto& [name, _] : entry->second) names.push_back(name);
+    }
+    if (!node.staged_path.empty()) return names;
+  }
   for (const char* name : {"user.regfs.digest", "user.regfs.error", "user.regfs.state"}) {
     if (xattr(node, name)) names.push_back(name);
   }
@@ -860,7 +916,8 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
       try {
         auto options = build_;
         options.work_dir = build_dir(tag);
-        plan = plan_build(area_.tag_dir(tag), area_.state(tag).modes, options);
+        auto state = area_.state(tag);
+        plan = plan_build(area_.tag_dir(tag), state.modes, options, state.xattrs);
       } catch (...) {
         std::lock_guard lock(builds_mutex_);
         building_.erase(tag);
@@ -959,6 +1016,7 @@ void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& p
   area_.update_state(tag, [&](cache::StagedTagState& s) {
     std::erase_if(s.modes, [&](auto& e) { return under(e.first, path); });
     std::erase_if(s.references, [&](auto& e) { return under(e.first, path); });
+    std::erase_if(s.xattrs, [&](auto& e) { return under(e.first, path); });
   });
   std::string file = area_.file(tag, path).string();
   std::lock_guard lock(mutex_);
@@ -997,10 +1055,15 @@ NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_
   if (::link(area_.file(tag, node.staged_path).c_str(), area_.file(tag, path).c_str()) != 0) {
     fail(errno, "Cannot make staged link " + path);
   }
-  auto state = area_.state(tag);
-  if (auto mode = state.modes.find(node.staged_path); mode != state.modes.end()) {
-    area_.update_state(tag, [&](cache::StagedTagState& s) { s.modes[path] = mode->second; });
-  }
+  // One inode, many names: what the state keeps by path goes with the link.
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    if (auto mode = s.modes.find(node.staged_path); mode != s.modes.end()) {
+      s.modes[path] = mode->second;
+    }
+    if (auto xattrs = s.xattrs.find(node.staged_path); xattrs != s.xattrs.end()) {
+      s.xattrs[path] = xattrs->second;
+    }
+  });
   changed(tag);
   return make_node(tag, path, new_parent.key + "/" + std::string(new_name), new_name);
 }
@@ -1109,6 +1172,7 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
     };
     move(s.modes);
     move(s.references);
+    move(s.xattrs);
   });
   changed(tag);
   std::lock_guard lock(mutex_);

@@ -114,9 +114,15 @@ class StagingTree {
   Attr attr(const Node& node);
   std::optional<std::string> xattr(const Node& node, std::string_view name);
   std::vector<std::string> xattr_names(const Node& node);
+  // Extended attributes of staged entries, kept in the tag's state and put
+  // in the layer of a build (user.regfs.* is the mount's own: accepted and
+  // not stored, so cp -a of an image directory works). `flags`: XATTR_CREATE
+  // (EEXIST if set) or XATTR_REPLACE (ENODATA if not).
+  void setxattr(const Node& node, const std::string& name, const std::string& value, int flags);
+  void removexattr(const Node& node, const std::string& name);
   // Where a staged tag stands (SPEC §4; xattr user.regfs.state): "incomplete:
-  // no index.json or manifest.json", "waiting for blob sha256:…", "pending",
-  // "pushing sha256:…", "pushed sha256:…" or "error: <reason>".
+  // no index.json or manifest.json", "waiting for blob sha256:…", "pending
+  // build", "building", "pushing sha256:…", "pushed sha256:…" or "error: …".
   std::string state_of(const cache::StagedTag& tag);
   // Every staged tag ("registry/repository:tag") with its state, for status.
   std::vector<std::pair<std::string, std::string>> states();

@@ -32,6 +32,7 @@ def _app(root):
     (root / "bin/suid").chmod(0o4755)
     (root / "etc").mkdir()
     (root / "etc/app.conf").write_text("key=value\n")
+    os.setxattr(root / "etc/app.conf", "user.origin", b"a build")
     (root / "etc/secret").write_text("s3cret\n")
     (root / "etc/secret").chmod(0o600)
     os.symlink("hello", root / "bin/hi")
@@ -44,8 +45,8 @@ def _app(root):
 
 
 def _copy(src, dst):
-    """cp -r keeping modes, times and links, as `cp -a` would (less owners)."""
-    return subprocess.run(["cp", "-r", "--preserve=mode,timestamps,links", str(src), str(dst)],
+    """cp -r keeping modes, times, links and xattrs, as `cp -a` would (less owners)."""
+    return subprocess.run(["cp", "-r", "--preserve=mode,timestamps,links,xattr", str(src), str(dst)],
                           capture_output=True, text=True, timeout=300)
 
 
@@ -82,6 +83,7 @@ def _assert_same_tree(src, unpacked):
             assert path.read_bytes() == got.read_bytes(), rel
         if stat.S_ISLNK(a.st_mode):
             assert os.readlink(path) == os.readlink(got), rel
+    assert os.getxattr(unpacked / "etc/app.conf", "user.origin") == b"a build"
     same = unpacked / "etc/same.conf"
     assert os.stat(same).st_ino == os.stat(unpacked / "etc/app.conf").st_ino
     assert sorted(p.name for p in unpacked.iterdir()) == sorted(p.name for p in src.iterdir())
