@@ -277,3 +277,26 @@ def test_a_built_image_runs_with_chroot_from_the_mount(mount, plain_registry, ru
                          timeout=60)
     assert run.returncode == 0, run.stderr
     assert run.stdout == "built and run\n"
+
+
+def test_a_large_file_is_built_in_bounded_memory(mount, plain_registry, run_regfs, tmp_path):
+    """The layer streams to a file under the cache dir: the daemon's memory
+    does not grow with the file (1 GiB here)."""
+    app = tmp_path / "big"
+    app.mkdir()
+    with open(app / "disk.img", "wb") as f:
+        f.truncate(1 << 30)  # sparse: cheap to make, 1 GiB to copy and pack
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/big")
+    result = subprocess.run(["cp", "-r", "--sparse=never", str(app), str(m / "builds/big/v1")],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    proc = run_regfs("push", m / "builds/big/v1", timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(plain_registry.client.manifest("builds/big", "v1")[0])
+    config = json.loads(plain_registry.client.blob("builds/big", manifest["config"]["digest"]))
+    assert len(config["rootfs"]["diff_ids"]) == 1
+    (pid,) = daemon_pids(m.path)
+    peak = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status")
+                if line.startswith("VmHWM:"))
+    assert peak < 200 * 1024, f"daemon peak RSS {peak} KiB while building a 1 GiB layer"
