@@ -428,19 +428,23 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
   fuse_reply_err(req, EROFS);
 }
-void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+// A change of the staged tree on the node `ino`, answered 0 or its errno.
+template <typename Change>
+void staged_change(fuse_req_t req, const char* operation, fuse_ino_t ino, Change&& change) {
   auto& s = state_of(req);
-  guarded(req, "unlink", [&] {
-    s.served.tree->staging().unlink(*node_or_throw(s, parent), name);
+  guarded(req, operation, [&] {
+    change(s.served.tree->staging(), *node_or_throw(s, ino));
     fuse_reply_err(req, 0);
   });
 }
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  staged_change(req, "unlink", parent,
+                [&](StagingTree& staging, const Node& dir) { staging.unlink(dir, name); });
+}
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
-  auto& s = state_of(req);
-  guarded(req, "rmdir", [&] {
-    s.served.tree->staging().rmdir(*node_or_throw(s, parent), name);
-    fuse_reply_err(req, 0);
-  });
+  staged_change(req, "rmdir", parent,
+                [&](StagingTree& staging, const Node& dir) { staging.rmdir(dir, name); });
 }
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
   auto& s = state_of(req);
@@ -528,11 +532,8 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
 // fsync of a directory: a staged tag is pushed now (`regfs push`, `sync -f`),
 // the root pushes every pending build (`regfs umount`).
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
-  auto& s = state_of(req);
-  guarded(req, "fsyncdir", [&] {
-    s.served.tree->staging().push_now(*node_or_throw(s, ino));
-    fuse_reply_err(req, 0);
-  });
+  staged_change(req, "fsyncdir", ino,
+                [](StagingTree& staging, const Node& dir) { staging.push_now(dir); });
 }
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   auto& s = state_of(req);
@@ -580,19 +581,13 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
 }
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                  int flags) {
-  auto& s = state_of(req);
-  guarded(req, "setxattr", [&] {
-    s.served.tree->staging().setxattr(*node_or_throw(s, ino), name, std::string(value, size),
-                                      flags);
-    fuse_reply_err(req, 0);
+  staged_change(req, "setxattr", ino, [&](StagingTree& staging, const Node& node) {
+    staging.setxattr(node, name, std::string(value, size), flags);
   });
 }
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
-  auto& s = state_of(req);
-  guarded(req, "removexattr", [&] {
-    s.served.tree->staging().removexattr(*node_or_throw(s, ino), name);
-    fuse_reply_err(req, 0);
-  });
+  staged_change(req, "removexattr", ino,
+                [&](StagingTree& staging, const Node& node) { staging.removexattr(node, name); });
 }
 
 fuse_lowlevel_ops make_operations() {

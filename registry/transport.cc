@@ -160,6 +160,18 @@ bool Transport::reauthorize(const AuthScope& scope, const HttpResponse& response
   return challenge && on_registry(url) && auth_.on_unauthorized(scope, *challenge, url);
 }
 
+bool Transport::authorized(HttpRequest* sent, const AuthScope& scope, int* attempt) {
+  try {
+    authorize(sent, scope);
+    return true;
+  } catch (const Error& e) {
+    bool again = e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTooManyRequests;
+    if (!again || *attempt >= options_.max_attempts) throw;
+    wait_to_retry((*attempt)++, nullptr);
+    return false;
+  }
+}
+
 bool Transport::wait_to_retry(int retry, const HttpResponse* response) {
   milliseconds delay = backoff(retry - 1);
   if (response) {
@@ -180,14 +192,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
   while (true) {
     HttpRequest sent = request;
     sent.url = full_url(target);
-    try {
-      authorize(&sent, scope);
-    } catch (const Error& e) {
-      bool again = e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTooManyRequests;
-      if (!again || attempt >= options_.max_attempts) throw;
-      wait_to_retry(attempt++, nullptr);
-      continue;
-    }
+    if (!authorized(&sent, scope, &attempt)) continue;
     HttpResponse response = http_.perform(sent);
     if (!response.ok()) {
       if (fall_back(response, sent.url)) continue;
@@ -221,14 +226,7 @@ HttpResponse Transport::send_step(std::string_view what, const AuthScope& scope,
   while (true) {
     HttpRequest sent = request;
     sent.url = url;
-    try {
-      authorize(&sent, scope);  // adds nothing for another host
-    } catch (const Error& e) {
-      bool again = e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTooManyRequests;
-      if (!again || attempt >= options_.max_attempts) throw;
-      wait_to_retry(attempt++, nullptr);
-      continue;
-    }
+    if (!authorized(&sent, scope, &attempt)) continue;  // adds nothing for another host
     HttpResponse response = http_.perform(sent);
     *answered = url;
     const bool here = on_registry(url);

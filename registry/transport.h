@@ -47,6 +47,10 @@ class Transport {
   // Pieces for callers with their own loop (blob streams).
   // Adds Authorization when `request->url` is on the registry.
   void authorize(HttpRequest* request, const AuthScope& scope);
+  // authorize(); when the token endpoint is down or busy, waits (attempt
+  // counts the tries) and returns false to try again, or throws past
+  // max_attempts.
+  bool authorized(HttpRequest* request, const AuthScope& scope, int* attempt);
   // After a failed attempt at `url`: true if it should be repeated over plain
   // HTTP (switching to it now, when allowed, or already switched by another
   // thread).
