@@ -250,6 +250,7 @@ OpenedFile RootfsView::open(const Node& node, const MergedTree& tree) {
   file.file = tree.layer(n.layer).tar;
   file.offset = n.entry->offset;
   file.length = n.entry->size;
+  if (n.entry->sparse) file.sparse = std::make_shared<const cache::TarEntry>(*n.entry);
   return file;
 }
 
