@@ -12,12 +12,14 @@ for hostile whiteouts (it deletes the directory holding the rootfs for
 `.wh...`): those are compared with tar -x or checked outright."""
 
 import errno
+import hashlib
 import io
+import json
 import os
 import stat
 import subprocess
 import tarfile
-from pathlib import Path
+import urllib.request
 
 import pytest
 
@@ -344,5 +346,57 @@ def test_a_layer_that_cannot_be_read_fails_the_view_with_eio(registry, work, tmp
             os.listdir(rootfs(mp, "eio"))
         assert e.value.errno == errno.EIO  # never the first layer alone
         assert (mp / "layers/eio/1/manifest.json").is_file()
+    finally:
+        m.close()
+
+
+# Manifests: indexes nested in indexes.
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+
+
+def put_index(registry, repo, ref, manifests):
+    """PUTs an OCI index of `manifests` as repo:ref; returns its descriptor."""
+    body = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX,
+                       "manifests": manifests}).encode()
+    req = urllib.request.Request(f"{registry.url}/v2/{repo}/manifests/{ref}", data=body,
+                                 method="PUT", headers={"Content-Type": OCI_INDEX})
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.status == 201
+    return {"mediaType": OCI_INDEX, "digest": "sha256:" + hashlib.sha256(body).hexdigest(),
+            "size": len(body)}
+
+
+def test_nested_indexes_are_followed_to_the_platform(registry, work, tmp_path_factory):
+    layout = work / "layout-nested"
+    mkimage.build(str(layout), "multi", mkimage.preset("multi"))
+    inner = mkimage.push(str(layout), "multi", f"{registry.host}/layers/nested:inner")
+    inner = {k: inner[k] for k in ("mediaType", "digest", "size")}
+    # An index whose only entry is the multi-platform index, without a platform.
+    put_index(registry, "layers/nested", "1", [inner])
+    # One that names the inner index under a platform, twice (followed once).
+    put_index(registry, "layers/nested", "2",
+              [dict(inner, platform={"os": "linux", "architecture": "arm64"}), inner])
+    # Nested deeper than regfs follows.
+    deep = inner
+    for level in range(6):
+        deep = put_index(registry, "layers/nested", f"deep{level}", [deep])
+    m = Mounter(tmp_path_factory.mktemp("nested-mounts"))
+    try:
+        arm = m.mount(registry.host, "--platform", "linux/arm64")
+        amd = m.mount(registry.host, "--platform", "linux/amd64")
+        for tag in ("1", "2"):
+            assert "ARCH=arm64" in (arm / f"layers/nested/{tag}/rootfs/etc/os-release").read_text()
+            config = json.loads((arm / f"layers/nested/{tag}/config.json").read_text())
+            assert config["architecture"] == "arm64"
+        assert "ARCH=amd64" in (amd / "layers/nested/1/rootfs/etc/os-release").read_text()
+        # Every manifest of the nesting is a blob of the image directory.
+        blobs = os.listdir(arm / "layers/nested/1/blobs/sha256")
+        assert inner["digest"].split(":")[1] in blobs
+        with pytest.raises(OSError) as e:
+            os.listdir(arm / "layers/nested/deep5")
+        assert e.value.errno == errno.EINVAL
+        assert "nested more than" in (arm.cache_dir / "regfs.log").read_text()
+        assert "ARCH=arm64" in (arm / "layers/nested/deep2/rootfs/etc/os-release").read_text()
     finally:
         m.close()
