@@ -19,11 +19,15 @@ void add_blob(Image& image, const registry::Descriptor& d) {
   image.blobs[d.digest] = BlobEntry{d.media_type, d.size};
 }
 
-// Adds a manifest's config and layers; returns the parsed manifest.
-registry::Manifest add_manifest(Image& image, const std::string& bytes) {
+// Adds a manifest's config and layers (and where its foreign layers may be
+// fetched from); returns the parsed manifest.
+registry::Manifest add_manifest(RegistryContent& content, Image& image, const std::string& bytes) {
   auto manifest = registry::parse_manifest(bytes);
   add_blob(image, manifest.config);
-  for (const auto& layer : manifest.layers) add_blob(image, layer);
+  for (const auto& layer : manifest.layers) {
+    add_blob(image, layer);
+    content.add_foreign_urls(layer.digest, layer.urls);
+  }
   return manifest;
 }
 
@@ -65,7 +69,7 @@ class IndexWalk {
         if (add(child.digest, child_bytes, pick, depth + 1) && pick) found = true;
         continue;
       }
-      auto manifest = add_manifest(image_, child_bytes);
+      auto manifest = add_manifest(content_, image_, child_bytes);
       if (&child == chosen) {
         image_.config = manifest.config;
         image_.layers = manifest.layers;
@@ -99,7 +103,7 @@ std::shared_ptr<const Image> load_image(RegistryContent& content, const std::str
                  << "/" << repository << "@" << digest;
     }
   } else {
-    auto manifest = add_manifest(*image, image->manifest);
+    auto manifest = add_manifest(content, *image, image->manifest);
     image->config = manifest.config;
     image->layers = manifest.layers;
   }

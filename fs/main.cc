@@ -73,6 +73,7 @@ constexpr const char* kMountUsage =
     "  --platform OS/ARCH[/VARIANT]  platform shown for multi-platform tags (the host's)\n"
     "  --tag-ttl SECONDS      how long tag lists and tag answers are trusted (30)\n"
     "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
+    "  --no-urls              never fetch a foreign layer the registry lacks from its urls\n"
     "  -f, --foreground       stay attached, log to stderr\n"
     "  -d, --debug            log every request\n"
     "  -o OPTS                the options above, and FUSE options such as allow_other\n"
@@ -198,6 +199,7 @@ int run_mount(const std::vector<std::string>& args) {
     content.mirrors = options.mirrors;
     content.registries_conf = registries_conf;
     content.request_timeout = options.request_timeout;
+    content.follow_urls = !options.no_urls;
     TreeOptions tree;
     tree.registry = options.registry;
     tree.platform = platform;

@@ -30,6 +30,7 @@ struct MountOptions {
   std::chrono::seconds tag_ttl{30};
   std::vector<std::pair<std::string, std::string>> mirrors;
   bool allow_delete = false;
+  bool no_urls = false;  // never fetch a foreign layer from its descriptor's urls
   // Hidden (-o request_timeout=SECONDS, for tests): the deadline of a request
   // and the stall limit of a transfer; zero keeps the client's defaults.
   std::chrono::milliseconds request_timeout{0};

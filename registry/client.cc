@@ -10,6 +10,7 @@
 
 #include "registry/digest.h"
 #include "registry/error.h"
+#include "registry/foreign_blob.h"
 #include "registry/link_header.h"
 #include "registry/log.h"
 #include "registry/manifest.h"
@@ -407,6 +408,12 @@ void Client::get_blob(std::string_view repository, std::string_view digest, uint
   if (length != 0 && delivered >= length) return;
   impl_->fetch_blob(repository, digest, offset + delivered, length == 0 ? 0 : length - delivered,
                     sink);
+}
+
+void Client::get_foreign_blob(std::string_view url, uint64_t offset, uint64_t length,
+                              const BodySink& sink) {
+  fetch_foreign_blob(impl_->transport.http(), url, offset, length, impl_->options.stall_timeout,
+                     sink);
 }
 
 namespace {

@@ -46,13 +46,13 @@ _regfs() {
     --cache-size | --tag-ttl | -u | --username)
       return ;;
     -o)
-      COMPREPLY=($(compgen -W "allow_other cache_dir= cache_size= insecure= ca_cert= auth_file= platform= tag_ttl= mirror= allow_delete debug" -- "$cur"))
+      COMPREPLY=($(compgen -W "allow_other cache_dir= cache_size= insecure= ca_cert= auth_file= platform= tag_ttl= mirror= allow_delete no_urls debug" -- "$cur"))
       return ;;
   esac
   case $command in
     mount)
       if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --mirror --allow-delete --foreground --debug -f -d -o --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --mirror --allow-delete --no-urls --foreground --debug -f -d -o --help" -- "$cur"))
       else
         COMPREPLY=($(compgen -d -- "$cur") $(compgen -W "$(_regfs_registries)" -- "$cur"))
       fi ;;

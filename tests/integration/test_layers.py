@@ -11,14 +11,18 @@ layers into a directory, one after the other. umoci cannot read GNU sparse
 for hostile whiteouts (it deletes the directory holding the rootfs for
 `.wh...`): those are compared with tar -x or checked outright."""
 
+import base64
 import errno
+import gzip
 import hashlib
+import http.server
 import io
 import json
 import os
 import stat
 import subprocess
 import tarfile
+import threading
 import urllib.request
 
 import pytest
@@ -400,3 +404,167 @@ def test_nested_indexes_are_followed_to_the_platform(registry, work, tmp_path_fa
         assert "ARCH=arm64" in (arm / "layers/nested/deep2/rootfs/etc/os-release").read_text()
     finally:
         m.close()
+
+
+# Foreign layers: a Docker foreign layer or an OCI non-distributable one that
+# the registry lacks, fetched from its urls on a small HTTP server here.
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_NONDIST = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+
+
+class ForeignServer:
+    """http.server on 127.0.0.1 serving blobs by path (whole: Range ignored,
+    as many static servers do), `/moved/<path>` redirecting there, and every
+    request's path and headers recorded."""
+
+    def __init__(self, files):
+        self.files = files
+        self.requests = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append((self.path, dict(self.headers)))
+                if self.path.startswith("/moved/"):
+                    self.send_response(302)
+                    self.send_header("Location", self.path[len("/moved"):])
+                    self.end_headers()
+                    return
+                body = server.files.get(self.path)
+                if body is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _gzip_layer(entries):
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for ti, data in entries:
+            tar.addfile(ti, io.BytesIO(data) if data else None)
+    tar_bytes = raw.getvalue()
+    return tar_bytes, gzip.compress(tar_bytes, mtime=0)
+
+
+def _sha(data):
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class AuthPusher:
+    """Pushes blobs and manifests by hand, with the registry's basic credentials."""
+
+    def __init__(self, registry):
+        self.url = registry.url
+        token = base64.b64encode(f"{registry.user}:{registry.password}".encode()).decode()
+        self.auth = {"Authorization": f"Basic {token}"}
+
+    def _req(self, method, path, body=None, headers=None):
+        url = path if path.startswith("http") else self.url + path
+        req = urllib.request.Request(url, data=body, method=method,
+                                     headers={**self.auth, **(headers or {})})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return resp.status, dict(resp.headers)
+
+    def blob(self, repo, data):
+        _, headers = self._req("POST", f"/v2/{repo}/blobs/uploads/")
+        loc = headers["Location"]
+        sep = "&" if "?" in loc else "?"
+        status, _ = self._req("PUT", f"{loc}{sep}digest={_sha(data)}", data,
+                              {"Content-Type": "application/octet-stream"})
+        assert status == 201
+
+    def manifest(self, repo, tag, manifest):
+        body = json.dumps(manifest).encode()
+        status, _ = self._req("PUT", f"/v2/{repo}/manifests/{tag}", body,
+                              {"Content-Type": manifest["mediaType"]})
+        assert status == 201
+
+
+def push_foreign(pusher, repo, tag, fmt, base, foreign, urls, foreign_type):
+    """An image of a base layer the registry holds and a foreign one it does not."""
+    (base_tar, base_gz), (foreign_tar, foreign_gz) = base, foreign
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "rootfs": {"type": "layers",
+                                    "diff_ids": [_sha(base_tar), _sha(foreign_tar)]}}).encode()
+    pusher.blob(repo, config)
+    pusher.blob(repo, base_gz)
+    docker = fmt == "docker"
+    pusher.manifest(repo, tag, {
+        "schemaVersion": 2, "mediaType": DOCKER_MANIFEST if docker else OCI_MANIFEST,
+        "config": {"mediaType": DOCKER_CONFIG if docker else OCI_CONFIG,
+                   "digest": _sha(config), "size": len(config)},
+        "layers": [{"mediaType": DOCKER_LAYER if docker else mkimage.OCI_LAYER["gzip"],
+                    "digest": _sha(base_gz), "size": len(base_gz)},
+                   {"mediaType": foreign_type, "digest": _sha(foreign_gz),
+                    "size": len(foreign_gz), "urls": urls}]})
+
+
+def test_foreign_layers_are_fetched_from_their_urls(basic_registry, tmp_path_factory):
+    base = _gzip_layer([_info("etc", tarfile.DIRTYPE), _info("etc/base", data=b"base\n")])
+    foreign = _gzip_layer([_info("Windows", tarfile.DIRTYPE),
+                           _info("Windows/foreign.txt", data=b"from the urls\n" * 1000)])
+    wrong = _gzip_layer([_info("Windows/foreign.txt", data=b"not the layer\n" * 1000)])
+    server = ForeignServer({"/layer.tar.gz": foreign[1], "/wrong.tar.gz": wrong[1]})
+    pusher = AuthPusher(basic_registry)
+    repo = "layers/foreign"
+    push_foreign(pusher, repo, "docker", "docker", base, foreign,
+                 [f"{server.url}/missing.tar.gz", f"{server.url}/moved/layer.tar.gz"],
+                 DOCKER_FOREIGN)
+    push_foreign(pusher, repo, "oci", "oci", base, foreign, [f"{server.url}/layer.tar.gz"],
+                 OCI_NONDIST)
+    # A layer whose urls serve other bytes (of the same size would not matter).
+    other = _gzip_layer([_info("Windows/other.txt", data=b"other layer\n")])
+    push_foreign(pusher, repo, "wrong", "oci", base, other, [f"{server.url}/wrong.tar.gz"],
+                 OCI_NONDIST)
+    m = Mounter(tmp_path_factory.mktemp("foreign-mounts"))
+    try:
+        mp = m.mount(basic_registry.host, "--auth-file", basic_registry.auth_file)
+        for tag in ("docker", "oci"):
+            rootfs = mp / repo / tag / "rootfs"
+            assert (rootfs / "Windows/foreign.txt").read_bytes() == b"from the urls\n" * 1000
+            assert (rootfs / "etc/base").read_text() == "base\n"
+        paths = [p for p, _ in server.requests]
+        assert "/missing.tar.gz" in paths and "/moved/layer.tar.gz" in paths
+        assert "/layer.tar.gz" in paths
+        assert all("Authorization" not in h and "authorization" not in h
+                   for _, h in server.requests)
+        # The bytes at the urls are not the layer: EIO, nothing kept.
+        with pytest.raises(OSError) as e:
+            os.listdir(mp / repo / "wrong" / "rootfs")
+        assert e.value.errno == errno.EIO
+        assert "/wrong.tar.gz" in [p for p, _ in server.requests]
+        blobs = mp.cache_dir / "blobs" / "sha256"
+        assert (blobs / _sha(foreign[1]).split(":")[1]).exists()  # verified, kept
+        assert not (blobs / _sha(other[1]).split(":")[1]).exists()
+
+        refused = m.mount(basic_registry.host, "--auth-file", basic_registry.auth_file,
+                          "--no-urls")
+        before = len(server.requests)
+        with pytest.raises(OSError) as e:
+            os.listdir(refused / repo / "docker" / "rootfs")
+        assert e.value.errno == errno.EIO
+        assert len(server.requests) == before
+        assert "--no-urls" in (refused.cache_dir / "regfs.log").read_text()
+    finally:
+        m.close()
+        server.close()
