@@ -150,7 +150,8 @@ class MergedTree::Builder {
   void apply_whiteout(const TarEntry& e) {
     auto [dir_path, name] = split_last(e.path);
     auto resolved = secure_join(dir_path);
-    auto dir = resolved ? walk(*resolved, false) : std::nullopt;
+    std::optional<uint32_t> dir;
+    if (resolved) dir = walk(*resolved, false);
     if (name == kOpaqueMarker) {
       if (dir) remove_lower_children(*dir);
       return;
@@ -247,7 +248,8 @@ class MergedTree::Builder {
   std::optional<uint32_t> hardlink_target(std::string_view link) {
     auto [dir_path, name] = split_last(link);
     auto resolved = secure_join(dir_path);
-    auto dir = resolved ? walk(*resolved, false) : std::nullopt;
+    std::optional<uint32_t> dir;
+    if (resolved) dir = walk(*resolved, false);
     if (!dir || name.empty()) return std::nullopt;
     auto target = tree_.child(*dir, name);
     if (!target || nodes_[*target].is_dir()) return std::nullopt;

@@ -131,6 +131,17 @@ TEST(TarReader, GnuLongNamesAndLinks) {
   EXPECT_EQ(entries[0].link, target);
 }
 
+TEST(TarReader, RepeatedGnuLongNamesTheLastWins) {
+  TarBuilder tar;
+  tar.gnu_long('L', std::string(120, 'x')).gnu_long('L', "second/" + std::string(110, 'y'));
+  tar.add(Header{.name = "short", .gnu = true}, "data");
+  auto archive = tar.end().str();
+  auto entries = read_all(archive);
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].path, "second/" + std::string(110, 'y'));
+  EXPECT_EQ(archive.substr(entries[0].offset, entries[0].size), "data");
+}
+
 TEST(TarReader, UstarPrefixAndBase256Ids) {
   TarBuilder ok;
   ok.add(
