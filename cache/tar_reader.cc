@@ -56,17 +56,27 @@ std::optional<uint32_t> id_of(la_int64_t value) {
 
 void TarReader::ArchiveFree::operator()(archive* a) const { archive_read_free(a); }
 
-TarReader::TarReader(Source source) : source_(std::move(source)), buffer_(kBufferSize) {}
+TarReader::TarReader(Source source) : source_(std::move(source)) {
+  buffers_[0].resize(kBufferSize);
+  buffers_[1].resize(kBufferSize);
+}
 
 TarReader::~TarReader() = default;
 
 long TarReader::read_callback(archive* a, void* self, const void** buffer) {
   auto* reader = static_cast<TarReader*>(self);
-  *buffer = reader->buffer_.data();
+  // libarchive is done with the buffer it had: fill the other one.
+  int next = reader->current_ ^ 1;
+  auto& out = reader->buffers_[next];
+  *buffer = out.data();
   if (reader->source_done_) return 0;
   try {
-    size_t n = reader->source_(reader->buffer_.data(), reader->buffer_.size());
+    size_t n = reader->source_(out.data(), out.size());
     if (n == 0) reader->source_done_ = true;
+    reader->current_ = next;
+    reader->buffer_start_[next] = reader->pulled_;
+    reader->buffer_size_[next] = n;
+    reader->pulled_ += n;
     return static_cast<long>(n);
   } catch (...) {  // never through libarchive's C frames; rethrown by fail()
     reader->source_error_ = std::current_exception();
@@ -94,13 +104,24 @@ void TarReader::open() {
 }
 
 std::optional<TarEntry> TarReader::next() {
+  if (done_) return std::nullopt;
   Utf8Locale locale;
   if (!opened_) open();
   for (;;) {
+    if (entry_pending_ && archive_read_data_skip(archive_.get()) != ARCHIVE_OK) {
+      fail("bad entry data");
+    }
+    entry_pending_ = false;
+    auto header = static_cast<uint64_t>(archive_filter_bytes(archive_.get(), 0));
     archive_entry* ae = nullptr;
     int r = archive_read_next_header(archive_.get(), &ae);
     if (source_error_) std::rethrow_exception(source_error_);
-    if (r == ARCHIVE_EOF) return std::nullopt;
+    if (r == ARCHIVE_EOF) {
+      auto end = static_cast<uint64_t>(archive_filter_bytes(archive_.get(), 0));
+      if (end > header) check_second_zero_block(header + 512);  // ended at a zero block
+      done_ = true;
+      return std::nullopt;
+    }
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) fail("bad header");
     const char* name = archive_entry_pathname(ae);
     if (r == ARCHIVE_WARN) {
@@ -108,7 +129,34 @@ std::optional<TarEntry> TarReader::next() {
                     << error_of(archive_.get()) << "; skipped";
       continue;
     }
+    entry_pending_ = true;
     if (auto entry = convert(ae)) return entry;
+  }
+}
+
+void TarReader::check_second_zero_block(uint64_t at) {
+  auto check = [&](int b) {
+    uint64_t from = std::max(at, buffer_start_[b]);
+    uint64_t to = std::min(at + 512, buffer_start_[b] + buffer_size_[b]);
+    for (uint64_t i = from; i < to; ++i) {
+      if (buffers_[b][static_cast<size_t>(i - buffer_start_[b])] != 0) {
+        throw bad("a lone zero block followed by a header at offset " + std::to_string(at - 512));
+      }
+    }
+  };
+  check(0);
+  check(1);
+  // libarchive stops at the first zero block: pull what follows it (the
+  // source still hashes and keeps every byte) until the block is seen.
+  while (pulled_ < at + 512 && !source_done_) {
+    int next = current_ ^ 1;
+    size_t n = source_(buffers_[next].data(), buffers_[next].size());
+    if (n == 0) source_done_ = true;
+    current_ = next;
+    buffer_start_[next] = pulled_;
+    buffer_size_[next] = n;
+    pulled_ += n;
+    check(next);
   }
 }
 

@@ -10,7 +10,9 @@
 // It pulls bytes from a Source and hands them to libarchive as they come, so
 // it needs a buffer of a few blocks whatever the layer's size. Hostile input
 // never crashes it: anything libarchive calls fatal (a bad checksum, a
-// truncated archive, an extension header over 1 MiB) throws Error(kInvalid);
+// truncated archive, an extension header over 1 MiB) and a lone zero block
+// followed by a header (entries hidden from readers that stop there; Go's
+// archive/tar, so umoci and containerd, refuses it too) throw Error(kInvalid);
 // an entry it reads with a warning (a malformed PAX record, a sparse map that
 // does not fit, an id over 32 bits) is skipped with a log line.
 //
@@ -97,8 +99,21 @@ class TarReader {
   // Reads `entry`'s data blocks to learn where they lie in the stream.
   bool locate_data(TarEntry& entry);
 
+  // Throws unless the 512 bytes at stream offset `at`, after the zero block
+  // libarchive ended at, are zeros or past the end of the stream.
+  void check_second_zero_block(uint64_t at);
+
   Source source_;
-  std::vector<char> buffer_;
+  // The source's bytes alternate between two buffers: libarchive reads the
+  // last one filled, and the one before still holds what preceded it (the
+  // end of the archive is checked in them).
+  std::vector<char> buffers_[2];
+  uint64_t buffer_start_[2] = {0, 0};  // stream offset of each buffer's first byte
+  size_t buffer_size_[2] = {0, 0};
+  int current_ = 0;
+  uint64_t pulled_ = 0;         // bytes taken from source_
+  bool entry_pending_ = false;  // an entry was returned; its data may be unread
+  bool done_ = false;           // the end of the archive was reached
   std::unique_ptr<archive, ArchiveFree> archive_;
   std::exception_ptr source_error_;  // thrown by source_ inside libarchive
   bool source_done_ = false;

@@ -312,6 +312,14 @@ TEST(TarReader, RefusesHostileArchives) {
 
   expect_invalid("this is not a tar archive at all, nor empty" + std::string(600, 'x'));
 
+  // Entries behind a lone zero block: some readers stop there, Go's refuses.
+  TarBuilder zero_then_header;
+  zero_then_header.file("a", "1").raw(std::string(512, '\0')).file("x", "1");
+  expect_invalid(zero_then_header.str());
+  TarBuilder zero_first;
+  zero_first.raw(std::string(512, '\0')).file("x", std::string(70000, 'x')).end();
+  expect_invalid(zero_first.str());
+
   Header bad_octal{.name = "x"};
   auto block = TarBuilder::header_block(bad_octal);
   block[124] = '9';  // not octal; checksum now wrong too, so fix it up
