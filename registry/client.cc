@@ -6,6 +6,7 @@
 #include "registry/client.h"
 
 #include <atomic>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "registry/digest.h"
@@ -117,9 +118,23 @@ struct Client::Impl {
     std::atomic<int64_t> down_until{0};  // steady_clock ticks
   };
 
+  // For foreign layers' urls: TLS verified against the system store, and
+  // none of the registry's client certificates (made on first use).
+  HttpClient& foreign_http() {
+    std::call_once(foreign_once, [this] {
+      HttpOptions http;  // verify_tls, no ca_files or client certificate
+      http.connect_timeout = options.connect_timeout;
+      http.user_agent = "regfs";
+      foreign = std::make_unique<HttpClient>(http);
+    });
+    return *foreign;
+  }
+
   ClientOptions options;
   Transport transport;
   std::vector<std::unique_ptr<MirrorClient>> mirrors;
+  std::once_flag foreign_once;
+  std::unique_ptr<HttpClient> foreign;
 };
 
 template <typename Read>
@@ -412,7 +427,7 @@ void Client::get_blob(std::string_view repository, std::string_view digest, uint
 
 void Client::get_foreign_blob(std::string_view url, uint64_t offset, uint64_t length,
                               const BodySink& sink) {
-  fetch_foreign_blob(impl_->transport.http(), url, offset, length, impl_->options.stall_timeout,
+  fetch_foreign_blob(impl_->foreign_http(), url, offset, length, impl_->options.stall_timeout,
                      sink);
 }
 

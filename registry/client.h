@@ -88,8 +88,9 @@ class Client {
   // resumes from the last byte delivered. The caller verifies the digest.
   void get_blob(std::string_view repository, std::string_view digest, uint64_t offset,
                 uint64_t length, const BodySink& sink);
-  // A foreign layer's bytes from one of its descriptor's `urls`: the same
-  // HTTP stack, none of the registry's credentials (registry/foreign_blob.h).
+  // A foreign layer's bytes from one of its descriptor's `urls`: none of the
+  // registry's credentials, tokens or client certificates go there, and TLS
+  // is verified against the system store (registry/foreign_blob.h).
   void get_foreign_blob(std::string_view url, uint64_t offset, uint64_t length,
                         const BodySink& sink);
 

@@ -1,5 +1,6 @@
 #include "registry/foreign_blob.h"
 
+#include <algorithm>
 #include <string>
 #include <thread>
 
