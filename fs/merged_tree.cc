@@ -15,6 +15,9 @@ namespace {
 
 // As filepath-securejoin, which umoci resolves paths with.
 constexpr int kMaxSymlinks = 255;
+// Components one resolution may walk (symlink targets included): a bound on
+// the work a hostile layer can ask for, far above any real path.
+constexpr size_t kMaxComponents = 1 << 16;
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 
@@ -58,7 +61,7 @@ class MergedTree::Builder {
     auto [dir_path, name] = split_last(e.path);
     if (name.substr(0, kWhiteoutPrefix.size()) == kWhiteoutPrefix) return apply_whiteout(e);
     auto resolved = secure_join(dir_path);
-    if (!resolved) return skip(e, "too many symlinks in its directory");
+    if (!resolved) return skip(e, "too many symlinks or components in its directory");
     auto dir = walk(*resolved, true);
     if (!dir) return skip(e, "its directory cannot be made (a path through a file)");
     auto existing = tree_.child(*dir, name);
@@ -174,7 +177,7 @@ class MergedTree::Builder {
   // components of `path` from the root with every symlink met followed (an
   // absolute target from the root), `..` taken lexically on what is resolved
   // so far and never above the root, missing components kept as names (so
-  // `missing/../etc` is `etc`). nullopt after too many symlinks.
+  // `missing/../etc` is `etc`). nullopt after too many symlinks or components.
   std::optional<std::vector<std::string>> secure_join(std::string_view path) const {
     std::vector<std::string> resolved;
     std::vector<std::optional<uint32_t>> nodes;  // the node of each resolved prefix, if any
@@ -190,7 +193,9 @@ class MergedTree::Builder {
     };
     push_front(path);
     int links = 0;
+    size_t steps = 0;
     while (!pending.empty()) {
+      if (++steps > kMaxComponents) return std::nullopt;
       std::string part = std::move(pending.back());
       pending.pop_back();
       if (part.empty() || part == ".") continue;

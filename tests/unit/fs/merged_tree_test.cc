@@ -165,6 +165,16 @@ TEST(MergedTree, SymlinkLoopsAndPathsThroughFilesAreSkipped) {
   EXPECT_EQ(paths(tree), (Paths{"a", "b", "f"}));
 }
 
+TEST(MergedTree, ResolutionWorkIsBounded) {
+  // Two symlinks of 40000 components each: past what one resolution may walk.
+  std::string dots;
+  for (int i = 0; i < 40000; ++i) dots += "./";
+  auto base = layer({dir("d"), symlink("s1", dots + "d"), symlink("s0", dots + "s1"),
+                     file("s1/near"), file("s0/far")});
+  MergedTree tree({base});
+  EXPECT_EQ(paths(tree), (Paths{"d/", "d/near", "s0", "s1"}));
+}
+
 TEST(MergedTree, EscapingNamesAreConfined) {
   auto base = layer({file("../../etc/passwd"), file("/abs"), dir("./d/../e")});
   MergedTree tree({base});
