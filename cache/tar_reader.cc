@@ -5,6 +5,7 @@
 #include <locale.h>
 
 #include <algorithm>
+#include <cstring>
 #include <limits>
 #include <type_traits>
 
@@ -45,6 +46,13 @@ class Utf8Locale {
 std::string error_of(archive* a) {
   const char* message = archive_error_string(a);
   return message ? message : "unknown libarchive error";
+}
+
+// libarchive's warning for a name it could not convert from UTF-8; it then
+// keeps the name's bytes as they are.
+bool is_conversion_warning(archive* a) {
+  const char* message = archive_error_string(a);
+  return message && std::strstr(message, "can't be converted from") != nullptr;
 }
 
 std::optional<uint32_t> id_of(la_int64_t value) {
@@ -124,6 +132,9 @@ std::optional<TarEntry> TarReader::next() {
     }
     if (r != ARCHIVE_OK && r != ARCHIVE_WARN) fail("bad header");
     const char* name = archive_entry_pathname(ae);
+    // A PAX name that is not UTF-8 (Go's archive/tar writes names raw)
+    // is kept as its bytes, as Go reads it: only the warning is dropped.
+    if (r == ARCHIVE_WARN && is_conversion_warning(archive_.get())) r = ARCHIVE_OK;
     if (r == ARCHIVE_WARN) {
       LOG(kWarning) << "Cannot read tar entry " << (name ? name : "?") << ": "
                     << error_of(archive_.get()) << "; skipped";

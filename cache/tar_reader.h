@@ -18,7 +18,8 @@
 //
 // Names are taken as the archive holds them: PAX values are UTF-8 (libarchive
 // runs in a UTF-8 locale on the reading thread, so they are not mangled into
-// the process's "C" locale), ustar and GNU names are raw bytes. PAX global
+// the process's "C" locale) or, when they are not, their bytes as Go's
+// archive/tar writes and reads them; ustar and GNU names are raw bytes. PAX global
 // headers (`g`) are read and ignored, as Go's archive/tar (umoci, containerd,
 // docker) does.
 #pragma once

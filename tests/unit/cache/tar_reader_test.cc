@@ -261,8 +261,13 @@ TEST(TarReader, PaxNamesAreUtf8AndGnuNamesRawBytes) {
   tar.gnu_long('L', "latin1-\xe9");
   tar.file("truncated", "2");
   tar.add(Header{.name = "raw-\xff"}, "3");
+  // Go's archive/tar puts a name that is not UTF-8 in a PAX record as it is.
+  tar.pax({{"path", "go-latin1-\xe9"}, {"linkpath", "target-\xe9"}});
+  tar.add(Header{.name = "x", .type = '2', .link = "x"});
   auto entries = read_all(tar.end().str());
-  ASSERT_EQ(entries.size(), 3u);
+  ASSERT_EQ(entries.size(), 4u);
+  EXPECT_EQ(entries[3].path, "go-latin1-\xe9");
+  EXPECT_EQ(entries[3].link, "target-\xe9");
   EXPECT_EQ(entries[0].path, "caf\xc3\xa9/\xe6\x97\xa5\xe6\x9c\xac");
   EXPECT_EQ(entries[1].path, "latin1-\xe9");
   EXPECT_EQ(entries[2].path, "raw-\xff");
