@@ -1,13 +1,20 @@
 #include "cache/layer_index.h"
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <cstring>
+#include <system_error>
 #include <type_traits>
 
 namespace regfs::cache {
 
 namespace {
 
-constexpr std::string_view kMagic = "regfs-layer-index-1\n";
+// Version 2: sparse files (their data segments). A file of another version
+// does not parse, so the layer is indexed again.
+constexpr std::string_view kMagic = "regfs-layer-index-2\n";
 constexpr uint32_t kMaxString = 1 << 20;
 
 class Writer {
@@ -62,7 +69,53 @@ class Reader {
   bool ok_ = true;
 };
 
+// The entry's data lies in the tar; a sparse file's segments are in order,
+// apart and within its size.
+bool data_fits(const TarEntry& e, uint64_t tar_size) {
+  if (!e.sparse) {
+    return e.segments.empty() && e.offset <= tar_size && e.size <= tar_size - e.offset;
+  }
+  uint64_t end = 0;
+  for (const auto& s : e.segments) {
+    if (s.offset < end || s.length > e.size || s.offset > e.size - s.length) return false;
+    if (s.data > tar_size || s.length > tar_size - s.data) return false;
+    end = s.offset + s.length;
+  }
+  return true;
+}
+
 }  // namespace
+
+size_t read_entry_data(int fd, const TarEntry& entry, uint64_t offset, char* out, size_t size) {
+  if (offset >= entry.size) return 0;
+  size = static_cast<size_t>(std::min<uint64_t>(size, entry.size - offset));
+  auto read_at = [fd](char* to, size_t length, uint64_t at) {
+    while (length > 0) {
+      ssize_t n = ::pread(fd, to, length, static_cast<off_t>(at));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) throw std::system_error(errno, std::generic_category(), "Cannot read layer");
+      if (n == 0) throw std::system_error(EIO, std::generic_category(), "Layer tar too short");
+      to += n;
+      length -= static_cast<size_t>(n);
+      at += static_cast<uint64_t>(n);
+    }
+  };
+  if (!entry.sparse) {
+    read_at(out, size, entry.offset + offset);
+    return size;
+  }
+  std::memset(out, 0, size);  // holes
+  uint64_t end = offset + size;
+  auto first =
+      std::upper_bound(entry.segments.begin(), entry.segments.end(), offset,
+                       [](uint64_t at, const DataSegment& s) { return at < s.offset + s.length; });
+  for (auto it = first; it != entry.segments.end() && it->offset < end; ++it) {
+    uint64_t from = std::max(offset, it->offset);
+    uint64_t to = std::min(end, it->offset + it->length);
+    read_at(out + (from - offset), static_cast<size_t>(to - from), it->data + (from - it->offset));
+  }
+  return size;
+}
 
 std::string serialize_index(const LayerIndex& index) {
   Writer w;
@@ -87,6 +140,13 @@ std::string serialize_index(const LayerIndex& index) {
     for (const auto& [name, value] : e.xattrs) {
       w.put(std::string_view(name));
       w.put(std::string_view(value));
+    }
+    w.put(static_cast<uint8_t>(e.sparse));
+    w.put(static_cast<uint64_t>(e.segments.size()));
+    for (const auto& segment : e.segments) {
+      w.put(segment.offset);
+      w.put(segment.length);
+      w.put(segment.data);
     }
   }
   return w.take();
@@ -124,7 +184,17 @@ std::optional<LayerIndex> parse_index(std::string_view bytes) {
       auto value = r.get_string();
       e.xattrs.emplace_back(std::move(name), std::move(value));
     }
-    if (e.offset > index.tar_size || e.size > index.tar_size - e.offset) return std::nullopt;
+    e.sparse = r.get<uint8_t>() != 0;
+    auto segments = r.get<uint64_t>();
+    if (!r.ok() || segments > r.left() / 24) return std::nullopt;
+    for (uint64_t j = 0; j < segments; ++j) {
+      DataSegment segment;
+      segment.offset = r.get<uint64_t>();
+      segment.length = r.get<uint64_t>();
+      segment.data = r.get<uint64_t>();
+      e.segments.push_back(segment);
+    }
+    if (!r.ok() || !data_fits(e, index.tar_size)) return std::nullopt;
     index.entries.push_back(std::move(e));
   }
   if (!r.ok() || !r.at_end()) return std::nullopt;

@@ -68,7 +68,8 @@ std::shared_ptr<const LayerIndex> LayerStore::load(const std::string& diff_id) c
   struct stat st;
   if (!index || index->diff_id != diff_id || ::stat(tar.c_str(), &st) != 0 ||
       static_cast<uint64_t>(st.st_size) != index->tar_size) {
-    LOG(kWarning) << "Cannot use the layer index of " << diff_id << ": incomplete; re-indexing";
+    LOG(kWarning) << "Cannot use the layer index of " << diff_id
+                  << ": incomplete or of an older version; re-indexing";
   } else {
     index->tar = tar;
     result = pinned(std::move(*index));

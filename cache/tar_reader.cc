@@ -1,347 +1,289 @@
 #include "cache/tar_reader.h"
 
+#include <archive.h>
+#include <archive_entry.h>
+#include <locale.h>
+
 #include <algorithm>
-#include <charconv>
 #include <cstring>
 #include <limits>
-#include <map>
+#include <type_traits>
 
 #include "registry/error.h"
+#include "registry/log.h"
 
 namespace regfs::cache {
 
 using registry::Error;
 using registry::ErrorKind;
 
+static_assert(std::is_same_v<la_ssize_t, long>, "read_callback's return type");
+
 namespace {
 
-constexpr size_t kBlock = 512;
 constexpr size_t kBufferSize = 64 * 1024;
-// Go's archive/tar refuses PAX and GNU long name headers larger than this.
-constexpr uint64_t kMaxExtensionSize = 1 << 20;
-constexpr std::string_view kXattrPrefix = "SCHILY.xattr.";
-
-// Offsets and lengths of the ustar header fields.
-struct Field {
-  size_t offset;
-  size_t size;
-};
-constexpr Field kName{0, 100}, kMode{100, 8}, kUid{108, 8}, kGid{116, 8}, kSize{124, 12},
-    kMtime{136, 12}, kChecksum{148, 8}, kLinkName{157, 100}, kMagic{257, 6}, kVersion{263, 2},
-    kDevMajor{329, 8}, kDevMinor{337, 8}, kPrefix{345, 155};
-constexpr size_t kTypeFlag = 156;
 
 Error bad(const std::string& why) { return Error(ErrorKind::kInvalid, "Cannot read tar: " + why); }
 
-uint64_t padded(uint64_t size) { return (size + kBlock - 1) / kBlock * kBlock; }
+// Makes libarchive's "current locale" UTF-8 on this thread while it lives, so
+// that PAX names (UTF-8) are taken as they are; the process stays in "C".
+class Utf8Locale {
+ public:
+  Utf8Locale() {
+    static locale_t utf8 = newlocale(LC_CTYPE_MASK, "C.UTF-8", static_cast<locale_t>(0));
+    if (utf8) previous_ = uselocale(utf8);
+  }
+  ~Utf8Locale() {
+    if (previous_) uselocale(previous_);
+  }
+  Utf8Locale(const Utf8Locale&) = delete;
+  Utf8Locale& operator=(const Utf8Locale&) = delete;
 
-std::string_view field(const char* block, Field f) { return {block + f.offset, f.size}; }
+ private:
+  locale_t previous_ = static_cast<locale_t>(0);
+};
 
-// A NUL-terminated string field.
-std::string text(const char* block, Field f) {
-  auto s = field(block, f);
-  return std::string(s.substr(0, s.find('\0')));
+std::string error_of(archive* a) {
+  const char* message = archive_error_string(a);
+  return message ? message : "unknown libarchive error";
 }
 
-// A numeric field: octal (space or NUL padded), or GNU base-256 when the
-// first byte has its high bit set. Empty is 0.
-int64_t number(const char* block, Field f, const char* name) {
-  auto s = field(block, f);
-  auto first = static_cast<unsigned char>(s[0]);
-  if (first & 0x80) {
-    bool negative = first & 0x40;
-    uint64_t value = first & 0x3f;
-    if (negative) value = ~value & 0x3f;
-    for (size_t i = 1; i < s.size(); ++i) {
-      auto byte = static_cast<unsigned char>(s[i]);
-      if (negative) byte = static_cast<unsigned char>(~byte);
-      if (value >> 55) throw bad(std::string(name) + " field out of range");
-      value = value << 8 | byte;
-    }
-    if (value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-      throw bad(std::string(name) + " field out of range");
-    }
-    return negative ? -static_cast<int64_t>(value) - 1 : static_cast<int64_t>(value);
-  }
-  size_t b = s.find_first_not_of(std::string_view(" \0", 2));
-  if (b == std::string_view::npos) return 0;
-  size_t e = s.find_last_not_of(std::string_view(" \0", 2));
-  s = s.substr(b, e - b + 1);
-  uint64_t value = 0;
-  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value, 8);
-  if (ec != std::errc() || ptr != s.data() + s.size() ||
-      value > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
-    throw bad("malformed " + std::string(name) + " field");
-  }
-  return static_cast<int64_t>(value);
+// libarchive's warning for a name it could not convert from UTF-8; it then
+// keeps the name's bytes as they are.
+bool is_conversion_warning(archive* a) {
+  const char* message = archive_error_string(a);
+  return message && std::strstr(message, "can't be converted from") != nullptr;
 }
 
-bool is_zero_block(const char* block) {
-  return std::all_of(block, block + kBlock, [](char c) { return c == 0; });
-}
-
-// The checksum counts the checksum field as spaces; old tars summed signed bytes.
-bool checksum_ok(const char* block) {
-  int64_t stored = number(block, kChecksum, "checksum");
-  int64_t unsigned_sum = 0, signed_sum = 0;
-  for (size_t i = 0; i < kBlock; ++i) {
-    bool in_field = i >= kChecksum.offset && i < kChecksum.offset + kChecksum.size;
-    char c = in_field ? ' ' : block[i];
-    unsigned_sum += static_cast<unsigned char>(c);
-    signed_sum += static_cast<signed char>(c);
-  }
-  return stored == unsigned_sum || stored == signed_sum;
-}
-
-int64_t parse_decimal(std::string_view s, const char* what) {
-  int64_t value = 0;
-  auto [ptr, ec] = std::from_chars(s.data(), s.data() + s.size(), value);
-  if (s.empty() || ec != std::errc() || ptr != s.data() + s.size()) {
-    throw bad(std::string("malformed PAX ") + what);
-  }
-  return value;
-}
-
-// "sec[.frac]" with an optional sign, as PAX writes times.
-std::pair<int64_t, uint32_t> parse_pax_time(std::string_view s) {
-  auto dot = s.find('.');
-  int64_t sec = parse_decimal(s.substr(0, dot), "mtime");
-  uint32_t nsec = 0;
-  if (dot != std::string_view::npos) {
-    auto frac = s.substr(dot + 1);
-    if (frac.empty() || frac.find_first_not_of("0123456789") != std::string_view::npos) {
-      throw bad("malformed PAX mtime");
-    }
-    std::string digits(frac.substr(0, 9));
-    digits.resize(9, '0');
-    nsec = static_cast<uint32_t>(std::stoul(digits));
-    bool negative = !s.empty() && s[0] == '-';
-    if (negative && nsec != 0) {  // -1.25 is 2 seconds before, plus 0.75
-      sec -= 1;
-      nsec = 1000000000 - nsec;
-    }
-  }
-  return {sec, nsec};
-}
-
-// PAX records: "<length> <key>=<value>\n", the length counting the whole record.
-std::map<std::string, std::string> parse_pax(std::string_view data) {
-  std::map<std::string, std::string> records;
-  while (!data.empty()) {
-    auto space = data.find(' ');
-    if (space == std::string_view::npos) throw bad("malformed PAX record");
-    int64_t length = parse_decimal(data.substr(0, space), "record length");
-    if (length <= static_cast<int64_t>(space) + 1 || static_cast<uint64_t>(length) > data.size() ||
-        data[static_cast<size_t>(length) - 1] != '\n') {
-      throw bad("malformed PAX record");
-    }
-    auto record = data.substr(space + 1, static_cast<size_t>(length) - space - 2);
-    data.remove_prefix(static_cast<size_t>(length));
-    auto eq = record.find('=');
-    if (eq == std::string_view::npos || eq == 0) throw bad("malformed PAX record");
-    std::string key(record.substr(0, eq));
-    std::string value(record.substr(eq + 1));
-    bool textual = key == "path" || key == "linkpath" || key == "uname" || key == "gname";
-    if (textual && value.find('\0') != std::string::npos) throw bad("NUL in PAX " + key);
-    records[key] = std::move(value);
-  }
-  return records;
-}
-
-uint32_t id_value(int64_t v, const char* what) {
-  if (v < 0 || v > std::numeric_limits<uint32_t>::max()) {
-    throw bad(std::string(what) + " out of range");
-  }
-  return static_cast<uint32_t>(v);
-}
-
-void apply_pax(TarEntry& entry, int64_t& size, const std::map<std::string, std::string>& pax) {
-  for (const auto& [key, value] : pax) {
-    if (key == "path") {
-      entry.path = value;
-    } else if (key == "linkpath") {
-      entry.link = value;
-    } else if (key == "size") {
-      size = parse_decimal(value, "size");
-    } else if (key == "uid") {
-      entry.uid = id_value(parse_decimal(value, "uid"), "uid");
-    } else if (key == "gid") {
-      entry.gid = id_value(parse_decimal(value, "gid"), "gid");
-    } else if (key == "mtime") {
-      std::tie(entry.mtime, entry.mtime_nsec) = parse_pax_time(value);
-    } else if (key.compare(0, kXattrPrefix.size(), kXattrPrefix) == 0) {
-      entry.xattrs.emplace_back(key.substr(kXattrPrefix.size()), value);
-    }
-  }
+std::optional<uint32_t> id_of(la_int64_t value) {
+  if (value < 0 || value > std::numeric_limits<uint32_t>::max()) return std::nullopt;
+  return static_cast<uint32_t>(value);
 }
 
 }  // namespace
 
-TarReader::TarReader(Source source) : source_(std::move(source)), buffer_(kBufferSize) {}
+void TarReader::ArchiveFree::operator()(archive* a) const { archive_read_free(a); }
 
-bool TarReader::fill(size_t size) {
-  if (end_ - begin_ >= size) return true;
-  if (begin_ > 0) {
-    std::memmove(buffer_.data(), buffer_.data() + begin_, end_ - begin_);
-    end_ -= begin_;
-    begin_ = 0;
-  }
-  while (end_ < size && !done_) {
-    size_t n = source_(buffer_.data() + end_, buffer_.size() - end_);
-    if (n == 0) done_ = true;
-    end_ += n;
-  }
-  return end_ - begin_ >= size;
+TarReader::TarReader(Source source) : source_(std::move(source)) {
+  buffers_[0].resize(kBufferSize);
+  buffers_[1].resize(kBufferSize);
 }
 
-void TarReader::skip(uint64_t size) {
-  while (size > 0) {
-    if (begin_ == end_ && !fill(1)) throw bad("archive truncated in an entry's data");
-    auto n = static_cast<size_t>(std::min<uint64_t>(size, end_ - begin_));
-    begin_ += n;
-    position_ += n;
-    size -= n;
+TarReader::~TarReader() = default;
+
+long TarReader::read_callback(archive* a, void* self, const void** buffer) {
+  auto* reader = static_cast<TarReader*>(self);
+  // libarchive is done with the buffer it had: fill the other one.
+  int next = reader->current_ ^ 1;
+  auto& out = reader->buffers_[next];
+  *buffer = out.data();
+  if (reader->source_done_) return 0;
+  try {
+    size_t n = reader->source_(out.data(), out.size());
+    if (n == 0) reader->source_done_ = true;
+    reader->current_ = next;
+    reader->buffer_start_[next] = reader->pulled_;
+    reader->buffer_size_[next] = n;
+    reader->pulled_ += n;
+    return static_cast<long>(n);
+  } catch (...) {  // never through libarchive's C frames; rethrown by fail()
+    reader->source_error_ = std::current_exception();
+    reader->source_done_ = true;
+    archive_set_error(a, EIO, "the layer's stream failed");
+    return -1;
   }
 }
 
-std::string TarReader::read_extension(uint64_t size, const char* what) {
-  if (size > kMaxExtensionSize) throw bad(std::string(what) + " header larger than 1 MiB");
-  std::string data;
-  data.reserve(static_cast<size_t>(size));
-  while (data.size() < size) {
-    if (begin_ == end_ && !fill(1)) throw bad(std::string("archive truncated in a ") + what);
-    size_t n = std::min<size_t>(static_cast<size_t>(size) - data.size(), end_ - begin_);
-    data.append(buffer_.data() + begin_, n);
-    begin_ += n;
-    position_ += n;
-  }
-  skip(padded(size) - size);
-  return data;
+void TarReader::fail(const char* what) {
+  if (source_error_) std::rethrow_exception(source_error_);
+  throw bad(std::string(what) + ": " + error_of(archive_.get()));
 }
 
-// Points `block` at the next header; false at the end of the archive.
-bool TarReader::read_header(const char** block) {
-  if (!fill(kBlock)) {
-    if (end_ == begin_) return false;
-    throw bad("archive truncated in a header");
+void TarReader::open() {
+  opened_ = true;
+  archive_.reset(archive_read_new());
+  if (!archive_) throw Error(ErrorKind::kIo, "Cannot read tar: out of memory");
+  archive_read_support_format_tar(archive_.get());
+  archive_read_support_format_empty(archive_.get());  // a zero-byte layer
+  if (archive_read_open(archive_.get(), this, nullptr, &TarReader::read_callback, nullptr) !=
+      ARCHIVE_OK) {
+    fail("not a tar archive");
   }
-  const char* b = buffer_.data() + begin_;
-  if (is_zero_block(b)) {
-    begin_ += kBlock;
-    position_ += kBlock;
-    if (!fill(kBlock)) {
-      if (end_ == begin_) return false;
-      throw bad("archive truncated after a zero block");
-    }
-    if (is_zero_block(buffer_.data() + begin_)) {
-      begin_ += kBlock;
-      position_ += kBlock;
-      return false;
-    }
-    throw bad("a zero block followed by a header");
-  }
-  if (!checksum_ok(b)) throw bad("header checksum mismatch at offset " + std::to_string(position_));
-  *block = b;
-  return true;
 }
 
 std::optional<TarEntry> TarReader::next() {
-  std::map<std::string, std::string> pax;
-  std::optional<std::string> long_name, long_link;
+  if (done_) return std::nullopt;
+  Utf8Locale locale;
+  if (!opened_) open();
   for (;;) {
-    skip(pending_);
-    pending_ = 0;
-    const char* b = nullptr;
-    if (!read_header(&b)) return std::nullopt;
-    char type = b[kTypeFlag];
-    int64_t size = number(b, kSize, "size");
-    if (size < 0) throw bad("negative size");
-    auto magic = field(b, kMagic);
-    bool ustar = magic == std::string_view("ustar\0", 6);
-    bool gnu = magic == "ustar " && field(b, kVersion) == std::string_view(" \0", 2);
-
-    TarEntry entry;
-    entry.path = text(b, kName);
-    if (ustar) {
-      auto prefix = text(b, kPrefix);
-      if (!prefix.empty()) entry.path = prefix + "/" + entry.path;
+    if (entry_pending_ && archive_read_data_skip(archive_.get()) != ARCHIVE_OK) {
+      fail("bad entry data");
     }
-    entry.link = text(b, kLinkName);
-    entry.mode = static_cast<uint32_t>(number(b, kMode, "mode") & 07777);
-    entry.uid = id_value(number(b, kUid, "uid"), "uid");
-    entry.gid = id_value(number(b, kGid, "gid"), "gid");
-    entry.mtime = number(b, kMtime, "mtime");
-    if (ustar || gnu) {
-      entry.dev_major = static_cast<uint32_t>(number(b, kDevMajor, "devmajor"));
-      entry.dev_minor = static_cast<uint32_t>(number(b, kDevMinor, "devminor"));
+    entry_pending_ = false;
+    auto header = static_cast<uint64_t>(archive_filter_bytes(archive_.get(), 0));
+    archive_entry* ae = nullptr;
+    int r = archive_read_next_header(archive_.get(), &ae);
+    if (source_error_) std::rethrow_exception(source_error_);
+    if (r == ARCHIVE_EOF) {
+      auto end = static_cast<uint64_t>(archive_filter_bytes(archive_.get(), 0));
+      if (end > header) check_second_zero_block(header + 512);  // ended at a zero block
+      done_ = true;
+      return std::nullopt;
     }
-    begin_ += kBlock;
-    position_ += kBlock;
+    if (r != ARCHIVE_OK && r != ARCHIVE_WARN) fail("bad header");
+    const char* name = archive_entry_pathname(ae);
+    // A PAX name that is not UTF-8 (Go's archive/tar writes names raw)
+    // is kept as its bytes, as Go reads it: only the warning is dropped.
+    if (r == ARCHIVE_WARN && is_conversion_warning(archive_.get())) r = ARCHIVE_OK;
+    if (r == ARCHIVE_WARN) {
+      LOG(kWarning) << "Cannot read tar entry " << (name ? name : "?") << ": "
+                    << error_of(archive_.get()) << "; skipped";
+      continue;
+    }
+    entry_pending_ = true;
+    if (auto entry = convert(ae)) return entry;
+  }
+}
 
-    switch (type) {
-      case 'x':
-        pax = parse_pax(read_extension(static_cast<uint64_t>(size), "PAX"));
-        continue;
-      case 'L':
-      case 'K': {
-        auto name = read_extension(static_cast<uint64_t>(size), "GNU long name");
-        name.resize(std::min(name.size(), name.find('\0')));
-        (type == 'L' ? long_name : long_link) = std::move(name);
-        continue;
+void TarReader::check_second_zero_block(uint64_t at) {
+  auto check = [&](int b) {
+    uint64_t from = std::max(at, buffer_start_[b]);
+    uint64_t to = std::min(at + 512, buffer_start_[b] + buffer_size_[b]);
+    for (uint64_t i = from; i < to; ++i) {
+      if (buffers_[b][static_cast<size_t>(i - buffer_start_[b])] != 0) {
+        throw bad("a lone zero block followed by a header at offset " + std::to_string(at - 512));
       }
-      default:
-        break;
     }
-    apply_pax(entry, size, pax);
-    if (size < 0) throw bad("negative size");
-    if (long_name) entry.path = *long_name;
-    if (long_link) entry.link = *long_link;
-    std::sort(entry.xattrs.begin(), entry.xattrs.end());
-    bool header_only = true;
-    switch (type) {
-      case '0':
-      case '7':
+  };
+  check(0);
+  check(1);
+  // libarchive stops at the first zero block: pull what follows it (the
+  // source still hashes and keeps every byte) until the block is seen.
+  while (pulled_ < at + 512 && !source_done_) {
+    int next = current_ ^ 1;
+    size_t n = source_(buffers_[next].data(), buffers_[next].size());
+    if (n == 0) source_done_ = true;
+    current_ = next;
+    buffer_start_[next] = pulled_;
+    buffer_size_[next] = n;
+    pulled_ += n;
+    check(next);
+  }
+}
+
+std::optional<TarEntry> TarReader::convert(archive_entry* ae) {
+  TarEntry entry;
+  const char* name = archive_entry_pathname(ae);
+  entry.path = name ? name : "";
+  auto skip = [&](const std::string& why) {
+    LOG(kWarning) << "Cannot show tar entry " << entry.path << ": " << why << "; skipped";
+    return std::nullopt;
+  };
+  auto uid = id_of(archive_entry_uid(ae));
+  auto gid = id_of(archive_entry_gid(ae));
+  if (!uid || !gid) return skip("its uid or gid is not a 32-bit id");
+  entry.uid = *uid;
+  entry.gid = *gid;
+  entry.mode = archive_entry_perm(ae) & 07777;
+  if (archive_entry_mtime_is_set(ae)) {
+    entry.mtime = archive_entry_mtime(ae);
+    entry.mtime_nsec = static_cast<uint32_t>(archive_entry_mtime_nsec(ae));
+    // libarchive reads PAX "-1.25" as -1 s and 0.25 s (sign and magnitude);
+    // it is 0.75 s after -2 s.
+    if (entry.mtime < 0 && entry.mtime_nsec > 0) {
+      entry.mtime -= 1;
+      entry.mtime_nsec = 1000000000 - entry.mtime_nsec;
+    }
+  }
+  const char* hardlink = archive_entry_hardlink(ae);
+  if (hardlink) {
+    entry.type = EntryType::kHardlink;  // its data, if any (PAX allows it), is its target's
+    entry.link = hardlink;
+  } else {
+    switch (archive_entry_filetype(ae)) {
+      case AE_IFREG:
         entry.type = EntryType::kFile;
-        header_only = false;
         break;
-      case '\0':
-        header_only = !entry.path.empty() && entry.path.back() == '/';
-        entry.type = header_only ? EntryType::kDir : EntryType::kFile;
-        break;
-      case '1':
-        entry.type = EntryType::kHardlink;
-        break;
-      case '2':
-        entry.type = EntryType::kSymlink;
-        break;
-      case '3':
-        entry.type = EntryType::kChar;
-        break;
-      case '4':
-        entry.type = EntryType::kBlock;
-        break;
-      case '5':
+      case AE_IFDIR:  // 'D' (GNU dumpdir) too: its data, the name list, is not shown
         entry.type = EntryType::kDir;
         break;
-      case '6':
+      case AE_IFLNK: {
+        entry.type = EntryType::kSymlink;
+        const char* target = archive_entry_symlink(ae);
+        entry.link = target ? target : "";
+        break;
+      }
+      case AE_IFCHR:
+        entry.type = EntryType::kChar;
+        break;
+      case AE_IFBLK:
+        entry.type = EntryType::kBlock;
+        break;
+      case AE_IFIFO:
         entry.type = EntryType::kFifo;
         break;
-      default:  // 'g', GNU sparse 'S', volume 'V', vendor types: not shown
-        pending_ = padded(static_cast<uint64_t>(size));
-        pax.clear();
-        long_name.reset();
-        long_link.reset();
-        continue;
+      default:
+        return skip("no file type regfs can show");
     }
-    if (header_only) size = 0;
-    if (static_cast<uint64_t>(size) > std::numeric_limits<uint64_t>::max() / 2 - position_) {
-      throw bad("entry size out of range");
-    }
-    entry.size = static_cast<uint64_t>(size);
-    entry.offset = position_;
-    pending_ = padded(entry.size);
-    return entry;
   }
+  if (entry.type == EntryType::kChar || entry.type == EntryType::kBlock) {
+    entry.dev_major = static_cast<uint32_t>(archive_entry_rdevmajor(ae));
+    entry.dev_minor = static_cast<uint32_t>(archive_entry_rdevminor(ae));
+  }
+  archive_entry_xattr_reset(ae);
+  const char* xname = nullptr;
+  const void* xvalue = nullptr;
+  size_t xsize = 0;
+  while (archive_entry_xattr_next(ae, &xname, &xvalue, &xsize) == ARCHIVE_OK) {
+    entry.xattrs.emplace_back(xname, std::string(static_cast<const char*>(xvalue), xsize));
+  }
+  std::stable_sort(entry.xattrs.begin(), entry.xattrs.end(),
+                   [](const auto& a, const auto& b) { return a.first < b.first; });
+  if (entry.type == EntryType::kFile) {
+    la_int64_t size = archive_entry_size_is_set(ae) ? archive_entry_size(ae) : 0;
+    if (size < 0) return skip("negative size");
+    entry.size = static_cast<uint64_t>(size);
+    if (!locate_data(entry)) return skip("its sparse map does not fit its size");
+  }
+  return entry;
+}
+
+bool TarReader::locate_data(TarEntry& entry) {
+  archive* a = archive_.get();
+  entry.offset = static_cast<uint64_t>(archive_filter_bytes(a, 0));
+  std::vector<DataSegment> segments;
+  bool fits = true;
+  for (;;) {
+    const void* block = nullptr;
+    size_t length = 0;
+    la_int64_t offset = 0;
+    int r = archive_read_data_block(a, &block, &length, &offset);
+    if (r == ARCHIVE_EOF) break;
+    if (r != ARCHIVE_OK) fail("bad entry data");
+    if (length == 0) continue;
+    // Until the next call, the block is not consumed: the filter's position
+    // is where it starts in the stream.
+    auto data = static_cast<uint64_t>(archive_filter_bytes(a, 0));
+    auto at = static_cast<uint64_t>(offset);
+    uint64_t end = segments.empty() ? 0 : segments.back().offset + segments.back().length;
+    if (offset < 0 || at < end || length > entry.size || at > entry.size - length) {
+      fits = false;  // read on to stay in step with the stream
+      continue;
+    }
+    if (!segments.empty() && at == end && segments.back().data + segments.back().length == data) {
+      segments.back().length += length;
+    } else {
+      segments.push_back(DataSegment{at, length, data});
+    }
+  }
+  if (!fits) return false;
+  if (segments.size() == 1 && segments[0].offset == 0 && segments[0].length == entry.size) {
+    entry.offset = segments[0].data;  // stored whole: one pread
+  } else if (!segments.empty() || entry.size > 0) {
+    entry.sparse = true;
+    entry.segments = std::move(segments);
+  }
+  return true;
 }
 
 std::string clean_path(std::string_view path) {

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "registry/digest.h"
+#include "registry/foreign_blob.h"
 #include "registry/log.h"
 #include "registry/reference.h"
 
@@ -26,13 +27,54 @@ bool is_unreachable(const Error& e) {
 
 RegistryContent::RegistryContent(registry::ClientOptions options, cache::BlobCache& cache,
                                  cache::TagStore& tags, std::chrono::seconds tag_ttl,
-                                 WorkerPool& pool, Transfers& transfers)
+                                 WorkerPool& pool, Transfers& transfers, bool follow_urls)
     : client_(std::move(options)),
       cache_(cache),
       tags_(tags),
       tag_ttl_(tag_ttl),
       pool_(pool),
-      transfers_(transfers) {}
+      transfers_(transfers),
+      follow_urls_(follow_urls) {}
+
+void RegistryContent::add_foreign_urls(const std::string& digest,
+                                       const std::vector<std::string>& urls) {
+  if (urls.empty()) return;
+  std::lock_guard lock(mutex_);
+  foreign_urls_[digest] = urls;
+}
+
+void RegistryContent::fetch_foreign(const std::string& digest, uint64_t offset, uint64_t length,
+                                    const uint64_t& delivered, const registry::BodySink& sink,
+                                    const Error& missing) {
+  std::vector<std::string> urls;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = foreign_urls_.find(digest); it != foreign_urls_.end()) urls = it->second;
+  }
+  if (urls.empty()) throw missing;
+  if (!follow_urls_) {
+    throw Error(ErrorKind::kBlobUnknown,
+                std::string(missing.what()) + "; it is a foreign layer, and --no-urls is set");
+  }
+  std::string why;
+  for (const auto& url : urls) {
+    std::string origin = registry::url_origin(url);  // the log never shows a URL's query
+    if (!registry::is_fetchable_url(url)) {
+      why += "; " + origin + ": not an http or https URL";
+      continue;
+    }
+    LOG(kInfo) << "Fetching foreign layer " << digest << " from " << origin;
+    try {
+      client_.get_foreign_blob(url, offset + delivered, length - delivered, sink);
+      return;
+    } catch (const Error& e) {
+      LOG(kWarning) << e.what();
+      why += std::string("; ") + e.what();
+    }
+  }
+  throw Error(ErrorKind::kBlobUnknown,
+              "Cannot fetch foreign layer " + digest + ": the registry lacks it" + why);
+}
 
 bool RegistryContent::is_docker_hub() const { return name() == registry::kDockerHub; }
 
@@ -117,24 +159,31 @@ void RegistryContent::fetch_run(const std::string& repository,
     thread_local std::string buffer;
     buffer.clear();
     buffer.reserve(blob->chunk_size());
-    client_.get_blob(repository, blob->digest(), offset, end - offset,
-                     [&](const char* data, size_t size) {
-                       transfers_.progress(id, size);
-                       while (size > 0) {
-                         if (current > last) return false;
-                         size_t want = blob->chunk_length(current) - buffer.size();
-                         size_t take = std::min(want, size);
-                         buffer.append(data, take);
-                         data += take;
-                         size -= take;
-                         if (buffer.size() == blob->chunk_length(current)) {
-                           blob->store_chunk(current, buffer);
-                           buffer.clear();
-                           ++current;
-                         }
-                       }
-                       return true;
-                     });
+    uint64_t delivered = 0;
+    registry::BodySink sink = [&](const char* data, size_t size) {
+      transfers_.progress(id, size);
+      delivered += size;
+      while (size > 0) {
+        if (current > last) return false;
+        size_t want = blob->chunk_length(current) - buffer.size();
+        size_t take = std::min(want, size);
+        buffer.append(data, take);
+        data += take;
+        size -= take;
+        if (buffer.size() == blob->chunk_length(current)) {
+          blob->store_chunk(current, buffer);
+          buffer.clear();
+          ++current;
+        }
+      }
+      return true;
+    };
+    try {
+      client_.get_blob(repository, blob->digest(), offset, end - offset, sink);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kBlobUnknown) throw;
+      fetch_foreign(blob->digest(), offset, end - offset, delivered, sink, e);
+    }
     if (current <= last) {
       throw Error(ErrorKind::kIntegrity, "Cannot read blob " + blob->digest() +
                                              ": the registry sent fewer bytes than its size");
@@ -343,7 +392,7 @@ RegistryContent& Content::registry(const std::string& name) {
       client.connect_timeout = std::min(client.connect_timeout, options_.request_timeout);
     }
     slot = std::make_unique<RegistryContent>(std::move(client), cache_, tags_, options_.tag_ttl,
-                                             pool_, transfers_);
+                                             pool_, transfers_, options_.follow_urls);
   }
   return *slot;
 }

@@ -82,8 +82,11 @@ class BlobReader {
 
 class RegistryContent {
  public:
+  // `follow_urls`: a foreign layer the registry lacks is fetched from its
+  // descriptor's urls (false: --no-urls).
   RegistryContent(registry::ClientOptions options, cache::BlobCache& cache, cache::TagStore& tags,
-                  std::chrono::seconds tag_ttl, WorkerPool& pool, Transfers& transfers);
+                  std::chrono::seconds tag_ttl, WorkerPool& pool, Transfers& transfers,
+                  bool follow_urls = true);
 
   const std::string& name() const { return client_.registry(); }
   bool is_docker_hub() const;
@@ -113,6 +116,9 @@ class RegistryContent {
 
   // Repositories the cache recorded answers for in earlier mounts.
   std::vector<std::string> cached_repositories() const { return tags_.repositories(name()); }
+  // Where blob `digest` (a foreign layer) may be fetched if the registry
+  // lacks it: its descriptor's urls, as a manifest lists them.
+  void add_foreign_urls(const std::string& digest, const std::vector<std::string>& urls);
 
   cache::BlobCache& cache() { return cache_; }
   // For BlobReader: fetches the claimed chunks [first, last] in the background.
@@ -131,6 +137,11 @@ class RegistryContent {
   Names cached_listing(const std::string& repository, Fetch fetch);
   void fetch_run(const std::string& repository, const std::shared_ptr<cache::CachedBlob>& blob,
                  size_t first, size_t last);
+  // After the registry answered BLOB_UNKNOWN (`missing`): [offset + delivered,
+  // offset + length) of `digest` from its foreign urls, into `sink`.
+  void fetch_foreign(const std::string& digest, uint64_t offset, uint64_t length,
+                     const uint64_t& delivered, const registry::BodySink& sink,
+                     const registry::Error& missing);
 
   registry::Client client_;
   cache::BlobCache& cache_;
@@ -139,8 +150,11 @@ class RegistryContent {
   WorkerPool& pool_;
   Transfers& transfers_;
 
-  std::mutex mutex_;  // guards listings_
+  const bool follow_urls_;
+
+  std::mutex mutex_;  // guards listings_ and foreign_urls_
   std::map<std::string, Listing> listings_;
+  std::map<std::string, std::vector<std::string>> foreign_urls_;  // by blob digest
 };
 
 struct ContentOptions {
@@ -159,6 +173,7 @@ struct ContentOptions {
   // Size of one upload part (and the largest blob pushed in one request);
   // zero: the client's defaults.
   uint64_t upload_chunk_size = 0;
+  bool follow_urls = true;  // foreign layers from their urls (--no-urls: false)
 };
 
 // Every registry the mount has touched, made on first use.
@@ -172,6 +187,11 @@ class Content {
   // Who the mount is to `registry`, for messages: "user NAME (from FILE)",
   // "an identity token (from FILE)" or "anonymous". Never a secret.
   std::string account(const std::string& registry) const;
+
+  // Where blob `digest` (a foreign layer) may be fetched if the registry
+  // lacks it: its descriptor's urls, as a manifest lists them.
+  void add_foreign_urls(const std::string& digest, const std::vector<std::string>& urls);
+
   cache::BlobCache& cache() { return cache_; }
   Transfers& transfers() { return transfers_; }
 

@@ -13,6 +13,7 @@
 #include <ctime>
 #include <fstream>
 
+#include "cache/layer_index.h"
 #include "fs/dir_listings.h"
 #include "fs/errno_map.h"
 #include "fs/inode_table.h"
@@ -46,6 +47,7 @@ struct FileHandle {
   int fd = -1;
   uint64_t offset = 0;
   uint64_t length = 0;
+  std::shared_ptr<const cache::TarEntry> sparse = {};  // a sparse rootfs file's map
   ~FileHandle() {
     if (fd >= 0) ::close(fd);
   }
@@ -289,6 +291,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       }
       handle->offset = opened.offset;
       handle->length = opened.length;
+      handle->sparse = opened.sparse;
     }
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     // A blob not yet verified whole may turn out wrong (EIO, dropped): an
@@ -321,6 +324,16 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     }
     size_t n = std::min(size, bytes.size() - static_cast<size_t>(off));
     fuse_reply_buf(req, bytes.data() + off, n);
+    return;
+  }
+  if (handle->fd >= 0 && handle->sparse) {  // a rootfs file with holes: one pread a segment
+    auto held = handle->sparse;
+    guarded(req, "read", [&] {
+      std::string buffer(std::min<uint64_t>(size, held->size), '\0');
+      size_t n = cache::read_entry_data(handle->fd, *held, static_cast<uint64_t>(off),
+                                        buffer.data(), buffer.size());
+      fuse_reply_buf(req, buffer.data(), n);
+    });
     return;
   }
   if (handle->fd >= 0) {  // a rootfs file: one pread of its layer's tar

@@ -1,6 +1,7 @@
 #include "fs/image.h"
 
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "registry/error.h"
 #include "registry/log.h"
@@ -18,43 +19,72 @@ void add_blob(Image& image, const registry::Descriptor& d) {
   image.blobs[d.digest] = BlobEntry{d.media_type, d.size};
 }
 
-// Adds a manifest's config and layers; returns the parsed manifest.
-registry::Manifest add_manifest(Image& image, const std::string& bytes) {
+// Adds a manifest's config and layers (and where its foreign layers may be
+// fetched from); returns the parsed manifest.
+registry::Manifest add_manifest(RegistryContent& content, Image& image, const std::string& bytes) {
   auto manifest = registry::parse_manifest(bytes);
   add_blob(image, manifest.config);
-  for (const auto& layer : manifest.layers) add_blob(image, layer);
+  for (const auto& layer : manifest.layers) {
+    add_blob(image, layer);
+    content.add_foreign_urls(layer.digest, layer.urls);
+  }
   return manifest;
 }
 
-void add_index(RegistryContent& content, Image& image, const std::string& bytes,
-               const registry::Platform& platform, bool choose_config, int depth) {
-  if (depth > kMaxIndexDepth) {
-    throw Error(ErrorKind::kInvalid, "Cannot load " + image.repository + "@" + image.digest +
-                                         ": indexes nested too deep");
-  }
-  auto index = registry::parse_index(bytes);
-  const registry::Descriptor* chosen =
-      choose_config ? registry::select_platform(index, platform) : nullptr;
-  for (const auto& child : index.manifests) {
-    add_blob(image, child);
-    bool is_index = registry::is_index_media_type(child.media_type);
-    if (!is_index && !registry::is_manifest_media_type(child.media_type)) continue;
-    auto child_bytes = content.manifest(image.repository, child.digest);
-    if (is_index) {
-      add_index(content, image, child_bytes, platform, false, depth + 1);
-      continue;
+// Walks an index and the indexes nested in it (the image spec allows them;
+// containerd follows them): every blob reached is added, and the manifest
+// of `platform` is chosen: the child whose platform matches (a manifest, or
+// an index searched in turn), else the first index without a platform that
+// holds one. Nesting deeper than kMaxIndexDepth is refused, and an index met
+// twice is followed once.
+class IndexWalk {
+ public:
+  IndexWalk(RegistryContent& content, Image& image, const registry::Platform& platform)
+      : content_(content), image_(image), platform_(platform) {}
+
+  // Adds what index `digest` (`bytes`) reaches; with `choose`, picks the
+  // platform's manifest from it. Returns whether it did.
+  bool add(const std::string& digest, const std::string& bytes, bool choose, int depth) {
+    if (depth > kMaxIndexDepth) {
+      throw Error(ErrorKind::kInvalid, "Cannot load " + image_.repository + "@" + image_.digest +
+                                           ": indexes nested more than " +
+                                           std::to_string(kMaxIndexDepth) + " deep");
     }
-    auto manifest = add_manifest(image, child_bytes);
-    if (&child == chosen) {
-      image.config = manifest.config;
-      image.layers = manifest.layers;
+    if (!visited_.insert(digest).second) {
+      LOG(kWarning) << "Index " << digest << " is reached twice from " << image_.repository << "@"
+                    << image_.digest << "; followed once";
+      return false;
     }
+    auto index = registry::parse_index(bytes);
+    const registry::Descriptor* chosen =
+        choose ? registry::select_platform(index, platform_) : nullptr;
+    bool found = false;
+    for (const auto& child : index.manifests) {
+      add_blob(image_, child);
+      bool is_index = registry::is_index_media_type(child.media_type);
+      if (!is_index && !registry::is_manifest_media_type(child.media_type)) continue;
+      auto child_bytes = content_.manifest(image_.repository, child.digest);
+      if (is_index) {
+        bool pick = choose && !found && (&child == chosen || (!chosen && !child.platform));
+        if (add(child.digest, child_bytes, pick, depth + 1) && pick) found = true;
+        continue;
+      }
+      auto manifest = add_manifest(content_, image_, child_bytes);
+      if (&child == chosen) {
+        image_.config = manifest.config;
+        image_.layers = manifest.layers;
+        found = true;
+      }
+    }
+    return found;
   }
-  if (choose_config && !chosen) {
-    LOG(kInfo) << "No manifest for platform " << platform.to_string() << " in " << content.name()
-               << "/" << image.repository << "@" << image.digest;
-  }
-}
+
+ private:
+  RegistryContent& content_;
+  Image& image_;
+  const registry::Platform& platform_;
+  std::set<std::string> visited_;
+};
 
 }  // namespace
 
@@ -68,9 +98,12 @@ std::shared_ptr<const Image> load_image(RegistryContent& content, const std::str
   image->media_type = registry::detect_media_type(image->manifest, "");
   image->blobs[digest] = BlobEntry{image->media_type, static_cast<int64_t>(image->manifest.size())};
   if (registry::is_index_media_type(image->media_type)) {
-    add_index(content, *image, image->manifest, platform, true, 0);
+    if (!IndexWalk(content, *image, platform).add(digest, image->manifest, true, 0)) {
+      LOG(kInfo) << "No manifest for platform " << platform.to_string() << " in " << content.name()
+                 << "/" << repository << "@" << digest;
+    }
   } else {
-    auto manifest = add_manifest(*image, image->manifest);
+    auto manifest = add_manifest(content, *image, image->manifest);
     image->config = manifest.config;
     image->layers = manifest.layers;
   }

@@ -85,6 +85,7 @@ constexpr const char* kMountUsage =
     "                         long without a write (2); `regfs push PATH` pushes at once\n"
     "  --layer-compression gzip|zstd  how built layers are compressed (gzip)\n"
     "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
+    "  --no-urls              never fetch a foreign layer the registry lacks from its urls\n"
     "  -f, --foreground       stay attached, log to stderr\n"
     "  -d, --debug            log every request\n"
     "  -o OPTS                the options above, and FUSE options such as allow_other\n"
@@ -225,6 +226,7 @@ int run_mount(const std::vector<std::string>& args) {
     content.registries_conf = registries_conf;
     content.request_timeout = options.request_timeout;
     content.upload_chunk_size = options.upload_chunk_size;
+    content.follow_urls = !options.no_urls;
     TreeOptions tree;
     tree.registry = options.registry;
     tree.platform = platform;

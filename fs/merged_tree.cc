@@ -15,6 +15,9 @@ namespace {
 
 // As filepath-securejoin, which umoci resolves paths with.
 constexpr int kMaxSymlinks = 255;
+// Components one resolution may walk (symlink targets included): a bound on
+// the work a hostile layer can ask for, far above any real path.
+constexpr size_t kMaxComponents = 1 << 16;
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
 
@@ -56,34 +59,25 @@ class MergedTree::Builder {
     layer_ = layer;
     if (e.path.empty()) return apply_root(e);
     auto [dir_path, name] = split_last(e.path);
-    int links = kMaxSymlinks;
-    if (name.substr(0, kWhiteoutPrefix.size()) == kWhiteoutPrefix) {
-      auto dir = resolve(kRoot, dir_path, false, links);
-      if (!dir) return;
-      if (name == kOpaqueMarker) return remove_lower_children(*dir);
-      auto target = tree_.child(*dir, name.substr(kWhiteoutPrefix.size()));
-      if (!target) return;
-      if (upper_[*target] != mark()) {
-        nodes_[*dir].children.erase(std::string(name.substr(kWhiteoutPrefix.size())));
-      } else {
-        remove_lower_children(*target);
-      }
-      return;
-    }
-    auto dir = resolve(kRoot, dir_path, true, links);
-    if (!dir) return skip(e, "its directory cannot be made");
+    if (name.substr(0, kWhiteoutPrefix.size()) == kWhiteoutPrefix) return apply_whiteout(e);
+    auto resolved = secure_join(dir_path);
+    if (!resolved) return skip(e, "too many symlinks or components in its directory");
+    auto dir = walk(*resolved, true);
+    if (!dir) return skip(e, "its directory cannot be made (a path through a file)");
     auto existing = tree_.child(*dir, name);
     if (existing && nodes_[*existing].is_dir() && e.type == EntryType::kDir) {
       nodes_[*existing].entry = &e;
       nodes_[*existing].layer = layer;
       return mark_upper(*existing);
     }
-    if (existing) nodes_[*dir].children.erase(std::string(name));
     MergedNode node;
     node.parent = *dir;
     if (e.type == EntryType::kHardlink) {
+      // Found before anything is removed: a link that cannot be made leaves
+      // the path as it was (tar writes `f` then a link `f -> f`).
       auto target = hardlink_target(e.link);
       if (!target) return skip(e, "its target " + e.link + " is not a file");
+      if (target == existing) return skip(e, "it links to itself");
       node.entry = nodes_[*target].entry;
       node.layer = nodes_[*target].layer;
       node.inode = nodes_[*target].inode;
@@ -92,6 +86,7 @@ class MergedTree::Builder {
       node.layer = layer;
       node.inode = static_cast<uint32_t>(nodes_.size());
     }
+    if (existing) nodes_[*dir].children.erase(std::string(name));
     uint32_t index = add(std::move(node));
     nodes_[*dir].children.emplace(std::string(name), index);
     mark_upper(index);
@@ -152,19 +147,90 @@ class MergedTree::Builder {
     }
   }
 
-  // The directory at `path` from `start`, following symlinks but never above
-  // the root; with `create`, missing directories are made.
-  std::optional<uint32_t> resolve(uint32_t start, std::string_view path, bool create, int& links) {
-    uint32_t cur = start;
-    while (!path.empty()) {
-      auto slash = path.find('/');
-      auto part = path.substr(0, slash);
-      path = slash == std::string_view::npos ? std::string_view() : path.substr(slash + 1);
+  // `.wh.<name>` removes <name> (what lower layers left), `.wh..wh..opq` the
+  // lower contents of its directory. A whiteout naming nothing or reaching
+  // above its directory (`.wh.`, `.wh..`, `.wh...`) is refused.
+  void apply_whiteout(const TarEntry& e) {
+    auto [dir_path, name] = split_last(e.path);
+    auto resolved = secure_join(dir_path);
+    std::optional<uint32_t> dir;
+    if (resolved) dir = walk(*resolved, false);
+    if (name == kOpaqueMarker) {
+      if (dir) remove_lower_children(*dir);
+      return;
+    }
+    auto hidden = name.substr(kWhiteoutPrefix.size());
+    if (hidden.empty() || hidden == "." || hidden == "..") {
+      return skip(e, "a whiteout must name an entry of its directory");
+    }
+    if (!dir) return;
+    auto target = tree_.child(*dir, hidden);
+    if (!target) return;
+    if (upper_[*target] != mark()) {
+      nodes_[*dir].children.erase(std::string(hidden));
+    } else {
+      remove_lower_children(*target);
+    }
+  }
+
+  // SecureJoin (filepath-securejoin, which umoci resolves paths with): the
+  // components of `path` from the root with every symlink met followed (an
+  // absolute target from the root), `..` taken lexically on what is resolved
+  // so far and never above the root, missing components kept as names (so
+  // `missing/../etc` is `etc`). nullopt after too many symlinks or components.
+  std::optional<std::vector<std::string>> secure_join(std::string_view path) const {
+    std::vector<std::string> resolved;
+    std::vector<std::optional<uint32_t>> nodes;  // the node of each resolved prefix, if any
+    std::vector<std::string> pending;            // components still to walk, last first
+    auto push_front = [&pending](std::string_view p) {
+      std::vector<std::string> parts;
+      while (!p.empty()) {
+        auto slash = p.find('/');
+        parts.emplace_back(p.substr(0, slash));
+        p = slash == std::string_view::npos ? std::string_view() : p.substr(slash + 1);
+      }
+      pending.insert(pending.end(), parts.rbegin(), parts.rend());
+    };
+    push_front(path);
+    int links = 0;
+    size_t steps = 0;
+    while (!pending.empty()) {
+      if (++steps > kMaxComponents) return std::nullopt;
+      std::string part = std::move(pending.back());
+      pending.pop_back();
       if (part.empty() || part == ".") continue;
       if (part == "..") {
-        cur = nodes_[cur].parent;
+        if (!resolved.empty()) {
+          resolved.pop_back();
+          nodes.pop_back();
+        }
         continue;
       }
+      std::optional<uint32_t> parent =
+          nodes.empty() ? std::optional<uint32_t>(kRoot) : nodes.back();
+      std::optional<uint32_t> node;
+      if (parent && nodes_[*parent].is_dir()) node = tree_.child(*parent, part);
+      const TarEntry* entry = node ? nodes_[*node].entry : nullptr;
+      if (!entry || entry->type != EntryType::kSymlink) {
+        resolved.push_back(std::move(part));
+        nodes.push_back(node);
+        continue;
+      }
+      if (++links > kMaxSymlinks) return std::nullopt;
+      if (entry->link.starts_with('/')) {
+        resolved.clear();
+        nodes.clear();
+      }
+      push_front(entry->link);
+    }
+    return resolved;
+  }
+
+  // The directory at `components` (symlinks already resolved); with
+  // `create`, missing directories are made. nullopt through a non-directory.
+  std::optional<uint32_t> walk(const std::vector<std::string>& components, bool create) {
+    uint32_t cur = kRoot;
+    for (const auto& part : components) {
       auto next = tree_.child(cur, part);
       if (!next) {
         if (!create) return std::nullopt;
@@ -172,30 +238,23 @@ class MergedTree::Builder {
         dir.parent = cur;
         dir.inode = static_cast<uint32_t>(nodes_.size());
         uint32_t index = add(std::move(dir));
-        nodes_[cur].children.emplace(std::string(part), index);
+        nodes_[cur].children.emplace(part, index);
         cur = index;
         continue;
       }
-      const auto& node = nodes_[*next];
-      if (node.entry && node.entry->type == EntryType::kSymlink) {
-        if (--links < 0) return std::nullopt;
-        const std::string& target = node.entry->link;
-        auto resolved = resolve(target.rfind('/', 0) == 0 ? kRoot : cur, target, create, links);
-        if (!resolved) return std::nullopt;
-        cur = *resolved;
-        continue;
-      }
-      if (!node.is_dir()) return std::nullopt;
+      if (!nodes_[*next].is_dir()) return std::nullopt;
       cur = *next;
     }
     return cur;
   }
 
-  // A hardlink's target: its directory resolved, its last component not.
+  // A hardlink's target: its directory resolved, its last component not (as
+  // containerd and GNU tar: a link to a symlink links the symlink).
   std::optional<uint32_t> hardlink_target(std::string_view link) {
     auto [dir_path, name] = split_last(link);
-    int links = kMaxSymlinks;
-    auto dir = resolve(kRoot, dir_path, false, links);
+    auto resolved = secure_join(dir_path);
+    std::optional<uint32_t> dir;
+    if (resolved) dir = walk(*resolved, false);
     if (!dir || name.empty()) return std::nullopt;
     auto target = tree_.child(*dir, name);
     if (!target || nodes_[*target].is_dir()) return std::nullopt;

@@ -1,16 +1,20 @@
 // The root filesystem of an image, built in memory from its layers' indexes
-// as `umoci raw unpack` leaves it on disk (SPEC §5), entry by entry in layer
-// and archive order:
-//   - the directory part of a path is resolved through symlinks already in
-//     the tree, confined to the root (SecureJoin), missing directories made;
+// as `umoci raw unpack` and containerd leave it on disk (SPEC §5), entry by
+// entry in layer and archive order:
+//   - the directory part of a path is resolved as SecureJoin does: through
+//     symlinks already in the tree, `..` lexically on what is resolved so far,
+//     never above the root, missing components as names (`missing/../etc` is
+//     `etc`, and makes no `missing`); missing directories are then made;
 //   - `.wh.<name>` removes <name> and `.wh..wh..opq` the contents of its
-//     directory, except what the same layer already wrote (and ancestors);
+//     directory, except what the same layer already wrote (and ancestors); a
+//     whiteout naming nothing or above its directory (`.wh..`) is refused;
 //   - a directory over a directory updates its metadata and keeps its
 //     children; any other entry replaces what was at its path;
 //   - a hardlink shares the inode (metadata and data) of its target, found
 //     in the tree as it is then, and keeps no metadata of its own;
-//   - an entry that cannot be applied (a missing hardlink target, a path
-//     through a file, a non-directory root) is skipped with a log line.
+//   - an entry that cannot be applied (a missing hardlink target, a link to
+//     itself, a path through a file, a non-directory root) is skipped with a
+//     log line, and whatever its path held stays.
 // Nodes are never freed while the tree lives, so node indexes are stable and
 // each node keeps pointing at the TarEntry (and layer) holding its data.
 #pragma once

@@ -22,7 +22,7 @@ const std::set<std::string> kValued = {"cache-dir",         "cache-size", "insec
                                        "ca-cert",           "auth-file",  "platform",
                                        "tag-ttl",           "mirror",     "request-timeout",
                                        "upload-chunk-size", "push-delay", "layer-compression"};
-const std::set<std::string> kFlags = {"allow-delete", "foreground", "debug"};
+const std::set<std::string> kFlags = {"allow-delete", "no-urls", "foreground", "debug"};
 
 std::string underscores_to_dashes(std::string name) {
   for (auto& c : name) {
@@ -102,6 +102,8 @@ void set_option(MountOptions& options, const std::string& name, const std::strin
                                  checked_registry(value.substr(eq + 1)));
   } else if (name == "allow-delete") {
     options.allow_delete = true;
+  } else if (name == "no-urls") {
+    options.no_urls = true;
   } else if (name == "foreground") {
     options.foreground = true;
   } else if (name == "debug") {

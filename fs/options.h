@@ -36,6 +36,7 @@ struct MountOptions {
   // --push-delay: a build is pushed after this long without a write.
   std::chrono::milliseconds push_delay{2000};
   std::string layer_compression = "gzip";  // --layer-compression gzip|zstd
+  bool no_urls = false;                    // never fetch a foreign layer from its descriptor's urls
   // Hidden (-o request_timeout=SECONDS, for tests): the deadline of a request
   // and the stall limit of a transfer; zero keeps the client's defaults.
   std::chrono::milliseconds request_timeout{0};

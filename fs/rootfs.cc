@@ -227,6 +227,8 @@ Attr RootfsView::attr(const Node& node, const MergedTree& tree) {
   attr.own_metadata = true;
   attr.nlink = n.nlink;
   attr.mode = n.type_bits() | (n.entry ? n.entry->mode : 0755);
+  // A symlink is 0777 on disk whatever its header says (umoci, containerd).
+  if (n.entry && n.entry->type == cache::EntryType::kSymlink) attr.mode = S_IFLNK | 0777;
   if (!n.entry) return attr;  // a directory only implied by paths: root's, time 0
   const auto& e = *n.entry;
   attr.uid = e.uid;
@@ -250,6 +252,7 @@ OpenedFile RootfsView::open(const Node& node, const MergedTree& tree) {
   file.file = tree.layer(n.layer).tar;
   file.offset = n.entry->offset;
   file.length = n.entry->size;
+  if (n.entry->sparse) file.sparse = std::make_shared<const cache::TarEntry>(*n.entry);
   return file;
 }
 

@@ -6,7 +6,8 @@
 // diff_id checked, uncompressed tar and entry index kept in the cache, see
 // cache/layer_store.h for why), several layers in parallel; the tree is then
 // merged in memory from the indexes and kept per image digest. A file read is
-// a pread of the uncompressed tar at the entry's offset.
+// a pread of the uncompressed tar at the entry's offset (a sparse file's: one
+// per data run it covers, holes as zeros).
 //
 // Nodes of the view carry the image's manifest digest (Node::blob), pinned
 // when `rootfs` was looked up, and their path inside the rootfs, so they never

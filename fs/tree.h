@@ -29,6 +29,7 @@
 
 #include "cache/layer_writer.h"
 #include "cache/lru_index.h"
+#include "cache/tar_reader.h"
 #include "fs/content.h"
 #include "fs/image.h"
 #include "fs/known_names.h"
@@ -103,6 +104,9 @@ struct OpenedFile {
   std::filesystem::path file = {};
   uint64_t offset = 0;
   uint64_t length = 0;
+  // A sparse rootfs file: its entry, whose segments say where its data lies
+  // in `file` (holes read as zeros); offset and length are then unused.
+  std::shared_ptr<const cache::TarEntry> sparse = {};
 };
 
 struct TreeOptions {

@@ -6,10 +6,12 @@
 #include "registry/client.h"
 
 #include <atomic>
+#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "registry/digest.h"
 #include "registry/error.h"
+#include "registry/foreign_blob.h"
 #include "registry/link_header.h"
 #include "registry/log.h"
 #include "registry/manifest.h"
@@ -128,12 +130,26 @@ struct Client::Impl {
     return true;
   }
 
+  // For foreign layers' urls: TLS verified against the system store, and
+  // none of the registry's client certificates (made on first use).
+  HttpClient& foreign_http() {
+    std::call_once(foreign_once, [this] {
+      HttpOptions http;  // verify_tls, no ca_files or client certificate
+      http.connect_timeout = options.connect_timeout;
+      http.user_agent = "regfs";
+      foreign = std::make_unique<HttpClient>(http);
+    });
+    return *foreign;
+  }
+
   ClientOptions options;
   Transport transport;
   upload::Habits upload_habits;
   std::vector<std::unique_ptr<MirrorClient>> mirrors;
   std::atomic<bool> manifest_head_refused{false};
   std::atomic<bool> blob_head_refused{false};
+  std::once_flag foreign_once;
+  std::unique_ptr<HttpClient> foreign;
 };
 
 template <typename Read>
@@ -433,6 +449,12 @@ void Client::get_blob(std::string_view repository, std::string_view digest, uint
   if (length != 0 && delivered >= length) return;
   impl_->fetch_blob(repository, digest, offset + delivered, length == 0 ? 0 : length - delivered,
                     sink);
+}
+
+void Client::get_foreign_blob(std::string_view url, uint64_t offset, uint64_t length,
+                              const BodySink& sink) {
+  fetch_foreign_blob(impl_->foreign_http(), url, offset, length, impl_->options.stall_timeout,
+                     sink);
 }
 
 namespace {

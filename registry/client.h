@@ -89,6 +89,11 @@ class Client {
   // resumes from the last byte delivered. The caller verifies the digest.
   void get_blob(std::string_view repository, std::string_view digest, uint64_t offset,
                 uint64_t length, const BodySink& sink);
+  // A foreign layer's bytes from one of its descriptor's `urls`: none of the
+  // registry's credentials, tokens or client certificates go there, and TLS
+  // is verified against the system store (registry/foreign_blob.h).
+  void get_foreign_blob(std::string_view url, uint64_t offset, uint64_t length,
+                        const BodySink& sink);
 
   // GET /v2/_catalog, every page. Throws Error(kUnsupported) if the registry
   // does not serve a catalog (404, or 401/403 for this client).

@@ -72,6 +72,11 @@ Descriptor parse_descriptor(const json& object, std::string_view what) {
       if (value.is_string()) d.annotations[key] = value.get<std::string>();
     }
   }
+  if (auto u = object.find("urls"); u != object.end() && u->is_array()) {
+    for (const auto& url : *u) {
+      if (url.is_string()) d.urls.push_back(url.get<std::string>());
+    }
+  }
   return d;
 }
 

@@ -56,6 +56,7 @@ struct Descriptor {
   int64_t size = 0;    // validated non-negative
   std::optional<Platform> platform;
   std::map<std::string, std::string> annotations;
+  std::vector<std::string> urls;  // where a foreign layer may be fetched from
 };
 
 struct Manifest {

@@ -49,13 +49,13 @@ _regfs() {
       COMPREPLY=($(compgen -W "gzip zstd" -- "$cur"))
       return ;;
     -o)
-      COMPREPLY=($(compgen -W "allow_other cache_dir= cache_size= insecure= ca_cert= auth_file= platform= tag_ttl= mirror= upload_chunk_size= push_delay= layer_compression= allow_delete debug" -- "$cur"))
+      COMPREPLY=($(compgen -W "allow_other cache_dir= cache_size= insecure= ca_cert= auth_file= platform= tag_ttl= mirror= upload_chunk_size= push_delay= layer_compression= allow_delete no_urls debug" -- "$cur"))
       return ;;
   esac
   case $command in
     mount)
       if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --mirror --upload-chunk-size --push-delay --layer-compression --allow-delete --foreground --debug -f -d -o --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --mirror --upload-chunk-size --push-delay --layer-compression --allow-delete --no-urls --foreground --debug -f -d -o --help" -- "$cur"))
       else
         COMPREPLY=($(compgen -d -- "$cur") $(compgen -W "$(_regfs_registries)" -- "$cur"))
       fi ;;

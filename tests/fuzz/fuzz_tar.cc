@@ -1,7 +1,8 @@
 // libFuzzer target: a layer's tar stream, read entry by entry as the rootfs
-// view does, every path cleaned so it cannot leave the root; and the cache's
-// own layer index format, which a damaged cache file may hold. Only
-// registry::Error may be thrown.
+// view does (libarchive underneath), every path cleaned so it cannot leave
+// the root and every file's data (a sparse file's runs) within the stream;
+// and the cache's own layer index format, which a damaged cache file may
+// hold. Only registry::Error may be thrown.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -42,6 +43,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       check_clean(entry->path);
       if (entry->type == cache::EntryType::kHardlink) check_clean(entry->link);
       if (entry->offset > size) std::abort();  // data starts within the stream
+      if (!entry->sparse && entry->size > size - entry->offset) std::abort();
+      uint64_t end = 0;
+      for (const auto& s : entry->segments) {  // a sparse file's runs: in order, in the stream
+        if (s.offset < end || s.data > size || s.length > size - s.data) std::abort();
+        if (s.offset + s.length > entry->size) std::abort();
+        end = s.offset + s.length;
+      }
     }
   } catch (const regfs::registry::Error&) {
   }

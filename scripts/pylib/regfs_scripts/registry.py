@@ -79,6 +79,9 @@ def _yaml_config(info, data_dir, maxentries):
         lines += ["catalog:", f"  maxentries: {int(maxentries)}"]
     if info.get("proxy"):
         lines += ["proxy:", f"  remoteurl: {info['proxy']}"]
+    # Accept foreign layers' urls, as Docker Hub does (distribution's default
+    # rejects every manifest that lists one).
+    lines += ["validation:", "  manifests:", "    urls:", "      allow:", "        - ^https?://"]
     return "\n".join(lines) + "\n"
 
 

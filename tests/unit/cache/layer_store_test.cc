@@ -155,6 +155,29 @@ TEST_F(LayerStoreTest, ADamagedIndexIsRebuilt) {
   expect_layer(*again.get(diff_id_, Compression::kNone, [&] { return blob(tar_); }));
 }
 
+TEST_F(LayerStoreTest, AnIndexOfAnOlderVersionIsRebuilt) {
+  LayerStore store(dir_ / "layers");
+  auto index = store.index(blob(tar_), Compression::kNone, diff_id_);
+  auto index_file = index->tar;
+  index_file.replace_extension(".index");
+  index.reset();
+  // What regfs before sparse files wrote: the same records under version 1.
+  std::string bytes = read(index_file);
+  std::string v2 = "regfs-layer-index-2\n";
+  ASSERT_EQ(bytes.substr(0, v2.size()), v2);
+  bytes.replace(0, v2.size(), "regfs-layer-index-1\n");
+  std::ofstream(index_file, std::ios::binary | std::ios::trunc) << bytes;
+  LayerStore again(dir_ / "layers");
+  EXPECT_EQ(again.find(diff_id_), nullptr);
+  int fetches = 0;
+  expect_layer(*again.get(diff_id_, Compression::kNone, [&] {
+    ++fetches;
+    return blob(tar_);
+  }));
+  EXPECT_EQ(fetches, 1);
+  EXPECT_EQ(read(index_file).substr(0, v2.size()), v2);
+}
+
 TEST_F(LayerStoreTest, ConcurrentRequestsIndexOnce) {
   LayerStore store(dir_ / "layers");
   auto path = blob(gzip(tar_));
@@ -214,6 +237,22 @@ TEST(LayerIndexFormat, RoundTripsAndRefusesGarbage) {
     EXPECT_FALSE(parse_index(bytes.substr(0, cut)));
   }
   index.entries[0].offset = 4095;  // data past the tar's end
+  EXPECT_FALSE(parse_index(serialize_index(index)));
+
+  TarEntry sparse;
+  sparse.path = "sparse";
+  sparse.size = 1 << 20;
+  sparse.sparse = true;
+  sparse.segments = {{0, 100, 512}, {8192, 200, 1024}};
+  index.entries = {sparse};
+  parsed = parse_index(serialize_index(index));
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(parsed->entries, index.entries);
+  index.entries[0].segments[1].offset = 50;  // overlaps the run before
+  EXPECT_FALSE(parse_index(serialize_index(index)));
+  index.entries[0].segments[1] = {8192, 200, 4000};  // data past the tar's end
+  EXPECT_FALSE(parse_index(serialize_index(index)));
+  index.entries[0].segments[1] = {(1 << 20) - 100, 200, 1024};  // past the file's size
   EXPECT_FALSE(parse_index(serialize_index(index)));
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <map>
 #include <string>
+#include <vector>
 
 namespace regfs::cache::testing {
 
@@ -91,6 +92,56 @@ class TarBuilder {
     h.type = type;
     h.gnu = true;
     return add(h, value + std::string(1, '\0'));
+  }
+  // A run of a sparse file: `data` at `offset`.
+  struct Run {
+    uint64_t offset;
+    std::string data;
+  };
+  // A PAX 1.0 sparse file (GNU tar --sparse --format=posix): its map, in
+  // decimal lines, heads its data.
+  TarBuilder& sparse_pax10(const std::string& name, uint64_t real_size,
+                           const std::vector<Run>& runs) {
+    pax({{"GNU.sparse.major", "1"},
+         {"GNU.sparse.minor", "0"},
+         {"GNU.sparse.name", name},
+         {"GNU.sparse.realsize", std::to_string(real_size)}});
+    std::string body = std::to_string(runs.size()) + "\n";
+    for (const auto& r : runs) {
+      body += std::to_string(r.offset) + "\n" + std::to_string(r.data.size()) + "\n";
+    }
+    body.resize((body.size() + 511) / 512 * 512, '\0');
+    for (const auto& r : runs) body += r.data;
+    Header h;
+    h.name = "GNUSparseFile.0/" + name;
+    return add(h, body);
+  }
+  // An old GNU sparse file (typeflag 'S', up to 4 runs in the header).
+  TarBuilder& sparse_oldgnu(const std::string& name, uint64_t real_size,
+                            const std::vector<Run>& runs) {
+    std::string data;
+    for (const auto& r : runs) data += r.data;
+    Header h;
+    h.name = name;
+    h.type = 'S';
+    h.gnu = true;
+    h.size = data.size();
+    std::string b = header_block(h);
+    for (size_t i = 0; i < runs.size() && i < 4; ++i) {
+      octal(b, 386 + i * 24, 12, runs[i].offset);
+      octal(b, 386 + i * 24 + 12, 12, runs[i].data.size());
+    }
+    octal(b, 483, 12, real_size);
+    std::memset(&b[148], ' ', 8);
+    unsigned sum = 0;
+    for (unsigned char c : b) sum += c;
+    char chk[8];
+    std::snprintf(chk, sizeof chk, "%06o", sum);
+    std::memcpy(&b[148], chk, 7);
+    out_ += b;
+    out_ += data;
+    pad();
+    return *this;
   }
   TarBuilder& raw(const std::string& bytes) {
     out_ += bytes;

@@ -111,10 +111,42 @@ TEST(MergedTree, HardlinksShareAnInodeAcrossLayers) {
 }
 
 TEST(MergedTree, HardlinksToMissingTargetsOrDirectoriesAreSkipped) {
-  auto base = layer(
-      {dir("d"), hardlink("l1", "nothing"), hardlink("l2", "d"), file("f"), hardlink("f", "f")});
+  auto base = layer({dir("d"), hardlink("l1", "nothing"), hardlink("l2", "d")});
   MergedTree tree({base});
   EXPECT_EQ(paths(tree), (Paths{"d/"}));
+}
+
+TEST(MergedTree, ASkippedEntryNeverRemovesThePathItNames) {
+  // Tar writes a file, then a link of the file to itself; or a link to what
+  // is not there over a file that is.
+  auto base =
+      layer({dir("bin"), file("bin/tool", 5), hardlink("bin/tool", "bin/tool"), file("kept", 7),
+             hardlink("kept", "missing"), dir("d"), file("d/in"), hardlink("d", "nothing")});
+  MergedTree tree({base});
+  EXPECT_EQ(paths(tree), (Paths{"bin/", "bin/tool", "kept", "d/", "d/in"}));
+  EXPECT_EQ(tree.node(*tree.find("bin/tool")).entry, &base->entries[1]);
+  EXPECT_EQ(tree.node(*tree.find("bin/tool")).nlink, 1u);
+  EXPECT_EQ(tree.node(*tree.find("kept")).entry->size, 7u);
+}
+
+TEST(MergedTree, PathsThroughSymlinksAndDotDotAreLexical) {
+  // As SecureJoin: `missing/../etc` is `etc`, and makes no `missing`.
+  auto base = layer({dir("etc"), file("etc/passwd", 3), symlink("a", "missing/../etc"),
+                     hardlink("b", "a/passwd"), file("a/new"), symlink("deep/s", "../../../x/.."),
+                     file("deep/s/y")});
+  MergedTree tree({base});
+  EXPECT_EQ(paths(tree),
+            (Paths{"etc/", "etc/passwd", "etc/new", "a", "b", "deep/", "deep/s", "y"}));
+  EXPECT_EQ(tree.node(*tree.find("b")).inode, tree.node(*tree.find("etc/passwd")).inode);
+  EXPECT_EQ(tree.node(*tree.find("b")).nlink, 2u);
+}
+
+TEST(MergedTree, WhiteoutsNamingNothingOrAboveAreRefused) {
+  auto base = layer({dir("d"), file("d/f"), dir("d/sub"), file("top")});
+  auto top = layer({whiteout("d/.wh."), whiteout("d/.wh.."), whiteout("d/.wh..."),
+                    whiteout("d/sub/.wh.."), whiteout(".wh..")});
+  MergedTree tree({base, top});
+  EXPECT_EQ(paths(tree), (Paths{"d/", "d/f", "d/sub/", "top"}));
 }
 
 TEST(MergedTree, ParentsResolveThroughSymlinksInsideTheRoot) {
@@ -131,6 +163,16 @@ TEST(MergedTree, SymlinkLoopsAndPathsThroughFilesAreSkipped) {
   auto base = layer({symlink("a", "b"), symlink("b", "a"), file("f"), file("a/x"), file("f/y")});
   MergedTree tree({base});
   EXPECT_EQ(paths(tree), (Paths{"a", "b", "f"}));
+}
+
+TEST(MergedTree, ResolutionWorkIsBounded) {
+  // Two symlinks of 40000 components each: past what one resolution may walk.
+  std::string dots;
+  for (int i = 0; i < 40000; ++i) dots += "./";
+  auto base = layer({dir("d"), symlink("s1", dots + "d"), symlink("s0", dots + "s1"),
+                     file("s1/near"), file("s0/far")});
+  MergedTree tree({base});
+  EXPECT_EQ(paths(tree), (Paths{"d/", "d/near", "s0", "s1"}));
 }
 
 TEST(MergedTree, EscapingNamesAreConfined) {

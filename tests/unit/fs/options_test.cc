@@ -28,6 +28,12 @@ TEST(ParseMountArgs, SingleRegistryWithLongOptions) {
   EXPECT_TRUE(o.foreground);
 }
 
+TEST(ParseMountArgs, NoUrlsAsAFlagAndAsDashO) {
+  EXPECT_FALSE(parse_mount_args({"r.io", "/mnt"}).no_urls);
+  EXPECT_TRUE(parse_mount_args({"--no-urls", "r.io", "/mnt"}).no_urls);
+  EXPECT_TRUE(parse_mount_args({"r.io", "/mnt", "-o", "no_urls"}).no_urls);
+}
+
 TEST(ParseMountArgs, MultiRegistryMode) {
   auto o = parse_mount_args({"/mnt"});
   EXPECT_TRUE(o.registry.empty());
