@@ -28,7 +28,8 @@ bool is_unreachable(const Error& e) {
 RegistryContent::RegistryContent(registry::ClientOptions options, cache::BlobCache& cache,
                                  cache::TagStore& tags, std::chrono::seconds tag_ttl,
                                  WorkerPool& pool, Transfers& transfers, bool follow_urls)
-    : client_(std::move(options)),
+    : credentials_(options.credentials),
+      client_(std::move(options)),
       cache_(cache),
       tags_(tags),
       tag_ttl_(tag_ttl),
@@ -300,24 +301,29 @@ std::vector<Transfers::Info> Transfers::snapshot() {
   return infos;
 }
 
+uint64_t RegistryContent::credentials_generation() const {
+  return credentials_ ? credentials_->generation() : 0;
+}
+
 template <typename Fetch>
 Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch) {
   const std::string key =
       repository.empty() ? "catalog of " + name() : "tags of " + name() + "/" + repository;
   auto now = std::chrono::steady_clock::now();
+  const uint64_t credentials = credentials_generation();
   std::optional<Listing> known;
   {
     std::lock_guard lock(mutex_);
     auto it = listings_.find(key);
     if (it != listings_.end()) {
-      if (now - it->second.fetched < tag_ttl_) {
+      if (now - it->second.fetched < tag_ttl_ && it->second.credentials == credentials) {
         if (it->second.error) throw *it->second.error;
         return it->second.names;
       }
       known = it->second;
     }
   }
-  Listing fresh{nullptr, now, std::nullopt};
+  Listing fresh{nullptr, now, std::nullopt, credentials};
   try {
     auto names = fetch();
     std::sort(names.begin(), names.end());

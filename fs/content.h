@@ -130,7 +130,11 @@ class RegistryContent {
     Names names;
     std::chrono::steady_clock::time_point fetched;
     std::optional<registry::Error> error;  // a cached negative answer
+    uint64_t credentials = 0;              // generation of the credentials it was asked with
   };
+  // The generation of the credentials files (0 without any): an answer got
+  // with other credentials is not reused (a `regfs login` while mounted).
+  uint64_t credentials_generation() const;
   // A listing (a repository's tags, or the catalog when `repository` is
   // empty) kept --tag-ttl in memory and on disk for offline use.
   template <typename Fetch>
@@ -143,6 +147,7 @@ class RegistryContent {
                      const uint64_t& delivered, const registry::BodySink& sink,
                      const registry::Error& missing);
 
+  const std::shared_ptr<const registry::CredentialStore> credentials_;  // before client_
   registry::Client client_;
   cache::BlobCache& cache_;
   cache::TagStore& tags_;

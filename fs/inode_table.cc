@@ -19,6 +19,13 @@ uint64_t InodeTable::add_lookup(const NodePtr& node) {
   if (added) {
     by_ino_[fresh] = Entry{node, 0};
     if (fresh == next_ino_) ++next_ino_;
+  } else if (auto& known = by_ino_[it->second].node; known->kind != node->kind ||
+                                                     known->type_bits() != node->type_bits() ||
+                                                     known->reference != node->reference) {
+    // The path names something else now (a tag where a namespace stood, a
+    // staged tag pushed): a new inode; the old one lives until forgotten.
+    it->second = next_ino_++;
+    by_ino_[it->second] = Entry{node, 0};
   }
   auto& entry = by_ino_[it->second];
   ++entry.nlookup;
@@ -42,7 +49,9 @@ void InodeTable::forget(uint64_t ino, uint64_t count) {
   }
   it->second.nlookup -= count;
   if (it->second.nlookup == 0) {
-    by_key_.erase(it->second.node->key);
+    if (auto key = by_key_.find(it->second.node->key); key != by_key_.end() && key->second == ino) {
+      by_key_.erase(key);
+    }
     by_ino_.erase(it);
   }
 }

@@ -1,5 +1,6 @@
 #include "fs/options.h"
 
+#include <cctype>
 #include <cmath>
 #include <cstdlib>
 #include <map>
@@ -143,7 +144,9 @@ uint64_t parse_size(const std::string& text) {
   static const std::map<std::string, int> kShift = {
       {"", 0},     {"B", 0},  {"K", 10},  {"KB", 10},  {"KiB", 10}, {"M", 20},  {"MB", 20},
       {"MiB", 20}, {"G", 30}, {"GB", 30}, {"GiB", 30}, {"T", 40},   {"TB", 40}, {"TiB", 40}};
-  auto it = kShift.find(end);
+  std::string unit = end;
+  if (unit.size() == 1) unit[0] = static_cast<char>(std::toupper(unsigned(unit[0])));  // 5m, 20g
+  auto it = kShift.find(unit);
   if (it == kShift.end()) {
     throw UsageError("invalid size '" + text + "': unit must be K, M, G or T");
   }

@@ -632,6 +632,16 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
               (limit.empty() ? "not a valid tag (" + std::string(registry::kTagGrammar) + ")"
                              : limit));
     }
+    // In a namespace that is no repository, a new directory is most likely a
+    // repository to be (mkdir -p ns/app): its name must be one.
+    if (!registry::is_valid_path_component(name) &&
+        area_.tags(parent.registry, parent.path).empty() &&
+        !tree_.is_known_repository(parent.registry, parent.path)) {
+      throw Error(ErrorKind::kInvalid, "Cannot make \"" + sname + "\" in " + parent.path +
+                                           ": not a valid repository name (" +
+                                           std::string(registry::kRepositoryGrammar) + "), and " +
+                                           parent.path + " is no repository");
+    }
     cache::StagedTag tag{parent.registry, parent.path, sname};
     area_.make_tag(tag);
     area_.update_state(tag, [&](cache::StagedTagState& s) {

@@ -1,5 +1,6 @@
 #include "fs/status.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -42,7 +43,8 @@ namespace {
 
 std::string bar(uint64_t done, uint64_t total) {
   constexpr int kWidth = 20;
-  int filled = total == 0 ? kWidth : static_cast<int>(kWidth * done / total);
+  // Resent bytes (a retried part) can take `done` past `total`.
+  int filled = total == 0 ? kWidth : static_cast<int>(kWidth * std::min(done, total) / total);
   return "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "]";
 }
 
@@ -76,7 +78,7 @@ std::string format_status(const std::string& text, const std::string& mountpoint
         << t.value("what", "") << "\n";
   }
   const auto& staged = doc.value("staged", json::array());
-  out << "staged tags: " << (staged.empty() ? "none" : "") << "\n";
+  out << "staged tags:" << (staged.empty() ? " none" : "") << "\n";
   for (const auto& t : staged) {
     out << "  " << t.value("tag", "") << "  " << t.value("state", "") << "\n";
   }

@@ -183,20 +183,25 @@ bool Tree::has_tag(RegistryContent& reg, const std::string& repo, const Names& t
   }
 }
 
-Names Tree::probe_repository(RegistryContent& reg, const std::string& path) {
+Names Tree::probe_repository(RegistryContent& reg, const std::string& path,
+                             std::optional<Error>* refused) {
   try {
     auto tags = reg.tags(path);
     known_.proven(reg.name(), path);
     return tags;
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kNotFound && !is_unauthorized(e)) throw;
-    if (is_unauthorized(e) && known_.first_hint(reg.name(), path)) {
-      // e.what() carries docker's hint: it may not exist, or may need a login.
-      LOG(kWarning) << "No repository " << reg.name() << "/" << path << " for "
-                    << content_.account(reg.name()) << ": " << e.what();
-    }
+    if (refused && is_unauthorized(e)) *refused = e;
     return nullptr;
   }
+}
+
+// Once per name: why a name a 401/403 left unproven does not exist.
+void Tree::hint(RegistryContent& reg, const std::string& path, const Error& refused) {
+  if (!known_.first_hint(reg.name(), path)) return;
+  // refused.what() carries docker's hint: it may not exist, or may need a login.
+  LOG(kWarning) << "No repository " << reg.name() << "/" << path << " for "
+                << content_.account(reg.name()) << ": " << refused.what();
 }
 
 bool Tree::is_known_repository(const std::string& registry, const std::string& path) {
@@ -210,7 +215,9 @@ void Tree::learn_registry(RegistryContent& reg) {
     std::lock_guard lock(mutex_);
     if (!learned_.insert(reg.name()).second) return;
   }
-  for (auto& repository : reg.cached_repositories()) known_.named(reg.name(), repository);
+  // Repositories answered in earlier mounts: proven then (listed, and no
+  // anchor for invented names even while this account cannot read them).
+  for (auto& repository : reg.cached_repositories()) known_.proven(reg.name(), repository);
   if (const auto& credentials = content_.options().credentials) {
     for (auto& path : credentials->namespaces(reg.name())) known_.named(reg.name(), path);
   }
@@ -218,7 +225,8 @@ void Tree::learn_registry(RegistryContent& reg) {
 
 bool Tree::is_anchor(RegistryContent& reg, const std::string& path, bool proven_repository) {
   if (path.empty()) return true;
-  if (proven_repository) return false;  // a new name in a repository is a tag to be
+  // A new name in a repository is a tag to be, also in one proven before.
+  if (proven_repository || known_.is_proven_repository(reg.name(), path)) return false;
   if (known_.is_named(reg.name(), path) || staging_->is_staged_namespace(reg.name(), path)) {
     return true;
   }
@@ -249,8 +257,12 @@ NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
   }
   std::string child = join(dir.path, sname);
   if (!registry::is_valid_path_component(sname) || (hub && depth(child) > 2)) return nullptr;
-  bool proven = !(hub && depth(child) == 1) && probe_repository(reg, child);
-  if (!proven && !is_anchor(reg, dir.path, dir_tags != nullptr)) return nullptr;
+  std::optional<Error> refused;
+  bool proven = !(hub && depth(child) == 1) && probe_repository(reg, child, &refused);
+  if (!proven && !is_anchor(reg, dir.path, dir_tags != nullptr)) {
+    if (refused) hint(reg, child, *refused);
+    return nullptr;
+  }
   return make_namespace(dir.registry, child, name, dir.key);
 }
 

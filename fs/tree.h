@@ -152,8 +152,11 @@ class Tree {
                const std::string& tag);
   // The tags of `path` if the registry proves it a repository (tags/list
   // answers); nullptr if it answers 401/403/404 (not proven: the name may
-  // not exist, or not for this account). Other errors throw.
-  Names probe_repository(RegistryContent& reg, const std::string& path);
+  // not exist, or not for this account; `refused` gets a 401/403). Other
+  // errors throw.
+  Names probe_repository(RegistryContent& reg, const std::string& path,
+                         std::optional<registry::Error>* refused = nullptr);
+  void hint(RegistryContent& reg, const std::string& path, const registry::Error& refused);
   // Once per registry: what the cache and the credentials name (known_).
   void learn_registry(RegistryContent& reg);
   // Whether an unproven name may stand as a namespace under `path`

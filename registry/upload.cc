@@ -137,7 +137,13 @@ class BlobUpload {
       Outcome outcome = !chunked_ ? put_whole() : offset_ < size_ ? patch() : close();
       if (outcome == Outcome::kDone) return;
       if (outcome == Outcome::kProgress) {
-        failures = 0;
+        // Only bytes never held before are progress: a new session that
+        // gets as far as the last one did and is lost again counts as a
+        // failure, so a push that cannot get further ends (EIO).
+        if (offset_ > furthest_) {
+          furthest_ = offset_;
+          failures = 0;
+        }
         continue;
       }
       if (outcome == Outcome::kNoChunks) {
@@ -277,9 +283,10 @@ class BlobUpload {
   const std::string what_;
   uint64_t chunk_;
   bool chunked_ = false;
-  std::string url_;      // the session's URL for its next step
-  uint64_t offset_ = 0;  // bytes the session holds
-  HttpResponse last_;    // the answer that put the upload out of step
+  std::string url_;        // the session's URL for its next step
+  uint64_t offset_ = 0;    // bytes the session holds
+  uint64_t furthest_ = 0;  // the most bytes any session of this upload held
+  HttpResponse last_;      // the answer that put the upload out of step
 };
 
 // Whether `reference` names the manifest `digest` now.

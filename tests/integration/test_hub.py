@@ -214,18 +214,40 @@ def test_a_user_who_pulls_everything_sees_no_invented_names(mount, hub, layout, 
 
 def test_invalid_names_are_refused_with_a_message(mount, hub, layout, tmp_path):
     m = mount(hub.host, home=_login(_home(tmp_path, "carol"), hub, "carol"))
-    # MyApp is a valid tag of carol, but not a repository name: a tag made
-    # in it is refused, never staged as a subdirectory that is not pushed.
-    os.makedirs(m / "carol/MyApp", exist_ok=True)
-    result = _cp_r(layout, m / "carol/MyApp/v1")
-    assert result.returncode != 0
-    assert "Invalid argument" in result.stderr, result.stderr
-    assert "\"MyApp\" is not a valid repository name" in _log(m)
-    assert _state(m / "carol/MyApp").startswith("incomplete: no index.json or manifest.json")
+    # MyApp would be a valid tag, but carol is no repository: as a
+    # repository name it is refused, never staged as a tag nothing pushes.
+    for bad in ("carol/MyApp", "carol/MyApp/v1"):
+        with pytest.raises(OSError) as e:
+            os.makedirs(m / bad)
+        assert e.value.errno == errno.EINVAL, bad
+    assert "\"MyApp\" in carol: not a valid repository name" in _log(m)
+    result = _cp_r(layout, m / "carol/Newthing")
+    assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
     for bad in ("carol/app/.hidden", "UPPER", "carol/bad name"):
         with pytest.raises(OSError) as e:
             os.makedirs(m / bad)
         assert e.value.errno == errno.EINVAL, bad
+
+
+def test_switching_accounts_invents_nothing(mount, hub, tmp_path):
+    """A repository this account may not read is not turned into a directory
+    of invented names, and a `regfs login` while mounted shows it at once."""
+    home = _login(_home(tmp_path, "carol"), hub, "carol")
+    m = mount(hub.host, home=home)
+    assert os.listdir(m / "carol/tools") == ["v1"]
+    m.unmount()
+    _login(home, hub, "dave")
+    argv = [str(REGFS), "mount", "--cache-dir", str(m.cache_dir), hub.host, str(m.path)]
+    subprocess.run(argv, env=isolated_env(home), check=True, capture_output=True, timeout=60)
+    assert "tools" in os.listdir(m / "carol")  # known from before
+    for name in ("carol/tools/v1", "carol/tools/zzz", "carol/tools/v1/rootfs"):
+        assert _errno(m / name) == errno.ENOENT, name
+    _login(home, hub, "carol")
+    assert eventually(lambda: os.listdir(m / "carol/tools") == ["v1"], within=10)
+    assert (m / "carol/tools/v1/manifest.json").read_bytes() == \
+        hub.client.manifest("carol/tools", "v1")[0]
+    assert "rootfs" not in os.listdir(m / "carol/tools/v1")
+    assert os.listdir(m / "carol/tools/v1/rootfs")
 
 
 def test_unpushed_tags_are_named_at_unmount(mount, hub, layout, tmp_path):

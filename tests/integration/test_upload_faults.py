@@ -345,3 +345,23 @@ def test_a_lost_session_fails_with_eio_not_enoent(mount, upload_registry, large_
         assert status == 404
     finally:
         front.stop()
+
+
+def test_a_push_that_cannot_get_further_ends(mount, upload_registry, large_layout):
+    """Chunks answered 204 without a Location: every session loses its place
+    after its first part. Fresh sessions get no further, so the push ends
+    with EIO instead of starting over forever."""
+    layout, _ = large_layout
+    front, m = front_mount(mount, upload_registry)
+    try:
+        front.add("rewrite", methods=("PATCH",), path=BLOB_UPLOADS, status=204,
+                  drop_headers=("Location", "Range"))
+        result = push(m, layout, "stuck/upload", "v1")
+        assert result.returncode != 0
+        assert "Input/output error" in result.stderr, result.stderr
+        sessions = [p for _, method, p, _ in front.log
+                    if method == "POST" and "mount=" not in p and "/blobs/uploads/" in p]
+        assert 2 <= len(sessions) <= 12, sessions
+        assert "pushing" not in os.getxattr(m / "stuck/upload/v1", "user.regfs.state").decode()
+    finally:
+        front.stop()

@@ -57,3 +57,25 @@ TEST(InodeTableDeathTest, ForgetUnderflowAborts) {
 
 }  // namespace
 }  // namespace regfs::fs
+
+namespace regfs::fs {
+namespace {
+
+TEST(InodeTable, APathThatNamesSomethingElseGetsANewInode) {
+  InodeTable table(node("/"));
+  auto ns = node("/r/app/v2");
+  auto a = table.add_lookup(ns);
+  auto image = std::make_shared<Node>(*ns);
+  image->kind = NodeKind::kImage;
+  image->reference = "v2";
+  auto b = table.add_lookup(image);
+  EXPECT_NE(a, b) << "a namespace turned into a tag is not the same inode";
+  EXPECT_EQ(table.get(b)->kind, NodeKind::kImage);
+  EXPECT_EQ(table.get(a)->kind, NodeKind::kNamespace) << "the old one lives until forgotten";
+  table.forget(a, 1);
+  EXPECT_FALSE(table.get(a));
+  EXPECT_EQ(table.add_lookup(image), b) << "forgetting the old one keeps the new mapping";
+}
+
+}  // namespace
+}  // namespace regfs::fs
