@@ -5,13 +5,15 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
-#include <zlib.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <memory>
+#include <thread>
 
+#include "cache/parallel_gzip.h"
 #include "cache/temp_file.h"
 #include "cache/unique_fd.h"
 #include "registry/digest.h"
@@ -31,20 +33,18 @@ class CompressedSink {
  public:
   CompressedSink(LayerCompression compression, TempFile& out)
       : compression_(compression), out_(out), buffer_(kBuffer, '\0') {
+    unsigned cores = std::max(1u, std::thread::hardware_concurrency());
     if (compression_ == LayerCompression::kGzip) {
-      // windowBits 31: a gzip header, with no name and a zero time.
-      if (deflateInit2(&zlib_, 6, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
-        throw Error(ErrorKind::kIo, "Cannot start gzip");
-      }
+      gzip_ = std::make_unique<ParallelGzip>(
+          6, cores, [this](const char* data, size_t size) { emit(data, size); });
     } else {
       zstd_.reset(ZSTD_createCCtx());
       if (!zstd_) throw Error(ErrorKind::kIo, "Cannot start zstd");
       ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_compressionLevel, 3);
       ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_checksumFlag, 1);
+      // Its own workers; the output does not depend on how many there are.
+      ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_nbWorkers, static_cast<int>(cores));
     }
-  }
-  ~CompressedSink() {
-    if (compression_ == LayerCompression::kGzip) deflateEnd(&zlib_);
   }
 
   void write(const char* data, size_t size) {
@@ -62,24 +62,16 @@ class CompressedSink {
     void operator()(ZSTD_CCtx* c) const { ZSTD_freeCCtx(c); }
   };
 
-  void emit(size_t n) {
-    digest_.update(buffer_.data(), n);
-    out_.write(buffer_.data(), n);
+  void emit(const char* data, size_t n) {
+    digest_.update(data, n);
+    out_.write(data, n);
     size_ += static_cast<int64_t>(n);
   }
 
   void compress(const char* data, size_t size, bool last) {
-    if (compression_ == LayerCompression::kGzip) {
-      zlib_.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(data));
-      zlib_.avail_in = static_cast<uInt>(size);
-      int rc;
-      do {
-        zlib_.next_out = reinterpret_cast<Bytef*>(buffer_.data());
-        zlib_.avail_out = static_cast<uInt>(buffer_.size());
-        rc = deflate(&zlib_, last ? Z_FINISH : Z_NO_FLUSH);
-        if (rc == Z_STREAM_ERROR) throw Error(ErrorKind::kIo, "Cannot gzip the layer");
-        emit(buffer_.size() - zlib_.avail_out);
-      } while (zlib_.avail_out == 0 || (last && rc != Z_STREAM_END));
+    if (gzip_) {
+      gzip_->write(data, size);
+      if (last) gzip_->finish();
       return;
     }
     ZSTD_inBuffer in{data, size, 0};
@@ -92,7 +84,7 @@ class CompressedSink {
         throw Error(ErrorKind::kIo,
                     std::string("Cannot zstd-compress the layer: ") + ZSTD_getErrorName(left));
       }
-      emit(out.pos);
+      emit(buffer_.data(), out.pos);
       done = last ? left == 0 : in.pos == in.size;
     }
   }
@@ -100,7 +92,7 @@ class CompressedSink {
   const LayerCompression compression_;
   TempFile& out_;
   std::string buffer_;
-  z_stream zlib_{};
+  std::unique_ptr<ParallelGzip> gzip_;
   std::unique_ptr<ZSTD_CCtx, ZstdFree> zstd_;
   registry::Sha256 diff_id_;
   registry::Sha256 digest_;

@@ -1,8 +1,9 @@
 // Writes one image layer from local files (SPEC §4 "Building by copying"): a
 // PAX tar made with libarchive (long names, large ids, xattrs as
 // SCHILY.xattr), entries in the order given (callers sort them), owner
-// root:root as a Dockerfile COPY puts them, compressed with gzip (zlib, no
-// name or time in its header) or zstd. The tar streams through the
+// root:root as a Dockerfile COPY puts them, compressed with gzip (on every
+// core: cache/parallel_gzip.h; no name or time in its header) or zstd (its
+// own worker threads). The tar streams through the
 // compressor to a TempFile while both hashes are taken, so memory stays
 // bounded whatever the layer's size and the same entries give the same
 // digest. The file is committed to `target` only when complete; a full disk
