@@ -67,6 +67,27 @@ int64_t mtime_ns(const struct stat& st) {
   return static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
 }
 
+// The permission bits an access ACL (acl(5), the Linux xattr form: a u32
+// version 2, then {u16 tag, u16 perm, u32 id} entries) gives a file: owner
+// from USER_OBJ, group from MASK if any else GROUP_OBJ, others from OTHER.
+std::optional<uint32_t> mode_of_acl(const std::string& value) {
+  auto u16 = [&](size_t at) {
+    return static_cast<uint32_t>(static_cast<unsigned char>(value[at]) |
+                                 static_cast<unsigned char>(value[at + 1]) << 8);
+  };
+  if (value.size() < 4 || (value.size() - 4) % 8 != 0 || u16(0) != 2) return std::nullopt;
+  std::optional<uint32_t> user, group, mask, other;
+  for (size_t at = 4; at < value.size(); at += 8) {
+    uint32_t tag = u16(at), perm = u16(at + 2) & 7;
+    if (tag == 0x01) user = perm;
+    if (tag == 0x04) group = perm;
+    if (tag == 0x10) mask = perm;
+    if (tag == 0x20) other = perm;
+  }
+  if (!user || !group || !other) return std::nullopt;
+  return *user << 6 | (mask ? *mask : *group) << 3 | *other;
+}
+
 bool is_remote_image_dir(const Node& node) {
   return node.kind == NodeKind::kImage || node.kind == NodeKind::kBlobsDir ||
          node.kind == NodeKind::kBlobsAlgDir;
@@ -561,6 +582,20 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
   }
   if (name.starts_with("user.regfs.")) return;  // the mount's own (cp -a of an image dir)
   auto tag = tag_of(node);
+  // cp -a, cp -p and sed -i set permissions as an access ACL, which a file
+  // system applies to the mode (acl(5)); the mode is what the layer keeps.
+  if (name == "system.posix_acl_access") {
+    auto mode = mode_of_acl(value);
+    if (!mode) fail(EINVAL, "Cannot set " + name + " on " + node.key + ": not an ACL");
+    area_.update_state(tag, [&](cache::StagedTagState& s) {
+      auto old = s.modes.find(node.staged_path);
+      uint32_t special = old != s.modes.end() ? old->second & 07000 : 0;
+      s.modes[node.staged_path] = special | *mode;
+    });
+    changed(tag);
+    return;
+  }
+  if (name == "system.posix_acl_default") return;  // no place in an image layer
   int error = 0;
   area_.update_state(tag, [&](cache::StagedTagState& s) {
     auto& names = s.xattrs[node.staged_path];
@@ -590,6 +625,7 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
     removed = entry->second.erase(name) > 0;
     if (entry->second.empty()) s.xattrs.erase(entry);
   });
+  if (!removed && name.starts_with("system.posix_acl_")) return;  // cp -a removes them: none kept
   if (!removed) fail(ENODATA, "Cannot remove " + name + " of " + node.key + ": not set");
   changed(tag);
 }
@@ -827,16 +863,17 @@ std::string StagingTree::file_digest(const fsys::path& file, const struct stat& 
 
 // config.json written to a staged copy of an image: an invalid one fails
 // the close() and the previous one is put back (SPEC §4).
-void StagingTree::check_written_config(StagedFile& file) {
-  auto good = build_dir(file.tag) / "config.json.good";
-  auto bytes = read_small(file.file);
+void StagingTree::check_written_config(const cache::StagedTag& tag) {
+  auto good = build_dir(tag) / "config.json.good";
+  auto file = area_.file(tag, "config.json");
+  auto bytes = read_small(file);
   try {
     if (!bytes) throw Error(ErrorKind::kInvalid, "Cannot use config.json: larger than 4 MiB");
     check_config(*bytes);
   } catch (const Error& e) {
     std::error_code ec;
     bool restored = fsys::exists(good, ec) &&
-                    fsys::copy_file(good, file.file, fsys::copy_options::overwrite_existing, ec);
+                    fsys::copy_file(good, file, fsys::copy_options::overwrite_existing, ec);
     LOG(kWarning) << e.what() << (restored ? "; the previous config.json is put back" : "");
     throw Error(ErrorKind::kInvalid,
                 std::string(e.what()) + (restored ? "; the previous config.json is kept" : ""));
@@ -891,7 +928,9 @@ void StagingTree::apply_edited_config(StagedLayout& layout, PushPlan& plan) {
 void StagingTree::flush(StagedFile& file) {
   if (!file.writable) return;
   check_blob(file);
-  if (file.path == "config.json" && !is_build(area_.tag_dir(file.tag))) check_written_config(file);
+  if (file.path == "config.json" && !is_build(area_.tag_dir(file.tag))) {
+    check_written_config(file.tag);
+  }
   push_if_complete(file.tag);  // a layout at the close that completes it; a build later
 }
 
@@ -1184,9 +1223,17 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
     move(s.references);
     move(s.xattrs);
   });
+  {
+    std::lock_guard lock(mutex_);
+    hashed_.clear();
+  }
   changed(tag);
-  std::lock_guard lock(mutex_);
-  hashed_.clear();
+  // Written under another name and renamed into place (sed -i, editors):
+  // the same checks and push as at the close() of a file written in place.
+  if (!is_build(area_.tag_dir(tag))) {
+    if (to == "config.json") check_written_config(tag);
+    push_if_complete(tag);
+  }
 }
 
 std::optional<uint64_t> StagingTree::copy_reference(const Node& source, uint64_t source_size,

@@ -174,7 +174,7 @@ class StagingTree {
   std::shared_ptr<StagedFile> open_file(const cache::StagedTag& tag, const std::string& path,
                                         int flags, mode_t create_mode);
   void check_blob(StagedFile& file);
-  void check_written_config(StagedFile& file);
+  void check_written_config(const cache::StagedTag& tag);
   void apply_edited_config(StagedLayout& layout, PushPlan& plan);
   // Under the tag's push lock: pushes it if complete and not pushed as it is.
   // Throws the push's error after recording it. `resuming` is for the log.
