@@ -463,6 +463,10 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
       return;
     }
     s.served.tree->staging().rename(*from, name, *to, new_name);
+    // Nodes name paths: the kernel's inode of the moved entry follows it.
+    if (auto moved = s.served.tree->lookup(*to, new_name)) {
+      s.inodes->moved(from->key + "/" + name, moved);
+    }
     fuse_reply_err(req, 0);
   });
 }
