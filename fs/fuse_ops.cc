@@ -545,6 +545,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     SetAttr change;
     if (to_set & FUSE_SET_ATTR_SIZE) change.size = static_cast<uint64_t>(attr->st_size);
     if (to_set & FUSE_SET_ATTR_MODE) change.mode = attr->st_mode;
+    if (to_set & FUSE_SET_ATTR_UID) change.uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) change.gid = attr->st_gid;
     if (to_set & FUSE_SET_ATTR_ATIME_NOW)
       change.atime = timespec{0, UTIME_NOW};
     else if (to_set & FUSE_SET_ATTR_ATIME)
