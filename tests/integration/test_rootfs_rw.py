@@ -7,13 +7,15 @@ skopeo + umoci and read through a fresh mount's rootfs/, has the changes."""
 import errno
 import json
 import os
+import signal
 import stat
 import subprocess
+import time
 import urllib.parse
 
 import pytest
 
-from harness import has_tool
+from harness import REGFS, daemon_pids, eventually, has_tool, isolated_env
 from test_push import uploads
 
 
@@ -180,3 +182,58 @@ def test_edits_are_pushed_before_umount_and_kept_until_then(mount, plain_registr
     assert (m2 / "edits/late/v1/rootfs/added").read_text() == "late\n"
     assert not os.path.exists(m2 / "edits/late/v1/rootfs/README")
     assert (m2 / "edits/late/v1/rootfs/hello").exists()
+
+
+def test_edits_and_a_config_edit_go_in_one_push(mount, plain_registry, run_regfs):
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "edits/both")
+    assert _cp(m / "demo/hello/v1", m / "edits/both/v1").returncode == 0
+    tag = m / "edits/both/v1"
+    (tag / "rootfs/run.sh").write_text("#!/bin/sh\necho run\n")
+    config = json.loads((tag / "config.json").read_text())
+    config["config"]["Cmd"] = ["/run.sh"]
+    (tag / "config.json").write_text(json.dumps(config))
+    assert _state(tag) == "pending build"  # the close of config.json waits for the layer
+    proc = run_regfs("push", tag)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(plain_registry.client.manifest("edits/both", "v1")[0])
+    pushed = json.loads(plain_registry.client.blob("edits/both", manifest["config"]["digest"]))
+    assert pushed["config"]["Cmd"] == ["/run.sh"]
+    assert len(pushed["rootfs"]["diff_ids"]) == len(manifest["layers"]) == 2
+    assert pushed["history"][-1]["created_by"] == "regfs: changes made in rootfs/"
+
+
+def test_a_multi_platform_base_reads_and_refuses_changes(mount, plain_registry):
+    m = mount(plain_registry.host, "--push-delay", "600", "--platform", "linux/arm64")
+    os.makedirs(m / "edits/multi")
+    assert _cp(m / "demo/multi/1", m / "edits/multi/v1").returncode == 0
+    root = m / "edits/multi/v1/rootfs"
+    assert "ARCH=arm64" in (root / "etc/os-release").read_text()
+    with pytest.raises(OSError) as raised:
+        (root / "etc/new").write_text("x")
+    assert raised.value.errno == errno.EOPNOTSUPP
+    with pytest.raises(OSError) as raised:
+        os.unlink(root / "etc/motd")
+    assert raised.value.errno == errno.EOPNOTSUPP
+
+
+def test_edits_survive_kill_9_and_the_next_mount_pushes_them(mount, plain_registry, tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    m = mount(plain_registry.host, "--push-delay", "600", home=home)
+    os.makedirs(m / "edits/killed")
+    assert _cp(m / "demo/hello/v1", m / "edits/killed/v1").returncode == 0
+    (m / "edits/killed/v1/rootfs/after-crash").write_text("kept\n")
+    for pid in daemon_pids(m.path):
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(0.5)
+    argv = [str(REGFS), "mount", "--cache-dir", str(m.cache_dir), "--push-delay", "600",
+            plain_registry.host, str(m.path)]
+    proc = subprocess.run(argv, env=isolated_env(home), capture_output=True, text=True,
+                          timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    tag = m / "edits/killed/v1"
+    assert eventually(lambda: _state(tag).startswith("pushed "), within=30), _state(tag)
+    manifest = json.loads(plain_registry.client.manifest("edits/killed", "v1")[0])
+    assert len(manifest["layers"]) == 2
+    assert (tag / "rootfs/after-crash").read_text() == "kept\n"
