@@ -22,7 +22,8 @@
 // At push the changes become one layer (layer_entries(): upper entries with
 // their metadata, `.wh.<name>` for whiteouts and `.wh..wh..opq` in opaque
 // directories, as the OCI image spec's changeset rules say) added on top of
-// the base's layers (append_layer()). FUSE-free and network-free.
+// the base's layers (append_layer(); both in fs/rootfs_layer.cc). FUSE-free
+// and network-free.
 #pragma once
 
 #include <sys/types.h>

@@ -99,10 +99,10 @@ def _check(root, pushed=False):
 
 def test_a_layer_on_a_base(mount, plain_registry, run_regfs, tmp_path):
     m = mount(plain_registry.host, "--push-delay", "600")
-    os.makedirs(m / "edits/app")
-    result = _cp(m / "demo/hello/v2", m / "edits/app/v1")
+    os.makedirs(m / "layered/app")
+    result = _cp(m / "demo/hello/v2", m / "layered/app/v1")
     assert result.returncode == 0, result.stderr
-    tag = m / "edits/app/v1"
+    tag = m / "layered/app/v1"
     assert _state(tag).startswith("pushed ")  # the copy itself: a retag
     root = tag / "rootfs"
     assert "rootfs" not in os.listdir(tag)  # unlisted, as in every image directory
@@ -117,15 +117,15 @@ def test_a_layer_on_a_base(mount, plain_registry, run_regfs, tmp_path):
     assert proc.returncode == 0, proc.stderr
     digest = proc.stdout.strip()
     assert _state(tag) == "pushed " + digest
-    assert plain_registry.client.manifest("edits/app", "v1")[2] == digest
+    assert plain_registry.client.manifest("layered/app", "v1")[2] == digest
 
     base = json.loads(plain_registry.client.manifest("demo/hello", "v2")[0])
-    manifest = json.loads(plain_registry.client.manifest("edits/app", "v1")[0])
+    manifest = json.loads(plain_registry.client.manifest("layered/app", "v1")[0])
     assert manifest["layers"][:-1] == base["layers"]
     assert len(manifest["layers"]) == len(base["layers"]) + 1
     assert manifest["layers"][-1]["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
     base_config = json.loads(plain_registry.client.blob("demo/hello", base["config"]["digest"]))
-    config = json.loads(plain_registry.client.blob("edits/app", manifest["config"]["digest"]))
+    config = json.loads(plain_registry.client.blob("layered/app", manifest["config"]["digest"]))
     assert config["rootfs"]["diff_ids"][:-1] == base_config["rootfs"]["diff_ids"]
     assert len(config["rootfs"]["diff_ids"]) == len(base_config["rootfs"]["diff_ids"]) + 1
     assert len(config.get("history", [])) == len(base_config.get("history", [])) + 1
@@ -137,7 +137,7 @@ def test_a_layer_on_a_base(mount, plain_registry, run_regfs, tmp_path):
     assert manifest["layers"][-1]["digest"] in sent
 
     # The new layer: whiteouts for what was removed, owners as set.
-    layer = plain_registry.client.blob("edits/app", manifest["layers"][-1]["digest"])
+    layer = plain_registry.client.blob("layered/app", manifest["layers"][-1]["digest"])
     listing = subprocess.run(["tar", "-tvz", "--numeric-owner"], input=layer,
                              capture_output=True, check=True).stdout.decode()
     assert "bin/.wh.ls" in listing and "usr/.wh.share" in listing
@@ -147,48 +147,48 @@ def test_a_layer_on_a_base(mount, plain_registry, run_regfs, tmp_path):
     assert " 1000/1001 " in app_line, app_line
 
     if has_tool("umoci") and has_tool("skopeo"):
-        _check(_unpack(plain_registry, "edits/app:v1", tmp_path), pushed=True)
+        _check(_unpack(plain_registry, "layered/app:v1", tmp_path), pushed=True)
 
     # A fresh mount reads the pushed tag's rootfs/ from the registry.
     m2 = mount(plain_registry.host)
-    _check(m2 / "edits/app/v1/rootfs")
-    assert os.stat(m2 / "edits/app/v1/rootfs/opt/app.sh").st_uid == 1000
+    _check(m2 / "layered/app/v1/rootfs")
+    assert os.stat(m2 / "layered/app/v1/rootfs/opt/app.sh").st_uid == 1000
 
 
 def test_rootfs_is_absent_without_a_base(mount, plain_registry, tmp_path):
     m = mount(plain_registry.host, "--push-delay", "600")
-    os.makedirs(m / "edits/none")
+    os.makedirs(m / "layered/none")
     app = tmp_path / "app"
     app.mkdir()
     (app / "file").write_text("x\n")
-    assert _cp(app, m / "edits/none/v1").returncode == 0  # a build: no base
-    assert not os.path.exists(m / "edits/none/v1/rootfs")
+    assert _cp(app, m / "layered/none/v1").returncode == 0  # a build: no base
+    assert not os.path.exists(m / "layered/none/v1/rootfs")
     with pytest.raises(OSError):
-        os.mkdir(m / "edits/none/v1/rootfs/x")
+        os.mkdir(m / "layered/none/v1/rootfs/x")
 
 
 def test_edits_are_pushed_before_umount_and_kept_until_then(mount, plain_registry, run_regfs):
     m = mount(plain_registry.host, "--push-delay", "600")
-    os.makedirs(m / "edits/late")
-    assert _cp(m / "demo/hello/v1", m / "edits/late/v1").returncode == 0
-    (m / "edits/late/v1/rootfs/added").write_text("late\n")
-    os.unlink(m / "edits/late/v1/rootfs/README")
-    assert _state(m / "edits/late/v1") == "pending build"
+    os.makedirs(m / "layered/late")
+    assert _cp(m / "demo/hello/v1", m / "layered/late/v1").returncode == 0
+    (m / "layered/late/v1/rootfs/added").write_text("late\n")
+    os.unlink(m / "layered/late/v1/rootfs/README")
+    assert _state(m / "layered/late/v1") == "pending build"
     proc = run_regfs("umount", m.path)
     assert proc.returncode == 0, proc.stderr
-    manifest = json.loads(plain_registry.client.manifest("edits/late", "v1")[0])
+    manifest = json.loads(plain_registry.client.manifest("layered/late", "v1")[0])
     assert len(manifest["layers"]) == 2
     m2 = mount(plain_registry.host)
-    assert (m2 / "edits/late/v1/rootfs/added").read_text() == "late\n"
-    assert not os.path.exists(m2 / "edits/late/v1/rootfs/README")
-    assert (m2 / "edits/late/v1/rootfs/hello").exists()
+    assert (m2 / "layered/late/v1/rootfs/added").read_text() == "late\n"
+    assert not os.path.exists(m2 / "layered/late/v1/rootfs/README")
+    assert (m2 / "layered/late/v1/rootfs/hello").exists()
 
 
 def test_edits_and_a_config_edit_go_in_one_push(mount, plain_registry, run_regfs):
     m = mount(plain_registry.host, "--push-delay", "600")
-    os.makedirs(m / "edits/both")
-    assert _cp(m / "demo/hello/v1", m / "edits/both/v1").returncode == 0
-    tag = m / "edits/both/v1"
+    os.makedirs(m / "layered/both")
+    assert _cp(m / "demo/hello/v1", m / "layered/both/v1").returncode == 0
+    tag = m / "layered/both/v1"
     (tag / "rootfs/run.sh").write_text("#!/bin/sh\necho run\n")
     config = json.loads((tag / "config.json").read_text())
     config["config"]["Cmd"] = ["/run.sh"]
@@ -196,8 +196,8 @@ def test_edits_and_a_config_edit_go_in_one_push(mount, plain_registry, run_regfs
     assert _state(tag) == "pending build"  # the close of config.json waits for the layer
     proc = run_regfs("push", tag)
     assert proc.returncode == 0, proc.stderr
-    manifest = json.loads(plain_registry.client.manifest("edits/both", "v1")[0])
-    pushed = json.loads(plain_registry.client.blob("edits/both", manifest["config"]["digest"]))
+    manifest = json.loads(plain_registry.client.manifest("layered/both", "v1")[0])
+    pushed = json.loads(plain_registry.client.blob("layered/both", manifest["config"]["digest"]))
     assert pushed["config"]["Cmd"] == ["/run.sh"]
     assert len(pushed["rootfs"]["diff_ids"]) == len(manifest["layers"]) == 2
     assert pushed["history"][-1]["created_by"] == "regfs: changes made in rootfs/"
@@ -205,9 +205,9 @@ def test_edits_and_a_config_edit_go_in_one_push(mount, plain_registry, run_regfs
 
 def test_a_multi_platform_base_reads_and_refuses_changes(mount, plain_registry):
     m = mount(plain_registry.host, "--push-delay", "600", "--platform", "linux/arm64")
-    os.makedirs(m / "edits/multi")
-    assert _cp(m / "demo/multi/1", m / "edits/multi/v1").returncode == 0
-    root = m / "edits/multi/v1/rootfs"
+    os.makedirs(m / "layered/multi")
+    assert _cp(m / "demo/multi/1", m / "layered/multi/v1").returncode == 0
+    root = m / "layered/multi/v1/rootfs"
     assert "ARCH=arm64" in (root / "etc/os-release").read_text()
     with pytest.raises(OSError) as raised:
         (root / "etc/new").write_text("x")
@@ -221,9 +221,9 @@ def test_edits_survive_kill_9_and_the_next_mount_pushes_them(mount, plain_regist
     home = tmp_path / "home"
     home.mkdir()
     m = mount(plain_registry.host, "--push-delay", "600", home=home)
-    os.makedirs(m / "edits/killed")
-    assert _cp(m / "demo/hello/v1", m / "edits/killed/v1").returncode == 0
-    (m / "edits/killed/v1/rootfs/after-crash").write_text("kept\n")
+    os.makedirs(m / "layered/killed")
+    assert _cp(m / "demo/hello/v1", m / "layered/killed/v1").returncode == 0
+    (m / "layered/killed/v1/rootfs/after-crash").write_text("kept\n")
     for pid in daemon_pids(m.path):
         os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
@@ -232,8 +232,8 @@ def test_edits_survive_kill_9_and_the_next_mount_pushes_them(mount, plain_regist
     proc = subprocess.run(argv, env=isolated_env(home), capture_output=True, text=True,
                           timeout=60, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
-    tag = m / "edits/killed/v1"
+    tag = m / "layered/killed/v1"
     assert eventually(lambda: _state(tag).startswith("pushed "), within=30), _state(tag)
-    manifest = json.loads(plain_registry.client.manifest("edits/killed", "v1")[0])
+    manifest = json.loads(plain_registry.client.manifest("layered/killed", "v1")[0])
     assert len(manifest["layers"]) == 2
     assert (tag / "rootfs/after-crash").read_text() == "kept\n"
