@@ -107,8 +107,13 @@ void copy_bytes(const OpenedFile& from, const fsys::path& to, const std::string&
 }  // namespace
 
 RootfsOverlay::RootfsOverlay(cache::StagingArea& area, cache::StagedTag tag,
-                             std::shared_ptr<const MergedTree> lower, bool read_only)
-    : area_(area), tag_(std::move(tag)), lower_(std::move(lower)), read_only_(read_only) {}
+                             std::shared_ptr<const MergedTree> lower, bool read_only,
+                             std::shared_ptr<std::recursive_mutex> changing)
+    : area_(area),
+      tag_(std::move(tag)),
+      lower_(std::move(lower)),
+      read_only_(read_only),
+      changing_(changing ? std::move(changing) : std::make_shared<std::recursive_mutex>()) {}
 
 cache::RootfsChanges RootfsOverlay::changes() const { return area_.state(tag_).rootfs; }
 
@@ -276,6 +281,7 @@ void RootfsOverlay::touch(const std::string& dir) {
 }
 
 void RootfsOverlay::copy_up(const std::string& path, bool data) {
+  std::lock_guard lock(*changing_);
   check_writable(path);
   if (in_upper(path)) return;
   auto state = changes();
@@ -327,6 +333,7 @@ void RootfsOverlay::copy_up(const std::string& path, bool data) {
 }
 
 fsys::path RootfsOverlay::create(const std::string& path, mode_t mode) {
+  std::lock_guard lock(*changing_);
   check_writable(path);
   copy_up(parent_of(path), false);
   update([&](cache::RootfsChanges& c) {
@@ -337,6 +344,7 @@ fsys::path RootfsOverlay::create(const std::string& path, mode_t mode) {
 }
 
 void RootfsOverlay::mkdir(const std::string& path, mode_t mode) {
+  std::lock_guard lock(*changing_);
   check_writable(path);
   if (type(path)) fail(EEXIST, "Cannot make rootfs/" + path + ": it exists");
   copy_up(parent_of(path), false);
@@ -349,6 +357,7 @@ void RootfsOverlay::mkdir(const std::string& path, mode_t mode) {
 }
 
 void RootfsOverlay::symlink(const std::string& path, const std::string& target) {
+  std::lock_guard lock(*changing_);
   check_writable(path);
   if (type(path)) fail(EEXIST, "Cannot make rootfs/" + path + ": it exists");
   copy_up(parent_of(path), false);
@@ -362,6 +371,7 @@ void RootfsOverlay::symlink(const std::string& path, const std::string& target) 
 }
 
 void RootfsOverlay::link(const std::string& from, const std::string& to) {
+  std::lock_guard lock(*changing_);
   check_writable(to);
   auto source = type(from);
   if (!source) fail(ENOENT, "No rootfs/" + from);
@@ -379,6 +389,7 @@ void RootfsOverlay::link(const std::string& from, const std::string& to) {
 }
 
 void RootfsOverlay::unlink(const std::string& path) {
+  std::lock_guard lock(*changing_);
   check_writable(path);
   auto found = type(path);
   if (!found) fail(ENOENT, "No rootfs/" + path);
@@ -396,6 +407,7 @@ void RootfsOverlay::unlink(const std::string& path) {
 }
 
 void RootfsOverlay::rmdir(const std::string& path) {
+  std::lock_guard lock(*changing_);
   check_writable(path);
   if (path.empty()) fail(EBUSY, "Cannot remove rootfs/");
   auto found = type(path);
@@ -418,6 +430,7 @@ void RootfsOverlay::rmdir(const std::string& path) {
 }
 
 void RootfsOverlay::rename(const std::string& from, const std::string& to) {
+  std::lock_guard lock(*changing_);
   check_writable(to);
   if (from == to) return;
   if (under(to, from)) fail(EINVAL, "Cannot move rootfs/" + from + " into itself");
@@ -458,12 +471,14 @@ void RootfsOverlay::rename(const std::string& from, const std::string& to) {
 }
 
 void RootfsOverlay::chmod(const std::string& path, mode_t mode) {
+  std::lock_guard lock(*changing_);
   copy_up(path, true);
   update([&](cache::RootfsChanges& c) { c.entries[path].mode = mode & 07777; });
 }
 
 void RootfsOverlay::chown(const std::string& path, std::optional<uint32_t> uid,
                           std::optional<uint32_t> gid) {
+  std::lock_guard lock(*changing_);
   copy_up(path, true);
   update([&](cache::RootfsChanges& c) {
     auto& meta = c.entries[path];
@@ -473,6 +488,7 @@ void RootfsOverlay::chown(const std::string& path, std::optional<uint32_t> uid,
 }
 
 void RootfsOverlay::truncate(const std::string& path, uint64_t size) {
+  std::lock_guard lock(*changing_);
   copy_up(path, size > 0);
   if (::truncate(upper(path).c_str(), static_cast<off_t>(size)) != 0) {
     fail(errno, "Cannot truncate rootfs/" + path);
@@ -482,6 +498,7 @@ void RootfsOverlay::truncate(const std::string& path, uint64_t size) {
 
 void RootfsOverlay::set_times(const std::string& path, std::optional<timespec> atime,
                               std::optional<timespec> mtime) {
+  std::lock_guard lock(*changing_);
   copy_up(path, true);
   timespec times[2] = {atime.value_or(timespec{0, UTIME_OMIT}),
                        mtime.value_or(timespec{0, UTIME_OMIT})};
@@ -493,6 +510,7 @@ void RootfsOverlay::set_times(const std::string& path, std::optional<timespec> a
 
 void RootfsOverlay::setxattr(const std::string& path, const std::string& name,
                              const std::string& value, int flags) {
+  std::lock_guard lock(*changing_);
   if (name.starts_with("user.regfs.")) return;  // the mount's own: accepted, not stored
   auto present = xattr(path, name).has_value();
   if ((flags & XATTR_CREATE) && present) fail(EEXIST, "Cannot set " + name + ": it is set");
@@ -502,6 +520,7 @@ void RootfsOverlay::setxattr(const std::string& path, const std::string& name,
 }
 
 void RootfsOverlay::removexattr(const std::string& path, const std::string& name) {
+  std::lock_guard lock(*changing_);
   if (!xattr(path, name)) fail(ENODATA, "Cannot remove " + name + " of rootfs/" + path);
   copy_up(path, true);
   update([&](cache::RootfsChanges& c) { c.entries[path].xattrs.erase(name); });

@@ -33,6 +33,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,8 +55,11 @@ class RootfsOverlay {
  public:
   // `lower`: the merged tree of the base (nullptr: an empty base).
   // `read_only`: changes are refused with EOPNOTSUPP (a multi-platform base).
+  // `changing`: held over each change, shared by the overlays of one tag so
+  // that two of them never copy up one entry at once.
   RootfsOverlay(cache::StagingArea& area, cache::StagedTag tag,
-                std::shared_ptr<const MergedTree> lower, bool read_only = false);
+                std::shared_ptr<const MergedTree> lower, bool read_only = false,
+                std::shared_ptr<std::recursive_mutex> changing = nullptr);
 
   // Paths are inside the rootfs: "" is its root, "etc/passwd" an entry.
 
@@ -123,6 +127,7 @@ class RootfsOverlay {
   const cache::StagedTag tag_;
   const std::shared_ptr<const MergedTree> lower_;
   const bool read_only_;
+  const std::shared_ptr<std::recursive_mutex> changing_;  // held over each change
 };
 
 // Puts `layer` (written to `file`) on top of the image `plan` pushes: its

@@ -98,7 +98,14 @@ std::shared_ptr<RootfsOverlay> StagingTree::overlay_of(const cache::StagedTag& t
     LOG(kDebug) << "No rootfs/ for staged " << tag.repository << ":" << tag.tag << ": " << e.what();
   }
   if (!lower) return nullptr;
-  return std::make_shared<RootfsOverlay>(area_, tag, lower, multi_platform);
+  std::shared_ptr<std::recursive_mutex> changing;
+  {
+    std::lock_guard lock(mutex_);
+    auto& slot = rootfs_locks_[tag];
+    if (!slot) slot = std::make_shared<std::recursive_mutex>();
+    changing = slot;
+  }
+  return std::make_shared<RootfsOverlay>(area_, tag, lower, multi_platform, changing);
 }
 
 std::shared_ptr<RootfsOverlay> StagingTree::overlay_for(const Node& node) {

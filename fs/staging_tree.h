@@ -239,6 +239,8 @@ class StagingTree {
   };
   std::map<std::string, Hashed> hashed_;  // by backing path
   std::map<cache::StagedTag, std::shared_ptr<std::mutex>> push_locks_;
+  // Held over each change of a tag's rootfs/ (fs/rootfs_overlay.h).
+  std::map<cache::StagedTag, std::shared_ptr<std::recursive_mutex>> rootfs_locks_;
   // What each incomplete tag waited for at its last check (plan_push).
   std::map<cache::StagedTag, std::string> waiting_;
 
