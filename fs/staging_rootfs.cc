@@ -161,6 +161,8 @@ std::shared_ptr<StagedFile> StagingTree::rootfs_open(const Node& node, int flags
   bool writable = (flags & O_ACCMODE) != O_RDONLY || (flags & O_TRUNC);
   if (writable) {
     overlay->copy_up(path, !(flags & O_TRUNC));
+    // Written from now on: not what was pushed (so a crash keeps the tag).
+    area_.update_state(tag, [](cache::StagedTagState& s) { s.pushed_digest.clear(); });
     changed(tag);
   }
   if (overlay->in_upper(path)) {

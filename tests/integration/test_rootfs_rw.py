@@ -237,3 +237,22 @@ def test_edits_survive_kill_9_and_the_next_mount_pushes_them(mount, plain_regist
     manifest = json.loads(plain_registry.client.manifest("layered/killed", "v1")[0])
     assert len(manifest["layers"]) == 2
     assert (tag / "rootfs/after-crash").read_text() == "kept\n"
+
+
+def test_a_pushed_tag_edited_again_is_pushed_again_with_one_layer(mount, plain_registry,
+                                                                   run_regfs):
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "layered/again")
+    assert _cp(m / "demo/hello/v1", m / "layered/again/v1").returncode == 0
+    tag = m / "layered/again/v1"
+    (tag / "rootfs/note").write_text("first\n")
+    first = run_regfs("push", tag)
+    assert first.returncode == 0, first.stderr
+    (tag / "rootfs/note").write_text("second\n")  # an upper file written again
+    assert _state(tag) == "pending build"
+    second = run_regfs("push", tag)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip() != first.stdout.strip()
+    manifest = json.loads(plain_registry.client.manifest("layered/again", "v1")[0])
+    assert len(manifest["layers"]) == 2
+    assert (mount(plain_registry.host) / "layered/again/v1/rootfs/note").read_text() == "second\n"
