@@ -174,6 +174,11 @@ fsys::path StagingArea::state_path(const StagedTag& tag) const {
 }
 
 bool StagingArea::has_namespace(std::string_view registry, std::string_view path) const {
+  // Not the upper directory of a tag's rootfs/ ('%' starts no repository name).
+  auto last = path.rfind('/');
+  if (path.substr(last == std::string_view::npos ? 0 : last + 1).starts_with(kStatePrefix)) {
+    return false;
+  }
   std::error_code ec;
   return fsys::is_directory(namespace_dir(registry, path), ec);
 }
