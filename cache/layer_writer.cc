@@ -134,8 +134,8 @@ void check(archive* a, int rc, WriteContext& context, const std::string& what) {
 void add_entry(archive* a, const LayerEntry& e, WriteContext& context, std::string& buffer) {
   std::unique_ptr<archive_entry, EntryFree> entry(archive_entry_new());
   archive_entry_set_pathname(entry.get(), e.path.c_str());
-  archive_entry_set_uid(entry.get(), 0);
-  archive_entry_set_gid(entry.get(), 0);
+  archive_entry_set_uid(entry.get(), e.uid);
+  archive_entry_set_gid(entry.get(), e.gid);
   archive_entry_set_mtime(entry.get(), e.mtime, e.mtime_nsec);
   for (const auto& [name, value] : e.xattrs) {
     archive_entry_xattr_add_entry(entry.get(), name.c_str(), value.data(), value.size());
@@ -153,6 +153,10 @@ void add_entry(archive* a, const LayerEntry& e, WriteContext& context, std::stri
     archive_entry_set_filetype(entry.get(), AE_IFLNK);
     archive_entry_set_perm(entry.get(), 0777);
     archive_entry_set_symlink(entry.get(), e.link_target.c_str());
+  } else if (e.source.empty()) {  // an empty file: a whiteout, an opaque marker
+    archive_entry_set_filetype(entry.get(), AE_IFREG);
+    archive_entry_set_perm(entry.get(), e.mode);
+    archive_entry_set_size(entry.get(), 0);
   } else {
     fd.reset(::open(e.source.c_str(), O_RDONLY | O_CLOEXEC));
     struct stat st;

@@ -1,9 +1,9 @@
 // Writes one image layer from local files (SPEC §4 "Building by copying"): a
 // PAX tar made with libarchive (long names, large ids, xattrs as
-// SCHILY.xattr), entries in the order given (callers sort them), owner
-// root:root as a Dockerfile COPY puts them, compressed with gzip (on every
-// core: cache/parallel_gzip.h; no name or time in its header) or zstd (its
-// own worker threads). The tar streams through the
+// SCHILY.xattr), entries in the order given (callers sort them), owners as
+// entries say (root:root for a build, as a Dockerfile COPY puts them),
+// compressed with gzip (on every core: cache/parallel_gzip.h; no name or
+// time in its header) or zstd (its own worker threads). The tar streams through the
 // compressor to a TempFile while both hashes are taken, so memory stays
 // bounded whatever the layer's size and the same entries give the same
 // digest. The file is committed to `target` only when complete; a full disk
@@ -25,9 +25,11 @@ struct LayerEntry {
   std::string path;
   mode_t type = 0;    // S_IFREG, S_IFDIR, S_IFLNK (S_IFMT bits)
   uint32_t mode = 0;  // permission bits, setuid/setgid/sticky included
+  uint32_t uid = 0;   // owner: root unless given (a layer on a base keeps the base's)
+  uint32_t gid = 0;
   int64_t mtime = 0;  // seconds since the epoch
   uint32_t mtime_nsec = 0;
-  std::filesystem::path source;               // S_IFREG: the file whose bytes go in
+  std::filesystem::path source;               // S_IFREG: the file whose bytes go in (none: empty)
   std::string link_target;                    // S_IFLNK: the target, unchanged
   std::string hardlink_to;                    // a hardlink: the earlier entry's path
   std::map<std::string, std::string> xattrs;  // name -> value

@@ -70,6 +70,18 @@ nlohmann::json to_json(const StagedTagState& state) {
   doc["pushed"] = state.pushed_digest;
   doc["pushing"] = state.pushing;
   if (state.made_by_copy) doc["made_by_copy"] = true;
+  const auto& changes = state.rootfs;
+  if (!changes.whiteouts.empty() || !changes.opaque.empty() || !changes.entries.empty()) {
+    auto& rootfs = doc["rootfs"] = nlohmann::json::object();
+    rootfs["whiteouts"] = changes.whiteouts;
+    rootfs["opaque"] = changes.opaque;
+    auto& entries = rootfs["entries"] = nlohmann::json::object();
+    for (auto& [path, meta] : changes.entries) {
+      auto& entry = entries[path] = {{"mode", meta.mode}, {"uid", meta.uid}, {"gid", meta.gid}};
+      auto& xattrs = entry["xattrs"] = nlohmann::json::object();
+      for (auto& [name, value] : meta.xattrs) xattrs[name] = to_hex(value);
+    }
+  }
   return doc;
 }
 
@@ -103,6 +115,31 @@ StagedTagState from_json(const nlohmann::json& doc) {
   state.pushed_digest = doc.value("pushed", "");
   state.pushing = doc.value("pushing", "");
   state.made_by_copy = doc.value("made_by_copy", false);
+  if (auto it = doc.find("rootfs"); it != doc.end() && it->is_object()) {
+    for (const char* key : {"whiteouts", "opaque"}) {
+      auto& set = std::string_view(key) == "opaque" ? state.rootfs.opaque : state.rootfs.whiteouts;
+      if (auto list = it->find(key); list != it->end() && list->is_array()) {
+        for (auto& path : *list) {
+          if (path.is_string()) set.insert(path.get<std::string>());
+        }
+      }
+    }
+    if (auto entries = it->find("entries"); entries != it->end() && entries->is_object()) {
+      for (auto& [path, entry] : entries->items()) {
+        if (!entry.is_object()) continue;
+        RootfsEntryMeta meta;
+        meta.mode = entry.value("mode", uint32_t{0});
+        meta.uid = entry.value("uid", uint32_t{0});
+        meta.gid = entry.value("gid", uint32_t{0});
+        if (auto x = entry.find("xattrs"); x != entry.end() && x->is_object()) {
+          for (auto& [name, value] : x->items()) {
+            if (value.is_string()) meta.xattrs[name] = from_hex(value.get<std::string>());
+          }
+        }
+        state.rootfs.entries[path] = meta;
+      }
+    }
+  }
   return state;
 }
 
@@ -124,6 +161,10 @@ fsys::path StagingArea::tag_dir(const StagedTag& tag) const {
   return namespace_dir(tag.registry, tag.repository) / (kTagPrefix + tag.tag);
 }
 
+fsys::path StagingArea::upper_dir(const StagedTag& tag) const {
+  return namespace_dir(tag.registry, tag.repository) / (kStatePrefix + tag.tag + ".upper");
+}
+
 fsys::path StagingArea::file(const StagedTag& tag, std::string_view relative) const {
   return relative.empty() ? tag_dir(tag) : tag_dir(tag) / std::string(relative);
 }
@@ -133,6 +174,11 @@ fsys::path StagingArea::state_path(const StagedTag& tag) const {
 }
 
 bool StagingArea::has_namespace(std::string_view registry, std::string_view path) const {
+  // Not the upper directory of a tag's rootfs/ ('%' starts no repository name).
+  auto last = path.rfind('/');
+  if (path.substr(last == std::string_view::npos ? 0 : last + 1).starts_with(kStatePrefix)) {
+    return false;
+  }
   std::error_code ec;
   return fsys::is_directory(namespace_dir(registry, path), ec);
 }
@@ -164,7 +210,10 @@ std::vector<std::string> StagingArea::child_namespaces(std::string_view registry
   std::error_code ec;
   for (auto& entry : fsys::directory_iterator(namespace_dir(registry, path), ec)) {
     std::string name = entry.path().filename();
-    if (entry.is_directory(ec) && name[0] != kTagPrefix) names.push_back(name);
+    // Not tags, nor the upper directories of their rootfs/ ('%').
+    if (entry.is_directory(ec) && name[0] != kTagPrefix && name[0] != kStatePrefix) {
+      names.push_back(name);
+    }
   }
   std::sort(names.begin(), names.end());
   return names;
@@ -199,6 +248,7 @@ void StagingArea::discard_tag(const StagedTag& tag) {
   std::lock_guard lock(mutex_);
   std::error_code ec;
   fsys::remove_all(tag_dir(tag), ec);
+  fsys::remove_all(upper_dir(tag), ec);
   fsys::remove(state_path(tag), ec);
   states_.erase(tag);
 }
@@ -222,7 +272,9 @@ std::vector<StagedTag> StagingArea::all_tags() const {
     auto it = fsys::recursive_directory_iterator(reg.path(), ec);
     for (; !ec && it != fsys::recursive_directory_iterator(); it.increment(ec)) {
       std::string name = it->path().filename();
-      if (!it->is_directory(ec) || name[0] != kTagPrefix) continue;
+      if (!it->is_directory(ec)) continue;
+      if (name[0] == kStatePrefix) it.disable_recursion_pending();  // a rootfs/ upper
+      if (name[0] != kTagPrefix) continue;
       it.disable_recursion_pending();
       std::string repo = it->path().parent_path().lexically_relative(reg.path()).string();
       out.push_back({reg.path().filename(), repo, name.substr(1)});

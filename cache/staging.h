@@ -4,6 +4,8 @@
 //   <root>/<registry>/<repository>/@<tag>/...      a staged tag: the files
 //                                                  and directories written
 //   <root>/<registry>/<repository>/%<tag>.json     its state (below)
+//   <root>/<registry>/<repository>/%<tag>.upper/   the upper directory of
+//                                                  its writable rootfs/
 // ('@' and '%' cannot start a repository component, so tags, states and
 // namespaces never collide.) Staged files are real files of the sizes and
 // times users see; the modes users set are kept in the state, so that the
@@ -21,6 +23,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -40,6 +43,24 @@ struct BlobReference {
   bool operator==(const BlobReference&) const = default;
 };
 
+// Metadata of an entry in the upper directory of a staged tag's rootfs/
+// (the backing files stay the daemon's, owned by it and writable).
+struct RootfsEntryMeta {
+  uint32_t mode = 0;  // permission bits, setuid/setgid/sticky included
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::map<std::string, std::string> xattrs;  // name -> value
+  bool operator==(const RootfsEntryMeta&) const = default;
+};
+
+// Changes to a staged copy of an image's rootfs/ besides the upper files
+// (fs/rootfs_overlay.h), by path inside the rootfs.
+struct RootfsChanges {
+  std::set<std::string> whiteouts;                 // removed from the base
+  std::set<std::string> opaque;                    // upper directories hiding the base's entries
+  std::map<std::string, RootfsEntryMeta> entries;  // upper entries' metadata
+};
+
 // What is remembered of a staged tag besides its files.
 struct StagedTagState {
   std::map<std::string, uint32_t> modes;            // path in the tag -> permission bits
@@ -56,6 +77,7 @@ struct StagedTagState {
   // ns/repo) may be a repository to be: a directory made in it while it is
   // empty makes it one.
   bool made_by_copy = false;
+  RootfsChanges rootfs;  // edits of rootfs/ (a staged copy of an image)
 };
 
 // Coordinates of a staged tag.
@@ -76,6 +98,8 @@ class StagingArea {
   const std::filesystem::path& root() const { return root_; }
   std::filesystem::path namespace_dir(std::string_view registry, std::string_view path) const;
   std::filesystem::path tag_dir(const StagedTag& tag) const;
+  // The upper directory of the tag's writable rootfs/ (may not exist).
+  std::filesystem::path upper_dir(const StagedTag& tag) const;
   // `relative` ("" for the tag directory) inside the staged tag.
   std::filesystem::path file(const StagedTag& tag, std::string_view relative) const;
 
@@ -88,7 +112,7 @@ class StagingArea {
   std::vector<std::string> tags(std::string_view registry, std::string_view repository) const;
   bool has_tag(const StagedTag& tag) const;
   void make_tag(const StagedTag& tag);
-  // Removes the tag's files and state.
+  // Removes the tag's files, its rootfs/ upper directory and state.
   void discard_tag(const StagedTag& tag);
   // Makes the (file-less) staged tag `tag` the namespace of the same name,
   // marked as a repository (a tag was made in it: mkdir -p ns/repo).

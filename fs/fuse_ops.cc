@@ -480,6 +480,10 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
       return;
     }
     s.served.tree->staging().rename(*from, name, *to, new_name);
+    // Nodes name paths: the kernel's inode of the moved entry follows it.
+    if (auto moved = s.served.tree->lookup(*to, new_name)) {
+      s.inodes->moved(from->key + "/" + name, moved);
+    }
     fuse_reply_err(req, 0);
   });
 }
@@ -555,6 +559,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     SetAttr change;
     if (to_set & FUSE_SET_ATTR_SIZE) change.size = static_cast<uint64_t>(attr->st_size);
     if (to_set & FUSE_SET_ATTR_MODE) change.mode = attr->st_mode;
+    if (to_set & FUSE_SET_ATTR_UID) change.uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) change.gid = attr->st_gid;
     if (to_set & FUSE_SET_ATTR_ATIME_NOW)
       change.atime = timespec{0, UTIME_NOW};
     else if (to_set & FUSE_SET_ATTR_ATIME)

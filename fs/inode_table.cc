@@ -1,6 +1,7 @@
 #include "fs/inode_table.h"
 
 #include <cstdlib>
+#include <vector>
 
 #include "registry/log.h"
 
@@ -49,10 +50,36 @@ void InodeTable::forget(uint64_t ino, uint64_t count) {
   }
   it->second.nlookup -= count;
   if (it->second.nlookup == 0) {
-    if (auto key = by_key_.find(it->second.node->key); key != by_key_.end() && key->second == ino) {
-      by_key_.erase(key);
-    }
+    auto key = by_key_.find(it->second.node->key);
+    if (key != by_key_.end() && key->second == ino) by_key_.erase(key);
     by_ino_.erase(it);
+  }
+}
+
+void InodeTable::moved(const std::string& old_key, const NodePtr& node) {
+  std::lock_guard lock(mutex_);
+  auto top = by_key_.find(old_key);
+  if (top == by_key_.end() || node->key == old_key) return;
+  const std::string old_staged = by_ino_[top->second].node->staged_path;
+  std::vector<std::pair<std::string, uint64_t>> moving;
+  for (const auto& [key, ino] : by_key_) {
+    if (key == old_key || key.starts_with(old_key + "/")) moving.emplace_back(key, ino);
+  }
+  for (const auto& [key, _] : moving) by_key_.erase(key);
+  for (const auto& [key, ino] : moving) {
+    auto& entry = by_ino_[ino];
+    std::string new_key = node->key + key.substr(old_key.size());
+    if (key == old_key) {
+      entry.node = node;
+    } else {
+      auto copy = std::make_shared<Node>(*entry.node);
+      copy->key = new_key;
+      if (copy->staged_path.starts_with(old_staged + "/")) {
+        copy->staged_path = node->staged_path + copy->staged_path.substr(old_staged.size());
+      }
+      entry.node = copy;
+    }
+    by_key_[new_key] = ino;
   }
 }
 

@@ -241,7 +241,7 @@ fsys::path StagingTree::build_dir(const cache::StagedTag& tag) const {
 }
 
 void StagingTree::changed(const cache::StagedTag& tag) {
-  if (!is_build(area_.tag_dir(tag))) return;
+  if (!is_build(area_.tag_dir(tag)) && !has_rootfs_changes(tag)) return;
   {
     std::lock_guard lock(builds_mutex_);
     pending_[tag] = std::chrono::steady_clock::now() + push_delay_;
@@ -250,13 +250,16 @@ void StagingTree::changed(const cache::StagedTag& tag) {
 }
 
 bool StagingTree::being_written(const cache::StagedTag& tag) {
-  std::string prefix = area_.tag_dir(tag).string() + "/";
   std::vector<std::shared_ptr<StagedFile::PathState>> open;
   {
     std::lock_guard lock(mutex_);
-    for (auto it = open_paths_.lower_bound(prefix);
-         it != open_paths_.end() && it->first.starts_with(prefix); ++it) {
-      if (auto state = it->second.lock()) open.push_back(state);
+    // The tag's files and its rootfs/ upper files.
+    for (const auto& dir : {area_.tag_dir(tag), area_.upper_dir(tag)}) {
+      std::string prefix = dir.string() + "/";
+      for (auto it = open_paths_.lower_bound(prefix);
+           it != open_paths_.end() && it->first.starts_with(prefix); ++it) {
+        if (auto state = it->second.lock()) open.push_back(state);
+      }
     }
   }
   for (auto& state : open) {
@@ -511,12 +514,17 @@ static NodePtr promoted_namespace(const cache::StagingArea& area, const Node& no
 NodePtr StagingTree::lookup(const Node& dir, std::string_view name) {
   if (auto ns = promoted_namespace(area_, dir)) return tree_.lookup(*ns, name);
   if (!is_name(name)) return nullptr;
-  return make_node(tag_of(dir), join(dir.staged_path, name), dir.key + "/" + std::string(name),
-                   name);
+  if (dir.overlay) return rootfs_lookup(dir, name);
+  auto node =
+      make_node(tag_of(dir), join(dir.staged_path, name), dir.key + "/" + std::string(name), name);
+  // rootfs/ of a staged copy of an image: unlisted, writable (fs/rootfs_overlay.h).
+  if (!node && dir.staged_path.empty() && name == kRootfsName) return rootfs_lookup(dir, name);
+  return node;
 }
 
 std::vector<NodePtr> StagingTree::list(const Node& dir) {
   if (auto ns = promoted_namespace(area_, dir)) return tree_.list(*ns);
+  if (dir.overlay) return rootfs_list(dir);
   auto tag = tag_of(dir);
   std::vector<std::string> names;
   std::error_code ec;
@@ -536,6 +544,7 @@ std::vector<NodePtr> StagingTree::list(const Node& dir) {
 
 Attr StagingTree::attr(const Node& node) {
   if (auto ns = promoted_namespace(area_, node)) return tree_.attr(*ns);
+  if (node.overlay) return overlay_for(node)->attr(rootfs_path_of(node));
   auto tag = tag_of(node);
   struct stat st;
   if (::lstat(area_.file(tag, node.staged_path).c_str(), &st) != 0) {
@@ -559,6 +568,7 @@ Attr StagingTree::attr(const Node& node) {
 
 std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view name) {
   if (node.kind != NodeKind::kStaged) return std::nullopt;
+  if (node.overlay) return overlay_for(node)->xattr(rootfs_path_of(node), std::string(name));
   if (!node.staged_path.empty() || !std::string_view(name).starts_with("user.regfs.")) {
     auto state = area_.state(tag_of(node));
     auto entry = state.xattrs.find(node.staged_path);
@@ -582,6 +592,11 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
   }
   if (name.starts_with("user.regfs.")) return;  // the mount's own (cp -a of an image dir)
   auto tag = tag_of(node);
+  if (node.overlay) {
+    overlay_for(node)->setxattr(rootfs_path_of(node), name, value, flags);
+    changed(tag);
+    return;
+  }
   // cp -a, cp -p and sed -i set permissions as an access ACL, which a file
   // system applies to the mode (acl(5)); the mode is what the layer keeps.
   if (name == "system.posix_acl_access") {
@@ -618,6 +633,11 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
     fail(EROFS, "Cannot remove " + name + " of " + node.key + ": read-only");
   }
   auto tag = tag_of(node);
+  if (node.overlay) {
+    overlay_for(node)->removexattr(rootfs_path_of(node), name);
+    changed(tag);
+    return;
+  }
   bool removed = false;
   area_.update_state(tag, [&](cache::StagedTagState& s) {
     auto entry = s.xattrs.find(node.staged_path);
@@ -631,6 +651,7 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
 }
 
 std::vector<std::string> StagingTree::xattr_names(const Node& node) {
+  if (node.overlay) return overlay_for(node)->xattr_names(rootfs_path_of(node));
   std::vector<std::string> names;
   if (node.kind == NodeKind::kStaged) {
     auto state = area_.state(tag_of(node));
@@ -688,6 +709,13 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
   }
   if (parent.kind != NodeKind::kStaged) fail(EROFS, "Cannot make " + sname + ": read-only");
   auto tag = tag_of(parent);
+  if (parent.overlay) {
+    std::string path = join(rootfs_path_of(parent), name);
+    auto overlay = overlay_for(parent);
+    overlay->mkdir(path, mode);
+    changed(tag);
+    return rootfs_node(parent, name, path, S_IFDIR);
+  }
   std::string path = join(parent.staged_path, name);
   fsys::path dir = area_.file(tag, path);
   struct stat st;
@@ -747,11 +775,11 @@ std::shared_ptr<StagedFile::PathState> StagingTree::path_state(const fsys::path&
 
 std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
                                                    const std::string& path, int flags,
-                                                   mode_t create_mode) {
+                                                   mode_t create_mode, const fsys::path& backing) {
   auto handle = std::make_shared<StagedFile>();
   handle->tag = tag;
   handle->path = path;
-  handle->file = area_.file(tag, path);
+  handle->file = backing.empty() ? area_.file(tag, path) : backing;
   handle->writable = (flags & O_ACCMODE) != O_RDONLY;
   int open_flags =
       (handle->writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (flags & (O_CREAT | O_EXCL | O_TRUNC));
@@ -759,7 +787,7 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
   if (!handle->fd) fail(errno, "Cannot open staged " + path);
   handle->state = path_state(handle->file);
   bool truncated = handle->writable && (flags & O_TRUNC);
-  if (flags & O_CREAT || truncated) {
+  if (backing.empty() && (flags & O_CREAT || truncated)) {
     area_.update_state(tag, [&](cache::StagedTagState& s) {
       if (flags & O_CREAT) s.modes[path] = create_mode & 07777;
       if (truncated) s.references.erase(path);
@@ -789,6 +817,7 @@ std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_
   if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
     fail(EROFS, "Cannot create " + std::string(name) + ": read-only");
   }
+  if (parent.overlay) return rootfs_create(parent, name, mode, flags, node);
   auto tag = tag_of(parent);
   std::string path = join(parent.staged_path, name);
   auto handle = open_file(tag, path, flags | O_CREAT, mode);
@@ -798,6 +827,7 @@ std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_
 
 std::shared_ptr<StagedFile> StagingTree::open(const Node& node, int flags) {
   if (node.kind != NodeKind::kStaged) fail(EROFS, "Cannot open " + node.key + " for writing");
+  if (node.overlay) return rootfs_open(node, flags);
   return open_file(tag_of(node), node.staged_path, flags & ~(O_CREAT | O_EXCL), 0);
 }
 
@@ -834,6 +864,11 @@ void StagingTree::write(StagedFile& file, const char* data, size_t size, uint64_
 }
 
 size_t StagingTree::read(StagedFile& file, char* buffer, size_t size, uint64_t offset) {
+  if (file.range_length) {  // a file of rootfs/'s base: its range of a layer's tar
+    if (offset >= *file.range_length) return 0;
+    size = static_cast<size_t>(std::min<uint64_t>(size, *file.range_length - offset));
+    offset += file.range_offset;
+  }
   if (file.reader) {
     if (offset >= file.reader->size()) return 0;
     auto lease = file.reader->read(offset, size);
@@ -958,6 +993,19 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
         changed(tag);
         return;
       }
+      // An image layout one level down means the tag was meant as a
+      // repository: refused, rather than pushed as an image of files.
+      std::error_code ec;
+      for (const auto& entry : fsys::directory_iterator(area_.tag_dir(tag), ec)) {
+        auto has = [&](const char* name) { return fsys::exists(entry.path() / name, ec); };
+        if (entry.is_directory(ec) && (has("oci-layout") || has("index.json"))) {
+          throw Error(ErrorKind::kInvalid,
+                      "Cannot build " + tag.repository + ":" + tag.tag + ": " +
+                          entry.path().filename().string() +
+                          "/ is an image layout; copy a layout to a tag of its own "
+                          "(mkdir -p NAMESPACE/REPO, then cp -r LAYOUT NAMESPACE/REPO/TAG)");
+        }
+      }
       {
         std::lock_guard lock(builds_mutex_);
         building_.insert(tag);
@@ -975,8 +1023,29 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
       std::lock_guard lock(builds_mutex_);
       building_.erase(tag);
     } else {
+      // Changes in rootfs/ make a layer: pushed as a build is.
+      bool edits = has_rootfs_changes(tag);
+      if (edits && ((!build_now && !resuming) || being_written(tag))) {
+        changed(tag);
+        return;
+      }
       plan = plan_push(layout, tag.tag, &waiting_for);
       if (plan) apply_edited_config(layout, *plan);
+      if (plan && edits) {
+        {
+          std::lock_guard lock(builds_mutex_);
+          building_.insert(tag);
+        }
+        try {
+          add_rootfs_layer(tag, layout, *plan);
+        } catch (...) {
+          std::lock_guard lock(builds_mutex_);
+          building_.erase(tag);
+          throw;
+        }
+        std::lock_guard lock(builds_mutex_);
+        building_.erase(tag);
+      }
     }
     {
       std::lock_guard lock(mutex_);
@@ -1027,6 +1096,7 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
   if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
     fail(EROFS, "Cannot change " + node.key + ": read-only");
   }
+  if (node.overlay) return rootfs_setattr(node, change);
   auto tag = tag_of(node);
   fsys::path path = area_.file(tag, node.staged_path);
   if (change.size) {
@@ -1079,6 +1149,12 @@ NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const st
          "Cannot make link " + std::string(name) + ": links go in a tag directory");
   }
   auto tag = tag_of(parent);
+  if (parent.overlay) {
+    std::string path = join(rootfs_path_of(parent), name);
+    overlay_for(parent)->symlink(path, target);
+    changed(tag);
+    return rootfs_node(parent, name, path, S_IFLNK);
+  }
   std::string path = join(parent.staged_path, name);
   if (::symlink(target.c_str(), area_.file(tag, path).c_str()) != 0) {
     fail(errno, "Cannot make staged link " + path);
@@ -1100,6 +1176,15 @@ NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_
       to_tag.tag != tag.tag || promoted_namespace(area_, new_parent)) {
     fail(EXDEV, "Cannot link " + node.key + ": hardlinks stay within one staged tag");
   }
+  if (node.overlay != new_parent.overlay) {
+    fail(EXDEV, "Cannot link " + node.key + ": hardlinks stay within rootfs/");
+  }
+  if (node.overlay) {
+    std::string to = join(rootfs_path_of(new_parent), new_name);
+    overlay_for(node)->link(rootfs_path_of(node), to);
+    changed(tag);
+    return rootfs_node(new_parent, new_name, to, S_IFREG);
+  }
   std::string path = join(new_parent.staged_path, new_name);
   if (::link(area_.file(tag, node.staged_path).c_str(), area_.file(tag, path).c_str()) != 0) {
     fail(errno, "Cannot make staged link " + path);
@@ -1118,6 +1203,7 @@ NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_
 }
 
 std::string StagingTree::readlink(const Node& node) {
+  if (node.overlay) return overlay_for(node)->readlink(rootfs_path_of(node));
   std::string target(4096, '\0');
   ssize_t n =
       ::readlink(area_.file(tag_of(node), node.staged_path).c_str(), target.data(), target.size());
@@ -1127,6 +1213,11 @@ std::string StagingTree::readlink(const Node& node) {
 }
 
 void StagingTree::unlink(const Node& parent, std::string_view name) {
+  if (parent.overlay) {
+    overlay_for(parent)->unlink(join(rootfs_path_of(parent), name));
+    changed(tag_of(parent));
+    return;
+  }
   if (parent.kind == NodeKind::kStaged && !promoted_namespace(area_, parent)) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged_path, name);
@@ -1144,6 +1235,11 @@ void StagingTree::unlink(const Node& parent, std::string_view name) {
 void StagingTree::rmdir(const Node& parent, std::string_view name) {
   if (auto ns = promoted_namespace(area_, parent)) return rmdir(*ns, name);
   std::string sname(name);
+  if (parent.overlay) {
+    overlay_for(parent)->rmdir(join(rootfs_path_of(parent), name));
+    changed(tag_of(parent));
+    return;
+  }
   if (parent.kind == NodeKind::kStaged) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged_path, name);
@@ -1203,6 +1299,15 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
   if (!is_name(new_name) || tag_of(new_parent).tag != tag.tag ||
       tag_of(new_parent).repository != tag.repository || new_parent.registry != parent.registry) {
     fail(EXDEV, "Cannot rename " + std::string(name) + " out of its staged tag");
+  }
+  if (parent.overlay != new_parent.overlay) {
+    fail(EXDEV, "Cannot rename " + std::string(name) + " into or out of rootfs/");
+  }
+  if (parent.overlay) {
+    overlay_for(parent)->rename(join(rootfs_path_of(parent), name),
+                                join(rootfs_path_of(new_parent), new_name));
+    changed(tag);
+    return;
   }
   std::string from = join(parent.staged_path, name);
   std::string to = join(new_parent.staged_path, new_name);

@@ -51,6 +51,7 @@
 #include "fs/build_plan.h"
 #include "fs/config_edit.h"
 #include "fs/pusher.h"
+#include "fs/rootfs_overlay.h"
 #include "fs/tree.h"
 
 namespace regfs::fs {
@@ -69,6 +70,10 @@ struct StagedFile {
   bool writable = false;
   std::shared_ptr<PathState> state;
   std::shared_ptr<BlobReader> reader;  // a reference being read
+  // A file of the base under rootfs/ (fd: its layer's tar): read only
+  // [range_offset, range_offset + *range_length) of fd.
+  uint64_t range_offset = 0;
+  std::optional<uint64_t> range_length;
 };
 
 struct SetAttr {
@@ -76,6 +81,8 @@ struct SetAttr {
   std::optional<mode_t> mode;
   std::optional<timespec> atime;  // tv_nsec may be UTIME_NOW
   std::optional<timespec> mtime;
+  std::optional<uint32_t> uid;  // chown: kept only under rootfs/ (fs/rootfs_overlay.h)
+  std::optional<uint32_t> gid;
 };
 
 struct StagingOptions {
@@ -171,8 +178,11 @@ class StagingTree {
   bool repository_of_tags(const cache::StagedTag& tag);
   static cache::StagedTag tag_of(const Node& node);
   std::shared_ptr<StagedFile::PathState> path_state(const std::filesystem::path& file);
+  // `backing`: the file if not the tag's own `path` (rootfs/: the upper
+  // file, whose mode the overlay keeps).
   std::shared_ptr<StagedFile> open_file(const cache::StagedTag& tag, const std::string& path,
-                                        int flags, mode_t create_mode);
+                                        int flags, mode_t create_mode,
+                                        const std::filesystem::path& backing = {});
   void check_blob(StagedFile& file);
   void check_written_config(const cache::StagedTag& tag);
   void apply_edited_config(StagedLayout& layout, PushPlan& plan);
@@ -193,6 +203,25 @@ class StagingTree {
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);
   void forget_paths(const cache::StagedTag& tag, const std::string& path);
 
+  // rootfs/ of a staged copy of an image (fs/staging_rootfs.cc): the
+  // overlay on its base, nullptr where there is none (a build, no config).
+  std::shared_ptr<RootfsOverlay> overlay_of(const cache::StagedTag& tag);
+  // The overlay of an overlay node (Node::overlay), and the node's path in it.
+  std::shared_ptr<RootfsOverlay> overlay_for(const Node& node);
+  static std::string rootfs_path_of(const Node& node);
+  NodePtr rootfs_node(const Node& parent, std::string_view name, const std::string& path,
+                      mode_t type);
+  NodePtr rootfs_lookup(const Node& dir, std::string_view name);
+  std::vector<NodePtr> rootfs_list(const Node& dir);
+  std::shared_ptr<StagedFile> rootfs_open(const Node& node, int flags);
+  std::shared_ptr<StagedFile> rootfs_create(const Node& parent, std::string_view name, mode_t mode,
+                                            int flags, NodePtr* node);
+  Attr rootfs_setattr(const Node& node, const SetAttr& change);
+  // Changes to rootfs/ not pushed yet, without loading the base.
+  bool has_rootfs_changes(const cache::StagedTag& tag);
+  // Adds the layer of rootfs/'s changes to `plan` (one image manifest).
+  void add_rootfs_layer(const cache::StagedTag& tag, StagedLayout& layout, PushPlan& plan);
+
   Tree& tree_;
   Content& content_;
   cache::StagingArea area_;
@@ -210,6 +239,8 @@ class StagingTree {
   };
   std::map<std::string, Hashed> hashed_;  // by backing path
   std::map<cache::StagedTag, std::shared_ptr<std::mutex>> push_locks_;
+  // Held over each change of a tag's rootfs/ (fs/rootfs_overlay.h).
+  std::map<cache::StagedTag, std::shared_ptr<std::recursive_mutex>> rootfs_locks_;
   // What each incomplete tag waited for at its last check (plan_push).
   std::map<cache::StagedTag, std::string> waiting_;
 

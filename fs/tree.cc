@@ -400,6 +400,19 @@ std::shared_ptr<const MergedTree> Tree::rootfs_of(const Node& node) {
   return rootfs_->tree(content_.registry(node.registry), *image_at(node, node.blob));
 }
 
+std::shared_ptr<const MergedTree> Tree::image_rootfs(const std::string& registry,
+                                                     const std::string& repository,
+                                                     const std::string& digest,
+                                                     bool* multi_platform) {
+  Node node;
+  node.registry = registry;
+  node.path = repository;
+  auto image = image_at(node, digest);
+  if (multi_platform) *multi_platform = registry::is_index_media_type(image->media_type);
+  if (!image->config) return nullptr;
+  return rootfs_->tree(content_.registry(registry), *image);
+}
+
 std::shared_ptr<const Image> Tree::image_at(const Node& node, const std::string& digest) {
   std::string key = node.registry + "/" + node.path + "@" + digest;
   {

@@ -72,6 +72,9 @@ struct Node {
   std::string rootfs_path;  // kRootfs: the path inside the rootfs ("" for rootfs/ itself)
   mode_t rootfs_type = 0;   // kRootfs, kStaged: S_IFMT bits of the entry
   std::string staged_path;  // kStaged: the path inside the tag ("" for the tag directory)
+  // kStaged: under the writable rootfs/ of a staged copy of an image
+  // (fs/rootfs_overlay.h); staged_path is then "rootfs" or "rootfs/<path>".
+  bool overlay = false;
 
   bool is_dir() const;
   // Under a digest directory, or a blob: content can never change.
@@ -138,6 +141,12 @@ class Tree {
   // Whether the registry has shown `path` to be a repository (its catalog, or
   // tags/list answered); asks nothing new of a registry without a catalog.
   bool is_known_repository(const std::string& registry, const std::string& path);
+  // The merged tree of image `digest` of registry/repository, for the
+  // --platform image of an index (`multi_platform` says which it was);
+  // nullptr if there is no image for the platform. Throws Error.
+  std::shared_ptr<const MergedTree> image_rootfs(const std::string& registry,
+                                                 const std::string& repository,
+                                                 const std::string& digest, bool* multi_platform);
   // Namespaces, tags and files made through the mount (SPEC §4).
   StagingTree& staging() { return *staging_; }
 

@@ -144,5 +144,30 @@ TEST_F(StagingTest, HashFile) {
   EXPECT_EQ(hash_file(dir_ / "f"), registry::sha256_digest("content"));
 }
 
+TEST_F(StagingTest, TheUpperDirectoryOfARootfsIsNoNamespaceAndGoesWithItsTag) {
+  StagingArea area(dir_ / "staging");
+  StagedTag tag{"localhost:5000", "team/app", "v1"};
+  area.make_tag(tag);
+  fsys::create_directories(area.upper_dir(tag) / "etc");
+  EXPECT_EQ(area.child_namespaces("localhost:5000", "team/app"), std::vector<std::string>{});
+  EXPECT_FALSE(area.has_namespace("localhost:5000", "team/app/%v1.upper"));
+  std::ofstream(area.upper_dir(tag) / "etc/@x") << "x";
+  fsys::create_directories(area.upper_dir(tag) / "@y");
+  EXPECT_EQ(area.all_tags().size(), 1u);  // nothing in it is taken for a tag
+  area.update_state(tag, [](StagedTagState& s) {
+    s.rootfs.whiteouts.insert("etc/motd");
+    s.rootfs.opaque.insert("usr/share");
+    s.rootfs.entries["etc"] = RootfsEntryMeta{0750, 7, 8, {{"user.a", std::string("\0b", 2)}}};
+  });
+  StagingArea again(dir_ / "staging");
+  auto state = again.state(tag);
+  EXPECT_EQ(state.rootfs.whiteouts, std::set<std::string>{"etc/motd"});
+  EXPECT_EQ(state.rootfs.opaque, std::set<std::string>{"usr/share"});
+  EXPECT_EQ(state.rootfs.entries.at("etc"),
+            (RootfsEntryMeta{0750, 7, 8, {{"user.a", std::string("\0b", 2)}}}));
+  again.discard_tag(tag);
+  EXPECT_FALSE(fsys::exists(again.upper_dir(tag)));
+}
+
 }  // namespace
 }  // namespace regfs::cache

@@ -1,6 +1,7 @@
 #include "fs/inode_table.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 namespace regfs::fs {
 namespace {
@@ -53,6 +54,35 @@ TEST(InodeTableDeathTest, ForgetUnderflowAborts) {
   InodeTable table(node("/"));
   auto a = table.add_lookup(node("/a"));
   EXPECT_DEATH(table.forget(a, 2), "forgotten more often");
+}
+
+NodePtr staged(const std::string& key, const std::string& path) {
+  auto n = std::make_shared<Node>();
+  n->kind = NodeKind::kStaged;
+  n->rootfs_type = S_IFDIR;
+  n->reference = "v1";
+  n->key = key;
+  n->staged_path = path;
+  return n;
+}
+
+TEST(InodeTable, AMovedEntryAndWhatIsUnderItFollowTheRename) {
+  InodeTable table(node("/"));
+  auto dir = table.add_lookup(staged("/r/app/v1/d", "d"));
+  auto file = table.add_lookup(staged("/r/app/v1/d/f", "d/f"));
+  auto target = table.add_lookup(staged("/r/app/v1/e", "e"));  // replaced by the rename
+  table.moved("/r/app/v1/d", staged("/r/app/v1/e", "e"));
+  EXPECT_EQ(table.get(dir)->staged_path, "e");
+  EXPECT_EQ(table.get(file)->key, "/r/app/v1/e/f");
+  EXPECT_EQ(table.get(file)->staged_path, "e/f");
+  EXPECT_EQ(table.add_lookup(staged("/r/app/v1/e", "e")), dir);
+  EXPECT_NE(table.add_lookup(staged("/r/app/v1/d", "d")), dir);  // a new entry
+  // The replaced inode lives on until forgotten, and forgetting it leaves
+  // the key to the moved one.
+  ASSERT_TRUE(table.get(target));
+  table.forget(target, 1);
+  EXPECT_FALSE(table.get(target));
+  EXPECT_EQ(table.add_lookup(staged("/r/app/v1/e", "e")), dir);
 }
 
 }  // namespace
