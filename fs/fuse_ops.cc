@@ -109,7 +109,10 @@ double entry_timeout_of(MountState& s, const Node& node) {
 
 // A mutable directory's attributes are asked for before each listing, so
 // the kernel rereads a listing that changed (fs/dir_listings.h).
+// A staged file's attributes change under the kernel too (a mode set as an
+// ACL, a restored config.json, another name of a hardlink): asked each time.
 double attr_timeout_of(MountState& s, const Node& node) {
+  if (node.kind == NodeKind::kStaged) return 0.0;
   return DirListings::can_change(node) ? 0.0 : entry_timeout_of(s, node);
 }
 

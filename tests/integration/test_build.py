@@ -300,3 +300,40 @@ def test_a_large_file_is_built_in_bounded_memory(mount, plain_registry, run_regf
     peak = next(int(line.split()[1]) for line in open(f"/proc/{pid}/status")
                 if line.startswith("VmHWM:"))
     assert peak < 200 * 1024, f"daemon peak RSS {peak} KiB while building a 1 GiB layer"
+
+
+def test_cp_a_modes_and_edits_renamed_into_place(mount, plain_registry, app, run_regfs):
+    """cp -a sets permissions as ACLs (the mode is what the layer keeps, no
+    ACL xattr); sed -i writes a temporary file and renames it over
+    config.json (checked and pushed as a close() would); a file renamed in
+    a staged tag reads at once under its new name."""
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/cpa")
+    result = subprocess.run(["cp", "-a", str(app), str(m / "builds/cpa/v1")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    tag = m / "builds/cpa/v1"
+    assert stat.S_IMODE(os.stat(tag / "bin/hello").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tag / "bin/suid").st_mode) == 0o4755
+    assert stat.S_IMODE(os.stat(tag / "etc/secret").st_mode) == 0o600
+    (tag / "moved.txt.tmp").write_text("moved\n")
+    os.rename(tag / "moved.txt.tmp", tag / "moved.txt")
+    assert (tag / "moved.txt").read_text() == "moved\n"
+    assert run_regfs("push", tag).returncode == 0
+    manifest = json.loads(plain_registry.client.manifest("builds/cpa", "v1")[0])
+    layer = plain_registry.client.blob("builds/cpa", manifest["layers"][0]["digest"])
+    listing = subprocess.run(["tar", "-tvz", "--xattrs"], input=layer, capture_output=True,
+                             check=True).stdout.decode()
+    modes = {line.split()[-1]: line.split()[0] for line in listing.splitlines()}
+    assert modes["bin/hello"] == "-rwxr-xr-x" and modes["bin/suid"] == "-rwsr-xr-x", modes
+    raw = subprocess.run(["tar", "-xzO", "--to-stdout"], input=layer, capture_output=True).stdout
+    assert b"posix_acl" not in layer and b"moved\n" in raw
+    # sed -i of config.json in a staged copy of an image.
+    assert _copy(m / "demo/hello/v1", m / "builds/cpa/sed").returncode == 0
+    subprocess.run(["sed", "-i", 's#"/hello"#"/bye"#', str(m / "builds/cpa/sed/config.json")],
+                   check=True, timeout=60)
+    pushed = _state(m / "builds/cpa/sed")[len("pushed "):]
+    manifest = json.loads(plain_registry.client.manifest("builds/cpa", "sed")[0])
+    assert plain_registry.client.manifest("builds/cpa", "sed")[2] == pushed
+    config = json.loads(plain_registry.client.blob("builds/cpa", manifest["config"]["digest"]))
+    assert config["config"]["Cmd"] == ["/bye"]
