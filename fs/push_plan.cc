@@ -125,7 +125,15 @@ std::optional<PushPlan> plan_push(StagedLayout& layout, const std::string& tag,
   std::string unused;
   std::string& missing = waiting_for ? *waiting_for : unused;
   if (auto index_json = layout.read_file("index.json")) {
-    auto index = registry::parse_index(*index_json);
+    registry::Index index;
+    try {
+      index = registry::parse_index(*index_json);
+    } catch (const Error& e) {
+      // Bad staged content (SPEC §7): a directory with index.json at its top
+      // is an image layout, so it must be an OCI image index.
+      invalid(std::string("Cannot push: index.json is not an OCI image index (") + e.what() +
+              "); a plain directory to build must not have index.json at its top");
+    }
     const auto& chosen = choose(index, tag);
     Planner planner(layout);
     if (!planner.add_manifest(chosen.digest)) {

@@ -313,6 +313,7 @@ void StagingTree::push_now(const Node& dir) {
     }
     push_if_complete(tag, /*resuming=*/false, /*build_now=*/true);
     auto state = state_of(tag);
+    if (being_written(tag)) state = "files are still being written (" + state + ")";
     if (!state.starts_with("pushed ")) {
       throw Error(ErrorKind::kInvalid, "Cannot push " + tag.registry + "/" + tag.repository + ":" +
                                            tag.tag + ": " + state);

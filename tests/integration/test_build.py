@@ -337,3 +337,16 @@ def test_cp_a_modes_and_edits_renamed_into_place(mount, plain_registry, app, run
     assert plain_registry.client.manifest("builds/cpa", "sed")[2] == pushed
     config = json.loads(plain_registry.client.blob("builds/cpa", manifest["config"]["digest"]))
     assert config["config"]["Cmd"] == ["/bye"]
+
+
+def test_a_directory_with_a_foreign_index_json_is_refused(mount, plain_registry, tmp_path):
+    """index.json at the top makes a directory an image layout: one that is
+    no OCI index (a web app's) is bad staged content, EINVAL, not pushed."""
+    web = tmp_path / "web"
+    web.mkdir()
+    (web / "index.json").write_text('{"pages": ["home"]}')
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/web")
+    result = _copy(web, m / "builds/web/v1")
+    assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
+    assert "not an OCI image index" in _state(m / "builds/web/v1")
