@@ -239,6 +239,15 @@ std::optional<TarEntry> TarReader::convert(archive_entry* ae) {
   }
   std::stable_sort(entry.xattrs.begin(), entry.xattrs.end(),
                    [](const auto& a, const auto& b) { return a.first < b.first; });
+  // bsdtar writes each xattr twice (LIBARCHIVE.xattr and SCHILY.xattr):
+  // one name, the last value read, as a file system holds it.
+  for (size_t i = 0; i + 1 < entry.xattrs.size();) {
+    if (entry.xattrs[i].first == entry.xattrs[i + 1].first) {
+      entry.xattrs.erase(entry.xattrs.begin() + static_cast<std::ptrdiff_t>(i));
+    } else {
+      ++i;
+    }
+  }
   if (entry.type == EntryType::kFile) {
     la_int64_t size = archive_entry_size_is_set(ae) ? archive_entry_size(ae) : 0;
     if (size < 0) return skip("negative size");
