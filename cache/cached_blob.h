@@ -100,7 +100,8 @@ class CachedBlob {
   void abandon(size_t first, size_t last, std::exception_ptr error);
   // Blocks until every chunk of [first, last] is present (true), or one is
   // absent with nobody fetching it (false: claim it). Throws the error a
-  // fetch of one of them failed with, or the blob's integrity error.
+  // fetch of one of them failed with, or the blob's integrity error, or
+  // Error(kTimeout) once the thread's deadline (registry/deadline.h) passes.
   bool wait(size_t first, size_t last);
   // A lease on [offset, offset+length), or nullopt if a chunk turned out to
   // be missing (evicted, or corrupt on disk): claim and fetch again.
@@ -148,6 +149,8 @@ class CachedBlob {
   // Tells the cache what a hash advance did.
   void report(HashResult result);
   void fail_integrity_locked(const std::string& actual);
+  // Throws Error(kTimeout): the operation's deadline passed while waiting.
+  [[noreturn]] void throw_deadline_passed() const;
   template <typename Sink>
   void read_chunk(int fd, size_t index, Sink&& sink) const;
 

@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "registry/deadline.h"
 #include "registry/log.h"
 #include "registry/reference.h"
 
@@ -167,6 +168,11 @@ bool Transport::wait_to_retry(int retry, const HttpResponse* response) {
       if (*after > options_.request_timeout) return false;
       delay = std::max(delay, *after);
     }
+  }
+  // No backoff past the operation's deadline: the retry could not be made.
+  if (auto left = time_left(); left && *left <= delay) {
+    if (left->count() > 0) std::this_thread::sleep_for(*left);
+    return false;
   }
   LOG(kDebug) << "Retrying a request to " << options_.registry << " in " << delay.count() << " ms";
   std::this_thread::sleep_for(delay);
