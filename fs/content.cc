@@ -24,23 +24,66 @@ bool is_unreachable(const Error& e) {
 
 }  // namespace
 
+registry::ClientOptions RegistryContent::with_health(registry::ClientOptions options) {
+  if (!options.health) options.health = std::make_shared<registry::Health>(options.registry);
+  return options;
+}
+
 RegistryContent::RegistryContent(registry::ClientOptions options, cache::BlobCache& cache,
                                  cache::TagStore& tags, std::chrono::seconds tag_ttl,
-                                 WorkerPool& pool, Transfers& transfers)
-    : client_(std::move(options)),
+                                 WorkerPool& pool, WorkerPool& background, Transfers& transfers)
+    : health_(with_health(options).health),
+      client_([&] {
+        options.health = health_;
+        return std::move(options);
+      }()),
       cache_(cache),
       tags_(tags),
       tag_ttl_(tag_ttl),
       pool_(pool),
-      transfers_(transfers) {}
+      background_(background),
+      transfers_(transfers) {
+  health_->add_listener([this](const registry::Health::State& state) {
+    if (!state.up) probe_later(state.epoch, 0);
+  });
+}
+
+RegistryContent::~RegistryContent() { stopping_ = true; }
 
 bool RegistryContent::is_docker_hub() const { return name() == registry::kDockerHub; }
+
+void RegistryContent::probe_later(uint64_t epoch, int attempt) {
+  if (stopping_) return;
+  background_.submit_after(registry::Health::probe_delay(attempt),
+                           [this, epoch, attempt] { probe(epoch, attempt); });
+}
+
+// One probe of a registry that is down: an answer marks it up (the
+// transport records it); else the next probe, later. A probe of an older
+// outage (it came back, then went down again) stops.
+void RegistryContent::probe(uint64_t epoch, int attempt) {
+  auto state = health_->state();
+  if (stopping_ || state.up || state.epoch != epoch) return;
+  try {
+    client_.probe();
+  } catch (const Error& e) {
+    LOG(kDebug) << "Probe of " << name() << " failed: " << e.what();
+  }
+  state = health_->state();
+  if (!state.up && state.epoch == epoch) probe_later(epoch, attempt + 1);
+}
 
 cache::TagRecord RegistryContent::resolve_tag(const std::string& repository,
                                               const std::string& tag) {
   auto known = tags_.get(name(), repository, tag);
+  if (known && known->digest.empty()) known.reset();  // asked again (tag_changed, a refresh)
   auto now = std::chrono::system_clock::now();
   if (known && now - known->fetched < tag_ttl_ && now >= known->fetched) return *known;
+  if (known && tag_ttl_.count() > 0) {
+    // Stale: the last answer at once, a refresh behind it.
+    refresh_tag_later(repository, tag);
+    return *known;
+  }
   try {
     auto head = client_.head_manifest(repository, tag);
     cache::TagRecord record{head.digest, head.media_type, head.size, now};
@@ -48,10 +91,35 @@ cache::TagRecord RegistryContent::resolve_tag(const std::string& repository,
     return record;
   } catch (const Error& e) {
     if (!known || !is_unreachable(e)) throw;
-    LOG(kWarning) << "Cannot refresh tag " << name() << "/" << repository << ":" << tag << " ("
-                  << e.what() << "); using the last known digest " << known->digest;
+    LOG_AT(health_->down() ? log::kDebug : log::kWarning)
+        << "Cannot refresh tag " << name() << "/" << repository << ":" << tag << " (" << e.what()
+        << "); using the last known digest " << known->digest;
     return *known;
   }
+}
+
+void RegistryContent::refresh_tag_later(const std::string& repository, const std::string& tag) {
+  if (health_->down()) return;  // the first lookup once it is back refreshes it
+  uint64_t changes;
+  {
+    std::lock_guard lock(mutex_);
+    changes = changes_;
+  }
+  refreshes_.submit(background_, "tag " + repository + ":" + tag, [=, this] {
+    cache::TagRecord record;
+    try {
+      auto head = client_.head_manifest(repository, tag);
+      record = {head.digest, head.media_type, head.size, std::chrono::system_clock::now()};
+    } catch (const Error& e) {
+      LOG(kDebug) << "Cannot refresh tag " << name() << "/" << repository << ":" << tag << ": "
+                  << e.what();
+      // Gone: the next lookup asks (and answers ENOENT); unreachable: kept.
+      if (e.kind() != ErrorKind::kNotFound) return;
+    }
+    std::lock_guard lock(mutex_);
+    if (changes_ != changes) return;  // pushed or deleted meanwhile: that answer stands
+    tags_.put(name(), repository, tag, record);
+  });
 }
 
 std::string RegistryContent::manifest(const std::string& repository, const std::string& digest) {
@@ -268,6 +336,11 @@ Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch
       known = it->second;
     }
   }
+  if (known && known->names && tag_ttl_.count() > 0) {
+    // Stale: the last listing at once, a refresh behind it.
+    refresh_listing_later(key, repository, fetch);
+    return known->names;
+  }
   Listing fresh{nullptr, now, std::nullopt};
   try {
     auto names = fetch();
@@ -276,13 +349,14 @@ Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch
     fresh.names = std::make_shared<const std::vector<std::string>>(std::move(names));
   } catch (const Error& e) {
     if (is_unreachable(e)) {
+      auto level = health_->down() ? log::kDebug : log::kWarning;
       if (known && known->names) {
-        LOG(kWarning) << "Cannot refresh " << key << " (" << e.what()
+        LOG_AT(level) << "Cannot refresh " << key << " (" << e.what()
                       << "); using the last listing";
         return known->names;
       }
       if (auto saved = tags_.get_listing(name(), repository)) {
-        LOG(kWarning) << "Cannot list " << key << " (" << e.what()
+        LOG_AT(level) << "Cannot list " << key << " (" << e.what()
                       << "); using the listing saved in the cache";
         return std::make_shared<const std::vector<std::string>>(std::move(*saved));
       }
@@ -296,9 +370,36 @@ Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch
   return fresh.names;
 }
 
+template <typename Fetch>
+void RegistryContent::refresh_listing_later(const std::string& key, const std::string& repository,
+                                            Fetch fetch) {
+  if (health_->down()) return;  // the first listing once it is back refreshes it
+  uint64_t changes;
+  {
+    std::lock_guard lock(mutex_);
+    changes = changes_;
+  }
+  refreshes_.submit(background_, key, [=, this] {
+    Listing fresh{nullptr, std::chrono::steady_clock::now(), std::nullopt};
+    try {
+      auto names = fetch();
+      std::sort(names.begin(), names.end());
+      fresh.names = std::make_shared<const std::vector<std::string>>(std::move(names));
+    } catch (const Error& e) {
+      LOG(kDebug) << "Cannot refresh " << key << ": " << e.what();
+      if (is_unreachable(e)) return;  // the last listing stays, still stale
+      fresh.error = e;
+    }
+    std::lock_guard lock(mutex_);
+    if (changes_ != changes) return;  // a push or delete dropped it meanwhile
+    if (fresh.names) tags_.put_listing(name(), repository, *fresh.names);
+    listings_[key] = fresh;
+  });
+}
+
 Names RegistryContent::catalog() {
   try {
-    return cached_listing("", [&] { return client_.catalog(); });
+    return cached_listing("", [this] { return client_.catalog(); });
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kUnsupported) return nullptr;
     throw;
@@ -306,13 +407,14 @@ Names RegistryContent::catalog() {
 }
 
 Names RegistryContent::tags(const std::string& repository) {
-  return cached_listing(repository, [&] { return client_.list_tags(repository); });
+  return cached_listing(repository, [this, repository] { return client_.list_tags(repository); });
 }
 
 void RegistryContent::tag_changed(const std::string& repository, const std::string& tag,
                                   const cache::TagRecord& record) {
-  tags_.put(name(), repository, tag, record);
   std::lock_guard lock(mutex_);
+  ++changes_;
+  tags_.put(name(), repository, tag, record);
   listings_.erase("catalog of " + name());
   listings_.erase("tags of " + name() + "/" + repository);
 }
@@ -321,7 +423,8 @@ Content::Content(ContentOptions options)
     : options_(std::move(options)),
       cache_(options_.cache_dir, options_.cache_size),
       tags_(options_.cache_dir),
-      pool_(options_.fetch_threads) {}
+      pool_(options_.fetch_threads),
+      background_(2) {}
 
 RegistryContent& Content::registry(const std::string& name) {
   std::lock_guard lock(mutex_);
@@ -342,10 +445,32 @@ RegistryContent& Content::registry(const std::string& name) {
       client.request_timeout = client.stall_timeout = options_.request_timeout;
       client.connect_timeout = std::min(client.connect_timeout, options_.request_timeout);
     }
+    client.health = std::make_shared<registry::Health>(name);
+    client.health->add_listener([this, name](const registry::Health::State& state) {
+      if (!state.up) return;
+      std::lock_guard lock(on_up_mutex_);  // held while it runs: see on_registry_up
+      if (on_up_) on_up_(name);
+    });
     slot = std::make_unique<RegistryContent>(std::move(client), cache_, tags_, options_.tag_ttl,
-                                             pool_, transfers_);
+                                             pool_, background_, transfers_);
   }
   return *slot;
+}
+
+std::shared_ptr<registry::Health> Content::health(const std::string& name) {
+  return registry(name).health();
+}
+
+std::vector<std::pair<std::string, registry::Health::State>> Content::health_states() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::string, registry::Health::State>> states;
+  for (auto& [name, reg] : registries_) states.emplace_back(name, reg->health()->state());
+  return states;
+}
+
+void Content::on_registry_up(std::function<void(const std::string&)> listener) {
+  std::lock_guard lock(on_up_mutex_);
+  on_up_ = std::move(listener);
 }
 
 std::string Content::account(const std::string& registry) const {

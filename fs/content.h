@@ -1,13 +1,19 @@
 // Content of one registry as the tree needs it, with the caches in front of
-// the network: tag answers (trusted for --tag-ttl, used past it while the
-// registry is unreachable), manifests and configs kept whole, blobs read
-// lazily by chunks (HTTP ranges on a worker pool, with readahead that grows
-// while a reader goes forward; one transfer per chunk however many readers
-// wait), catalog and tag lists (kept --tag-ttl).
+// the network: tag answers, catalog and tag lists (trusted for --tag-ttl;
+// past it the last answer is given at once while one refresh per key runs
+// on a background worker, so a changed answer shows at the next lookup or
+// listing; --tag-ttl 0 asks every time), manifests and configs kept whole,
+// blobs read lazily by chunks (HTTP ranges on a worker pool, with readahead
+// that grows while a reader goes forward; one transfer per chunk however
+// many readers wait). The registry's health (registry/health.h) is probed
+// from here while it is down: GET /v2/ on a background worker, 1 s to 30 s
+// apart; meanwhile nothing waits on it and cached answers are served.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -17,6 +23,7 @@
 
 #include "cache/blob_cache.h"
 #include "cache/tag_store.h"
+#include "fs/single_flight.h"
 #include "fs/worker_pool.h"
 #include "registry/client.h"
 #include "registry/error.h"
@@ -82,13 +89,20 @@ class BlobReader {
 
 class RegistryContent {
  public:
+  // `pool` fetches blobs; `background` runs refreshes and health probes (so
+  // that they never queue behind bulk transfers).
   RegistryContent(registry::ClientOptions options, cache::BlobCache& cache, cache::TagStore& tags,
-                  std::chrono::seconds tag_ttl, WorkerPool& pool, Transfers& transfers);
+                  std::chrono::seconds tag_ttl, WorkerPool& pool, WorkerPool& background,
+                  Transfers& transfers);
+  ~RegistryContent();
 
   const std::string& name() const { return client_.registry(); }
   bool is_docker_hub() const;
 
-  // The manifest digest a tag points at now (within the TTL).
+  const std::shared_ptr<registry::Health>& health() const { return health_; }
+
+  // The manifest digest a tag points at (within the TTL; past it, the last
+  // answer while a refresh runs behind).
   cache::TagRecord resolve_tag(const std::string& repository, const std::string& tag);
   // Manifest bytes, verified against `digest`.
   std::string manifest(const std::string& repository, const std::string& digest);
@@ -129,18 +143,33 @@ class RegistryContent {
   // empty) kept --tag-ttl in memory and on disk for offline use.
   template <typename Fetch>
   Names cached_listing(const std::string& repository, Fetch fetch);
+  // Background refreshes of a stale answer, one per key at a time, not
+  // while the registry is down. An answer that changed meanwhile
+  // (tag_changed) is not overwritten by an older one.
+  void refresh_tag_later(const std::string& repository, const std::string& tag);
+  template <typename Fetch>
+  void refresh_listing_later(const std::string& key, const std::string& repository, Fetch fetch);
+  // The next health probe of a registry that went down for the `epoch`th time.
+  void probe_later(uint64_t epoch, int attempt);
+  void probe(uint64_t epoch, int attempt);
+  static registry::ClientOptions with_health(registry::ClientOptions options);
   void fetch_run(const std::string& repository, const std::shared_ptr<cache::CachedBlob>& blob,
                  size_t first, size_t last);
 
+  const std::shared_ptr<registry::Health> health_;
   registry::Client client_;
   cache::BlobCache& cache_;
   cache::TagStore& tags_;
   const std::chrono::seconds tag_ttl_;
   WorkerPool& pool_;
+  WorkerPool& background_;
   Transfers& transfers_;
+  SingleFlight refreshes_;
+  std::atomic<bool> stopping_{false};  // no probe is scheduled once set
 
-  std::mutex mutex_;  // guards listings_
+  std::mutex mutex_;  // guards listings_ and changes_
   std::map<std::string, Listing> listings_;
+  uint64_t changes_ = 0;  // tag_changed calls so far
 };
 
 struct ContentOptions {
@@ -168,6 +197,14 @@ class Content {
   RegistryContent& registry(const std::string& name);
   // Registries made so far, sorted.
   std::vector<std::string> registries_in_use();
+  // The health of `registry`, shared by every client of it (Pusher's too).
+  std::shared_ptr<registry::Health> health(const std::string& registry);
+  // Each registry in use and its health, sorted by name.
+  std::vector<std::pair<std::string, registry::Health::State>> health_states();
+  // Runs `listener(registry)` each time a registry comes back up (on the
+  // thread that saw it; it must return quickly). Replacing it (by nullptr
+  // too) waits for a call in progress, so its owner may then go.
+  void on_registry_up(std::function<void(const std::string&)> listener);
   const ContentOptions& options() const { return options_; }
   // Who the mount is to `registry`, for messages: "user NAME (from FILE)",
   // "an identity token (from FILE)" or "anonymous". Never a secret.
@@ -180,9 +217,12 @@ class Content {
   cache::BlobCache cache_;
   cache::TagStore tags_;
   Transfers transfers_;
+  std::mutex on_up_mutex_;  // guards on_up_, held while it runs; taken before mutex_
+  std::function<void(const std::string&)> on_up_;
   std::mutex mutex_;  // guards registries_
   std::map<std::string, std::unique_ptr<RegistryContent>> registries_;
-  WorkerPool pool_;  // last: joined first, before what its tasks use
+  WorkerPool pool_;        // joined before what its tasks use
+  WorkerPool background_;  // refreshes and probes; last, joined first
 };
 
 }  // namespace regfs::fs

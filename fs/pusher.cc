@@ -57,6 +57,7 @@ registry::Client& Pusher::client(const std::string& name) {
         std::find(options.insecure.begin(), options.insecure.end(), name) != options.insecure.end();
     client.ca_cert = options.ca_cert;
     client.credentials = options.credentials;
+    client.health = content_.health(name);  // one view of whether it answers
     if (options.upload_chunk_size > 0) {
       client.upload_chunk_size = client.monolithic_upload_limit = options.upload_chunk_size;
     }

@@ -34,6 +34,8 @@
 #include <sys/stat.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -85,8 +87,9 @@ class StagingTree {
   // Once the mount is up: pushes, in the background, every staged tag of
   // `registry` (every registry if empty) that is complete and not pushed as
   // it is (its push failed, was interrupted or never ran), one attempt each,
-  // in turn. Returns at once.
-  void resume_pushes(const std::string& registry);
+  // in turn. Returns at once. Also run, for the tags whose push failed, each
+  // time a registry comes back up (registry/health.h).
+  void resume_pushes(const std::string& registry, bool only_failed = false);
 
   // Hooks of Tree for namespaces: a staged tag or namespace `name` of the
   // namespace `dir` (nullptr if none), and its staged entries.
@@ -144,7 +147,8 @@ class StagingTree {
   // Under the tag's push lock: pushes it if complete and not pushed as it is.
   // Throws the push's error after recording it. `resuming` is for the log.
   void push_if_complete(const cache::StagedTag& tag, bool resuming = false);
-  void resume_all(const std::string& registry);
+  void resume_all(const std::string& registry, bool only_failed);
+  void resume_loop();
   // The digest of a complete staged file, cached by size and mtime.
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);
   void forget_paths(const cache::StagedTag& tag, const std::string& path);
@@ -168,7 +172,10 @@ class StagingTree {
   std::map<cache::StagedTag, std::string> waiting_;
 
   std::atomic<bool> stopping_{false};  // no resumed push starts once set
-  std::thread resumer_;                // resume_all(), joined by the destructor
+  std::mutex resume_mutex_;            // guards resume_queue_ and resumer_
+  std::condition_variable resume_ready_;
+  std::deque<std::pair<std::string, bool>> resume_queue_;  // resume_pushes' arguments
+  std::thread resumer_;  // resume_loop(), joined by the destructor
 };
 
 }  // namespace regfs::fs

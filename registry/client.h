@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "registry/credentials.h"
+#include "registry/health.h"
 #include "registry/mirrors.h"
 
 namespace regfs::registry {
@@ -41,6 +42,9 @@ struct ClientOptions {
   // Pull-through mirrors, tried in order for manifests, tag HEADs and blobs
   // before the registry itself, which answers when they fail.
   std::vector<Mirror> mirrors;
+  // Whether the registry answers, shared by its clients (registry/health.h):
+  // while it is down, requests fail at once. Null: not tracked (mirrors).
+  std::shared_ptr<Health> health;
 };
 
 struct ManifestHead {
@@ -75,6 +79,9 @@ class Client {
   // GET /v2/. Throws Error(kUnavailable/kTimeout) when unreachable. A 401
   // that the auth flow cannot pass is not an error here (the registry is up).
   void ping();
+  // The same request even while the registry is marked down (the health
+  // probe): an answer marks it up, a failure keeps it down. Throws as ping.
+  void probe();
 
   // HEAD /v2/<repo>/manifests/<reference>. Resolves a tag without a GET
   // (Docker Hub counts GETs against pull limits).

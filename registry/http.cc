@@ -397,6 +397,7 @@ HttpResponse HttpClient::perform(const HttpRequest& request) {
   if (auto left = time_left(); left && left->count() <= 0) {
     response.failure = HttpFailure::kTimeout;
     response.error = "the operation's deadline (--request-timeout) passed";
+    response.attempted = false;
     return response;
   }
   Transfer transfer{&request, &response};

@@ -148,6 +148,28 @@ Error Transport::transport_error(const HttpResponse& response, std::string_view 
   return Error(kind, "Cannot " + std::string(what) + ": " + reason);
 }
 
+void Transport::check_health(std::string_view what) const {
+  if (options_.health) options_.health->check(what);
+}
+
+void Transport::record(const HttpResponse& response, std::string_view what) {
+  const auto& health = options_.health;
+  if (!health) return;
+  if (!response.ok()) {
+    bool unreachable = response.failure == HttpFailure::kConnect ||
+                       response.failure == HttpFailure::kReset ||
+                       response.failure == HttpFailure::kTimeout;
+    if (response.attempted && unreachable) health->failed(transport_error(response, what));
+    return;
+  }
+  if (response.status != 429 && retryable_status(response.status)) {
+    health->failed(Error(ErrorKind::kUnavailable, "Cannot " + std::string(what) + ": HTTP " +
+                                                      std::to_string(response.status)));
+    return;
+  }
+  health->answered();
+}
+
 void Transport::authorize(HttpRequest* request, const AuthScope& scope) {
   if (!on_registry(request->url)) return;  // never to another host
   if (auto header = auth_.authorization(scope, request->url)) {
@@ -180,7 +202,8 @@ bool Transport::wait_to_retry(int retry, const HttpResponse* response) {
 }
 
 HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std::string_view target,
-                             const HttpRequest& request) {
+                             const HttpRequest& request, bool probe) {
+  if (!probe) check_health(what);
   int attempt = 1;
   bool auth_tried = false;
   while (true) {
@@ -201,6 +224,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
         wait_to_retry(attempt++, nullptr);
         continue;
       }
+      record(response, what);
       throw transport_error(response, what);
     }
     confirm_scheme();
@@ -213,6 +237,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
       ++attempt;
       continue;
     }
+    record(response, what);
     return response;
   }
 }
@@ -220,6 +245,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
 HttpResponse Transport::send_step(std::string_view what, const AuthScope& scope,
                                   std::string_view target, const HttpRequest& request,
                                   std::string* answered) {
+  check_health(what);
   std::string url = full_url(target);
   bool auth_tried = false;
   int redirects = 0;
@@ -248,8 +274,10 @@ HttpResponse Transport::send_step(std::string_view what, const AuthScope& scope,
         wait_to_retry(attempt++, nullptr);
         continue;
       }
+      if (here) record(response, what);
       return response;
     }
+    if (here) record(response, what);
     if (here) confirm_scheme();
     if (response.status == 401 && here && !auth_tried) {
       auth_tried = true;
