@@ -242,6 +242,16 @@ bool CachedBlob::all_present() const {
   return complete_ || all_present_locked();
 }
 
+bool CachedBlob::present(size_t first, size_t last) const {
+  std::lock_guard lock(mutex_);
+  if (complete_) return true;
+  last = std::min(last, states_.size() - 1);
+  for (size_t i = first; i <= last; ++i) {
+    if (states_[i] != State::kPresent) return false;
+  }
+  return true;
+}
+
 bool CachedBlob::all_present_locked() const {
   return std::all_of(states_.begin(), states_.end(), [](State s) { return s == State::kPresent; });
 }

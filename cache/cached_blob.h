@@ -81,6 +81,8 @@ class CachedBlob {
   // The whole-blob digest matched (the blob may not be renamed complete yet).
   bool verified() const;
   bool all_present() const;
+  // Whether chunks [first, last] are all here (as far as this process knows).
+  bool present(size_t first, size_t last) const;
   uint64_t present_bytes() const;
 
   // Marks the chunks of [first, last] that are neither present nor being

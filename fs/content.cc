@@ -258,6 +258,30 @@ cache::ReadLease BlobReader::read(uint64_t offset, size_t length) {
   length = static_cast<size_t>(std::min<uint64_t>(length, blob_->size() - offset));
   size_t first = blob_->chunk_of(offset);
   size_t last = blob_->chunk_of(offset + length - 1);
+  {
+    constexpr auto kRepeat = std::chrono::seconds(1);
+    std::lock_guard lock(mutex_);
+    if (gave_up_chunk_ == first && std::chrono::steady_clock::now() - gave_up_at_ < kRepeat &&
+        !blob_->present(first, last)) {
+      throw Error(ErrorKind::kTimeout, "Cannot read blob " + blob_->digest() +
+                                           ": it is still on its way (the read before gave up at "
+                                           "its deadline)");
+    }
+  }
+  try {
+    return read_chunks(offset, length, first, last);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kTimeout) {
+      std::lock_guard lock(mutex_);
+      gave_up_at_ = std::chrono::steady_clock::now();
+      gave_up_chunk_ = first;
+    }
+    throw;
+  }
+}
+
+cache::ReadLease BlobReader::read_chunks(uint64_t offset, size_t length, size_t first,
+                                         size_t last) {
   auto [claim_first, claim_last] = claim_range(offset, length, first, last);
   drop_behind(first);
   // The chunks of this read stay out of eviction until the lease holds them
@@ -424,7 +448,7 @@ Content::Content(ContentOptions options)
       cache_(options_.cache_dir, options_.cache_size),
       tags_(options_.cache_dir),
       pool_(options_.fetch_threads),
-      background_(2) {}
+      background_(4) {}
 
 RegistryContent& Content::registry(const std::string& name) {
   std::lock_guard lock(mutex_);

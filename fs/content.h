@@ -76,6 +76,7 @@ class BlobReader {
   // so they share requests instead of splitting them.
   std::pair<size_t, size_t> claim_range(uint64_t offset, size_t length, size_t first, size_t last);
   void drop_behind(size_t first);
+  cache::ReadLease read_chunks(uint64_t offset, size_t length, size_t first, size_t last);
 
   RegistryContent& content_;
   const std::string repository_;
@@ -85,6 +86,11 @@ class BlobReader {
   size_t window_ = 0;      // extents of readahead
   uint64_t streamed_ = 0;  // bytes read in sequence up to next_offset_
   size_t dropped_ = 0;     // chunks [0, dropped_) were given to drop_pages
+  // The last read that gave up at its deadline waiting for chunk
+  // gave_up_chunk_: the kernel repeats a failed read at once, and that
+  // repeat fails at once rather than waiting a second deadline.
+  std::chrono::steady_clock::time_point gave_up_at_{};
+  size_t gave_up_chunk_ = 0;
 };
 
 class RegistryContent {

@@ -215,6 +215,13 @@ class FaultFront(_Served):
         with self.lock:
             connections = list(self.connections)
         for sock in connections:
+            # A handler thread holds the socket (its rfile): close() alone
+            # would not end the connection.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             _reset(sock)
 
     def refuse(self):
