@@ -33,8 +33,9 @@ struct MountOptions {
   // --upload-chunk-size: blobs up to this size are pushed in one request,
   // larger ones in parts of this size; zero keeps the client's defaults.
   uint64_t upload_chunk_size = 0;
-  // Hidden (-o request_timeout=SECONDS, for tests): the deadline of a request
-  // and the stall limit of a transfer; zero keeps the client's defaults.
+  // --request-timeout SECONDS: the most one file operation waits in total
+  // (registry/deadline.h), and the deadline of a request and stall limit of
+  // a transfer made in the background; zero keeps the defaults (30 s).
   std::chrono::milliseconds request_timeout{0};
   bool foreground = false;
   bool debug = false;

@@ -43,7 +43,7 @@ _regfs() {
     --platform)
       COMPREPLY=($(compgen -W "linux/amd64 linux/arm64 linux/arm/v7 linux/386 linux/ppc64le linux/s390x" -- "$cur"))
       return ;;
-    --cache-size | --tag-ttl | --upload-chunk-size | -u | --username)
+    --cache-size | --tag-ttl | --request-timeout | --upload-chunk-size | -u | --username)
       return ;;
     -o)
       COMPREPLY=($(compgen -W "allow_other cache_dir= cache_size= insecure= ca_cert= auth_file= platform= tag_ttl= mirror= upload_chunk_size= allow_delete debug" -- "$cur"))
@@ -52,7 +52,7 @@ _regfs() {
   case $command in
     mount)
       if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --mirror --upload-chunk-size --allow-delete --foreground --debug -f -d -o --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --request-timeout --mirror --upload-chunk-size --allow-delete --foreground --debug -f -d -o --help" -- "$cur"))
       else
         COMPREPLY=($(compgen -d -- "$cur") $(compgen -W "$(_regfs_registries)" -- "$cur"))
       fi ;;
