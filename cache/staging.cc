@@ -43,6 +43,10 @@ nlohmann::json to_json(const StagedTagState& state) {
   doc["error"] = state.error;
   doc["pushed"] = state.pushed_digest;
   doc["pushing"] = state.pushing;
+  auto& uploads = doc["uploads"] = nlohmann::json::object();
+  for (auto& [digest, u] : state.uploads) {
+    uploads[digest] = {{"url", u.url}, {"offset", u.offset}, {"size", u.size}};
+  }
   return doc;
 }
 
@@ -67,6 +71,14 @@ StagedTagState from_json(const nlohmann::json& doc) {
   state.error = doc.value("error", "");
   state.pushed_digest = doc.value("pushed", "");
   state.pushing = doc.value("pushing", "");
+  if (auto uploads = doc.find("uploads"); uploads != doc.end() && uploads->is_object()) {
+    for (auto& [digest, u] : uploads->items()) {
+      if (!registry::is_valid_digest(digest) || !u.is_object()) continue;
+      UploadSession session{u.value("url", ""), u.value("offset", uint64_t{0}),
+                            u.value("size", uint64_t{0})};
+      if (!session.url.empty()) state.uploads[digest] = session;
+    }
+  }
   return state;
 }
 

@@ -40,6 +40,15 @@ struct BlobReference {
   bool operator==(const BlobReference&) const = default;
 };
 
+// A chunked blob upload in flight, so that the next process resumes it
+// (registry::UploadProgress): the registry's session URL for the next step,
+// the bytes the session holds, and the blob's size.
+struct UploadSession {
+  std::string url;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
 // What is remembered of a staged tag besides its files.
 struct StagedTagState {
   std::map<std::string, uint32_t> modes;            // path in the tag -> permission bits
@@ -49,6 +58,7 @@ struct StagedTagState {
   // The manifest digest of a push begun and not finished: set only while a
   // push runs, so a non-empty one at mount says the daemon died mid-push.
   std::string pushing;
+  std::map<std::string, UploadSession> uploads;  // blob digest -> its upload in flight
 };
 
 // Coordinates of a staged tag.

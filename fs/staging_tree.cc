@@ -164,7 +164,7 @@ StagingTree::StagingTree(Tree& tree, Content& content, fsys::path root, bool all
     : tree_(tree),
       content_(content),
       area_(std::move(root)),
-      pusher_(content),
+      pusher_(content, &area_),
       allow_delete_(allow_delete) {
   // A push that failed while its registry was down is tried again once it
   // is back (the staged tag keeps its error until then).
@@ -692,6 +692,7 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming) {
     s.error.clear();
     s.pushing.clear();
     s.pushed_digest = pushed;
+    s.uploads.clear();
   });
   if (resuming) {
     LOG(kInfo) << "Resumed push of " << name << ": pushed as " << pushed;

@@ -537,8 +537,9 @@ bool Client::mount_blob(std::string_view repository, std::string_view digest,
 }
 
 void Client::upload_blob(std::string_view repository, std::string_view digest, uint64_t size,
-                         const BlobSource& source) {
-  upload::upload_blob(impl_->transport, impl_->upload_habits, repository, digest, size, source);
+                         const BlobSource& source, const UploadJournal* journal) {
+  upload::upload_blob(impl_->transport, impl_->upload_habits, repository, digest, size, source,
+                      journal);
 }
 
 std::string Client::put_manifest(std::string_view repository, std::string_view reference,

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -67,6 +68,22 @@ using BodySink = std::function<bool(const char* data, size_t size)>;
 // Asked by offset so that a chunk or a retried request can be re-read.
 using BlobSource = std::function<size_t(uint64_t offset, char* buffer, size_t max)>;
 
+// Where a chunked blob upload stands: the session URL for its next step
+// and the bytes the registry holds.
+struct UploadProgress {
+  std::string url;
+  uint64_t offset = 0;
+};
+
+// Lets a chunked upload outlive its process: `resume` is a session an
+// earlier one left (tried first: GET of its URL, then on from the Range the
+// registry holds; a new session if it kept none), `record` is told where the
+// upload stands after each step, and nullopt once it is done.
+struct UploadJournal {
+  std::optional<UploadProgress> resume;
+  std::function<void(const std::optional<UploadProgress>&)> record;
+};
+
 class Client {
  public:
   explicit Client(ClientOptions options);
@@ -119,7 +136,7 @@ class Client {
   // 405). A step whose answer is lost is checked, not resent blindly. The
   // registry verifies the digest.
   void upload_blob(std::string_view repository, std::string_view digest, uint64_t size,
-                   const BlobSource& source);
+                   const BlobSource& source, const UploadJournal* journal = nullptr);
   // PUT /v2/<repo>/manifests/<reference> with `media_type` as Content-Type.
   // Returns the digest; throws Error(kIntegrity) if the registry's
   // Docker-Content-Digest differs from the bytes' sha256.

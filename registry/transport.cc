@@ -274,10 +274,11 @@ HttpResponse Transport::send_step(std::string_view what, const AuthScope& scope,
         wait_to_retry(attempt++, nullptr);
         continue;
       }
-      if (here) record(response, what);
+      // Not recorded: the caller asks the registry where it stands, and
+      // records the failure if it gives up (registry/upload.cc).
       return response;
     }
-    if (here) record(response, what);
+    if (here && !retryable_status(response.status)) record(response, what);
     if (here) confirm_scheme();
     if (response.status == 401 && here && !auth_tried) {
       auth_tried = true;

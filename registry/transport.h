@@ -42,7 +42,8 @@ class Transport {
   // the scheme falls back while nothing reached the registry, and any other
   // failure is returned as it is (ok() false, or the status), for the caller
   // to ask the registry where it stands. `*answered` is set to the URL that
-  // answered, to resolve its Location against.
+  // answered, to resolve its Location against. Only answers are recorded in
+  // the registry's health here; the caller records a failure it gives up on.
   HttpResponse send_step(std::string_view what, const AuthScope& scope, std::string_view target,
                          const HttpRequest& request, std::string* answered);
 

@@ -64,7 +64,8 @@ extending the handler's _pass_through (tag_pager.TagPager pages tag lists).
 
 A fault matches a request whose method is in `methods` (default GET and
 HEAD) and whose path matches the regex `path` (default any), `times` times
-(None: until clear()). Requests that match nothing are proxied. Everything
+(None: until clear()), after letting the first `skip` of them (default 0)
+pass through. Requests that match nothing are proxied. Everything
 served is recorded: front.log is [(time, method, path, fault kind or None)],
 front.headers the request headers of each. Threaded; the control API is
 called from the test's thread.
@@ -118,6 +119,7 @@ class Fault:
         self.times = times
         self.params = params
         self.hits = 0
+        self.skipped = 0
 
     def matches(self, method, path, reused=False):
         if method not in self.methods:
@@ -336,6 +338,9 @@ class FaultFront(_Served):
         with self.lock:
             for fault in self.faults:
                 if fault.matches(method, path, reused):
+                    if fault.skipped < fault.params.get("skip", 0):
+                        fault.skipped += 1
+                        return None
                     fault.hits += 1
                     return fault
         return None

@@ -315,6 +315,39 @@ def test_kill_9_between_the_last_blob_and_the_manifest(mount, front, registry, t
                       b"pushed " + descriptor["digest"].encode(), within=10)
 
 
+def test_kill_9_during_a_chunked_upload_resumes_it_at_the_registrys_offset(
+        mount, front, registry, tmp_path):
+    m = hmount(mount, front, "--upload-chunk-size", "5M")
+    layout, descriptor, blobs = local_image(tmp_path, "large", "resume")
+    large = max(blobs, key=lambda d: len(blobs[d]))
+    part = 5 << 20
+    assert len(blobs[large]) > part  # two parts
+    os.makedirs(m / "push/resume")
+    # The first part goes up; the second never reaches the registry.
+    front.add("hang", methods=("PATCH", ), path=r"/blobs/uploads/", skip=1)
+    cp = subprocess.Popen(["cp", "-r", str(layout), str(m / "push/resume/v1")],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert eventually(lambda: front.served("hang"), within=60), front.log[-10:]
+    kill_daemon(m, cp)
+    assert not has_blob(registry, "push/resume", large)
+    front.clear()
+    resumed_from = len(front.log)
+    remount_stale(m)
+    assert eventually(lambda: has_manifest(registry, "push/resume", "v1"), within=60), \
+        log_text(m)[-2000:]
+    assert registry.client.manifest("push/resume", "v1")[2] == descriptor["digest"]
+    assert registry.client.blob("push/resume", large) == blobs[large]
+    after = list(zip(front.log[resumed_from:], front.headers[resumed_from:]))
+    # The session was asked where it stands, and the upload went on from
+    # the registry's offset: no new session, no byte sent twice.
+    assert any(method == "GET" and "/blobs/uploads/" in path for (_, method, path, _), _ in after)
+    assert not [path for (_, method, path, _), _ in after
+                if method == "POST" and "/blobs/uploads/" in path]
+    ranges = [h.get("Content-Range") for (_, method, _, _), h in after if method == "PATCH"]
+    assert ranges and ranges[0].startswith(f"{part}-"), ranges
+    assert "Resuming the upload of blob " + large in log_text(m)
+
+
 def test_flapping_registry(mount, front, registry, tmp_path):
     m = hmount(mount, front)
     checks = warm(m, registry)
