@@ -204,10 +204,16 @@ class BlobUpload {
       response = HttpResponse{};
     }
     if (!response.ok() && lost(response)) fail(transport_, response, what_);
-    auto range = response.headers.get("Range");
-    auto received = range ? received_bytes(*range) : std::nullopt;
-    if (!response.ok() || (response.status != 204 && response.status != 200) || !received ||
-        *received > size_) {
+    uint64_t held = 0;
+    bool kept = response.ok() && (response.status == 204 || response.status == 200);
+    if (auto range = response.headers.get("Range"); kept && range) {
+      auto received = received_bytes(*range);
+      kept = received && *received <= size_;
+      held = received.value_or(0);
+    } else {
+      kept = false;
+    }
+    if (!kept) {
       LOG(kInfo) << "Cannot resume the upload of blob " << digest_ << " to " << repository_
                  << ": the registry kept no session (HTTP " << response.status
                  << "); starting it again";
@@ -215,7 +221,7 @@ class BlobUpload {
     }
     url_ = left.url;
     follow(response, answered);
-    offset_ = *received;
+    offset_ = held;
     LOG(kInfo) << "Resuming the upload of blob " << digest_ << " to " << repository_ << " at byte "
                << offset_ << " of " << size_;
     return true;
