@@ -39,6 +39,10 @@ ScopedDeadline::ScopedDeadline(std::chrono::milliseconds budget) : previous_(dea
   if (!deadline || mine < *deadline) deadline = mine;
 }
 
+ScopedDeadline::ScopedDeadline(std::optional<DeadlineClock::time_point> at) : previous_(deadline) {
+  if (at && (!deadline || *at < *deadline)) deadline = at;
+}
+
 ScopedDeadline::~ScopedDeadline() { deadline = previous_; }
 
 NoDeadline::NoDeadline() : previous_(deadline) { deadline.reset(); }

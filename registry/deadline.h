@@ -9,6 +9,7 @@
 #pragma once
 
 #include <chrono>
+#include <future>
 #include <optional>
 #include <string_view>
 
@@ -30,11 +31,26 @@ std::chrono::milliseconds bounded_timeout(std::chrono::milliseconds timeout);
 // Throws Error(kTimeout) naming `what` if the current deadline has passed.
 void check_deadline(std::string_view what);
 
+// Waits for `future` until the current deadline, if any; throws
+// Error(kTimeout) naming `what` if it passes first (the work goes on).
+template <typename Future>
+void wait_within_deadline(const Future& future, std::string_view what) {
+  if (auto deadline = current_deadline()) {
+    if (future.wait_until(*deadline) != std::future_status::ready) {
+      check_deadline(what);
+      future.wait();  // (a spurious early return)
+    }
+  }
+}
+
 // Sets this thread's deadline to now + `budget` for its lifetime (an
 // enclosing, earlier deadline is kept), and restores the previous one.
 class ScopedDeadline {
  public:
   explicit ScopedDeadline(std::chrono::milliseconds budget);
+  // The deadline `at` (another thread's, carried to a helper thread); none
+  // if nullopt.
+  explicit ScopedDeadline(std::optional<DeadlineClock::time_point> at);
   ~ScopedDeadline();
   ScopedDeadline(const ScopedDeadline&) = delete;
   ScopedDeadline& operator=(const ScopedDeadline&) = delete;
