@@ -12,6 +12,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -180,10 +181,12 @@ int run_mount(const std::vector<std::string>& args) {
   std::filesystem::create_directories(options.cache_dir, ec);
   if (ec) return fail("Cannot create cache directory " + options.cache_dir + ": " + ec.message());
   ::chmod(options.cache_dir.c_str(), 0700);
+  std::optional<registry::Error> unreachable;  // why the registry did not answer the ping
   if (!options.registry.empty()) {
     try {
       registry::Client(client_options(options, creds)).ping();
     } catch (const std::exception& e) {
+      if (auto* error = dynamic_cast<const registry::Error*>(&e)) unreachable = *error;
       // Offline: what is cached stays readable (SPEC §7), so mount anyway if
       // the cache knows this registry.
       if (!std::filesystem::exists(options.cache_dir + "/refs/" + options.registry)) {
@@ -215,6 +218,11 @@ int run_mount(const std::vector<std::string>& args) {
                                   options.insecure.end());
     Served served;
     served.content = std::make_unique<Content>(content);
+    // Known down from the start: cached answers at once, probes behind.
+    if (unreachable && (unreachable->kind() == registry::ErrorKind::kUnavailable ||
+                        unreachable->kind() == registry::ErrorKind::kTimeout)) {
+      served.content->health(options.registry)->failed(*unreachable);
+    }
     served.tree = std::make_unique<Tree>(tree, *served.content);
     LOG(kInfo) << "Serving " << (options.registry.empty() ? "all registries" : options.registry)
                << " at " << options.mountpoint << " (cache " << options.cache_dir << ")";

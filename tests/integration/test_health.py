@@ -176,6 +176,27 @@ def test_cached_answers_at_once_uncached_fails_within_the_deadline(mount, front,
     assert is_mounted(m.path)
 
 
+def test_mounted_while_down_serves_the_cache_at_once(mount, front, registry):
+    m = hmount(mount, front)
+    checks = warm(m, registry)
+    large = Large(m, registry)
+    m.unmount()
+    front.go_down("refuse")
+    proc = subprocess.run(m.argv, env=m.env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    assert "unreachable" in proc.stderr and "serving cached content" in proc.stderr
+    # Known down from the start: nothing waits for it, not even the first
+    # listing of this process (saved on disk by the one before).
+    assert registry_health(m)[front.host]["state"] == "down"
+    assert_cached_fast(checks, [0.0])
+    got, elapsed = timed(read_result, large.path)
+    assert got == errno.EIO and elapsed < FAST, (got, elapsed)
+    front.go_up()
+    assert eventually(lambda: read_result(large.path) == large.data, within=RECOVERY)
+    assert registry_health(m)[front.host]["state"] == "up"
+
+
 def put_manifest(registry, repo, tag, data):
     req = urllib.request.Request(f"{registry.url}/v2/{repo}/manifests/{tag}", data=data,
                                  method="PUT", headers={"Content-Type": MANIFEST_TYPE})
