@@ -24,8 +24,11 @@
 // (kill -9, a crash) is known at the next mount; there resume_pushes() pushes
 // again, on a thread of its own, every complete tag not pushed as it is (a
 // failed or an interrupted push, or one never started): blobs the registry
-// got before are skipped (HEAD), an abandoned upload session is left to the
-// registry, and the tag's manifest goes last, so no tag is half pushed.
+// got before are skipped (HEAD), a chunked upload goes on from where the
+// registry holds its session (kept in the tag's state; a new session if the
+// registry kept none), and the tag's manifest goes last, so no tag is half
+// pushed. The same thread tries again the failed pushes to a registry each
+// time it comes back up (registry/health.h).
 // Flushes and resumes of a tag take its push lock, so it is pushed once.
 // Tags pushed without error are dropped at the next mount; rm -r discards a
 // staged tag.
