@@ -27,9 +27,9 @@ Health::Health(std::string registry) : registry_(std::move(registry)) {
 void Health::check(std::string_view what) const {
   std::lock_guard lock(mutex_);
   if (state_.up) return;
-  throw Error(kind_, "Cannot " + std::string(what) + ": " + registry_ + " is down since " +
-                         clock_time(state_.since) + " (" + state_.last_error +
-                         "); waiting for a probe to see it back");
+  throw RegistryDown(kind_, "Cannot " + std::string(what) + ": " + registry_ + " is down since " +
+                                clock_time(state_.since) + " (" + state_.last_error +
+                                "); waiting for a probe to see it back");
 }
 
 bool Health::down() const {

@@ -22,6 +22,14 @@
 
 namespace regfs::registry {
 
+// The error of a request not made because its registry is down (kind
+// kTimeout or kUnavailable): the "is down" log line said it once, so the
+// operations that fail with it log it quietly.
+class RegistryDown : public Error {
+ public:
+  using Error::Error;
+};
+
 class Health {
  public:
   struct State {
@@ -36,7 +44,8 @@ class Health {
   explicit Health(std::string registry);
 
   const std::string& registry() const { return registry_; }
-  // Throws, while the registry is down, the error that says so for `what`.
+  // Throws, while the registry is down, the RegistryDown that says so for
+  // `what`.
   void check(std::string_view what) const;
   bool down() const;
   State state() const;
