@@ -371,9 +371,9 @@ def test_kill_9_during_a_chunked_upload_resumes_it_at_the_registrys_offset(
 
 def test_flapping_registry(mount, front, registry, tmp_path):
     m = hmount(mount, front)
+    os.makedirs(m / "push/flap")  # first: the root lists "push" throughout
     checks = warm(m, registry)
     layout, descriptor, _ = local_image(tmp_path, "large", "flap")
-    os.makedirs(m / "push/flap")
     offset = registry.log_offset()
     stop = threading.Event()
     problems = []
