@@ -447,8 +447,8 @@ Content::Content(ContentOptions options)
     : options_(std::move(options)),
       cache_(options_.cache_dir, options_.cache_size),
       tags_(options_.cache_dir),
-      pool_(options_.fetch_threads),
-      background_(4) {}
+      background_(4),
+      pool_(options_.fetch_threads) {}
 
 RegistryContent& Content::registry(const std::string& name) {
   std::lock_guard lock(mutex_);

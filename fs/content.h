@@ -227,8 +227,11 @@ class Content {
   std::function<void(const std::string&)> on_up_;
   std::mutex mutex_;  // guards registries_
   std::map<std::string, std::unique_ptr<RegistryContent>> registries_;
-  WorkerPool pool_;        // joined before what its tasks use
-  WorkerPool background_;  // refreshes and probes; last, joined first
+  // Joined in reverse order, each before what its tasks use: pool_ (blob
+  // fetches, whose failures may schedule a probe) before background_
+  // (refreshes and probes).
+  WorkerPool background_;
+  WorkerPool pool_;
 };
 
 }  // namespace regfs::fs
