@@ -439,8 +439,27 @@ void RegistryContent::tag_changed(const std::string& repository, const std::stri
   std::lock_guard lock(mutex_);
   ++changes_;
   tags_.put(name(), repository, tag, record);
-  listings_.erase("catalog of " + name());
-  listings_.erase("tags of " + name() + "/" + repository);
+  // The listings show the change at once and are refreshed behind it (made
+  // stale), so that no listing waits for the registry to list them again.
+  const bool exists = !record.digest.empty();
+  auto edit = [&](const std::string& key, const std::string& entry, bool removable) {
+    auto it = listings_.find(key);
+    if (it == listings_.end()) return;
+    Listing& listing = it->second;
+    if (listing.error || !listing.names) {  // a miss (or a refusal) until now: ask again
+      listings_.erase(it);
+      return;
+    }
+    std::vector<std::string> names = *listing.names;
+    auto at = std::lower_bound(names.begin(), names.end(), entry);
+    bool present = at != names.end() && *at == entry;
+    if (exists && !present) names.insert(at, entry);
+    if (!exists && present && removable) names.erase(at);
+    listing.names = std::make_shared<const std::vector<std::string>>(std::move(names));
+    listing.fetched = {};  // stale
+  };
+  edit("catalog of " + name(), repository, false);
+  edit("tags of " + name() + "/" + repository, tag, true);
 }
 
 Content::Content(ContentOptions options)

@@ -126,8 +126,9 @@ class RegistryContent {
   // Every tag of `repository`, sorted. Throws Error(kNotFound) if no such.
   Names tags(const std::string& repository);
   // After a push or delete of `tag`: records what it points at now (a
-  // default record: unknown, asked again) and drops the repository's tag
-  // list and the catalog, so listings show the change at once.
+  // default record: unknown, asked again) and adds it to (or removes it
+  // from) the repository's tag list and the catalog as they are known, so
+  // listings show the change at once; they are refreshed behind it.
   void tag_changed(const std::string& repository, const std::string& tag,
                    const cache::TagRecord& record);
 
