@@ -11,6 +11,7 @@
 #include <sstream>
 
 #include "cache/blob_cache.h"
+#include "registry/deadline.h"
 #include "registry/error.h"
 #include "registry/log.h"
 
@@ -241,6 +242,16 @@ bool CachedBlob::all_present() const {
   return complete_ || all_present_locked();
 }
 
+bool CachedBlob::present(size_t first, size_t last) const {
+  std::lock_guard lock(mutex_);
+  if (complete_) return true;
+  last = std::min(last, states_.size() - 1);
+  for (size_t i = first; i <= last; ++i) {
+    if (states_[i] != State::kPresent) return false;
+  }
+  return true;
+}
+
 bool CachedBlob::all_present_locked() const {
   return std::all_of(states_.begin(), states_.end(), [](State s) { return s == State::kPresent; });
 }
@@ -319,7 +330,12 @@ bool CachedBlob::await_hash(bool complete) {
   while (true) {
     {
       std::unique_lock lock(mutex_);
-      changed_.wait(lock, [&] { return !hashing_ || failed_ || done(); });
+      auto ready = [&] { return !hashing_ || failed_ || done(); };
+      if (auto deadline = registry::current_deadline()) {
+        if (!changed_.wait_until(lock, *deadline, ready)) throw_deadline_passed();
+      } else {
+        changed_.wait(lock, ready);
+      }
       if (failed_) std::rethrow_exception(failed_);
       if (done()) return true;
     }
@@ -465,6 +481,13 @@ void CachedBlob::abandon(size_t first, size_t last, std::exception_ptr error) {
   changed_.notify_all();
 }
 
+void CachedBlob::throw_deadline_passed() const {
+  throw registry::Error(registry::ErrorKind::kTimeout,
+                        "Cannot read blob " + digest_ +
+                            ": it did not arrive within the operation's deadline "
+                            "(--request-timeout); its fetch goes on in the background");
+}
+
 bool CachedBlob::wait(size_t first, size_t last) {
   std::unique_lock lock(mutex_);
   last = std::min(last, states_.size() - 1);
@@ -479,7 +502,16 @@ bool CachedBlob::wait(size_t first, size_t last) {
       fetching = true;
     }
     if (!fetching) return true;
-    changed_.wait(lock);
+    // A FUSE operation waits for the fetch only until its deadline; the
+    // fetch goes on for the next reader.
+    if (auto deadline = registry::current_deadline()) {
+      if (changed_.wait_until(lock, *deadline) == std::cv_status::timeout &&
+          registry::DeadlineClock::now() >= *deadline) {
+        throw_deadline_passed();
+      }
+    } else {
+      changed_.wait(lock);
+    }
   }
 }
 

@@ -81,6 +81,8 @@ class CachedBlob {
   // The whole-blob digest matched (the blob may not be renamed complete yet).
   bool verified() const;
   bool all_present() const;
+  // Whether chunks [first, last] are all here (as far as this process knows).
+  bool present(size_t first, size_t last) const;
   uint64_t present_bytes() const;
 
   // Marks the chunks of [first, last] that are neither present nor being
@@ -100,7 +102,8 @@ class CachedBlob {
   void abandon(size_t first, size_t last, std::exception_ptr error);
   // Blocks until every chunk of [first, last] is present (true), or one is
   // absent with nobody fetching it (false: claim it). Throws the error a
-  // fetch of one of them failed with, or the blob's integrity error.
+  // fetch of one of them failed with, or the blob's integrity error, or
+  // Error(kTimeout) once the thread's deadline (registry/deadline.h) passes.
   bool wait(size_t first, size_t last);
   // A lease on [offset, offset+length), or nullopt if a chunk turned out to
   // be missing (evicted, or corrupt on disk): claim and fetch again.
@@ -148,6 +151,8 @@ class CachedBlob {
   // Tells the cache what a hash advance did.
   void report(HashResult result);
   void fail_integrity_locked(const std::string& actual);
+  // Throws Error(kTimeout): the operation's deadline passed while waiting.
+  [[noreturn]] void throw_deadline_passed() const;
   template <typename Sink>
   void read_chunk(int fd, size_t index, Sink&& sink) const;
 

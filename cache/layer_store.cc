@@ -4,6 +4,7 @@
 
 #include "cache/tar_reader.h"
 #include "cache/temp_file.h"
+#include "registry/deadline.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 #include "registry/log.h"
@@ -122,6 +123,7 @@ std::shared_ptr<const LayerIndex> LayerStore::get(
     std::lock_guard lock(mutex_);
     in_flight_.erase(diff_id);
   }
+  registry::wait_within_deadline(work, "index layer " + diff_id + " (another reader indexes it)");
   return work.get();
 }
 

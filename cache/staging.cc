@@ -82,6 +82,10 @@ nlohmann::json to_json(const StagedTagState& state) {
       for (auto& [name, value] : meta.xattrs) xattrs[name] = to_hex(value);
     }
   }
+  auto& uploads = doc["uploads"] = nlohmann::json::object();
+  for (auto& [digest, u] : state.uploads) {
+    uploads[digest] = {{"url", u.url}, {"offset", u.offset}, {"size", u.size}};
+  }
   return doc;
 }
 
@@ -138,6 +142,14 @@ StagedTagState from_json(const nlohmann::json& doc) {
         }
         state.rootfs.entries[path] = meta;
       }
+    }
+  }
+  if (auto uploads = doc.find("uploads"); uploads != doc.end() && uploads->is_object()) {
+    for (auto& [digest, u] : uploads->items()) {
+      if (!registry::is_valid_digest(digest) || !u.is_object()) continue;
+      UploadSession session{u.value("url", ""), u.value("offset", uint64_t{0}),
+                            u.value("size", uint64_t{0})};
+      if (!session.url.empty()) state.uploads[digest] = session;
     }
   }
   return state;

@@ -61,6 +61,15 @@ struct RootfsChanges {
   std::map<std::string, RootfsEntryMeta> entries;  // upper entries' metadata
 };
 
+// A chunked blob upload in flight, so that the next process resumes it
+// (registry::UploadProgress): the registry's session URL for the next step,
+// the bytes the session holds, and the blob's size.
+struct UploadSession {
+  std::string url;
+  uint64_t offset = 0;
+  uint64_t size = 0;
+};
+
 // What is remembered of a staged tag besides its files.
 struct StagedTagState {
   std::map<std::string, uint32_t> modes;            // path in the tag -> permission bits
@@ -77,7 +86,8 @@ struct StagedTagState {
   // ns/repo) may be a repository to be: a directory made in it while it is
   // empty makes it one.
   bool made_by_copy = false;
-  RootfsChanges rootfs;  // edits of rootfs/ (a staged copy of an image)
+  RootfsChanges rootfs;                          // edits of rootfs/ (a staged copy of an image)
+  std::map<std::string, UploadSession> uploads;  // blob digest -> its upload in flight
 };
 
 // Coordinates of a staged tag.

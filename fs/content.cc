@@ -25,17 +25,34 @@ bool is_unreachable(const Error& e) {
 
 }  // namespace
 
+registry::ClientOptions RegistryContent::with_health(registry::ClientOptions options) {
+  if (!options.health) options.health = std::make_shared<registry::Health>(options.registry);
+  return options;
+}
+
 RegistryContent::RegistryContent(registry::ClientOptions options, cache::BlobCache& cache,
                                  cache::TagStore& tags, std::chrono::seconds tag_ttl,
-                                 WorkerPool& pool, Transfers& transfers, bool follow_urls)
+                                 WorkerPool& pool, WorkerPool& background, Transfers& transfers,
+                                 bool follow_urls)
     : credentials_(options.credentials),
-      client_(std::move(options)),
+      health_(with_health(options).health),
+      client_([&] {
+        options.health = health_;
+        return std::move(options);
+      }()),
       cache_(cache),
       tags_(tags),
       tag_ttl_(tag_ttl),
       pool_(pool),
+      background_(background),
       transfers_(transfers),
-      follow_urls_(follow_urls) {}
+      follow_urls_(follow_urls) {
+  health_->add_listener([this](const registry::Health::State& state) {
+    if (!state.up) probe_later(state.epoch, 0);
+  });
+}
+
+RegistryContent::~RegistryContent() { stopping_ = true; }
 
 void RegistryContent::add_foreign_urls(const std::string& digest,
                                        const std::vector<std::string>& urls) {
@@ -79,11 +96,38 @@ void RegistryContent::fetch_foreign(const std::string& digest, uint64_t offset, 
 
 bool RegistryContent::is_docker_hub() const { return name() == registry::kDockerHub; }
 
+void RegistryContent::probe_later(uint64_t epoch, int attempt) {
+  if (stopping_) return;
+  background_.submit_after(registry::Health::probe_delay(attempt),
+                           [this, epoch, attempt] { probe(epoch, attempt); });
+}
+
+// One probe of a registry that is down: an answer marks it up (the
+// transport records it); else the next probe, later. A probe of an older
+// outage (it came back, then went down again) stops.
+void RegistryContent::probe(uint64_t epoch, int attempt) {
+  auto state = health_->state();
+  if (stopping_ || state.up || state.epoch != epoch) return;
+  try {
+    client_.probe();
+  } catch (const Error& e) {
+    LOG(kDebug) << "Probe of " << name() << " failed: " << e.what();
+  }
+  state = health_->state();
+  if (!state.up && state.epoch == epoch) probe_later(epoch, attempt + 1);
+}
+
 cache::TagRecord RegistryContent::resolve_tag(const std::string& repository,
                                               const std::string& tag) {
   auto known = tags_.get(name(), repository, tag);
+  if (known && known->digest.empty()) known.reset();  // asked again (tag_changed, a refresh)
   auto now = std::chrono::system_clock::now();
   if (known && now - known->fetched < tag_ttl_ && now >= known->fetched) return *known;
+  if (known && tag_ttl_.count() > 0) {
+    // Stale: the last answer at once, a refresh behind it.
+    refresh_tag_later(repository, tag);
+    return *known;
+  }
   try {
     auto head = client_.head_manifest(repository, tag);
     cache::TagRecord record{head.digest, head.media_type, head.size, now};
@@ -91,10 +135,35 @@ cache::TagRecord RegistryContent::resolve_tag(const std::string& repository,
     return record;
   } catch (const Error& e) {
     if (!known || !is_unreachable(e)) throw;
-    LOG(kWarning) << "Cannot refresh tag " << name() << "/" << repository << ":" << tag << " ("
-                  << e.what() << "); using the last known digest " << known->digest;
+    LOG_AT(health_->down() ? log::kDebug : log::kWarning)
+        << "Cannot refresh tag " << name() << "/" << repository << ":" << tag << " (" << e.what()
+        << "); using the last known digest " << known->digest;
     return *known;
   }
+}
+
+void RegistryContent::refresh_tag_later(const std::string& repository, const std::string& tag) {
+  if (health_->down()) return;  // the first lookup once it is back refreshes it
+  uint64_t changes;
+  {
+    std::lock_guard lock(mutex_);
+    changes = changes_;
+  }
+  refreshes_.submit(background_, "tag " + repository + ":" + tag, [=, this] {
+    cache::TagRecord record;
+    try {
+      auto head = client_.head_manifest(repository, tag);
+      record = {head.digest, head.media_type, head.size, std::chrono::system_clock::now()};
+    } catch (const Error& e) {
+      LOG(kDebug) << "Cannot refresh tag " << name() << "/" << repository << ":" << tag << ": "
+                  << e.what();
+      // Gone: the next lookup asks (and answers ENOENT); unreachable: kept.
+      if (e.kind() != ErrorKind::kNotFound) return;
+    }
+    std::lock_guard lock(mutex_);
+    if (changes_ != changes) return;  // pushed or deleted meanwhile: that answer stands
+    tags_.put(name(), repository, tag, record);
+  });
 }
 
 std::string RegistryContent::manifest(const std::string& repository, const std::string& digest) {
@@ -240,6 +309,30 @@ cache::ReadLease BlobReader::read(uint64_t offset, size_t length) {
   length = static_cast<size_t>(std::min<uint64_t>(length, blob_->size() - offset));
   size_t first = blob_->chunk_of(offset);
   size_t last = blob_->chunk_of(offset + length - 1);
+  {
+    constexpr auto kRepeat = std::chrono::seconds(1);
+    std::lock_guard lock(mutex_);
+    if (gave_up_chunk_ == first && std::chrono::steady_clock::now() - gave_up_at_ < kRepeat &&
+        !blob_->present(first, last)) {
+      throw Error(ErrorKind::kTimeout, "Cannot read blob " + blob_->digest() +
+                                           ": it is still on its way (the read before gave up at "
+                                           "its deadline)");
+    }
+  }
+  try {
+    return read_chunks(offset, length, first, last);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kTimeout) {
+      std::lock_guard lock(mutex_);
+      gave_up_at_ = std::chrono::steady_clock::now();
+      gave_up_chunk_ = first;
+    }
+    throw;
+  }
+}
+
+cache::ReadLease BlobReader::read_chunks(uint64_t offset, size_t length, size_t first,
+                                         size_t last) {
   auto [claim_first, claim_last] = claim_range(offset, length, first, last);
   drop_behind(first);
   // The chunks of this read stay out of eviction until the lease holds them
@@ -323,6 +416,11 @@ Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch
       known = it->second;
     }
   }
+  if (known && known->names && tag_ttl_.count() > 0 && known->credentials == credentials) {
+    // Stale: the last listing at once, a refresh behind it.
+    refresh_listing_later(key, repository, fetch);
+    return known->names;
+  }
   Listing fresh{nullptr, now, std::nullopt, credentials};
   try {
     auto names = fetch();
@@ -331,13 +429,14 @@ Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch
     fresh.names = std::make_shared<const std::vector<std::string>>(std::move(names));
   } catch (const Error& e) {
     if (is_unreachable(e)) {
+      auto level = health_->down() ? log::kDebug : log::kWarning;
       if (known && known->names) {
-        LOG(kWarning) << "Cannot refresh " << key << " (" << e.what()
+        LOG_AT(level) << "Cannot refresh " << key << " (" << e.what()
                       << "); using the last listing";
         return known->names;
       }
       if (auto saved = tags_.get_listing(name(), repository)) {
-        LOG(kWarning) << "Cannot list " << key << " (" << e.what()
+        LOG_AT(level) << "Cannot list " << key << " (" << e.what()
                       << "); using the listing saved in the cache";
         return std::make_shared<const std::vector<std::string>>(std::move(*saved));
       }
@@ -351,9 +450,36 @@ Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch
   return fresh.names;
 }
 
+template <typename Fetch>
+void RegistryContent::refresh_listing_later(const std::string& key, const std::string& repository,
+                                            Fetch fetch) {
+  if (health_->down()) return;  // the first listing once it is back refreshes it
+  uint64_t changes;
+  {
+    std::lock_guard lock(mutex_);
+    changes = changes_;
+  }
+  refreshes_.submit(background_, key, [=, this] {
+    Listing fresh{nullptr, std::chrono::steady_clock::now(), std::nullopt};
+    try {
+      auto names = fetch();
+      std::sort(names.begin(), names.end());
+      fresh.names = std::make_shared<const std::vector<std::string>>(std::move(names));
+    } catch (const Error& e) {
+      LOG(kDebug) << "Cannot refresh " << key << ": " << e.what();
+      if (is_unreachable(e)) return;  // the last listing stays, still stale
+      fresh.error = e;
+    }
+    std::lock_guard lock(mutex_);
+    if (changes_ != changes) return;  // a push or delete dropped it meanwhile
+    if (fresh.names) tags_.put_listing(name(), repository, *fresh.names);
+    listings_[key] = fresh;
+  });
+}
+
 Names RegistryContent::catalog() {
   try {
-    return cached_listing("", [&] { return client_.catalog(); });
+    return cached_listing("", [this] { return client_.catalog(); });
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kUnsupported) return nullptr;
     throw;
@@ -361,21 +487,42 @@ Names RegistryContent::catalog() {
 }
 
 Names RegistryContent::tags(const std::string& repository) {
-  return cached_listing(repository, [&] { return client_.list_tags(repository); });
+  return cached_listing(repository, [this, repository] { return client_.list_tags(repository); });
 }
 
 void RegistryContent::tag_changed(const std::string& repository, const std::string& tag,
                                   const cache::TagRecord& record) {
-  tags_.put(name(), repository, tag, record);
   std::lock_guard lock(mutex_);
-  listings_.erase("catalog of " + name());
-  listings_.erase("tags of " + name() + "/" + repository);
+  ++changes_;
+  tags_.put(name(), repository, tag, record);
+  // The listings show the change at once and are refreshed behind it (made
+  // stale), so that no listing waits for the registry to list them again.
+  const bool exists = !record.digest.empty();
+  auto edit = [&](const std::string& key, const std::string& entry, bool removable) {
+    auto it = listings_.find(key);
+    if (it == listings_.end()) return;
+    Listing& listing = it->second;
+    if (listing.error || !listing.names) {  // a miss (or a refusal) until now: ask again
+      listings_.erase(it);
+      return;
+    }
+    std::vector<std::string> names = *listing.names;
+    auto at = std::lower_bound(names.begin(), names.end(), entry);
+    bool present = at != names.end() && *at == entry;
+    if (exists && !present) names.insert(at, entry);
+    if (!exists && present && removable) names.erase(at);
+    listing.names = std::make_shared<const std::vector<std::string>>(std::move(names));
+    listing.fetched = {};  // stale
+  };
+  edit("catalog of " + name(), repository, false);
+  edit("tags of " + name() + "/" + repository, tag, true);
 }
 
 Content::Content(ContentOptions options)
     : options_(std::move(options)),
       cache_(options_.cache_dir, options_.cache_size),
       tags_(options_.cache_dir),
+      background_(4),
       pool_(options_.fetch_threads) {}
 
 RegistryContent& Content::registry(const std::string& name) {
@@ -397,10 +544,32 @@ RegistryContent& Content::registry(const std::string& name) {
       client.request_timeout = client.stall_timeout = options_.request_timeout;
       client.connect_timeout = std::min(client.connect_timeout, options_.request_timeout);
     }
+    client.health = std::make_shared<registry::Health>(name);
+    client.health->add_listener([this, name](const registry::Health::State& state) {
+      if (!state.up) return;
+      std::lock_guard lock(on_up_mutex_);  // held while it runs: see on_registry_up
+      if (on_up_) on_up_(name);
+    });
     slot = std::make_unique<RegistryContent>(std::move(client), cache_, tags_, options_.tag_ttl,
-                                             pool_, transfers_, options_.follow_urls);
+                                             pool_, background_, transfers_, options_.follow_urls);
   }
   return *slot;
+}
+
+std::shared_ptr<registry::Health> Content::health(const std::string& name) {
+  return registry(name).health();
+}
+
+std::vector<std::pair<std::string, registry::Health::State>> Content::health_states() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::string, registry::Health::State>> states;
+  for (auto& [name, reg] : registries_) states.emplace_back(name, reg->health()->state());
+  return states;
+}
+
+void Content::on_registry_up(std::function<void(const std::string&)> listener) {
+  std::lock_guard lock(on_up_mutex_);
+  on_up_ = std::move(listener);
 }
 
 std::string Content::account(const std::string& registry) const {

@@ -4,6 +4,7 @@
 #include <new>
 #include <system_error>
 
+#include "registry/health.h"
 #include "registry/log.h"
 
 namespace regfs::fs {
@@ -45,6 +46,9 @@ int to_errno(ErrorKind kind) {
 int current_exception_to_errno(const char* operation) {
   try {
     throw;
+  } catch (const registry::RegistryDown& e) {
+    LOG(kDebug) << operation << ": " << e.what();  // logged once, when it went down
+    return to_errno(e.kind());
   } catch (const registry::Error& e) {
     // A miss is an answer, not an event worth a line above debug.
     auto level = e.kind() == ErrorKind::kNotFound ? log::kDebug : log::kWarning;

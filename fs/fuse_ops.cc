@@ -18,6 +18,7 @@
 #include "fs/errno_map.h"
 #include "fs/inode_table.h"
 #include "fs/staging_tree.h"
+#include "registry/deadline.h"
 #include "registry/log.h"
 
 namespace regfs::fs {
@@ -37,6 +38,8 @@ struct MountState {
   timespec mount_time{};
   std::unique_ptr<DirListings> listings;
   bool no_opendir = false;  // the kernel opens directories itself
+  // The most one operation waits in total (--request-timeout, SPEC §7).
+  std::chrono::milliseconds request_timeout{30'000};
 };
 
 struct FileHandle {
@@ -56,8 +59,10 @@ struct FileHandle {
 MountState& state_of(fuse_req_t req) { return *static_cast<MountState*>(fuse_req_userdata(req)); }
 
 // Runs `body`, which replies on success; any exception becomes the errno reply.
+// Everything it chains shares one deadline (registry/deadline.h).
 template <typename Body>
 void guarded(fuse_req_t req, const char* operation, Body&& body) {
+  registry::ScopedDeadline deadline(state_of(req).request_timeout);
   try {
     body();
   } catch (...) {
@@ -205,6 +210,7 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, bool 
   const char* operation = plus ? "readdirplus" : "readdir";
   DirListings::Listing listing;
   try {
+    registry::ScopedDeadline deadline(s.request_timeout);
     listing = s.listings->list(ino, *node_or_throw(s, ino), offset);
   } catch (...) {
     fuse_reply_err(req, current_exception_to_errno(operation));
@@ -537,6 +543,9 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     return;
   }
   guarded(req, "flush", [&] {
+    // The push this close() completes takes what it takes: its result is
+    // close()'s (SPEC §4), and its requests keep their own timeouts.
+    registry::NoDeadline unbounded;
     state_of(req).served.tree->staging().flush(*handle->staged);
     fuse_reply_err(req, 0);
   });
@@ -590,6 +599,7 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     auto source = node_or_throw(s, ino_in);
     std::optional<uint64_t> copied;
     if (out->staged && source->kind == NodeKind::kBlob) {
+      registry::NoDeadline unbounded;  // may complete the tag, and push it (see op_flush)
       copied = s.served.tree->staging().copy_reference(*source, s.served.tree->attr(*source).size,
                                                        static_cast<uint64_t>(off_in), *out->staged,
                                                        static_cast<uint64_t>(off_out), len);
@@ -697,6 +707,7 @@ int mount_and_serve(const MountOptions& options, const std::function<Served()>& 
 
   MountState state;
   state.ttl = static_cast<double>(options.tag_ttl.count());
+  if (options.request_timeout.count() > 0) state.request_timeout = options.request_timeout;
   state.max_read = max_read_of(options);
   state.uid = ::getuid();
   state.gid = ::getgid();

@@ -16,6 +16,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -78,7 +79,12 @@ constexpr const char* kMountUsage =
     "  --mirror REGISTRY=MIRROR  read REGISTRY through a pull-through mirror first (repeatable;\n"
     "                         [[registry.mirror]] in registries.conf works too)\n"
     "  --platform OS/ARCH[/VARIANT]  platform shown for multi-platform tags (the host's)\n"
-    "  --tag-ttl SECONDS      how long tag lists and tag answers are trusted (30)\n"
+    "  --tag-ttl SECONDS      how long tag lists and tag answers are trusted (30); past it\n"
+    "                         the last answer is given at once while it is asked again in\n"
+    "                         the background; 0 asks every time\n"
+    "  --request-timeout SECONDS  the most one file operation waits for a registry, whatever\n"
+    "                         it chains (30); while a registry is down, what is cached is\n"
+    "                         served at once and the rest fails at once (EIO, ETIMEDOUT)\n"
     "  --upload-chunk-size SIZE  push blobs larger than SIZE in parts of SIZE, at least 5M\n"
     "                         (8M in one request, then 16M parts)\n"
     "  --push-delay SECONDS   push a build (a plain directory copied into a tag) after this\n"
@@ -200,10 +206,12 @@ int run_mount(const std::vector<std::string>& args) {
   std::filesystem::create_directories(options.cache_dir, ec);
   if (ec) return fail("Cannot create cache directory " + options.cache_dir + ": " + ec.message());
   ::chmod(options.cache_dir.c_str(), 0700);
+  std::optional<registry::Error> unreachable;  // why the registry did not answer the ping
   if (!options.registry.empty()) {
     try {
       registry::Client(client_options(options, creds)).ping();
     } catch (const std::exception& e) {
+      if (auto* error = dynamic_cast<const registry::Error*>(&e)) unreachable = *error;
       // Offline: what is cached stays readable (SPEC §7), so mount anyway if
       // the cache knows this registry.
       if (!std::filesystem::exists(options.cache_dir + "/refs/" + options.registry)) {
@@ -239,6 +247,11 @@ int run_mount(const std::vector<std::string>& args) {
                                   options.insecure.end());
     Served served;
     served.content = std::make_unique<Content>(content);
+    // Known down from the start: cached answers at once, probes behind.
+    if (unreachable && (unreachable->kind() == registry::ErrorKind::kUnavailable ||
+                        unreachable->kind() == registry::ErrorKind::kTimeout)) {
+      served.content->health(options.registry)->failed(*unreachable);
+    }
     served.tree = std::make_unique<Tree>(tree, *served.content);
     LOG(kInfo) << "Serving " << (options.registry.empty() ? "all registries" : options.registry)
                << " at " << options.mountpoint << " (cache " << options.cache_dir << ")";

@@ -91,7 +91,7 @@ void set_option(MountOptions& options, const std::string& name, const std::strin
     char* end = nullptr;
     double seconds = std::strtod(value.c_str(), &end);
     if (value.empty() || *end != '\0' || !(seconds > 0) || seconds > 86400) {
-      throw UsageError("invalid request_timeout '" + value + "': expected seconds");
+      throw UsageError("invalid --request-timeout '" + value + "': expected seconds");
     }
     options.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
   } else if (name == "mirror") {

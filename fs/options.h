@@ -37,8 +37,9 @@ struct MountOptions {
   std::chrono::milliseconds push_delay{2000};
   std::string layer_compression = "gzip";  // --layer-compression gzip|zstd
   bool no_urls = false;                    // never fetch a foreign layer from its descriptor's urls
-  // Hidden (-o request_timeout=SECONDS, for tests): the deadline of a request
-  // and the stall limit of a transfer; zero keeps the client's defaults.
+  // --request-timeout SECONDS: the most one file operation waits in total
+  // (registry/deadline.h), and the deadline of a request and stall limit of
+  // a transfer made in the background; zero keeps the defaults (30 s).
   std::chrono::milliseconds request_timeout{0};
   bool foreground = false;
   bool debug = false;

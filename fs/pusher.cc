@@ -43,8 +43,8 @@ Error as_push_error(const Error& e) {
 
 }  // namespace
 
-Pusher::Pusher(Content& content, size_t parallel)
-    : content_(content), parallel_(std::max<size_t>(parallel, 1)) {}
+Pusher::Pusher(Content& content, cache::StagingArea* area, size_t parallel)
+    : content_(content), area_(area), parallel_(std::max<size_t>(parallel, 1)) {}
 
 registry::Client& Pusher::client(const std::string& name) {
   std::lock_guard lock(mutex_);
@@ -57,6 +57,7 @@ registry::Client& Pusher::client(const std::string& name) {
         std::find(options.insecure.begin(), options.insecure.end(), name) != options.insecure.end();
     client.ca_cert = options.ca_cert;
     client.credentials = options.credentials;
+    client.health = content_.health(name);  // one view of whether it answers
     if (options.upload_chunk_size > 0) {
       client.upload_chunk_size = client.monolithic_upload_limit = options.upload_chunk_size;
     }
@@ -119,12 +120,32 @@ void Pusher::push_blob(registry::Client& client, const cache::StagedTag& target,
                             static_cast<uint64_t>(blob.size));
   try {
     auto source = source_of(blob);
-    client.upload_blob(target.repository, blob.digest, static_cast<uint64_t>(blob.size),
-                       [&](uint64_t offset, char* buffer, size_t max) {
-                         size_t n = source(offset, buffer, max);
-                         transfers.progress(id, n);
-                         return n;
-                       });
+    registry::UploadJournal journal;
+    const auto size = static_cast<uint64_t>(blob.size);
+    if (area_) {
+      auto state = area_->state(target);
+      if (auto it = state.uploads.find(blob.digest);
+          it != state.uploads.end() && it->second.size == size) {
+        journal.resume = registry::UploadProgress{it->second.url, it->second.offset};
+      }
+      journal.record = [this, &target, &blob, size](const auto& progress) {
+        area_->update_state(target, [&](cache::StagedTagState& s) {
+          if (progress) {
+            s.uploads[blob.digest] = cache::UploadSession{progress->url, progress->offset, size};
+          } else {
+            s.uploads.erase(blob.digest);
+          }
+        });
+      };
+    }
+    client.upload_blob(
+        target.repository, blob.digest, size,
+        [&](uint64_t offset, char* buffer, size_t max) {
+          size_t n = source(offset, buffer, max);
+          transfers.progress(id, n);
+          return n;
+        },
+        &journal);
   } catch (...) {
     transfers.end(id);
     throw;

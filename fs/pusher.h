@@ -1,5 +1,7 @@
 // Pushes a PushPlan to a registry (SPEC §4): blobs first, several at once (a
 // small pool of threads), each skipped when the repository has it (HEAD),
+// resumed where an earlier process left its upload session (the staged
+// tag's state keeps it),
 // mounted when it is a reference to another repository of the same registry,
 // else uploaded: from its staged file, or for a reference to another
 // registry streamed from there through the cache (BlobReader). Then the
@@ -24,7 +26,10 @@ namespace regfs::fs {
 
 class Pusher {
  public:
-  explicit Pusher(Content& content, size_t parallel = 4);
+  // `area`, if given, keeps each chunked upload's session in the staged
+  // tag's state, so that a push the daemon did not finish resumes each blob
+  // where the registry holds it (registry::UploadJournal).
+  explicit Pusher(Content& content, cache::StagingArea* area = nullptr, size_t parallel = 4);
 
   // Pushes `plan` as target.tag. Throws Error. Afterwards the tag's cached
   // answers say what was pushed.
@@ -42,6 +47,7 @@ class Pusher {
   registry::BlobSource source_of(const PlanBlob& blob);
 
   Content& content_;
+  cache::StagingArea* const area_;
   const size_t parallel_;
   std::mutex mutex_;  // guards clients_
   std::map<std::string, std::unique_ptr<registry::Client>> clients_;

@@ -7,6 +7,7 @@
 #include <atomic>
 #include <nlohmann/json.hpp>
 
+#include "registry/deadline.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 #include "registry/log.h"
@@ -143,6 +144,7 @@ std::shared_ptr<const MergedTree> RootfsView::tree(RegistryContent& content, con
       }
     }
   }
+  registry::wait_within_deadline(work, "show the rootfs of " + key + " (it is being built)");
   return work.get();
 }
 
@@ -161,7 +163,10 @@ std::shared_ptr<const MergedTree> RootfsView::build(RegistryContent& content, co
   size_t count = image.layers.size();
   std::vector<std::shared_ptr<const cache::LayerIndex>> indexes(count);
   std::atomic<size_t> next{0};
+  // The helper threads wait for blobs within the operation's deadline.
+  const auto deadline = registry::current_deadline();
   auto work = [&] {
+    registry::ScopedDeadline within(deadline);
     for (size_t i; (i = next++) < count;) {
       const auto& layer = image.layers[i];
       try {

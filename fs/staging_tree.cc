@@ -211,10 +211,14 @@ StagingTree::StagingTree(Tree& tree, Content& content, StagingOptions options)
     : tree_(tree),
       content_(content),
       area_(std::move(options.root)),
-      pusher_(content),
+      pusher_(content, &area_),
       allow_delete_(options.allow_delete),
       push_delay_(options.push_delay),
       build_(std::move(options.build)) {
+  // A push that failed while its registry was down is tried again once it
+  // is back (the staged tag keeps its error until then).
+  content_.on_registry_up(
+      [this](const std::string& registry) { resume_pushes(registry, /*only_failed=*/true); });
   // Tags pushed without error are in the registry now: drop their copies.
   // Not those whose push the daemon did not finish (kill -9, a crash).
   for (auto& tag : area_.all_tags()) {
@@ -340,11 +344,13 @@ void StagingTree::push_now(const Node& dir) {
 }
 
 StagingTree::~StagingTree() {
+  content_.on_registry_up(nullptr);
   {
-    std::lock_guard lock(builds_mutex_);
+    std::scoped_lock lock(builds_mutex_, resume_mutex_);
     stopping_ = true;
   }
   builds_changed_.notify_all();
+  resume_ready_.notify_all();
   if (resumer_.joinable()) resumer_.join();
   if (builder_.joinable()) builder_.join();
   // Unmounted: the builds still waiting for their quiet time go now.
@@ -402,15 +408,35 @@ std::vector<std::pair<std::string, std::string>> StagingTree::states() {
   return out;
 }
 
-void StagingTree::resume_pushes(const std::string& registry) {
-  if (resumer_.joinable()) return;
-  resumer_ = std::thread([this, registry] { resume_all(registry); });
+void StagingTree::resume_pushes(const std::string& registry, bool only_failed) {
+  {
+    std::lock_guard lock(resume_mutex_);
+    if (stopping_) return;
+    resume_queue_.emplace_back(registry, only_failed);
+    if (!resumer_.joinable()) resumer_ = std::thread([this] { resume_loop(); });
+  }
+  resume_ready_.notify_one();
 }
 
-void StagingTree::resume_all(const std::string& registry) {
+void StagingTree::resume_loop() {
+  while (true) {
+    std::pair<std::string, bool> next;
+    {
+      std::unique_lock lock(resume_mutex_);
+      resume_ready_.wait(lock, [&] { return stopping_ || !resume_queue_.empty(); });
+      if (stopping_) return;
+      next = std::move(resume_queue_.front());
+      resume_queue_.pop_front();
+    }
+    resume_all(next.first, next.second);
+  }
+}
+
+void StagingTree::resume_all(const std::string& registry, bool only_failed) {
   for (auto& tag : area_.all_tags()) {
     if (stopping_) return;
     if (!registry.empty() && tag.registry != registry) continue;
+    if (only_failed && area_.state(tag).error.empty()) continue;
     try {
       push_if_complete(tag, /*resuming=*/true);
     } catch (const std::exception&) {
@@ -1087,6 +1113,7 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
     s.error.clear();
     s.pushing.clear();
     s.pushed_digest = pushed;
+    s.uploads.clear();
   });
   if (resuming) {
     LOG(kInfo) << "Resumed push of " << name << ": pushed as " << pushed;

@@ -24,8 +24,11 @@
 // (kill -9, a crash) is known at the next mount; there resume_pushes() pushes
 // again, on a thread of its own, every complete tag not pushed as it is (a
 // failed or an interrupted push, or one never started): blobs the registry
-// got before are skipped (HEAD), an abandoned upload session is left to the
-// registry, and the tag's manifest goes last, so no tag is half pushed.
+// got before are skipped (HEAD), a chunked upload goes on from where the
+// registry holds its session (kept in the tag's state; a new session if the
+// registry kept none), and the tag's manifest goes last, so no tag is half
+// pushed. The same thread tries again the failed pushes to a registry each
+// time it comes back up (registry/health.h).
 // Flushes and resumes of a tag take its push lock, so it is pushed once.
 // Tags pushed without error are dropped at the next mount; rm -r discards a
 // staged tag.
@@ -36,6 +39,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -105,8 +109,9 @@ class StagingTree {
   // Once the mount is up: pushes, in the background, every staged tag of
   // `registry` (every registry if empty) that is complete and not pushed as
   // it is (its push failed, was interrupted or never ran), one attempt each,
-  // in turn. Returns at once.
-  void resume_pushes(const std::string& registry);
+  // in turn. Returns at once. Also run, for the tags whose push failed, each
+  // time a registry comes back up (registry/health.h).
+  void resume_pushes(const std::string& registry, bool only_failed = false);
 
   // Hooks of Tree for namespaces: a staged tag or namespace `name` of the
   // namespace `dir` (nullptr if none), and its staged entries.
@@ -198,7 +203,8 @@ class StagingTree {
   // The builder thread: pushes builds whose quiet time has passed.
   void run_builds();
   std::filesystem::path build_dir(const cache::StagedTag& tag) const;
-  void resume_all(const std::string& registry);
+  void resume_all(const std::string& registry, bool only_failed);
+  void resume_loop();
   // The digest of a complete staged file, cached by size and mtime.
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);
   void forget_paths(const cache::StagedTag& tag, const std::string& path);
@@ -245,7 +251,10 @@ class StagingTree {
   std::map<cache::StagedTag, std::string> waiting_;
 
   std::atomic<bool> stopping_{false};  // no resumed push starts once set
-  std::thread resumer_;                // resume_all(), joined by the destructor
+  std::mutex resume_mutex_;            // guards resume_queue_ and resumer_
+  std::condition_variable resume_ready_;
+  std::deque<std::pair<std::string, bool>> resume_queue_;  // resume_pushes' arguments
+  std::thread resumer_;  // resume_loop(), joined by the destructor
 
   // Lock order: builds_mutex_ before mutex_; neither is held over a push.
   std::mutex builds_mutex_;  // guards pending_, building_

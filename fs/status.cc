@@ -1,6 +1,7 @@
 #include "fs/status.h"
 
 #include <algorithm>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -32,6 +33,16 @@ std::string status_json(Content& content, const std::string& what,
         {{"what", t.what}, {"done", t.done}, {"total", t.total}, {"seconds", seconds}});
   }
   doc["transfers"] = transfers;
+  json registries = json::array();
+  for (const auto& [name, health] : content.health_states()) {
+    registries.push_back(
+        {{"registry", name},
+         {"state", health.up ? "up" : "down"},
+         {"since", std::chrono::duration_cast<std::chrono::seconds>(health.since.time_since_epoch())
+                       .count()},
+         {"last_error", health.last_error}});
+  }
+  doc["registries"] = registries;
   json tags = json::array();
   for (const auto& [name, state] : staged) tags.push_back({{"tag", name}, {"state", state}});
   doc["staged"] = tags;
@@ -46,6 +57,16 @@ std::string bar(uint64_t done, uint64_t total) {
   // Resent bytes (a retried part) can take `done` past `total`.
   int filled = total == 0 ? kWidth : static_cast<int>(kWidth * std::min(done, total) / total);
   return "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "]";
+}
+
+// "2026-11-30 10:52:07 UTC"
+std::string utc_time(int64_t seconds) {
+  std::time_t t = static_cast<std::time_t>(seconds);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char text[40];
+  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &tm);
+  return text;
 }
 
 }  // namespace
@@ -76,6 +97,17 @@ std::string format_status(const std::string& text, const std::string& mountpoint
     out << "  " << bar(done, total) << " " << cache::human_size(done) << "/"
         << cache::human_size(total) << " " << cache::human_size(rate) << "/s  "
         << t.value("what", "") << "\n";
+  }
+  const auto& registries = doc.value("registries", json::array());
+  out << "registries: " << (registries.empty() ? "none used yet" : "") << "\n";
+  for (const auto& r : registries) {
+    out << "  " << r.value("registry", "") << "  " << r.value("state", "") << " since "
+        << utc_time(r.value("since", int64_t{0}));
+    std::string error = r.value("last_error", "");
+    if (!error.empty()) {
+      out << (r.value("state", "") == "down" ? "  (" : "  (last error: ") << error << ")";
+    }
+    out << "\n";
   }
   const auto& staged = doc.value("staged", json::array());
   out << "staged tags:" << (staged.empty() ? " none" : "") << "\n";

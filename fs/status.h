@@ -1,7 +1,8 @@
 // What `regfs status MOUNTPOINT` shows: the daemon writes it as JSON into the
 // unlisted MOUNT/.regfs/status file (made afresh at each open), and the
 // command formats it: cache use, transfers in flight with progress and rate,
-// recent warnings and errors.
+// each registry's health (up or down, since when, the last error), recent
+// warnings and errors.
 #pragma once
 
 #include <string>

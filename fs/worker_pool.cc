@@ -12,6 +12,7 @@ WorkerPool::~WorkerPool() {
   {
     std::lock_guard lock(mutex_);
     stopping_ = true;
+    delayed_.clear();
   }
   ready_.notify_all();
   for (auto& thread : threads_) thread.join();
@@ -25,12 +26,34 @@ void WorkerPool::submit(std::function<void()> task) {
   ready_.notify_one();
 }
 
+void WorkerPool::submit_after(std::chrono::milliseconds delay, std::function<void()> task) {
+  {
+    std::lock_guard lock(mutex_);
+    if (stopping_) return;
+    delayed_.emplace(std::chrono::steady_clock::now() + delay, std::move(task));
+  }
+  // Every idle thread re-reads the earliest due time.
+  ready_.notify_all();
+}
+
 void WorkerPool::run() {
   while (true) {
     std::function<void()> task;
     {
       std::unique_lock lock(mutex_);
-      ready_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+      while (true) {
+        auto now = std::chrono::steady_clock::now();
+        while (!delayed_.empty() && delayed_.begin()->first <= now) {
+          queue_.push_back(std::move(delayed_.begin()->second));
+          delayed_.erase(delayed_.begin());
+        }
+        if (!queue_.empty() || stopping_) break;
+        if (delayed_.empty()) {
+          ready_.wait(lock);
+        } else {
+          ready_.wait_until(lock, delayed_.begin()->first);
+        }
+      }
       if (queue_.empty()) return;
       task = std::move(queue_.front());
       queue_.pop_front();

@@ -56,6 +56,7 @@ struct Client::Impl {
       through.insecure = mirror.insecure;
       through.max_attempts = 2;  // the registry itself is the fall-back
       through.mirrors.clear();
+      through.health = nullptr;  // a mirror's failures are not the registry's
       mirrors.push_back(std::make_unique<MirrorClient>(mirror, through));
     }
   }
@@ -110,6 +111,8 @@ struct Client::Impl {
 
   void fetch_blob(std::string_view repository, std::string_view digest, uint64_t offset,
                   uint64_t length, const BodySink& sink);
+  // GET /v2/ (see Client::ping and Client::probe).
+  void ping(bool probe);
 
   struct MirrorClient {
     MirrorClient(Mirror m, const ClientOptions& o) : mirror(std::move(m)), client(o) {}
@@ -208,6 +211,7 @@ void Client::Impl::fetch_blob(std::string_view repository, std::string_view dige
       "fetch blob " + options.registry + "/" + std::string(repository) + "@" + std::string(digest);
   const std::string target = "/v2/" + std::string(repository) + "/blobs/" + std::string(digest);
   const AuthScope scope = AuthScope::pull(repository);
+  transport.check_health(what);
   uint64_t delivered = 0;  // bytes given to `sink`
   int attempt = 1;
   int redirects = 0;
@@ -285,10 +289,15 @@ void Client::Impl::fetch_blob(std::string_view repository, std::string_view dige
         restart();
         continue;
       }
+      if (transport.on_registry(url)) transport.record(response, what);
       throw transport.transport_error(response, what);
     }
     const int status = response.status;
     if (transport.on_registry(url)) transport.confirm_scheme();
+    if (transport.on_registry(url) &&
+        (!retryable_status(status) || status == 429 || attempt >= options.max_attempts)) {
+      transport.record(response, what);
+    }
     if (status == 200 || status == 206) return;
     if (status == 401 && !auth_tried && transport.on_registry(url)) {
       auth_tried = true;
@@ -323,13 +332,17 @@ Client::~Client() = default;
 
 const std::string& Client::registry() const { return impl_->options.registry; }
 
-void Client::ping() {
+void Client::ping() { impl_->ping(false); }
+
+void Client::probe() { impl_->ping(true); }
+
+void Client::Impl::ping(bool probe) {
   HttpRequest request;
-  request.timeout = impl_->options.request_timeout;
-  std::string what = "reach " + impl_->options.registry;
+  request.timeout = options.request_timeout;
+  std::string what = "reach " + options.registry;
   HttpResponse response;
   try {
-    response = impl_->transport.send(what, AuthScope{}, "/v2/", request);
+    response = transport.send(what, AuthScope{}, "/v2/", request, probe);
   } catch (const Error& e) {
     // The token endpoint refused the credentials: the registry is up, and
     // reads will say EACCES (the log names the cause).
@@ -338,7 +351,7 @@ void Client::ping() {
     return;
   }
   if (response.status == 429 || response.status >= 500) {
-    throw error_from_response(response.status, response.body, what, impl_->options.registry);
+    throw error_from_response(response.status, response.body, what, options.registry);
   }
 }
 
@@ -546,8 +559,9 @@ bool Client::mount_blob(std::string_view repository, std::string_view digest,
 }
 
 void Client::upload_blob(std::string_view repository, std::string_view digest, uint64_t size,
-                         const BlobSource& source) {
-  upload::upload_blob(impl_->transport, impl_->upload_habits, repository, digest, size, source);
+                         const BlobSource& source, const UploadJournal* journal) {
+  upload::upload_blob(impl_->transport, impl_->upload_habits, repository, digest, size, source,
+                      journal);
 }
 
 std::string Client::put_manifest(std::string_view repository, std::string_view reference,

@@ -11,11 +11,13 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "registry/credentials.h"
+#include "registry/health.h"
 #include "registry/mirrors.h"
 
 namespace regfs::registry {
@@ -41,6 +43,9 @@ struct ClientOptions {
   // Pull-through mirrors, tried in order for manifests, tag HEADs and blobs
   // before the registry itself, which answers when they fail.
   std::vector<Mirror> mirrors;
+  // Whether the registry answers, shared by its clients (registry/health.h):
+  // while it is down, requests fail at once. Null: not tracked (mirrors).
+  std::shared_ptr<Health> health;
 };
 
 struct ManifestHead {
@@ -63,6 +68,22 @@ using BodySink = std::function<bool(const char* data, size_t size)>;
 // Asked by offset so that a chunk or a retried request can be re-read.
 using BlobSource = std::function<size_t(uint64_t offset, char* buffer, size_t max)>;
 
+// Where a chunked blob upload stands: the session URL for its next step
+// and the bytes the registry holds.
+struct UploadProgress {
+  std::string url;
+  uint64_t offset = 0;
+};
+
+// Lets a chunked upload outlive its process: `resume` is a session an
+// earlier one left (tried first: GET of its URL, then on from the Range the
+// registry holds; a new session if it kept none), `record` is told where the
+// upload stands after each step, and nullopt once it is done.
+struct UploadJournal {
+  std::optional<UploadProgress> resume;
+  std::function<void(const std::optional<UploadProgress>&)> record;
+};
+
 class Client {
  public:
   explicit Client(ClientOptions options);
@@ -75,6 +96,9 @@ class Client {
   // GET /v2/. Throws Error(kUnavailable/kTimeout) when unreachable. A 401
   // that the auth flow cannot pass is not an error here (the registry is up).
   void ping();
+  // The same request even while the registry is marked down (the health
+  // probe): an answer marks it up, a failure keeps it down. Throws as ping.
+  void probe();
 
   // HEAD /v2/<repo>/manifests/<reference>. Resolves a tag without a GET
   // (Docker Hub counts GETs against pull limits).
@@ -117,7 +141,7 @@ class Client {
   // 405). A step whose answer is lost is checked, not resent blindly. The
   // registry verifies the digest.
   void upload_blob(std::string_view repository, std::string_view digest, uint64_t size,
-                   const BlobSource& source);
+                   const BlobSource& source, const UploadJournal* journal = nullptr);
   // PUT /v2/<repo>/manifests/<reference> with `media_type` as Content-Type.
   // Returns the digest; throws Error(kIntegrity) if the registry's
   // Docker-Content-Digest differs from the bytes' sha256.

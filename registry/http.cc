@@ -18,6 +18,7 @@
 #include <exception>
 #include <mutex>
 
+#include "registry/deadline.h"
 #include "registry/error.h"
 #include "registry/log.h"
 
@@ -307,10 +308,11 @@ struct HttpClient::Impl {
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     // Blob bodies arrive in 256 KiB reads, not curl's default 16 KiB.
     curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 256L << 10);
+    // The operation's deadline (registry/deadline.h) bounds every phase.
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
-                     static_cast<long>(options.connect_timeout.count()));
-    if (request.timeout.count() > 0) {
-      curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(request.timeout.count()));
+                     static_cast<long>(bounded_timeout(options.connect_timeout).count()));
+    if (auto timeout = bounded_timeout(request.timeout); timeout.count() > 0) {
+      curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, static_cast<long>(timeout.count()));
     }
     if (request.stall_timeout.count() > 0) {
       long seconds = std::max<long>(1, request.stall_timeout.count() / 1000);
@@ -392,6 +394,12 @@ std::string loggable_url(std::string_view url) {
 HttpResponse HttpClient::perform(const HttpRequest& request) {
   const auto started = std::chrono::steady_clock::now();
   HttpResponse response;
+  if (auto left = time_left(); left && left->count() <= 0) {
+    response.failure = HttpFailure::kTimeout;
+    response.error = "the operation's deadline (--request-timeout) passed";
+    response.attempted = false;
+    return response;
+  }
   Transfer transfer{&request, &response};
   EasyHandle easy = impl_->acquire();
   curl_easy_reset(easy.get());

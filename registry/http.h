@@ -74,6 +74,8 @@ struct HttpResponse {
   HttpHeaders headers;
   std::string body;       // collected body (see HttpRequest::on_body)
   uint64_t streamed = 0;  // bytes passed to on_body
+  // False when nothing was sent: the operation's deadline had passed.
+  bool attempted = true;
 
   bool ok() const { return failure == HttpFailure::kNone; }
 };

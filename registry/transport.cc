@@ -7,6 +7,7 @@
 #include <random>
 #include <thread>
 
+#include "registry/deadline.h"
 #include "registry/log.h"
 #include "registry/reference.h"
 
@@ -147,6 +148,28 @@ Error Transport::transport_error(const HttpResponse& response, std::string_view 
   return Error(kind, "Cannot " + std::string(what) + ": " + reason);
 }
 
+void Transport::check_health(std::string_view what) const {
+  if (options_.health) options_.health->check(what);
+}
+
+void Transport::record(const HttpResponse& response, std::string_view what) {
+  const auto& health = options_.health;
+  if (!health) return;
+  if (!response.ok()) {
+    bool unreachable = response.failure == HttpFailure::kConnect ||
+                       response.failure == HttpFailure::kReset ||
+                       response.failure == HttpFailure::kTimeout;
+    if (response.attempted && unreachable) health->failed(transport_error(response, what));
+    return;
+  }
+  if (response.status != 429 && retryable_status(response.status)) {
+    health->failed(Error(ErrorKind::kUnavailable, "Cannot " + std::string(what) + ": HTTP " +
+                                                      std::to_string(response.status)));
+    return;
+  }
+  health->answered();
+}
+
 void Transport::authorize(HttpRequest* request, const AuthScope& scope) {
   if (!on_registry(request->url)) return;  // never to another host
   if (auto header = auth_.authorization(scope, request->url)) {
@@ -180,13 +203,19 @@ bool Transport::wait_to_retry(int retry, const HttpResponse* response) {
       delay = std::max(delay, *after);
     }
   }
+  // No backoff past the operation's deadline: the retry could not be made.
+  if (auto left = time_left(); left && *left <= delay) {
+    if (left->count() > 0) std::this_thread::sleep_for(*left);
+    return false;
+  }
   LOG(kDebug) << "Retrying a request to " << options_.registry << " in " << delay.count() << " ms";
   std::this_thread::sleep_for(delay);
   return true;
 }
 
 HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std::string_view target,
-                             const HttpRequest& request) {
+                             const HttpRequest& request, bool probe) {
+  if (!probe) check_health(what);
   int attempt = 1;
   bool auth_tried = false;
   while (true) {
@@ -200,6 +229,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
         wait_to_retry(attempt++, nullptr);
         continue;
       }
+      record(response, what);
       throw transport_error(response, what);
     }
     confirm_scheme();
@@ -212,6 +242,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
       ++attempt;
       continue;
     }
+    record(response, what);
     return response;
   }
 }
@@ -219,6 +250,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
 HttpResponse Transport::send_step(std::string_view what, const AuthScope& scope,
                                   std::string_view target, const HttpRequest& request,
                                   std::string* answered) {
+  check_health(what);
   std::string url = full_url(target);
   bool auth_tried = false;
   int redirects = 0;
@@ -240,8 +272,11 @@ HttpResponse Transport::send_step(std::string_view what, const AuthScope& scope,
         wait_to_retry(attempt++, nullptr);
         continue;
       }
+      // Not recorded: the caller asks the registry where it stands, and
+      // records the failure if it gives up (registry/upload.cc).
       return response;
     }
+    if (here && !retryable_status(response.status)) record(response, what);
     if (here) confirm_scheme();
     if (response.status == 401 && here && !auth_tried) {
       auth_tried = true;

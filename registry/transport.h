@@ -31,8 +31,10 @@ class Transport {
 
   // One logical request with auth, scheme fall-back and retries. Returns the
   // final response, whatever its status; throws Error on transport failure.
+  // While the registry is marked down (registry/health.h) it throws at once,
+  // unless `probe`: the request that finds out whether it is back.
   HttpResponse send(std::string_view what, const AuthScope& scope, std::string_view target,
-                    const HttpRequest& request);
+                    const HttpRequest& request, bool probe = false);
 
   // One step of an upload, which must not be resent blindly (the registry
   // may have done it and lost only the answer): the auth flow and 307/308
@@ -40,7 +42,8 @@ class Transport {
   // the scheme falls back while nothing reached the registry, and any other
   // failure is returned as it is (ok() false, or the status), for the caller
   // to ask the registry where it stands. `*answered` is set to the URL that
-  // answered, to resolve its Location against.
+  // answered, to resolve its Location against. Only answers are recorded in
+  // the registry's health here; the caller records a failure it gives up on.
   HttpResponse send_step(std::string_view what, const AuthScope& scope, std::string_view target,
                          const HttpRequest& request, std::string* answered);
 
@@ -63,6 +66,11 @@ class Transport {
   // if the response's Retry-After is longer than the request deadline.
   bool wait_to_retry(int retry, const HttpResponse* response);
   Error transport_error(const HttpResponse& response, std::string_view what) const;
+  // Throws while the registry is marked down (see registry/health.h).
+  void check_health(std::string_view what) const;
+  // Tells the registry's health how a request to it ended, after its
+  // retries: an answer (up; a 408/5xx is down) or a failure to get one.
+  void record(const HttpResponse& response, std::string_view what);
 
  private:
   ClientOptions options_;

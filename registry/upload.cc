@@ -16,6 +16,13 @@
 // (distribution cancels a session replayed with stale state). A manifest
 // PUT whose answer was lost is checked with a HEAD before it is sent again.
 // A 405 on PATCH makes the registry's blobs go up in one PUT from then on.
+//
+// A chunked upload tells its UploadJournal where it stands after each step,
+// so that a process that died mid-push (kill -9) leaves a session the next
+// one resumes: GET of its URL gives the Range the registry holds (and a
+// fresh Location), and the upload goes on from there; a session the
+// registry no longer keeps (distribution cancels one whose state is stale,
+// as after a PATCH cut off midway) means a new one from byte 0.
 #include "registry/upload.h"
 
 #include <algorithm>
@@ -72,8 +79,11 @@ HttpRequest stream_request(const Transport& transport, const char* method, uint6
   return request;
 }
 
-[[noreturn]] void fail(const Transport& transport, const HttpResponse& response,
+// Gives up on a step: a failure to get an answer (or a 5xx) counts
+// against the registry's health (registry/health.h).
+[[noreturn]] void fail(Transport& transport, const HttpResponse& response,
                        const std::string& what) {
+  transport.record(response, what);
   if (!response.ok()) throw transport.transport_error(response, what);
   throw error_from_response(response.status, response.body, what, transport.options().registry);
 }
@@ -116,8 +126,10 @@ void check_stored(const HttpResponse& response, std::string_view digest, const s
 class BlobUpload {
  public:
   BlobUpload(Transport& transport, Habits& habits, std::string_view repository,
-             std::string_view digest, uint64_t size, const BlobSource& source)
-      : transport_(transport),
+             std::string_view digest, uint64_t size, const BlobSource& source,
+             const UploadJournal* journal)
+      : journal_(journal),
+        transport_(transport),
         habits_(habits),
         repository_(repository),
         digest_(digest),
@@ -131,11 +143,14 @@ class BlobUpload {
   }
 
   void run() {
-    start();
+    if (!resume()) start();
     int failures = 0;
     while (true) {
       Outcome outcome = !chunked_ ? put_whole() : offset_ < size_ ? patch() : close();
-      if (outcome == Outcome::kDone) return;
+      if (outcome == Outcome::kDone) {
+        record(true);
+        return;
+      }
       if (outcome == Outcome::kProgress) {
         // Only bytes never held before are progress: a new session that
         // gets as far as the last one did and is lost again counts as a
@@ -144,6 +159,7 @@ class BlobUpload {
           furthest_ = offset_;
           failures = 0;
         }
+        record(false);
         continue;
       }
       if (outcome == Outcome::kNoChunks) {
@@ -158,12 +174,64 @@ class BlobUpload {
           !transport_.wait_to_retry(failures, last_.ok() ? &last_ : nullptr)) {
         fail(transport_, last_, what_);
       }
-      if (recover()) return;
+      if (recover()) {
+        record(true);
+        return;
+      }
+      record(false);
     }
   }
 
  private:
   enum class Outcome { kDone, kProgress, kOutOfStep, kNoChunks };
+
+  // Tells the journal where the upload stands (`done`: nowhere any more).
+  void record(bool done) {
+    if (!journal_ || !journal_->record || (!chunked_ && !done)) return;
+    if (done) {
+      journal_->record(std::nullopt);
+    } else {
+      journal_->record(UploadProgress{url_, offset_});
+    }
+  }
+
+  // Goes on with the session an earlier process left, if the registry
+  // still keeps it: true, with url_ and offset_ where it stands.
+  bool resume() {
+    if (!journal_ || !journal_->resume || !chunked_ || journal_->resume->url.empty()) return false;
+    const UploadProgress& left = *journal_->resume;
+    std::string answered;
+    HttpResponse response;
+    try {
+      response =
+          transport_.send_step(what_, scope_, left.url, request_for(transport_, "GET"), &answered);
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTimeout) throw;
+      response = HttpResponse{};
+    }
+    if (!response.ok() && lost(response)) fail(transport_, response, what_);
+    uint64_t held = 0;
+    bool kept = response.ok() && (response.status == 204 || response.status == 200);
+    if (auto range = response.headers.get("Range"); kept && range) {
+      auto received = received_bytes(*range);
+      kept = received && *received <= size_;
+      held = received.value_or(0);
+    } else {
+      kept = false;
+    }
+    if (!kept) {
+      LOG(kInfo) << "Cannot resume the upload of blob " << digest_ << " to " << repository_
+                 << ": the registry kept no session (HTTP " << response.status
+                 << "); starting it again";
+      return false;
+    }
+    url_ = left.url;
+    follow(response, answered);
+    offset_ = held;
+    LOG(kInfo) << "Resuming the upload of blob " << digest_ << " to " << repository_ << " at byte "
+               << offset_ << " of " << size_;
+    return true;
+  }
 
   // Opens a new session at byte 0.
   void start() {
@@ -176,6 +244,7 @@ class BlobUpload {
     }
     url_ = resolve_url(transport_.full_url(target), *location);
     offset_ = 0;
+    record(false);
     // The registry's smallest part, when it says it (OCI distribution 1.1).
     if (auto min = response.headers.get("OCI-Chunk-Min-Length")) {
       char* end = nullptr;
@@ -273,6 +342,7 @@ class BlobUpload {
     return false;
   }
 
+  const UploadJournal* journal_;  // null: nothing outlives this process
   Transport& transport_;
   Habits& habits_;
   const std::string repository_;
@@ -365,9 +435,10 @@ bool mount_blob(Transport& transport, std::string_view repository, std::string_v
 }
 
 void upload_blob(Transport& transport, Habits& habits, std::string_view repository,
-                 std::string_view digest, uint64_t size, const BlobSource& source) {
+                 std::string_view digest, uint64_t size, const BlobSource& source,
+                 const UploadJournal* journal) {
   check_names(repository, digest);
-  BlobUpload(transport, habits, repository, digest, size, source).run();
+  BlobUpload(transport, habits, repository, digest, size, source, journal).run();
 }
 
 std::string put_manifest(Transport& transport, std::string_view repository,

@@ -34,7 +34,8 @@ bool blob_exists(Transport& transport, std::string_view repository, std::string_
 bool mount_blob(Transport& transport, std::string_view repository, std::string_view digest,
                 std::string_view from);
 void upload_blob(Transport& transport, Habits& habits, std::string_view repository,
-                 std::string_view digest, uint64_t size, const BlobSource& source);
+                 std::string_view digest, uint64_t size, const BlobSource& source,
+                 const UploadJournal* journal = nullptr);
 std::string put_manifest(Transport& transport, std::string_view repository,
                          std::string_view reference, std::string_view bytes,
                          std::string_view media_type);

@@ -43,7 +43,7 @@ _regfs() {
     --platform)
       COMPREPLY=($(compgen -W "linux/amd64 linux/arm64 linux/arm/v7 linux/386 linux/ppc64le linux/s390x" -- "$cur"))
       return ;;
-    --cache-size | --tag-ttl | --upload-chunk-size | --push-delay | -u | --username)
+    --cache-size | --tag-ttl | --request-timeout | --upload-chunk-size | --push-delay | -u | --username)
       return ;;
     --layer-compression)
       COMPREPLY=($(compgen -W "gzip zstd" -- "$cur"))
@@ -55,7 +55,7 @@ _regfs() {
   case $command in
     mount)
       if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --mirror --upload-chunk-size --push-delay --layer-compression --allow-delete --no-urls --foreground --debug -f -d -o --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --request-timeout --mirror --upload-chunk-size --push-delay --layer-compression --allow-delete --no-urls --foreground --debug -f -d -o --help" -- "$cur"))
       else
         COMPREPLY=($(compgen -d -- "$cur") $(compgen -W "$(_regfs_registries)" -- "$cur"))
       fi ;;

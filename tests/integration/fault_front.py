@@ -34,6 +34,22 @@ and headers of the answer) unless a fault armed by the test matches it:
                                            not / is the first on its
                                            connection (None: any)
 
+  front.add("delay", seconds=1.5)          wait, then pass the request on
+
+The registry itself can go away (issue 16) and come back:
+
+  front.refuse()      close the port (connections are refused) and reset
+                      every open connection
+  front.accept()      listen on the same port again
+  front.go_down(how)  how = "refuse", "hang" (connections accepted, nothing
+                      answered) or "reset" (every request reset); go_up()
+                      undoes it (hanging requests are reset)
+  front.flap(period=2.0, how="refuse")   down and up every `period` seconds
+                      on a thread of its own, until stop_flapping() (which
+                      leaves it up); front.transitions counts the changes
+  front.drop_connections()   reset every open connection (a throttled
+                      transfer in flight ends)
+
 FaultFront(..., keep_alive=False) closes the connection after every answer
 (so every request comes on a fresh one); front.token_lifetime = 2.0 makes
 every bearer token expire 2 s after the front first saw it (then treated as
@@ -48,7 +64,8 @@ extending the handler's _pass_through (tag_pager.TagPager pages tag lists).
 
 A fault matches a request whose method is in `methods` (default GET and
 HEAD) and whose path matches the regex `path` (default any), `times` times
-(None: until clear()). Requests that match nothing are proxied. Everything
+(None: until clear()), after letting the first `skip` of them (default 0)
+pass through. Requests that match nothing are proxied. Everything
 served is recorded: front.log is [(time, method, path, fault kind or None)],
 front.headers the request headers of each. Threaded; the control API is
 called from the test's thread.
@@ -102,6 +119,7 @@ class Fault:
         self.times = times
         self.params = params
         self.hits = 0
+        self.skipped = 0
 
     def matches(self, method, path, reused=False):
         if method not in self.methods:
@@ -157,9 +175,20 @@ class _Served:
         self.server.server_close()
 
 
+ALL_METHODS = ("GET", "HEAD", "PUT", "POST", "PATCH", "DELETE")
+
+
 class FaultFront(_Served):
     def __init__(self, upstream, port=0, bind="127.0.0.1", tls=None, realm=None,
                  keep_alive=True, inject_auth=None):
+        self.bind = bind
+        self.tls = tls
+        self.connections = set()
+        self.refusing = False
+        self.down_faults = []
+        self.transitions = 0
+        self._flapper = None
+        self._flap_stop = threading.Event()
         url = urlsplit(upstream)
         self.realm = realm
         self.keep_alive = keep_alive
@@ -177,8 +206,103 @@ class FaultFront(_Served):
         super().__init__(bind, port, tls)
 
     def stop(self):
+        self.stop_flapping()
         self.release()
-        super().stop()
+        if not self.refusing:
+            super().stop()
+        self.drop_connections()
+
+    def drop_connections(self):
+        """Resets every open client connection."""
+        with self.lock:
+            connections = list(self.connections)
+        for sock in connections:
+            # A handler thread holds the socket (its rfile): close() alone
+            # would not end the connection.
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            _reset(sock)
+
+    def refuse(self):
+        """Closes the port: new connections are refused, open ones reset."""
+        with self.lock:
+            if self.refusing:
+                return
+            self.refusing = True
+        self.server.shutdown()
+        self.server.server_close()
+        self.drop_connections()
+
+    def accept(self):
+        """Listens on the same port again after refuse()."""
+        with self.lock:
+            if not self.refusing:
+                return
+        port = int(self.host.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                server = _Server((self.bind, port), self._handler())
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        if self.tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*self.tls)
+            server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        self.server = server
+        self._thread = threading.Thread(target=server.serve_forever, daemon=True)
+        self._thread.start()
+        with self.lock:
+            self.refusing = False
+
+    def go_down(self, how="refuse"):
+        """The registry stops answering: "refuse", "hang" or "reset"."""
+        with self.lock:
+            self.transitions += 1
+        if how == "refuse":
+            self.refuse()
+            return
+        self.released.clear()
+        self.down_faults.append(self.add(how, methods=ALL_METHODS, timeout=3600))
+        # Insert first: it wins over any other fault.
+        with self.lock:
+            self.faults.insert(0, self.faults.pop())
+
+    def go_up(self):
+        with self.lock:
+            self.transitions += 1
+            self.faults = [f for f in self.faults if f not in self.down_faults]
+        self.down_faults = []
+        self.release()
+        self.accept()
+
+    def flap(self, period=2.0, how="refuse"):
+        """Down for `period` s, up for `period` s, ... until stop_flapping()."""
+        self._flap_stop.clear()
+
+        def run():
+            while not self._flap_stop.is_set():
+                self.go_down(how)
+                if self._flap_stop.wait(period):
+                    break
+                self.go_up()
+                self._flap_stop.wait(period)
+            self.go_up()
+
+        self._flapper = threading.Thread(target=run, daemon=True)
+        self._flapper.start()
+
+    def stop_flapping(self):
+        if self._flapper:
+            self._flap_stop.set()
+            self._flapper.join(30)
+            self._flapper = None
 
     def add(self, kind, **kw):
         fault = Fault(kind, **kw)
@@ -214,6 +338,9 @@ class FaultFront(_Served):
         with self.lock:
             for fault in self.faults:
                 if fault.matches(method, path, reused):
+                    if fault.skipped < fault.params.get("skip", 0):
+                        fault.skipped += 1
+                        return None
                     fault.hits += 1
                     return fault
         return None
@@ -226,6 +353,19 @@ class FaultFront(_Served):
 
             def log_message(self, fmt, *args):
                 pass
+
+            def setup(self):
+                super().setup()
+                with front.lock:
+                    front.connections.add(self.connection)
+
+            def finish(self):
+                with front.lock:
+                    front.connections.discard(self.connection)
+                try:
+                    super().finish()
+                except OSError:
+                    pass
 
             def _dispatch(self):
                 reused = getattr(self, "_answered", 0) > 0
@@ -262,6 +402,10 @@ class FaultFront(_Served):
                 front.released.wait(fault.params.get("timeout", 300))
                 self.close_connection = True
                 _reset(self.connection)
+
+            def _fault_delay(self, fault):
+                time.sleep(fault.params.get("seconds", 1.0))
+                self._proxy()
 
             def _fault_reset(self, fault):
                 self._drain_body()

@@ -3,6 +3,7 @@ access log of each), regfs mounts (mount, unmount, find the daemon) and the
 environment a regfs process runs in."""
 
 import contextlib
+import json
 import os
 import platform
 import shutil
@@ -102,6 +103,14 @@ def eventually(predicate, within=5.0):
             return False
         time.sleep(0.05)
     return True
+
+
+def registry_health(m):
+    """{registry: {"state": "up"|"down", "since": seconds, "last_error": text}}
+    from the mount's status document (MOUNT/.regfs/status)."""
+    with open(Path(m.path) / ".regfs" / "status") as f:
+        doc = json.load(f)
+    return {r["registry"]: r for r in doc.get("registries", [])}
 
 
 def _unescape_mountinfo(field):

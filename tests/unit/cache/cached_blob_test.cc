@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "cache/blob_cache.h"
+#include "registry/deadline.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 
@@ -227,6 +228,27 @@ TEST_F(CachedBlobTest, AwaitCompleteHashesABlobWhoseChunksAreAllPresent) {
   EXPECT_FALSE(blob->complete());
   EXPECT_TRUE(blob->await_complete());
   EXPECT_TRUE(std::filesystem::is_regular_file(complete()));
+}
+
+// A FUSE operation waits for a chunk another thread fetches only until its
+// deadline (registry/deadline.h); the fetch itself is not disturbed.
+TEST_F(CachedBlobTest, WaitEndsAtTheOperationsDeadline) {
+  auto c = cache();
+  auto blob = c->open(digest_, bytes_.size());
+  ASSERT_EQ(blob->claim(1, 1).size(), 1u);  // being fetched, never stored
+  auto started = std::chrono::steady_clock::now();
+  try {
+    registry::ScopedDeadline deadline(std::chrono::milliseconds(200));
+    blob->wait(1, 1);
+    FAIL() << "wait returned";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.kind(), ErrorKind::kTimeout);
+  }
+  auto waited = std::chrono::steady_clock::now() - started;
+  EXPECT_GE(waited, std::chrono::milliseconds(150));
+  EXPECT_LT(waited, std::chrono::seconds(5));
+  blob->store_chunk(1, chunk(1));
+  EXPECT_TRUE(blob->wait(1, 1));  // no deadline: the chunk is there
 }
 
 }  // namespace

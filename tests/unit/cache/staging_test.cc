@@ -71,10 +71,20 @@ TEST_F(StagingTest, PushInFlightSurvivesReopenAndDiscardedTagsKeepNoState) {
     area.update_state(tag, [](StagedTagState& s) {
       s.pushed_digest = registry::sha256_digest("old");
       s.pushing = registry::sha256_digest("new");
+      s.uploads[registry::sha256_digest("blob")] = {"http://r/v2/ns/app/blobs/uploads/u?_state=x",
+                                                    5 << 20, 8 << 20};
+      s.uploads["not-a-digest"] = {"http://r/x", 1, 2};
     });
   }  // as if the daemon died mid-push
   StagingArea area(dir_ / "staging");
   EXPECT_EQ(area.state(tag).pushing, registry::sha256_digest("new"));
+  // Its upload sessions too, for the next push to resume.
+  auto uploads = area.state(tag).uploads;
+  ASSERT_EQ(uploads.size(), 1u);
+  const auto& session = uploads.at(registry::sha256_digest("blob"));
+  EXPECT_EQ(session.url, "http://r/v2/ns/app/blobs/uploads/u?_state=x");
+  EXPECT_EQ(session.offset, 5u << 20);
+  EXPECT_EQ(session.size, 8u << 20);
   EXPECT_EQ(area.state(tag).pushed_digest, registry::sha256_digest("old"));
   // A push that ends after its tag was discarded leaves no state behind.
   area.discard_tag(tag);

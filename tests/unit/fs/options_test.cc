@@ -71,6 +71,7 @@ TEST(ParseMountArgs, HiddenRequestTimeout) {
   EXPECT_EQ(parse_mount_args({"-o", "request_timeout=2.5", "/m"}).request_timeout.count(), 2500);
   EXPECT_THROW(parse_mount_args({"-o", "request_timeout=0", "/m"}), UsageError);
   EXPECT_THROW(parse_mount_args({"-o", "request_timeout=soon", "/m"}), UsageError);
+  EXPECT_EQ(parse_mount_args({"--request-timeout", "7", "/m"}).request_timeout.count(), 7000);
 }
 
 TEST(ParseMountArgs, UploadChunkSize) {

@@ -2,6 +2,15 @@
 #include "registry/http.h"
 
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <thread>
+
+#include "registry/deadline.h"
+#include "registry/error.h"
 
 namespace regfs::registry {
 namespace {
@@ -44,6 +53,51 @@ TEST(HttpTest, ConnectFailureIsTyped) {
   EXPECT_EQ(response.failure, HttpFailure::kConnect);
   EXPECT_EQ(response.status, 0);
   EXPECT_FALSE(response.error.empty());
+}
+
+// A server that accepts and never answers: the operation's deadline, not the
+// request's own timeout, ends the request; a passed deadline sends nothing.
+TEST(HttpTest, OperationDeadlineBoundsARequest) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+  ASSERT_EQ(::listen(fd, 8), 0);
+  socklen_t len = sizeof addr;
+  ASSERT_EQ(::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len), 0);
+  HttpClient client(HttpOptions{});
+  HttpRequest request;
+  request.url = "http://127.0.0.1:" + std::to_string(ntohs(addr.sin_port)) + "/";
+  request.timeout = std::chrono::milliseconds(20'000);
+  {
+    ScopedDeadline deadline(std::chrono::milliseconds(300));
+    auto started = std::chrono::steady_clock::now();
+    HttpResponse response = client.perform(request);
+    EXPECT_EQ(response.failure, HttpFailure::kTimeout);
+    EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5));
+    std::this_thread::sleep_for(std::chrono::milliseconds(350));
+    response = client.perform(request);
+    EXPECT_EQ(response.failure, HttpFailure::kTimeout);
+    EXPECT_THROW(check_deadline("test"), Error);
+  }
+  EXPECT_FALSE(current_deadline().has_value());
+  EXPECT_NO_THROW(check_deadline("test"));
+  ::close(fd);
+}
+
+TEST(HttpTest, NestedDeadlinesKeepTheEarlierOne) {
+  ScopedDeadline outer(std::chrono::milliseconds(100));
+  auto first = current_deadline();
+  {
+    ScopedDeadline inner(std::chrono::seconds(100));
+    EXPECT_EQ(current_deadline(), first);
+    NoDeadline none;
+    EXPECT_FALSE(current_deadline().has_value());
+  }
+  EXPECT_EQ(current_deadline(), first);
+  EXPECT_LE(bounded_timeout(std::chrono::seconds(30)), std::chrono::milliseconds(100));
 }
 
 }  // namespace
