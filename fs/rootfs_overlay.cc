@@ -273,6 +273,13 @@ void RootfsOverlay::check_writable(const std::string& path) const {
     fail(EOPNOTSUPP,
          "Cannot change rootfs/" + path + ": changes to a multi-platform image are not supported");
   }
+  // In a layer such a name is a whiteout (OCI image-spec layer changesets):
+  // it would delete, not add. Refused rather than changed in meaning.
+  std::string name = path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
+  if (name.starts_with(".wh.")) {
+    fail(EINVAL, "Cannot make rootfs/" + path +
+                     ": names starting with .wh. are whiteouts in an image layer");
+  }
 }
 
 void RootfsOverlay::touch(const std::string& dir) {

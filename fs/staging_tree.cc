@@ -620,7 +620,15 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
   if (name.starts_with("user.regfs.")) return;  // the mount's own (cp -a of an image dir)
   auto tag = tag_of(node);
   if (node.overlay) {
-    overlay_for(node)->setxattr(rootfs_path_of(node), name, value, flags);
+    auto overlay = overlay_for(node);
+    auto path = rootfs_path_of(node);
+    if (name == "system.posix_acl_access") {  // a mode, as below
+      auto mode = mode_of_acl(value);
+      if (!mode) fail(EINVAL, "Cannot set " + name + " on " + node.key + ": not an ACL");
+      overlay->chmod(path, (overlay->attr(path).mode & 07000) | *mode);
+    } else if (name != "system.posix_acl_default") {
+      overlay->setxattr(path, name, value, flags);
+    }
     changed(tag);
     return;
   }
@@ -661,7 +669,12 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
   }
   auto tag = tag_of(node);
   if (node.overlay) {
-    overlay_for(node)->removexattr(rootfs_path_of(node), name);
+    try {
+      overlay_for(node)->removexattr(rootfs_path_of(node), name);
+    } catch (const std::system_error& e) {
+      // cp -a removes ACLs it did not find: none is kept, so none is missing.
+      if (!name.starts_with("system.posix_acl_") || e.code().value() != ENODATA) throw;
+    }
     changed(tag);
     return;
   }

@@ -256,3 +256,31 @@ def test_a_pushed_tag_edited_again_is_pushed_again_with_one_layer(mount, plain_r
     manifest = json.loads(plain_registry.client.manifest("layered/again", "v1")[0])
     assert len(manifest["layers"]) == 2
     assert (mount(plain_registry.host) / "layered/again/v1/rootfs/note").read_text() == "second\n"
+
+
+def test_modes_set_as_acls_and_whiteout_names(mount, plain_registry, run_regfs, tmp_path):
+    """cp -a and sed -i set permissions as access ACLs: the mode is what
+    rootfs/ and the layer keep. Names starting with .wh. would be whiteouts
+    in the layer: refused."""
+    src = tmp_path / "tree"
+    (src / "sub").mkdir(parents=True)
+    (src / "sub/tool").write_text("#!/bin/sh\n")
+    (src / "sub/tool").chmod(0o755)
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "layered/acl")
+    assert subprocess.run(["cp", "-r", str(m / "demo/hello/v2"), str(m / "layered/acl/v1")],
+                          capture_output=True).returncode == 0
+    rootfs = m / "layered/acl/v1/rootfs"
+    result = subprocess.run(["cp", "-a", str(src), str(rootfs / "opt")], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(os.stat(rootfs / "opt/sub/tool").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(rootfs / "opt/sub").st_mode) == 0o755
+    before = stat.S_IMODE(os.stat(rootfs / "etc/os-release").st_mode)
+    subprocess.run(["sed", "-i", "s/NAME/N/", str(rootfs / "etc/os-release")], check=True)
+    assert stat.S_IMODE(os.stat(rootfs / "etc/os-release").st_mode) == before
+    for name in (".wh.os-release", ".wh..wh..opq"):
+        with pytest.raises(OSError) as e:
+            (rootfs / "etc" / name).write_text("x")
+        assert e.value.errno == errno.EINVAL, name
+    assert (rootfs / "etc/os-release").exists()
