@@ -50,6 +50,15 @@ bool is_name(std::string_view name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos;
 }
 
+// A staged file named .wh.* would be a whiteout in a layer (OCI image-spec
+// changesets): it would delete, not add. No layout or docker save has one.
+void check_not_whiteout(std::string_view name) {
+  if (name.starts_with(".wh.")) {
+    fail(EINVAL, "Cannot stage \"" + std::string(name) +
+                     "\": names starting with .wh. are whiteouts in an image layer");
+  }
+}
+
 bool under(const std::string& key, const std::string& path) {
   return key == path || key.rfind(path + "/", 0) == 0;
 }
@@ -709,6 +718,7 @@ std::vector<std::string> StagingTree::xattr_names(const Node& node) {
 NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mode, bool by_copy) {
   if (auto ns = promoted_namespace(area_, parent)) return mkdir(*ns, name, mode, by_copy);
   if (!is_name(name)) fail(EINVAL, "Cannot make directory \"" + std::string(name) + "\"");
+  check_not_whiteout(name);
   std::string sname(name);
   if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
     if (tree_.lookup(parent, name)) fail(EEXIST, "Cannot make " + sname + ": it exists");
@@ -851,6 +861,7 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
 std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_view name,
                                                 mode_t mode, int flags, NodePtr* node) {
   if (!is_name(name)) fail(EINVAL, "Cannot create \"" + std::string(name) + "\"");
+  check_not_whiteout(name);
   if (parent.kind == NodeKind::kNamespace) {
     fail(EPERM, "Cannot create " + std::string(name) + ": files go in a tag directory");
   }
@@ -1185,6 +1196,7 @@ void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& p
 
 NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const std::string& target) {
   if (!is_name(name)) fail(EINVAL, "Cannot make link \"" + std::string(name) + "\"");
+  check_not_whiteout(name);
   if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
     fail(parent.kind == NodeKind::kNamespace ? EPERM : EROFS,
          "Cannot make link " + std::string(name) + ": links go in a tag directory");
@@ -1206,6 +1218,7 @@ NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const st
 
 NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_view new_name) {
   if (!is_name(new_name)) fail(EINVAL, "Cannot make link \"" + std::string(new_name) + "\"");
+  check_not_whiteout(new_name);
   if (node.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged ||
       node.staged_path.empty()) {
     fail(node.kind == NodeKind::kStaged ? EXDEV : EROFS,
@@ -1336,6 +1349,7 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
   if (parent.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged) {
     fail(parent.kind == NodeKind::kStaged ? EXDEV : EROFS, "Cannot rename " + std::string(name));
   }
+  check_not_whiteout(new_name);
   auto tag = tag_of(parent);
   if (!is_name(new_name) || tag_of(new_parent).tag != tag.tag ||
       tag_of(new_parent).repository != tag.repository || new_parent.registry != parent.registry) {

@@ -350,3 +350,14 @@ def test_a_directory_with_a_foreign_index_json_is_refused(mount, plain_registry,
     result = _copy(web, m / "builds/web/v1")
     assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
     assert "not an OCI image index" in _state(m / "builds/web/v1")
+
+
+def test_whiteout_names_are_refused(mount, plain_registry, tmp_path):
+    """A file named .wh.* would delete, not add, in a layer: refused (EINVAL)."""
+    src = tmp_path / "wh"
+    src.mkdir()
+    (src / ".wh.gone").write_text("x")
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/wh")
+    result = _copy(src, m / "builds/wh/v1")
+    assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
