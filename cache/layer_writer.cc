@@ -184,6 +184,31 @@ void add_entry(archive* a, const LayerEntry& e, WriteContext& context, std::stri
 
 }  // namespace
 
+std::optional<LayerEntry> entry_of_file(const std::string& path, const std::filesystem::path& file,
+                                        const struct stat& st, HardlinkMap& links) {
+  LayerEntry entry;
+  entry.path = path;
+  entry.type = st.st_mode & S_IFMT;
+  entry.mtime = st.st_mtim.tv_sec;
+  entry.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
+  if (S_ISLNK(st.st_mode)) {
+    std::string target(4096, '\0');
+    ssize_t n = ::readlink(file.c_str(), target.data(), target.size());
+    if (n < 0) throw Error(ErrorKind::kIo, "Cannot read link " + file.string());
+    target.resize(static_cast<size_t>(n));
+    entry.link_target = std::move(target);
+  } else if (S_ISREG(st.st_mode)) {
+    entry.source = file;
+    if (st.st_nlink > 1) {
+      auto [it, added] = links.try_emplace({st.st_dev, st.st_ino}, path);
+      if (!added) entry.hardlink_to = it->second;
+    }
+  } else if (!S_ISDIR(st.st_mode)) {
+    return std::nullopt;
+  }
+  return entry;
+}
+
 WrittenLayer write_layer(const std::vector<LayerEntry>& entries, LayerCompression compression,
                          const std::filesystem::path& target) {
   make_private_dir(target.parent_path());

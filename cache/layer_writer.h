@@ -10,11 +10,13 @@
 // is Error(kNoSpace) and leaves nothing behind.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +36,15 @@ struct LayerEntry {
   std::string hardlink_to;                    // a hardlink: the earlier entry's path
   std::map<std::string, std::string> xattrs;  // name -> value
 };
+
+// The entry for `file` (its lstat in `st`) at `path` in a layer: type,
+// mtime, a symlink's target, a regular file's source, or a hardlink to an
+// earlier path with the same (dev, ino) in `links`; mode, owner and xattrs
+// are left to the caller. nullopt for what a layer of regfs does not carry
+// (devices, fifos, sockets). Throws Error(kIo) if a link cannot be read.
+using HardlinkMap = std::map<std::pair<dev_t, ino_t>, std::string>;
+std::optional<LayerEntry> entry_of_file(const std::string& path, const std::filesystem::path& file,
+                                        const struct stat& st, HardlinkMap& links);
 
 enum class LayerCompression { kGzip, kZstd };
 

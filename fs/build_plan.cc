@@ -34,14 +34,6 @@ std::string rfc3339(int64_t seconds) {
   return text;
 }
 
-std::string read_link(const fsys::path& path) {
-  std::string target(4096, '\0');
-  ssize_t n = ::readlink(path.c_str(), target.data(), target.size());
-  if (n < 0) throw Error(ErrorKind::kIo, "Cannot read link " + path.string());
-  target.resize(static_cast<size_t>(n));
-  return target;
-}
-
 // Every entry under `root`, sorted by path (parents before children).
 std::vector<cache::LayerEntry> walk(
     const fsys::path& root, const std::map<std::string, uint32_t>& modes,
@@ -55,34 +47,22 @@ std::vector<cache::LayerEntry> walk(
   if (ec) throw Error(ErrorKind::kIo, "Cannot list " + root.string() + ": " + ec.message());
   std::sort(paths.begin(), paths.end());
   std::vector<cache::LayerEntry> entries;
-  std::map<std::pair<dev_t, ino_t>, std::string> first_link;  // hardlinks
+  cache::HardlinkMap first_link;
   for (const auto& path : paths) {
     fsys::path file = root / path;
     struct stat st;
     if (::lstat(file.c_str(), &st) != 0) {
       throw Error(ErrorKind::kIo, "Cannot stat " + file.string() + ": " + std::strerror(errno));
     }
-    cache::LayerEntry entry;
-    entry.path = path;
-    entry.type = st.st_mode & S_IFMT;
-    auto mode = modes.find(path);
-    entry.mode = mode != modes.end() ? mode->second : (S_ISDIR(st.st_mode) ? 0755 : 0644);
-    entry.mtime = st.st_mtim.tv_sec;
-    entry.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
-    if (auto set = xattrs.find(path); set != xattrs.end()) entry.xattrs = set->second;
-    *newest = std::max<int64_t>(*newest, st.st_mtim.tv_sec);
-    if (S_ISLNK(st.st_mode)) {
-      entry.link_target = read_link(file);
-    } else if (S_ISREG(st.st_mode)) {
-      entry.source = file;
-      if (st.st_nlink > 1) {
-        auto [it, added] = first_link.try_emplace({st.st_dev, st.st_ino}, path);
-        if (!added) entry.hardlink_to = it->second;
-      }
-    } else if (!S_ISDIR(st.st_mode)) {
+    auto entry = cache::entry_of_file(path, file, st, first_link);
+    if (!entry) {
       throw Error(ErrorKind::kInvalid, "Cannot build " + path + ": not a file, directory or link");
     }
-    entries.push_back(std::move(entry));
+    auto mode = modes.find(path);
+    entry->mode = mode != modes.end() ? mode->second : (S_ISDIR(st.st_mode) ? 0755 : 0644);
+    if (auto set = xattrs.find(path); set != xattrs.end()) entry->xattrs = set->second;
+    *newest = std::max<int64_t>(*newest, st.st_mtim.tv_sec);
+    entries.push_back(std::move(*entry));
   }
   return entries;
 }

@@ -71,37 +71,25 @@ std::vector<cache::LayerEntry> RootfsOverlay::layer_entries(int64_t* newest) con
     if (ec) fail(ec.value(), "Cannot list the changes of rootfs/: " + ec.message());
   }
   std::sort(paths.begin(), paths.end());
-  std::map<std::pair<dev_t, ino_t>, std::string> first_link;  // hardlinks
+  cache::HardlinkMap first_link;
   for (const auto& path : paths) {
     fsys::path file = root / path;
     struct stat st;
     if (::lstat(file.c_str(), &st) != 0) fail(errno, "Cannot stat rootfs/" + path);
-    cache::LayerEntry entry;
-    entry.path = path;
-    entry.type = st.st_mode & S_IFMT;
-    entry.mode = S_ISDIR(st.st_mode) ? 0755 : 0644;
-    if (auto meta = state.entries.find(path); meta != state.entries.end()) {
-      entry.mode = meta->second.mode;
-      entry.uid = meta->second.uid;
-      entry.gid = meta->second.gid;
-      entry.xattrs = meta->second.xattrs;
-    }
-    entry.mtime = st.st_mtim.tv_sec;
-    entry.mtime_nsec = static_cast<uint32_t>(st.st_mtim.tv_nsec);
-    if (newest) *newest = std::max<int64_t>(*newest, st.st_mtim.tv_sec);
-    if (S_ISLNK(st.st_mode)) {
-      entry.link_target = readlink(path);
-    } else if (S_ISREG(st.st_mode)) {
-      entry.source = file;
-      if (st.st_nlink > 1) {
-        auto [it, added] = first_link.try_emplace({st.st_dev, st.st_ino}, path);
-        if (!added) entry.hardlink_to = it->second;
-      }
-    } else if (!S_ISDIR(st.st_mode)) {
+    auto entry = cache::entry_of_file(path, file, st, first_link);
+    if (!entry) {
       LOG(kWarning) << "Cannot put rootfs/" << path << " in a layer: not a file, directory or link";
       continue;
     }
-    entries.push_back(std::move(entry));
+    entry->mode = S_ISDIR(st.st_mode) ? 0755 : 0644;
+    if (auto meta = state.entries.find(path); meta != state.entries.end()) {
+      entry->mode = meta->second.mode;
+      entry->uid = meta->second.uid;
+      entry->gid = meta->second.gid;
+      entry->xattrs = meta->second.xattrs;
+    }
+    if (newest) *newest = std::max<int64_t>(*newest, st.st_mtim.tv_sec);
+    entries.push_back(std::move(*entry));
   }
   for (const auto& dir : state.opaque) {
     entries.push_back(empty_file(join(dir, kOpaqueMarker)));

@@ -253,6 +253,22 @@ fsys::path StagingTree::build_dir(const cache::StagedTag& tag) const {
   return build_.work_dir / std::string(registry::digest_hex(name));
 }
 
+void StagingTree::while_building(const cache::StagedTag& tag, const std::function<void()>& work) {
+  {
+    std::lock_guard lock(builds_mutex_);
+    building_.insert(tag);
+  }
+  struct Done {
+    StagingTree& tree;
+    const cache::StagedTag& tag;
+    ~Done() {
+      std::lock_guard lock(tree.builds_mutex_);
+      tree.building_.erase(tag);
+    }
+  } done{*this, tag};
+  work();
+}
+
 void StagingTree::changed(const cache::StagedTag& tag) {
   if (!is_build(area_.tag_dir(tag)) && !has_rootfs_changes(tag)) return;
   {
@@ -1057,22 +1073,12 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
                           "(mkdir -p NAMESPACE/REPO, then cp -r LAYOUT NAMESPACE/REPO/TAG)");
         }
       }
-      {
-        std::lock_guard lock(builds_mutex_);
-        building_.insert(tag);
-      }
-      try {
+      while_building(tag, [&] {
         auto options = build_;
         options.work_dir = build_dir(tag);
         auto state = area_.state(tag);
         plan = plan_build(area_.tag_dir(tag), state.modes, options, state.xattrs);
-      } catch (...) {
-        std::lock_guard lock(builds_mutex_);
-        building_.erase(tag);
-        throw;
-      }
-      std::lock_guard lock(builds_mutex_);
-      building_.erase(tag);
+      });
     } else {
       // Changes in rootfs/ make a layer: pushed as a build is.
       bool edits = has_rootfs_changes(tag);
@@ -1083,19 +1089,7 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
       plan = plan_push(layout, tag.tag, &waiting_for);
       if (plan) apply_edited_config(layout, *plan);
       if (plan && edits) {
-        {
-          std::lock_guard lock(builds_mutex_);
-          building_.insert(tag);
-        }
-        try {
-          add_rootfs_layer(tag, layout, *plan);
-        } catch (...) {
-          std::lock_guard lock(builds_mutex_);
-          building_.erase(tag);
-          throw;
-        }
-        std::lock_guard lock(builds_mutex_);
-        building_.erase(tag);
+        while_building(tag, [&] { add_rootfs_layer(tag, layout, *plan); });
       }
     }
     {

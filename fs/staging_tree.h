@@ -40,6 +40,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -196,6 +197,8 @@ class StagingTree {
   // A build is pushed only when `build_now` (its quiet time passed, or a
   // push was asked for); otherwise it is (re)scheduled.
   void push_if_complete(const cache::StagedTag& tag, bool resuming = false, bool build_now = false);
+  // Runs `work` with `tag` marked building (its state says so meanwhile).
+  void while_building(const cache::StagedTag& tag, const std::function<void()>& work);
   // A change in `tag`: a build waits --push-delay from now.
   void changed(const cache::StagedTag& tag);
   // Whether a file of `tag` is open for writing with unchecked changes.
