@@ -53,12 +53,6 @@ bool catalog_has_prefix(const std::vector<std::string>& catalog, const std::stri
 
 bool is_unauthorized(const Error& e) { return e.kind() == ErrorKind::kUnauthorized; }
 
-// The registry did not answer (down, timed out, too busy), as opposed to an answer.
-bool is_unreachable(const Error& e) {
-  return e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTimeout ||
-         e.kind() == ErrorKind::kTooManyRequests;
-}
-
 }  // namespace
 
 bool Node::is_dir() const {
@@ -185,9 +179,6 @@ bool Tree::has_tag(RegistryContent& reg, const std::string& repo, const Names& t
     return true;
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kNotFound) return false;
-    // The registry cannot answer now: the tag list known (cached) is the
-    // answer, so a new tag can be staged while it is down.
-    if (tags && is_unreachable(e)) return false;
     throw;
   }
 }
@@ -267,14 +258,7 @@ NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
   std::string child = join(dir.path, sname);
   if (!registry::is_valid_path_component(sname) || (hub && depth(child) > 2)) return nullptr;
   std::optional<Error> refused;
-  bool proven = false;
-  try {
-    proven = !(hub && depth(child) == 1) && probe_repository(reg, child, &refused);
-  } catch (const Error& e) {
-    // Under a repository whose tags are known, a name the registry cannot
-    // be asked about now is no tag: it does not exist (mkdir can make it).
-    if (!(dir_tags && is_unreachable(e))) throw;
-  }
+  bool proven = !(hub && depth(child) == 1) && probe_repository(reg, child, &refused);
   if (!proven && !is_anchor(reg, dir.path, dir_tags != nullptr)) {
     if (refused) hint(reg, child, *refused);
     return nullptr;

@@ -426,22 +426,3 @@ def test_flapping_registry(mount, front, registry, tmp_path):
     assert lines[0] >= 1 and lines[0] - lines[1] in (0, 1), lines
     text = json.dumps(registry_health(m))
     assert front.host in text
-
-
-def test_a_new_tag_is_staged_while_the_registry_is_down(mount, front, registry, tmp_path):
-    """Under a repository whose tag list is known, a new name is no tag even
-    when the registry cannot be asked: cp -r stages it, and the push goes
-    once the registry is back."""
-    layout, _, _ = local_image(tmp_path, "hello", "offline")
-    m = hmount(mount, front)
-    assert "v1" in listing(m / "public/hello")
-    front.go_down("refuse")
-    assert timed(os.stat, m / "public/hello/v1/manifest.json")[0] is not None
-    got, _ = timed(os.stat, m / "public/hello/offline1")
-    assert got == errno.ENOENT
-    result = subprocess.run(["cp", "-r", str(layout), str(m / "public/hello/offline1")],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0  # the push at close() cannot reach the registry
-    assert (m / "public/hello/offline1/index.json").exists(), "staged, kept"
-    front.go_up()
-    assert eventually(lambda: has_manifest(registry, "public/hello", "offline1"), within=RECOVERY)
