@@ -51,7 +51,10 @@ void WorkerPool::run() {
         if (delayed_.empty()) {
           ready_.wait(lock);
         } else {
-          ready_.wait_until(lock, delayed_.begin()->first);
+          // A copy: wait_until reads its deadline again after waking, and
+          // another thread may have taken (freed) the element meanwhile.
+          const auto due = delayed_.begin()->first;
+          ready_.wait_until(lock, due);
         }
       }
       if (queue_.empty()) return;

@@ -43,8 +43,8 @@ TEST(WorkerPoolTest, StoppingDropsDelayedTasks) {
 }
 
 TEST(SingleFlightTest, OneTaskPerKeyInFlight) {
+  SingleFlight flight;  // outlives the pool's tasks, as SingleFlight requires
   WorkerPool pool(4);
-  SingleFlight flight;
   std::atomic<bool> release{false};
   std::atomic<int> runs{0};
   auto task = [&] {
