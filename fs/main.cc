@@ -149,6 +149,34 @@ void clean_stale_mount(const std::string& mountpoint) {
   if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) ::umount2(mountpoint.c_str(), MNT_DETACH);
 }
 
+// Whether a regfs mount (fstype fuse.regfs, proc(5) mountinfo) sits at `mountpoint` already,
+// so that a second `regfs mount` there is refused rather than stacked on the first.
+bool regfs_mounted_at(const std::string& mountpoint) {
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mountinfo, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, device, root, point, field;
+    fields >> id >> parent >> device >> root >> point;
+    while (fields >> field && field != "-") {
+    }
+    std::string fstype;
+    fields >> fstype;
+    // Mount points escape space, tab, newline and backslash as \ooo octal.
+    std::string unescaped;
+    for (size_t i = 0; i < point.size(); ++i) {
+      if (point[i] == '\\' && i + 3 < point.size()) {
+        unescaped += static_cast<char>(std::stoi(point.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        unescaped += point[i];
+      }
+    }
+    if (unescaped == mountpoint && fstype == "fuse.regfs") return true;
+  }
+  return false;
+}
+
 registry::ClientOptions client_options(const MountOptions& options,
                                        std::shared_ptr<const registry::CredentialStore> creds) {
   registry::ClientOptions client;
@@ -198,6 +226,10 @@ int run_mount(const std::vector<std::string>& args) {
   }
   if (::stat(options.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
     return fail("Cannot mount on " + options.mountpoint + ": not a directory");
+  }
+  if (regfs_mounted_at(std::filesystem::weakly_canonical(options.mountpoint).string())) {
+    return fail("Cannot mount on " + options.mountpoint +
+                ": regfs is mounted there already (regfs umount " + options.mountpoint + " first)");
   }
   if (!options.ca_cert.empty() && ::access(options.ca_cert.c_str(), R_OK) != 0) {
     return fail("Cannot read --ca-cert " + options.ca_cert + ": " + std::strerror(errno));

@@ -96,3 +96,17 @@ def test_version_and_help(run_regfs):
         proc = run_regfs(*args)
         assert proc.returncode == 0
         assert "mount" in proc.stdout
+
+
+def test_mount_over_a_live_mount_is_refused(mount, plain_registry):
+    """A second `regfs mount` on a mount point regfs serves fails with a
+    message, rather than stacking a second daemon over the first."""
+    m = mount(plain_registry.host)
+    for point in (m.path, str(m.path) + "/"):
+        proc = subprocess.run([*m.argv[:-1], point], env=m.env, capture_output=True, text=True,
+                              timeout=60, stdin=subprocess.DEVNULL)
+        assert proc.returncode != 0
+        assert "regfs is mounted there already" in proc.stderr, proc.stderr
+    with open("/proc/self/mountinfo") as f:
+        assert sum(f" {m.path} " in line for line in f) == 1
+    assert (m / "demo/hello/v1/manifest.json").read_bytes()
