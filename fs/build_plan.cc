@@ -13,6 +13,7 @@
 
 #include "registry/digest.h"
 #include "registry/error.h"
+#include "registry/log.h"
 
 namespace regfs::fs {
 
@@ -24,15 +25,6 @@ namespace {
 
 constexpr std::string_view kDefaultPath =
     "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-std::string rfc3339(int64_t seconds) {
-  std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return text;
-}
 
 // Every entry under `root`, sorted by path (parents before children).
 std::vector<cache::LayerEntry> walk(
@@ -91,7 +83,7 @@ PushPlan plan_build(const fsys::path& root, const std::map<std::string, uint32_t
   auto entries = walk(root, modes, xattrs, &newest);
   fsys::create_directories(options.work_dir);
   auto layer = cache::write_layer(entries, options.compression, options.work_dir / "layer");
-  std::string created = rfc3339(newest);
+  std::string created = log::utc_text(newest);
   nlohmann::json config = {
       {"created", created},
       {"architecture", options.platform.architecture},

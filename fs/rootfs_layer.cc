@@ -120,13 +120,8 @@ void append_layer(PushPlan& plan, const std::string& config, const cache::Writte
   manifest["layers"].push_back(
       {{"mediaType", media_type}, {"digest", layer.digest}, {"size", layer.size}});
   image_config["rootfs"]["diff_ids"].push_back(layer.diff_id);
-  std::time_t t = static_cast<std::time_t>(created);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char when[32];
-  std::strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
   image_config["history"].push_back(
-      {{"created", when}, {"created_by", "regfs: changes made in rootfs/"}});
+      {{"created", log::utc_text(created)}, {"created_by", "regfs: changes made in rootfs/"}});
   std::string config_bytes = image_config.dump();
   std::string old_config = manifest["config"].value("digest", "");
   std::string config_digest = registry::sha256_digest(config_bytes);

@@ -59,16 +59,6 @@ std::string bar(uint64_t done, uint64_t total) {
   return "[" + std::string(filled, '#') + std::string(kWidth - filled, '.') + "]";
 }
 
-// "2026-11-30 10:52:07 UTC"
-std::string utc_time(int64_t seconds) {
-  std::time_t t = static_cast<std::time_t>(seconds);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char text[40];
-  std::strftime(text, sizeof text, "%Y-%m-%d %H:%M:%S UTC", &tm);
-  return text;
-}
-
 }  // namespace
 
 std::string format_status(const std::string& text, const std::string& mountpoint) {
@@ -102,7 +92,7 @@ std::string format_status(const std::string& text, const std::string& mountpoint
   out << "registries: " << (registries.empty() ? "none used yet" : "") << "\n";
   for (const auto& r : registries) {
     out << "  " << r.value("registry", "") << "  " << r.value("state", "") << " since "
-        << utc_time(r.value("since", int64_t{0}));
+        << log::utc_text(r.value("since", int64_t{0}), "%Y-%m-%d %H:%M:%S UTC");
     std::string error = r.value("last_error", "");
     if (!error.empty()) {
       out << (r.value("state", "") == "down" ? "  (" : "  (last error: ") << error << ")";

@@ -10,12 +10,7 @@ namespace {
 
 // "10:52:07 UTC", for messages.
 std::string clock_time(std::chrono::system_clock::time_point at) {
-  std::time_t t = std::chrono::system_clock::to_time_t(at);
-  std::tm tm{};
-  gmtime_r(&t, &tm);
-  char text[32];
-  std::strftime(text, sizeof text, "%H:%M:%S UTC", &tm);
-  return text;
+  return log::utc_text(std::chrono::system_clock::to_time_t(at), "%H:%M:%S UTC");
 }
 
 }  // namespace

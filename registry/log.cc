@@ -41,19 +41,23 @@ void set_log_file(const std::string& path) {
   g_file = path.empty() ? nullptr : std::fopen(path.c_str(), "ae");
 }
 
-void write(Level level, const std::string& line) {
-  auto now = std::chrono::system_clock::now();
-  std::time_t t = std::chrono::system_clock::to_time_t(now);
+std::string utc_text(int64_t unix_seconds, const char* format) {
+  std::time_t t = static_cast<std::time_t>(unix_seconds);
   std::tm tm{};
   gmtime_r(&t, &tm);
-  char stamp[32];
-  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  char text[64];
+  return std::string(text, std::strftime(text, sizeof text, format, &tm));
+}
+
+void write(Level level, const std::string& line) {
+  std::string stamp =
+      utc_text(std::chrono::system_clock::to_time_t(std::chrono::system_clock::now()));
   std::lock_guard lock(g_mutex);
   FILE* out = g_file ? g_file : stderr;
-  std::fprintf(out, "%s regfs %s: %s\n", stamp, level_name(level), line.c_str());
+  std::fprintf(out, "%s regfs %s: %s\n", stamp.c_str(), level_name(level), line.c_str());
   std::fflush(out);
   if (level >= kWarning) {
-    g_recent.push_back(std::string(stamp) + " " + line);
+    g_recent.push_back(stamp + " " + line);
     if (g_recent.size() > kRecentProblems) g_recent.pop_front();
   }
 }

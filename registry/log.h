@@ -3,6 +3,7 @@
 // Never pass secrets (passwords, tokens, Authorization headers) to it.
 #pragma once
 
+#include <cstdint>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -18,6 +19,9 @@ void set_log_file(const std::string& path);
 void write(Level level, const std::string& line);
 // The last warning and error lines (newest last), for `regfs status`.
 std::vector<std::string> recent_problems();
+// `unix_seconds` as UTC text in strftime(3) `format`; the default is RFC 3339's
+// "2026-11-30T10:52:07Z" (what logs and image configs carry).
+std::string utc_text(int64_t unix_seconds, const char* format = "%Y-%m-%dT%H:%M:%SZ");
 
 class Line {
  public:
