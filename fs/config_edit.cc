@@ -79,7 +79,7 @@ bool apply_config_edit(PushPlan& plan, const std::string& config_json,
   check_config(config_json);
   if (plan.manifests.size() != 1 ||
       !registry::is_manifest_media_type(plan.manifests.back().media_type)) {
-    invalid("an edited config of a multi-platform tag is not supported yet");
+    invalid("the plan is of an index, not of one image");
   }
   auto edited = json::parse(config_json);
   auto base = json::parse(original, nullptr, false);

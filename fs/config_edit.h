@@ -21,7 +21,7 @@ void check_config(const std::string& bytes);
 // Applies the edited `config_json` to `plan` (one image manifest, pushed as
 // the tag): `original` is its config's bytes. Returns false, leaving the
 // plan as it is, when the edit changes nothing. Throws Error(kInvalid) for
-// an invalid config, or for a plan of a multi-platform index.
+// an invalid config, or for a plan of an index (narrow_to_platform first).
 bool apply_config_edit(PushPlan& plan, const std::string& config_json, const std::string& original);
 
 }  // namespace regfs::fs

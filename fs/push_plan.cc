@@ -1,5 +1,6 @@
 #include "fs/push_plan.h"
 
+#include <functional>
 #include <nlohmann/json.hpp>
 #include <set>
 
@@ -218,6 +219,51 @@ std::optional<PushPlan> plan_docker_save(StagedLayout& layout, const std::string
   plan.manifests.push_back(
       {registry::sha256_digest(bytes), std::string(media_type::kOciManifest), bytes});
   return plan;
+}
+
+std::string narrow_to_platform(PushPlan& plan, const registry::Platform& platform) {
+  if (plan.manifests.empty() || !registry::is_index_media_type(plan.manifests.back().media_type)) {
+    return "";
+  }
+  auto bytes_of = [&](const std::string& digest) -> const PlanManifest* {
+    for (const auto& m : plan.manifests) {
+      if (m.digest == digest) return &m;
+    }
+    return nullptr;
+  };
+  // The same choice as the mount's: the matching child, else the first
+  // nested index without a platform that holds one.
+  std::set<std::string> visited;
+  std::function<const PlanManifest*(const PlanManifest&)> choose =
+      [&](const PlanManifest& index_manifest) -> const PlanManifest* {
+    if (!visited.insert(index_manifest.digest).second) return nullptr;
+    auto index = registry::parse_index(index_manifest.bytes);
+    const auto* chosen = registry::select_platform(index, platform);
+    if (chosen && registry::is_manifest_media_type(chosen->media_type)) {
+      return bytes_of(chosen->digest);
+    }
+    for (const auto& child : index.manifests) {
+      if (!registry::is_index_media_type(child.media_type)) continue;
+      if (&child != chosen && (chosen || child.platform)) continue;
+      if (const auto* nested = bytes_of(child.digest)) {
+        if (const auto* found = choose(*nested)) return found;
+      }
+    }
+    return nullptr;
+  };
+  const PlanManifest* image = choose(plan.manifests.back());
+  std::string name = platform.to_string();
+  if (!image) {
+    throw Error(ErrorKind::kInvalid, "Cannot change the image of " + name +
+                                         ": the multi-platform tag has none (see --platform)");
+  }
+  PlanManifest kept = *image;
+  auto manifest = registry::parse_manifest(kept.bytes);
+  std::set<std::string> reached = {manifest.config.digest};
+  for (const auto& layer : manifest.layers) reached.insert(layer.digest);
+  std::erase_if(plan.blobs, [&](const PlanBlob& blob) { return !reached.count(blob.digest); });
+  plan.manifests = {std::move(kept)};
+  return name;
 }
 
 }  // namespace regfs::fs

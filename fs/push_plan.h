@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "cache/staging.h"
+#include "registry/manifest.h"
 
 namespace regfs::fs {
 
@@ -98,6 +99,14 @@ class StagedLayout {
 // manifest.json", "blob sha256:…", "manifest sha256:…" or a file's path.
 std::optional<PushPlan> plan_push(StagedLayout& layout, const std::string& tag,
                                   std::string* waiting_for = nullptr);
+
+// Narrows a plan whose tag is an index to the image of `platform` alone (the
+// child it chooses as the mount does: fs/image.h; nested indexes searched),
+// dropping the other manifests and the blobs only they reach: what
+// `docker build` makes FROM a multi-platform base. A plan of one image is
+// left as it is. Returns the platform's "os/arch[/variant]" narrowed to, or
+// "" if nothing changed; throws Error(kInvalid) if no child matches.
+std::string narrow_to_platform(PushPlan& plan, const registry::Platform& platform);
 
 // The OCI manifest (and its config and layer files) for docker save's
 // manifest.json entry matching `tag`. Exposed for tests.

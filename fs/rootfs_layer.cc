@@ -107,8 +107,7 @@ void append_layer(PushPlan& plan, const std::string& config, const cache::Writte
                   const fsys::path& file, int64_t created) {
   auto& top = plan.manifests.back();
   if (plan.manifests.size() != 1 || !registry::is_manifest_media_type(top.media_type)) {
-    throw Error(ErrorKind::kUnsupported,
-                "Cannot add the changes of rootfs/ to a multi-platform image: not supported yet");
+    throw Error(ErrorKind::kInvalid, "Cannot add the changes of rootfs/ to an index");
   }
   auto manifest = nlohmann::json::parse(top.bytes);
   auto image_config = nlohmann::json::parse(config);

@@ -107,12 +107,11 @@ void copy_bytes(const OpenedFile& from, const fsys::path& to, const std::string&
 }  // namespace
 
 RootfsOverlay::RootfsOverlay(cache::StagingArea& area, cache::StagedTag tag,
-                             std::shared_ptr<const MergedTree> lower, bool read_only,
+                             std::shared_ptr<const MergedTree> lower,
                              std::shared_ptr<std::recursive_mutex> changing)
     : area_(area),
       tag_(std::move(tag)),
       lower_(std::move(lower)),
-      read_only_(read_only),
       changing_(changing ? std::move(changing) : std::make_shared<std::recursive_mutex>()) {}
 
 cache::RootfsChanges RootfsOverlay::changes() const { return area_.state(tag_).rootfs; }
@@ -269,10 +268,6 @@ std::vector<std::string> RootfsOverlay::xattr_names(const std::string& path) con
 }
 
 void RootfsOverlay::check_writable(const std::string& path) const {
-  if (read_only_) {
-    fail(EOPNOTSUPP,
-         "Cannot change rootfs/" + path + ": changes to a multi-platform image are not supported");
-  }
   // In a layer such a name is a whiteout (OCI image-spec layer changesets):
   // it would delete, not add. Refused rather than changed in meaning.
   std::string name = path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);

@@ -54,11 +54,10 @@ inline constexpr std::string_view kRootfsName = "rootfs";
 class RootfsOverlay {
  public:
   // `lower`: the merged tree of the base (nullptr: an empty base).
-  // `read_only`: changes are refused with EOPNOTSUPP (a multi-platform base).
   // `changing`: held over each change, shared by the overlays of one tag so
   // that two of them never copy up one entry at once.
   RootfsOverlay(cache::StagingArea& area, cache::StagedTag tag,
-                std::shared_ptr<const MergedTree> lower, bool read_only = false,
+                std::shared_ptr<const MergedTree> lower,
                 std::shared_ptr<std::recursive_mutex> changing = nullptr);
 
   // Paths are inside the rootfs: "" is its root, "etc/passwd" an entry.
@@ -126,7 +125,6 @@ class RootfsOverlay {
   cache::StagingArea& area_;
   const cache::StagedTag tag_;
   const std::shared_ptr<const MergedTree> lower_;
-  const bool read_only_;
   const std::shared_ptr<std::recursive_mutex> changing_;  // held over each change
 };
 
@@ -134,7 +132,7 @@ class RootfsOverlay {
 // descriptor after the manifest's layers (a Docker media type in a Docker
 // manifest), its diff_id after the config's rootfs.diff_ids and one history
 // entry created at `created` (seconds). `config` is the plan's config's
-// bytes. Throws Error(kUnsupported) for a plan of a multi-platform index.
+// bytes. `plan` is of one image (narrow_to_platform); Error(kInvalid) if not.
 void append_layer(PushPlan& plan, const std::string& config, const cache::WrittenLayer& layer,
                   const std::filesystem::path& file, int64_t created);
 

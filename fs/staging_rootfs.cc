@@ -89,10 +89,9 @@ std::shared_ptr<RootfsOverlay> StagingTree::overlay_of(const cache::StagedTag& t
     registry = ref->second.registry;
     repository = ref->second.repository;
   }
-  bool multi_platform = false;
   std::shared_ptr<const MergedTree> lower;
   try {
-    lower = tree_.image_rootfs(registry, repository, digest, &multi_platform);
+    lower = tree_.image_rootfs(registry, repository, digest);
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kNotFound) throw;
     LOG(kDebug) << "No rootfs/ for staged " << tag.repository << ":" << tag.tag << ": " << e.what();
@@ -105,7 +104,7 @@ std::shared_ptr<RootfsOverlay> StagingTree::overlay_of(const cache::StagedTag& t
     if (!slot) slot = std::make_shared<std::recursive_mutex>();
     changing = slot;
   }
-  return std::make_shared<RootfsOverlay>(area_, tag, lower, multi_platform, changing);
+  return std::make_shared<RootfsOverlay>(area_, tag, lower, changing);
 }
 
 std::shared_ptr<RootfsOverlay> StagingTree::overlay_for(const Node& node) {
@@ -224,11 +223,11 @@ void StagingTree::add_rootfs_layer(const cache::StagedTag& tag, StagedLayout& la
                                    PushPlan& plan) {
   auto overlay = overlay_of(tag);
   if (!overlay || !overlay->has_changes()) return;
-  const auto& top = plan.manifests.back();
-  if (plan.manifests.size() != 1 || !registry::is_manifest_media_type(top.media_type)) {
-    throw Error(ErrorKind::kUnsupported,
-                "Cannot add the changes of rootfs/ to a multi-platform image: not supported yet");
+  if (auto platform = narrow_to_platform(plan, build_.platform); !platform.empty()) {
+    LOG(kInfo) << tag.repository << ":" << tag.tag << " has changes in rootfs/: pushing its "
+               << platform << " image alone, as docker build does FROM a multi-platform base";
   }
+  const auto& top = plan.manifests.back();
   std::string config_digest = registry::parse_manifest(top.bytes).config.digest;
   std::string config;
   for (const auto& blob : plan.blobs) {

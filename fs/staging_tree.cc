@@ -786,22 +786,26 @@ void StagingTree::check_blob(StagedFile& file) {
 
 // A staged copy of an image whose config.json was written back: the plan
 // pushes that config (fs/config_edit.h) unless it is one the plan has.
+// Of a multi-platform tag, config.json is the --platform image's: an edit
+// pushes that image alone (narrow_to_platform).
 void StagingTree::apply_edited_config(StagedLayout& layout, PushPlan& plan) {
   auto edited = layout.read_file("config.json");
   if (!edited) return;
+  PushPlan image = plan;
+  std::string platform = narrow_to_platform(image, build_.platform);
+  auto config = registry::parse_manifest(image.manifests.back().bytes).config.digest;
+  if (registry::sha256_digest(*edited) == config) return;
   std::string original;
-  for (const auto& manifest : plan.manifests) {
-    if (!registry::is_manifest_media_type(manifest.media_type)) continue;
-    auto config = registry::parse_manifest(manifest.bytes).config.digest;
-    for (const auto& blob : plan.blobs) {
-      if (blob.digest != config) continue;
-      if (registry::sha256_digest(*edited) == config) return;
-      original = layout.config_bytes(blob);
-    }
+  for (const auto& blob : image.blobs) {
+    if (blob.digest == config) original = layout.config_bytes(blob);
   }
-  if (apply_config_edit(plan, *edited, original)) {
-    LOG(kInfo) << "config.json was edited: pushing manifest " << plan.digest();
+  if (!apply_config_edit(image, *edited, original)) return;
+  if (!platform.empty()) {
+    LOG(kInfo) << "config.json of a multi-platform tag was edited: pushing its " << platform
+               << " image alone, as docker build does FROM a multi-platform base";
   }
+  plan = std::move(image);
+  LOG(kInfo) << "config.json was edited: pushing manifest " << plan.digest();
 }
 
 void StagingTree::flush(StagedFile& file) {

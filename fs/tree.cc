@@ -402,13 +402,11 @@ std::shared_ptr<const MergedTree> Tree::rootfs_of(const Node& node) {
 
 std::shared_ptr<const MergedTree> Tree::image_rootfs(const std::string& registry,
                                                      const std::string& repository,
-                                                     const std::string& digest,
-                                                     bool* multi_platform) {
+                                                     const std::string& digest) {
   Node node;
   node.registry = registry;
   node.path = repository;
   auto image = image_at(node, digest);
-  if (multi_platform) *multi_platform = registry::is_index_media_type(image->media_type);
   if (!image->config) return nullptr;
   return rootfs_->tree(content_.registry(registry), *image);
 }

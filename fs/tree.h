@@ -142,11 +142,11 @@ class Tree {
   // tags/list answered); asks nothing new of a registry without a catalog.
   bool is_known_repository(const std::string& registry, const std::string& path);
   // The merged tree of image `digest` of registry/repository, for the
-  // --platform image of an index (`multi_platform` says which it was);
-  // nullptr if there is no image for the platform. Throws Error.
+  // --platform image of an index; nullptr if there is no image for the
+  // platform. Throws Error.
   std::shared_ptr<const MergedTree> image_rootfs(const std::string& registry,
                                                  const std::string& repository,
-                                                 const std::string& digest, bool* multi_platform);
+                                                 const std::string& digest);
   // Namespaces, tags and files made through the mount (SPEC §4).
   StagingTree& staging() { return *staging_; }
 

@@ -203,18 +203,64 @@ def test_edits_and_a_config_edit_go_in_one_push(mount, plain_registry, run_regfs
     assert pushed["history"][-1]["created_by"] == "regfs: changes made in rootfs/"
 
 
-def test_a_multi_platform_base_reads_and_refuses_changes(mount, plain_registry):
+def test_a_multi_platform_base_gives_the_platforms_image(mount, plain_registry, run_regfs):
+    """Changes to a staged copy of a multi-platform tag make the --platform
+    image alone, as docker build does FROM a multi-platform base: its
+    manifest (not an index) with one layer more, the edited config, and no
+    base layer uploaded."""
     m = mount(plain_registry.host, "--push-delay", "600", "--platform", "linux/arm64")
     os.makedirs(m / "layered/multi")
     assert _cp(m / "demo/multi/1", m / "layered/multi/v1").returncode == 0
-    root = m / "layered/multi/v1/rootfs"
+    tag = m / "layered/multi/v1"
+    root = tag / "rootfs"
     assert "ARCH=arm64" in (root / "etc/os-release").read_text()
-    with pytest.raises(OSError) as raised:
-        (root / "etc/new").write_text("x")
-    assert raised.value.errno == errno.EOPNOTSUPP
-    with pytest.raises(OSError) as raised:
-        os.unlink(root / "etc/motd")
-    assert raised.value.errno == errno.EOPNOTSUPP
+    (root / "etc/new").write_text("on arm64\n")
+    os.unlink(root / "etc/os-release")
+    config = json.loads((tag / "config.json").read_text())
+    assert config["architecture"] == "arm64"
+    config["config"] = dict(config.get("config") or {}, Cmd=["/bin/true"])
+    (tag / "config.json").write_text(json.dumps(config))
+    assert _state(tag) == "pending build"
+
+    offset = plain_registry.log_offset()
+    proc = run_regfs("push", tag)
+    assert proc.returncode == 0, proc.stderr
+    index = json.loads(plain_registry.client.manifest("demo/multi", "1")[0])
+    arm = next(d for d in index["manifests"] if d["platform"]["architecture"] == "arm64")
+    base = json.loads(plain_registry.client.manifest("demo/multi", arm["digest"])[0])
+    manifest = json.loads(plain_registry.client.manifest("layered/multi", "v1")[0])
+    assert "manifests" not in manifest and "config" in manifest
+    assert manifest["layers"][:-1] == base["layers"]
+    assert len(manifest["layers"]) == len(base["layers"]) + 1
+    pushed = json.loads(plain_registry.client.blob("layered/multi", manifest["config"]["digest"]))
+    assert pushed["architecture"] == "arm64"
+    assert pushed["config"]["Cmd"] == ["/bin/true"]
+    assert len(pushed["rootfs"]["diff_ids"]) == len(manifest["layers"])
+    sent = urllib.parse.unquote(" ".join(path for _, path in uploads(plain_registry, offset)))
+    for layer in base["layers"]:
+        assert layer["digest"] not in sent
+
+    m2 = mount(plain_registry.host)
+    root2 = m2 / "layered/multi/v1/rootfs"
+    assert (root2 / "etc/new").read_text() == "on arm64\n"
+    assert not os.path.lexists(root2 / "etc/os-release")
+
+
+def test_a_config_edit_of_a_multi_platform_tag(mount, plain_registry, run_regfs):
+    m = mount(plain_registry.host, "--push-delay", "600", "--platform", "linux/arm64")
+    os.makedirs(m / "layered/multicfg")
+    assert _cp(m / "demo/multi/1", m / "layered/multicfg/v1").returncode == 0
+    tag = m / "layered/multicfg/v1"
+    config = json.loads((tag / "config.json").read_text())
+    config["config"] = dict(config.get("config") or {}, Env=["MODE=edited"])
+    (tag / "config.json").write_text(json.dumps(config))
+    proc = run_regfs("push", tag)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(plain_registry.client.manifest("layered/multicfg", "v1")[0])
+    assert "config" in manifest, "the arm64 image alone, not the index"
+    pushed = json.loads(plain_registry.client.blob("layered/multicfg",
+                                                   manifest["config"]["digest"]))
+    assert pushed["architecture"] == "arm64" and pushed["config"]["Env"] == ["MODE=edited"]
 
 
 def test_edits_survive_kill_9_and_the_next_mount_pushes_them(mount, plain_registry, tmp_path):

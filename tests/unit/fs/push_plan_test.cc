@@ -168,6 +168,45 @@ TEST(PushPlan, ChildManifestsBeforeTheirIndex) {
   EXPECT_EQ(plan->digest(), dtop);
 }
 
+TEST(PushPlan, NarrowsAnIndexToThePlatformsImage) {
+  FakeLayout layout;
+  auto amd = manifest_of(layout, R"({"architecture":"amd64"})", "amd64 layer");
+  auto arm = manifest_of(layout, R"({"architecture":"arm64"})", "arm64 layer");
+  layout.add_blob("amd64 layer");
+  layout.add_blob("arm64 layer");
+  auto damd = layout.add_blob(amd);
+  auto darm = layout.add_blob(arm);
+  const std::string type = "application/vnd.oci.image.manifest.v1+json";
+  auto child = [&](const std::string& digest, size_t size, const std::string& arch) {
+    auto d = nlohmann::json::parse(descriptor(type, digest, size));
+    d["platform"] = {{"os", "linux"}, {"architecture", arch}};
+    return d.dump();
+  };
+  auto top =
+      R"({"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[)" +
+      child(damd, amd.size(), "amd64") + "," + child(darm, arm.size(), "arm64") + "]}";
+  auto dtop = layout.add_blob(top);
+  layout.files["index.json"] =
+      index_of({descriptor("application/vnd.oci.image.index.v1+json", dtop, top.size())});
+  auto plan = plan_push(layout, "v1");
+  ASSERT_TRUE(plan);
+  ASSERT_EQ(plan->manifests.size(), 3u);
+  ASSERT_EQ(plan->blobs.size(), 4u);
+
+  auto missing = *plan;
+  EXPECT_THROW(narrow_to_platform(missing, registry::parse_platform("linux/s390x")),
+               registry::Error);
+  EXPECT_EQ(narrow_to_platform(*plan, registry::parse_platform("linux/arm64")), "linux/arm64");
+  ASSERT_EQ(plan->manifests.size(), 1u);
+  EXPECT_EQ(plan->digest(), darm);
+  std::set<std::string> blobs;
+  for (const auto& blob : plan->blobs) blobs.insert(blob.digest);
+  EXPECT_EQ(blobs, (std::set<std::string>{sha256_digest(R"({"architecture":"arm64"})"),
+                                          sha256_digest("arm64 layer")}));
+  EXPECT_EQ(narrow_to_platform(*plan, registry::parse_platform("linux/arm64")), "")
+      << "a plan of one image is left as it is";
+}
+
 TEST(PushPlan, ThinRetagFromManifestJson) {
   FakeLayout layout;
   auto m = manifest_of(layout, "{}", "l");

@@ -181,16 +181,5 @@ TEST_F(RootfsOverlayTest, ChangesSurviveARemountAndRenamesFollowTheRules) {
   EXPECT_FALSE(fsys::exists(again.upper_dir(tag_)));
 }
 
-TEST_F(RootfsOverlayTest, AMultiPlatformBaseIsReadOnly) {
-  RootfsOverlay overlay(*area_, tag_, base(), /*read_only=*/true);
-  EXPECT_EQ(names(overlay, ""), (std::vector<std::string>{"etc", "usr"}));
-  try {
-    overlay.unlink("etc/a");
-    FAIL() << "changed a multi-platform base";
-  } catch (const std::system_error& e) {
-    EXPECT_EQ(e.code().value(), EOPNOTSUPP);
-  }
-}
-
 }  // namespace
 }  // namespace regfs::fs
