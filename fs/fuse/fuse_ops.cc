@@ -99,7 +99,7 @@ struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, const Attr&
     st.st_mtim = timespec{static_cast<time_t>(attr.mtime), static_cast<long>(attr.mtime_nsec)};
     st.st_atim = st.st_ctim = st.st_mtim;
   } else if (DirListings::can_change(node)) {
-    // See fs/dir_listings.h. An entry's attributes expire at once, so the
+    // See fs/fuse/dir_listings.h. An entry's attributes expire at once, so the
     // kernel asks GETATTR before listing it: `ls -l` of a namespace need not
     // list every repository in it.
     st.st_mtim =
@@ -113,7 +113,7 @@ double entry_timeout_of(MountState& s, const Node& node) {
 }
 
 // A mutable directory's attributes are asked for before each listing, so
-// the kernel rereads a listing that changed (fs/dir_listings.h).
+// the kernel rereads a listing that changed (fs/fuse/dir_listings.h).
 // A staged file's attributes change under the kernel too (a mode set as an
 // ACL, a restored config.json, another name of a hardlink): asked each time.
 double attr_timeout_of(MountState& s, const Node& node) {
@@ -189,7 +189,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
 }
 
 // Directories are opened by the kernel alone (FUSE_CAP_NO_OPENDIR_SUPPORT),
-// which then keeps every listing (fs/dir_listings.h). A kernel without it
+// which then keeps every listing (fs/fuse/dir_listings.h). A kernel without it
 // gets an open that caches the listings of immutable directories only.
 void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto& s = state_of(req);
@@ -420,7 +420,7 @@ void op_statfs(fuse_req_t req, fuse_ino_t) {
 }
 
 // Changes (SPEC §4): namespaces, tags and files made under the mount are
-// staged and pushed by the FUSE-free StagingTree (fs/staging_tree.h); it
+// staged and pushed by the FUSE-free StagingTree (fs/push/staging_tree.h); it
 // answers EROFS for remote content.
 void reply_entry(fuse_req_t req, MountState& s, const NodePtr& node) {
   auto e = entry_of(s, node, s.served.tree->attr(*node));
@@ -429,7 +429,7 @@ void reply_entry(fuse_req_t req, MountState& s, const NodePtr& node) {
 
 // Whether the process asking copies a tree (its name in /proc/PID/comm):
 // a directory it makes in a namespace is a tag with content, not a
-// repository to be (fs/staging_tree.h).
+// repository to be (fs/push/staging_tree.h).
 bool asked_by_copy(fuse_req_t req) {
   const fuse_ctx* ctx = fuse_req_ctx(req);
   if (!ctx || ctx->pid <= 0) return false;

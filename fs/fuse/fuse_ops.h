@@ -1,6 +1,6 @@
 // The FUSE glue: the only code that includes libfuse. Each callback unpacks
 // the request, calls the FUSE-free Tree, and replies exactly once; no
-// exception crosses into C (errors become errnos in fs/errno_map.cc).
+// exception crosses into C (errors become errnos in fs/fuse/errno_map.cc).
 #pragma once
 
 #include <functional>

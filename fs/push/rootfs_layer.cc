@@ -1,5 +1,5 @@
 // The layer made of the changes to rootfs/ of a staged copy of an image
-// (fs/rootfs_overlay.h), and its place on the base's layers in the push
+// (fs/push/rootfs_overlay.h), and its place on the base's layers in the push
 // plan. The entries follow the OCI image spec's changeset rules: each upper
 // entry with the mode, owner and xattrs kept for it (hardlinks of the upper
 // directory as tar hardlinks), `.wh.<name>` for what was removed from the

@@ -1,7 +1,7 @@
 // A layer on a base (SPEC §4 "Building by copying"): rootfs/ of a staged
 // copy of an image is writable, as overlayfs makes a directory writable.
 //
-//   lower   the merged tree of the base image (fs/merged_tree.h), read-only
+//   lower   the merged tree of the base image (fs/tree/merged_tree.h), read-only
 //   upper   <staging>/<registry>/<repository>/%<tag>.upper/ (cache/staging.h):
 //           files, directories and symlinks made or changed, kept on local
 //           disk until pushed, never evicted, surviving unmount and crash
@@ -22,7 +22,7 @@
 // At push the changes become one layer (layer_entries(): upper entries with
 // their metadata, `.wh.<name>` for whiteouts and `.wh..wh..opq` in opaque
 // directories, as the OCI image spec's changeset rules say) added on top of
-// the base's layers (append_layer(); both in fs/rootfs_layer.cc). FUSE-free
+// the base's layers (append_layer(); both in fs/push/rootfs_layer.cc). FUSE-free
 // and network-free.
 #pragma once
 

@@ -1,4 +1,4 @@
-// StagingTree's push schedule (fs/staging_tree.h): builds wait for their
+// StagingTree's push schedule (fs/push/staging_tree.h): builds wait for their
 // quiet time (--push-delay) on a builder thread, `regfs push` and an fsync
 // push at once, the state each staged tag shows, and the pushes resumed at
 // mount and when a registry comes back.

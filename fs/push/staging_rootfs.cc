@@ -1,4 +1,4 @@
-// rootfs/ of a staged copy of an image (SPEC §4, fs/rootfs_overlay.h): the
+// rootfs/ of a staged copy of an image (SPEC §4, fs/push/rootfs_overlay.h): the
 // StagingTree's side of it. Which base a staged tag has is read from its
 // files: manifest.json (an image manifest or index; docker save's array has
 // no base), else the descriptor of index.json naming the tag (or its only

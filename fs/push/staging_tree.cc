@@ -104,7 +104,7 @@ bool is_remote_image_dir(const Node& node) {
 
 }  // namespace
 
-// The planner's view of one staged tag (fs/push_plan.h).
+// The planner's view of one staged tag (fs/push/push_plan.h).
 class StagingTree::Layout : public StagedLayout {
  public:
   Layout(StagingTree& tree, const cache::StagedTag& tag)
@@ -346,7 +346,7 @@ NodePtr StagingTree::lookup(const Node& dir, std::string_view name) {
   if (dir.overlay) return rootfs_lookup(dir, name);
   auto node =
       make_node(tag_of(dir), join(dir.staged_path, name), dir.key + "/" + std::string(name), name);
-  // rootfs/ of a staged copy of an image: unlisted, writable (fs/rootfs_overlay.h).
+  // rootfs/ of a staged copy of an image: unlisted, writable (fs/push/rootfs_overlay.h).
   if (!node && dir.staged_path.empty() && name == kRootfsName) return rootfs_lookup(dir, name);
   return node;
 }
@@ -785,7 +785,7 @@ void StagingTree::check_blob(StagedFile& file) {
 }
 
 // A staged copy of an image whose config.json was written back: the plan
-// pushes that config (fs/config_edit.h) unless it is one the plan has.
+// pushes that config (fs/push/config_edit.h) unless it is one the plan has.
 void StagingTree::apply_edited_config(StagedLayout& layout, PushPlan& plan) {
   auto edited = layout.read_file("config.json");
   if (!edited) return;

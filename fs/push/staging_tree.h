@@ -14,7 +14,7 @@
 //                                      as written and checked at close()
 //
 // Every flush of a file opened for writing checks whether its tag is
-// complete (fs/push_plan.h) and, if so, pushes it there and then (fs/pusher.h),
+// complete (fs/push/push_plan.h) and, if so, pushes it there and then (fs/push/pusher.h),
 // returning the push's result to close(). A pushed tag keeps accepting files
 // (cp -r writes manifest.json and oci-layout after index.json): it is pushed
 // again only if what it would push changes. A failed push keeps the tag,
@@ -86,14 +86,14 @@ struct SetAttr {
   std::optional<mode_t> mode;
   std::optional<timespec> atime;  // tv_nsec may be UTIME_NOW
   std::optional<timespec> mtime;
-  std::optional<uint32_t> uid;  // chown: kept only under rootfs/ (fs/rootfs_overlay.h)
+  std::optional<uint32_t> uid;  // chown: kept only under rootfs/ (fs/push/rootfs_overlay.h)
   std::optional<uint32_t> gid;
 };
 
 struct StagingOptions {
   std::filesystem::path root;  // the staging area (cache/staging.h)
   bool allow_delete = false;   // --allow-delete
-  // A build (fs/build_plan.h) is pushed after this long without a change.
+  // A build (fs/push/build_plan.h) is pushed after this long without a change.
   std::chrono::milliseconds push_delay{2000};
   BuildOptions build;  // work_dir: where builds make their layer and config
 };
@@ -212,7 +212,7 @@ class StagingTree {
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);
   void forget_paths(const cache::StagedTag& tag, const std::string& path);
 
-  // rootfs/ of a staged copy of an image (fs/staging_rootfs.cc): the
+  // rootfs/ of a staged copy of an image (fs/push/staging_rootfs.cc): the
   // overlay on its base, nullptr where there is none (a build, no config).
   std::shared_ptr<RootfsOverlay> overlay_of(const cache::StagedTag& tag);
   // The overlay of an overlay node (Node::overlay), and the node's path in it.
@@ -248,7 +248,7 @@ class StagingTree {
   };
   std::map<std::string, Hashed> hashed_;  // by backing path
   std::map<cache::StagedTag, std::shared_ptr<std::mutex>> push_locks_;
-  // Held over each change of a tag's rootfs/ (fs/rootfs_overlay.h).
+  // Held over each change of a tag's rootfs/ (fs/push/rootfs_overlay.h).
   std::map<cache::StagedTag, std::shared_ptr<std::recursive_mutex>> rootfs_locks_;
   // What each incomplete tag waited for at its last check (plan_push).
   std::map<cache::StagedTag, std::string> waiting_;

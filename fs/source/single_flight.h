@@ -1,5 +1,5 @@
 // At most one task per key in flight: the background refreshes of tag
-// answers and listings (fs/content.h) run one per key, however many lookups
+// answers and listings (fs/source/content.h) run one per key, however many lookups
 // find the same answer stale meanwhile. The one single-flight helper of fs/.
 #pragma once
 

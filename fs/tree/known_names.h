@@ -17,7 +17,7 @@
 //   otherwise   nothing (ENOENT), so mkdir and cp -r can make it.
 //
 // KnownNames holds the proven and named paths of each registry; the tree
-// (fs/tree.cc) applies the rule. Thread-safe.
+// (fs/tree/tree.cc) applies the rule. Thread-safe.
 #pragma once
 
 #include <mutex>

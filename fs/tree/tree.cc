@@ -245,7 +245,7 @@ NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
   }
   if (auto catalog = reg.catalog()) return lookup_in_catalog(dir, reg, *catalog, sname);
   learn_registry(reg);
-  // Without a catalog (fs/known_names.h has the rule). Docker Hub's names are
+  // Without a catalog (fs/tree/known_names.h has the rule). Docker Hub's names are
   // `namespace/name`: tags at depth 2, nothing deeper.
   bool hub = reg.is_docker_hub();
   Names dir_tags;

@@ -3,14 +3,14 @@
 //   [registry/]namespace/.../repo/          namespaces and repositories
 //   repo/<tag>/ and repo/sha256:<hex>/      image directories
 //     oci-layout index.json manifest.json config.json blobs/sha256/<hex>
-//     rootfs/ (unlisted)                    the merged layers (fs/rootfs.h)
+//     rootfs/ (unlisted)                    the merged layers (fs/tree/rootfs.h)
 //
 // A Node is a value naming what an entry is (its kind and coordinates); the
 // Tree answers lookup/list/attr/open for it through Content, so the FUSE glue
 // only translates. Directories of a repository list tags from tags/list and
 // child namespaces from the catalog; where a registry serves no catalog
 // (Docker Hub, or a token without catalog scope) a name exists only when
-// something proves it, as fs/known_names.h says, and directories list what
+// something proves it, as fs/tree/known_names.h says, and directories list what
 // is known.
 #pragma once
 
@@ -52,10 +52,10 @@ enum class NodeKind {
   kManifestFile,  // <image>/manifest.json
   kConfigFile,    // <image>/config.json
   kBlob,          // <image>/blobs/sha256/<hex>
-  kRootfs,        // <image>/rootfs and everything under it (fs/rootfs.h)
-  kStaged,        // a staged tag and everything under it (fs/staging_tree.h)
+  kRootfs,        // <image>/rootfs and everything under it (fs/tree/rootfs.h)
+  kStaged,        // a staged tag and everything under it (fs/push/staging_tree.h)
   kControlDir,    // MOUNT/.regfs: unlisted, the daemon's control interface
-  kStatusFile,    // MOUNT/.regfs/status: JSON made at open (fs/status.h)
+  kStatusFile,    // MOUNT/.regfs/status: JSON made at open (fs/source/status.h)
 };
 
 // The unlisted control directory at the mount root (`regfs status` reads it).
@@ -73,7 +73,7 @@ struct Node {
   mode_t rootfs_type = 0;   // kRootfs, kStaged: S_IFMT bits of the entry
   std::string staged_path;  // kStaged: the path inside the tag ("" for the tag directory)
   // kStaged: under the writable rootfs/ of a staged copy of an image
-  // (fs/rootfs_overlay.h); staged_path is then "rootfs" or "rootfs/<path>".
+  // (fs/push/rootfs_overlay.h); staged_path is then "rootfs" or "rootfs/<path>".
   bool overlay = false;
 
   bool is_dir() const;
@@ -169,7 +169,7 @@ class Tree {
   // Once per registry: what the cache and the credentials name (known_).
   void learn_registry(RegistryContent& reg);
   // Whether an unproven name may stand as a namespace under `path`
-  // (fs/known_names.h); `proven_repository`: `path` answered tags/list.
+  // (fs/tree/known_names.h); `proven_repository`: `path` answered tags/list.
   bool is_anchor(RegistryContent& reg, const std::string& path, bool proven_repository);
 
   NodePtr make_namespace(const std::string& registry, const std::string& path,
