@@ -238,10 +238,6 @@ int run_mount(const std::vector<std::string>& args) {
     TreeOptions tree;
     tree.registry = options.registry;
     tree.platform = platform;
-    tree.allow_delete = options.allow_delete;
-    tree.push_delay = options.push_delay;
-    tree.layer_compression = options.layer_compression == "zstd" ? cache::LayerCompression::kZstd
-                                                                 : cache::LayerCompression::kGzip;
     tree.listed_registries = creds ? creds->registries() : std::vector<std::string>{};
     tree.listed_registries.insert(tree.listed_registries.end(), options.insecure.begin(),
                                   options.insecure.end());
@@ -253,11 +249,22 @@ int run_mount(const std::vector<std::string>& args) {
       served.content->health(options.registry)->failed(*unreachable);
     }
     served.tree = std::make_unique<Tree>(tree, *served.content);
+    StagingOptions staging;
+    staging.root = served.content->options().cache_dir / "staging";
+    staging.allow_delete = options.allow_delete;
+    staging.push_delay = options.push_delay;
+    staging.build.platform = platform;
+    staging.build.compression = options.layer_compression == "zstd"
+                                    ? cache::LayerCompression::kZstd
+                                    : cache::LayerCompression::kGzip;
+    staging.build.work_dir = served.content->options().cache_dir / "builds";
+    served.staging = std::make_unique<StagingTree>(*served.tree, *served.content, staging);
+    served.tree->set_staged(*served.staging);
     LOG(kInfo) << "Serving " << (options.registry.empty() ? "all registries" : options.registry)
                << " at " << options.mountpoint << " (cache " << options.cache_dir << ")";
     // The mount is up: staged pushes to what it shows that a failure or a
     // dead daemon left behind go on in the background.
-    served.tree->staging().resume_pushes(served.tree->root()->registry);
+    served.staging->resume_pushes(served.tree->root()->registry);
     return served;
   });
 }

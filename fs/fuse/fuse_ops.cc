@@ -281,7 +281,7 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     auto node = node_or_throw(s, ino);
     if (node->kind == NodeKind::kStaged) {
       auto handle = std::make_unique<FileHandle>();
-      handle->staged = s.served.tree->staging().open(*node, fi->flags);
+      handle->staged = s.served.staging->open(*node, fi->flags);
       fi->fh = reinterpret_cast<uint64_t>(handle.get());
       if (fuse_reply_open(req, fi) == 0) handle.release();
       return;
@@ -316,8 +316,8 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   if (handle->staged) {
     guarded(req, "read", [&] {
       std::string buffer(size, '\0');
-      size_t n = state_of(req).served.tree->staging().read(*handle->staged, buffer.data(), size,
-                                                           static_cast<uint64_t>(off));
+      size_t n = state_of(req).served.staging->read(*handle->staged, buffer.data(), size,
+                                                    static_cast<uint64_t>(off));
       fuse_reply_buf(req, buffer.data(), n);
     });
     return;
@@ -442,9 +442,8 @@ bool asked_by_copy(fuse_req_t req) {
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
   auto& s = state_of(req);
   guarded(req, "mkdir", [&] {
-    reply_entry(
-        req, s,
-        s.served.tree->staging().mkdir(*node_or_throw(s, parent), name, mode, asked_by_copy(req)));
+    reply_entry(req, s,
+                s.served.staging->mkdir(*node_or_throw(s, parent), name, mode, asked_by_copy(req)));
   });
 }
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
@@ -455,7 +454,7 @@ template <typename Change>
 void staged_change(fuse_req_t req, const char* operation, fuse_ino_t ino, Change&& change) {
   auto& s = state_of(req);
   guarded(req, operation, [&] {
-    change(s.served.tree->staging(), *node_or_throw(s, ino));
+    change(*s.served.staging, *node_or_throw(s, ino));
     fuse_reply_err(req, 0);
   });
 }
@@ -471,7 +470,7 @@ void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
   auto& s = state_of(req);
   guarded(req, "symlink", [&] {
-    reply_entry(req, s, s.served.tree->staging().symlink(*node_or_throw(s, parent), name, target));
+    reply_entry(req, s, s.served.staging->symlink(*node_or_throw(s, parent), name, target));
   });
 }
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
@@ -488,7 +487,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
       fuse_reply_err(req, EEXIST);
       return;
     }
-    s.served.tree->staging().rename(*from, name, *to, new_name);
+    s.served.staging->rename(*from, name, *to, new_name);
     // Nodes name paths: the kernel's inode of the moved entry follows it.
     if (auto moved = s.served.tree->lookup(*to, new_name)) {
       s.inodes->moved(from->key + "/" + name, moved);
@@ -499,9 +498,9 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
   auto& s = state_of(req);
   guarded(req, "link", [&] {
-    reply_entry(req, s,
-                s.served.tree->staging().link(*node_or_throw(s, ino), *node_or_throw(s, new_parent),
-                                              new_name));
+    reply_entry(
+        req, s,
+        s.served.staging->link(*node_or_throw(s, ino), *node_or_throw(s, new_parent), new_name));
   });
 }
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -511,7 +510,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
     NodePtr node;
     auto handle = std::make_unique<FileHandle>();
     handle->staged =
-        s.served.tree->staging().create(*node_or_throw(s, parent), name, mode, fi->flags, &node);
+        s.served.staging->create(*node_or_throw(s, parent), name, mode, fi->flags, &node);
     auto e = entry_of(s, node, s.served.tree->attr(*node));
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     if (fuse_reply_create(req, &e, fi) == 0) {
@@ -529,8 +528,7 @@ void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t of
     return;
   }
   guarded(req, "write", [&] {
-    state_of(req).served.tree->staging().write(*handle->staged, buf, size,
-                                               static_cast<uint64_t>(off));
+    state_of(req).served.staging->write(*handle->staged, buf, size, static_cast<uint64_t>(off));
     fuse_reply_write(req, size);
   });
 }
@@ -546,7 +544,7 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     // The push this close() completes takes what it takes: its result is
     // close()'s (SPEC §4), and its requests keep their own timeouts.
     registry::NoDeadline unbounded;
-    state_of(req).served.tree->staging().flush(*handle->staged);
+    state_of(req).served.staging->flush(*handle->staged);
     fuse_reply_err(req, 0);
   });
 }
@@ -583,8 +581,8 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
       change.mtime = attr->st_mtim;
     auto* handle = fi ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
     StagedFile* file = handle && handle->staged ? handle->staged.get() : nullptr;
-    auto st = to_stat(s, ino, *node, s.served.tree->staging().setattr(*node, file, change),
-                      AttrReply::kGetattr);
+    auto st =
+        to_stat(s, ino, *node, s.served.staging->setattr(*node, file, change), AttrReply::kGetattr);
     fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
   });
 }
@@ -600,9 +598,9 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     std::optional<uint64_t> copied;
     if (out->staged && source->kind == NodeKind::kBlob) {
       registry::NoDeadline unbounded;  // may complete the tag, and push it (see op_flush)
-      copied = s.served.tree->staging().copy_reference(*source, s.served.tree->attr(*source).size,
-                                                       static_cast<uint64_t>(off_in), *out->staged,
-                                                       static_cast<uint64_t>(off_out), len);
+      copied = s.served.staging->copy_reference(*source, s.served.tree->attr(*source).size,
+                                                static_cast<uint64_t>(off_in), *out->staged,
+                                                static_cast<uint64_t>(off_out), len);
     }
     if (copied) {
       fuse_reply_write(req, *copied);

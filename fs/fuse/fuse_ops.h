@@ -7,14 +7,17 @@
 #include <memory>
 
 #include "fs/cli/options.h"
+#include "fs/push/staging_tree.h"
 #include "fs/source/content.h"
 #include "fs/tree/tree.h"
 
 namespace regfs::fs {
 
+// What a mount serves; destroyed staged side first, content last.
 struct Served {
   std::unique_ptr<Content> content;
   std::unique_ptr<Tree> tree;
+  std::unique_ptr<StagingTree> staging;  // set_staged of `tree`
 };
 
 // Mounts options.mountpoint, daemonizes unless options.foreground (the parent

@@ -216,8 +216,8 @@ class StagingTree::Layout : public StagedLayout {
   std::map<std::string, bool> in_target_;
 };
 
-StagingTree::StagingTree(Tree& tree, Content& content, StagingOptions options)
-    : tree_(tree),
+StagingTree::StagingTree(RemoteNames& remote, Content& content, StagingOptions options)
+    : tree_(remote),
       content_(content),
       area_(std::move(options.root)),
       pusher_(content, &area_),

@@ -98,12 +98,13 @@ struct StagingOptions {
   BuildOptions build;  // work_dir: where builds make their layer and config
 };
 
-class StagingTree {
+class StagingTree : public StagedNames {
  public:
-  StagingTree(Tree& tree, Content& content, StagingOptions options);
+  // `remote`: the names the mount shows (Tree), which must outlive this.
+  StagingTree(RemoteNames& remote, Content& content, StagingOptions options);
   // Waits for the resumed pushes (the one in flight ends, no other starts),
   // then pushes the builds still pending.
-  ~StagingTree();
+  ~StagingTree() override;
   StagingTree(const StagingTree&) = delete;
   StagingTree& operator=(const StagingTree&) = delete;
 
@@ -116,17 +117,17 @@ class StagingTree {
 
   // Hooks of Tree for namespaces: a staged tag or namespace `name` of the
   // namespace `dir` (nullptr if none), and its staged entries.
-  NodePtr lookup_in_namespace(const Node& dir, std::string_view name);
-  void add_to_listing(const Node& dir, std::vector<NodePtr>* entries);
+  NodePtr lookup_in_namespace(const Node& dir, std::string_view name) override;
+  void add_to_listing(const Node& dir, std::vector<NodePtr>* entries) override;
   // A namespace made by mkdir (or holding staged repositories) that is not
   // itself a repository with staged tags.
-  bool is_staged_namespace(const std::string& registry, const std::string& path) const;
+  bool is_staged_namespace(const std::string& registry, const std::string& path) const override;
   // For kStaged nodes.
-  NodePtr lookup(const Node& dir, std::string_view name);
-  std::vector<NodePtr> list(const Node& dir);
-  Attr attr(const Node& node);
-  std::optional<std::string> xattr(const Node& node, std::string_view name);
-  std::vector<std::string> xattr_names(const Node& node);
+  NodePtr lookup(const Node& dir, std::string_view name) override;
+  std::vector<NodePtr> list(const Node& dir) override;
+  Attr attr(const Node& node) override;
+  std::optional<std::string> xattr(const Node& node, std::string_view name) override;
+  std::vector<std::string> xattr_names(const Node& node) override;
   // Extended attributes of staged entries, kept in the tag's state and put
   // in the layer of a build (user.regfs.* is the mount's own: accepted and
   // not stored, so cp -a of an image directory works). `flags`: XATTR_CREATE
@@ -138,7 +139,7 @@ class StagingTree {
   // build", "building", "pushing sha256:…", "pushed sha256:…" or "error: …".
   std::string state_of(const cache::StagedTag& tag);
   // Every staged tag ("registry/repository:tag") with its state, for status.
-  std::vector<std::pair<std::string, std::string>> states();
+  std::vector<std::pair<std::string, std::string>> states() override;
 
   // fsync of a directory (`regfs push PATH`, `sync -f`, `regfs umount`): a
   // staged tag's directory is pushed now (a build without waiting for
@@ -162,7 +163,7 @@ class StagingTree {
   NodePtr symlink(const Node& parent, std::string_view name, const std::string& target);
   // A hardlink `new_name` in `new_parent` to the staged file `node` (same tag).
   NodePtr link(const Node& node, const Node& new_parent, std::string_view new_name);
-  std::string readlink(const Node& node);
+  std::string readlink(const Node& node) override;
   void unlink(const Node& parent, std::string_view name);
   void rmdir(const Node& parent, std::string_view name);
   void rename(const Node& parent, std::string_view name, const Node& new_parent,
@@ -231,7 +232,7 @@ class StagingTree {
   // Adds the layer of rootfs/'s changes to `plan` (one image manifest).
   void add_rootfs_layer(const cache::StagedTag& tag, StagedLayout& layout, PushPlan& plan);
 
-  Tree& tree_;
+  RemoteNames& tree_;  // the names the mount shows (fs/tree/names.h)
   Content& content_;
   cache::StagingArea area_;
   Pusher pusher_;

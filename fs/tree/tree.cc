@@ -4,7 +4,6 @@
 
 #include <algorithm>
 
-#include "fs/push/staging_tree.h"
 #include "fs/source/status.h"
 #include "fs/tree/known_names.h"
 #include "fs/tree/rootfs.h"
@@ -25,6 +24,26 @@ constexpr std::string_view kDigestPrefix = "sha256:";
 std::string join(const std::string& path, std::string_view name) {
   return path.empty() ? std::string(name) : path + "/" + std::string(name);
 }
+
+// The staged side of a tree given none (set_staged): no staged names.
+class NoStagedNames final : public StagedNames {
+ public:
+  NodePtr lookup_in_namespace(const Node&, std::string_view) override { return nullptr; }
+  void add_to_listing(const Node&, std::vector<NodePtr>*) override {}
+  bool is_staged_namespace(const std::string&, const std::string&) const override { return false; }
+  NodePtr lookup(const Node&, std::string_view) override { return nullptr; }
+  std::vector<NodePtr> list(const Node&) override { return {}; }
+  Attr attr(const Node& node) override {
+    throw Error(ErrorKind::kNotFound, "No staged " + node.key);
+  }
+  std::optional<std::string> xattr(const Node&, std::string_view) override { return {}; }
+  std::vector<std::string> xattr_names(const Node&) override { return {}; }
+  std::string readlink(const Node& node) override {
+    throw Error(ErrorKind::kNotFound, "No staged " + node.key);
+  }
+  std::vector<std::pair<std::string, std::string>> states() override { return {}; }
+};
+NoStagedNames no_staged_names;
 
 size_t depth(const std::string& path) {
   return path.empty() ? 0 : 1 + std::count(path.begin(), path.end(), '/');
@@ -87,7 +106,8 @@ mode_t Node::type_bits() const {
 Tree::Tree(TreeOptions options, Content& content)
     : options_(std::move(options)),
       content_(content),
-      rootfs_(std::make_shared<RootfsView>(content)) {
+      rootfs_(std::make_shared<RootfsView>(content)),
+      staging_(&no_staged_names) {
   auto root = std::make_shared<Node>();
   root->key = "/";
   if (!options_.registry.empty()) {
@@ -95,14 +115,6 @@ Tree::Tree(TreeOptions options, Content& content)
     root->registry = options_.registry;
   }
   root_ = root;
-  StagingOptions staging;
-  staging.root = content_.options().cache_dir / "staging";
-  staging.allow_delete = options_.allow_delete;
-  staging.push_delay = options_.push_delay;
-  staging.build.platform = options_.platform;
-  staging.build.compression = options_.layer_compression;
-  staging.build.work_dir = content_.options().cache_dir / "builds";
-  staging_ = std::make_unique<StagingTree>(*this, content_, std::move(staging));
 }
 
 Tree::~Tree() = default;

@@ -27,19 +27,18 @@
 #include <string_view>
 #include <vector>
 
-#include "cache/layer_writer.h"
 #include "cache/lru_index.h"
 #include "cache/tar_reader.h"
 #include "fs/source/content.h"
 #include "fs/tree/image.h"
 #include "fs/tree/known_names.h"
+#include "fs/tree/names.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {
 
 class MergedTree;
 class RootfsView;
-class StagingTree;
 
 enum class NodeKind {
   kRoot,          // multi-registry root
@@ -53,7 +52,7 @@ enum class NodeKind {
   kConfigFile,    // <image>/config.json
   kBlob,          // <image>/blobs/sha256/<hex>
   kRootfs,        // <image>/rootfs and everything under it (fs/tree/rootfs.h)
-  kStaged,        // a staged tag and everything under it (fs/push/staging_tree.h)
+  kStaged,        // a staged tag and everything under it (StagedNames, fs/tree/names.h)
   kControlDir,    // MOUNT/.regfs: unlisted, the daemon's control interface
   kStatusFile,    // MOUNT/.regfs/status: JSON made at open (fs/source/status.h)
 };
@@ -116,22 +115,19 @@ struct TreeOptions {
   std::string registry;  // single-registry mode if set
   registry::Platform platform;
   std::vector<std::string> listed_registries;  // multi-registry root entries
-  bool allow_delete = false;                   // rmdir of a remote tag deletes it (--allow-delete)
-  std::chrono::milliseconds push_delay{2000};  // --push-delay: a build's quiet time
-  cache::LayerCompression layer_compression = cache::LayerCompression::kGzip;
 };
 
-class Tree {
+class Tree : public RemoteNames {
  public:
   Tree(TreeOptions options, Content& content);
-  ~Tree();
+  ~Tree() override;
 
   NodePtr root() const { return root_; }
   // The child `name` of `dir`, or nullptr if there is none. Throws Error.
-  NodePtr lookup(const Node& dir, std::string_view name);
+  NodePtr lookup(const Node& dir, std::string_view name) override;
   // The children of `dir` in listing order (unlisted entries excluded).
-  std::vector<NodePtr> list(const Node& dir);
-  Attr attr(const Node& node);
+  std::vector<NodePtr> list(const Node& dir) override;
+  Attr attr(const Node& node) override;
   OpenedFile open(const Node& file);
   // Extended attributes (user.regfs.*); nullopt if `node` has no such one.
   std::optional<std::string> xattr(const Node& node, std::string_view name);
@@ -140,15 +136,18 @@ class Tree {
   std::string readlink(const Node& node);
   // Whether the registry has shown `path` to be a repository (its catalog, or
   // tags/list answered); asks nothing new of a registry without a catalog.
-  bool is_known_repository(const std::string& registry, const std::string& path);
+  bool is_known_repository(const std::string& registry, const std::string& path) override;
   // The merged tree of image `digest` of registry/repository, for the
   // --platform image of an index (`multi_platform` says which it was);
   // nullptr if there is no image for the platform. Throws Error.
   std::shared_ptr<const MergedTree> image_rootfs(const std::string& registry,
                                                  const std::string& repository,
-                                                 const std::string& digest, bool* multi_platform);
-  // Namespaces, tags and files made through the mount (SPEC §4).
-  StagingTree& staging() { return *staging_; }
+                                                 const std::string& digest,
+                                                 bool* multi_platform) override;
+  // Namespaces, tags and files made through the mount (SPEC §4) among the
+  // names this tree shows: `staged` (fs/push/staging_tree.h) must outlive
+  // the tree's use. Without it the tree shows no staged names.
+  void set_staged(StagedNames& staged) { staging_ = &staged; }
 
  private:
   NodePtr lookup_root(std::string_view name);
@@ -186,7 +185,7 @@ class Tree {
   Content& content_;
   NodePtr root_;
   std::shared_ptr<RootfsView> rootfs_;
-  std::unique_ptr<StagingTree> staging_;
+  StagedNames* staging_;  // never null: a StagedNames without names until set_staged
 
   KnownNames known_;
 
