@@ -11,7 +11,7 @@
 // digest is checked: a match with every chunk present renames the file to
 // blobs/sha256/<hex> (complete); a mismatch drops the blob and every reader
 // gets EIO from then on. A reader of the last chunk of a blob whose chunks
-// are all here waits for that check (fs/content.cc), so a whole read never
+// are all here waits for that check (fs/source/content.cc), so a whole read never
 // ends in wrong bytes. After a remount a
 // logged chunk is re-hashed before its first read, and a complete blob before
 // its first open, so corrupt cache files are refetched, not served.

@@ -54,7 +54,7 @@ struct RootfsEntryMeta {
 };
 
 // Changes to a staged copy of an image's rootfs/ besides the upper files
-// (fs/rootfs_overlay.h), by path inside the rootfs.
+// (fs/push/rootfs_overlay.h), by path inside the rootfs.
 struct RootfsChanges {
   std::set<std::string> whiteouts;                 // removed from the base
   std::set<std::string> opaque;                    // upper directories hiding the base's entries

@@ -1,7 +1,7 @@
 // Typed errors shared by every layer. Lower layers throw regfs::registry::Error
 // with a kind (what went wrong, as the distribution spec and SPEC §7 see it),
 // the HTTP status and OCI error code when there was one, and a message that
-// reads "Cannot <verb> <object>: <reason>". fs/errno_map.cc is the one place
+// reads "Cannot <verb> <object>: <reason>". fs/fuse/errno_map.cc is the one place
 // that turns a kind into an errno.
 #pragma once
 

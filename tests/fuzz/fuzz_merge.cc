@@ -17,7 +17,7 @@
 
 #include "cache/layer_index.h"
 #include "cache/tar_reader.h"
-#include "fs/merged_tree.h"
+#include "fs/tree/merged_tree.h"
 #include "registry/log.h"
 
 namespace {

@@ -1,0 +1,138 @@
+#include "fs/cli/cache_command.h"
+
+#include <sys/stat.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include "cache/blob_cache.h"
+#include "fs/cli/options.h"
+
+namespace regfs::fs {
+namespace {
+
+namespace fsys = std::filesystem;
+
+constexpr const char* kUsage =
+    "Usage: regfs cache du|prune|clear [--cache-dir DIR] [--cache-size SIZE]\n"
+    "\n"
+    "  du      show what the cache holds, by kind, with sizes on disk\n"
+    "  prune   evict least recently used content until within --cache-size (10G)\n"
+    "  clear   remove all cached content (staged pushes are kept)\n";
+
+struct Tally {
+  size_t files = 0;
+  uint64_t bytes = 0;  // allocated on disk
+};
+
+Tally tally(const fsys::path& dir, bool skip_logs = false) {
+  Tally t;
+  std::error_code ec;
+  for (auto it = fsys::recursive_directory_iterator(dir, ec);
+       it != fsys::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat st;
+    if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    if (skip_logs && it->path().extension() == ".chunks") continue;
+    ++t.files;
+    t.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
+  }
+  return t;
+}
+
+void print_row(const char* what, const Tally& t) {
+  std::printf("  %-16s %6zu  %s\n", what, t.files, cache::human_size(t.bytes).c_str());
+}
+
+int du(const fsys::path& dir) {
+  Tally blobs = tally(dir / "blobs"), partial = tally(dir / "partial", true),
+        layers = tally(dir / "layers"), staged = tally(dir / "staging"), tmp = tally(dir / "tmp");
+  std::printf("cache %s\n", dir.c_str());
+  print_row("whole blobs", blobs);
+  print_row("partial blobs", partial);
+  print_row("layer indexes", layers);
+  print_row("staged pushes", staged);
+  if (tmp.files) print_row("being written", tmp);
+  std::printf(
+      "  %-16s %6s  %s\n", "total", "",
+      cache::human_size(blobs.bytes + partial.bytes + layers.bytes + staged.bytes + tmp.bytes)
+          .c_str());
+  return 0;
+}
+
+int prune(const fsys::path& dir, uint64_t capacity) {
+  uint64_t before = tally(dir).bytes - tally(dir / "staging").bytes;
+  cache::BlobCache cache(dir, capacity);  // evicts to the bound as it opens
+  uint64_t after = tally(dir).bytes - tally(dir / "staging").bytes;
+  std::printf("pruned %s: %s -> %s (bound %s)\n", dir.c_str(), cache::human_size(before).c_str(),
+              cache::human_size(after).c_str(), cache::human_size(capacity).c_str());
+  return 0;
+}
+
+int clear(const fsys::path& dir) {
+  uint64_t freed = 0;
+  for (const char* sub : {"blobs", "partial", "layers", "refs", "tmp"}) {
+    freed += tally(dir / sub).bytes;
+    std::error_code ec;
+    fsys::remove_all(dir / sub, ec);
+    if (ec) {
+      std::fprintf(stderr, "regfs: Cannot remove %s: %s\n", (dir / sub).c_str(),
+                   ec.message().c_str());
+      return 1;
+    }
+  }
+  std::printf("cleared %s: freed %s%s\n", dir.c_str(), cache::human_size(freed).c_str(),
+              fsys::exists(dir / "staging") ? " (staged pushes kept)" : "");
+  return 0;
+}
+
+}  // namespace
+
+int run_cache_command(const std::vector<std::string>& args) {
+  std::string verb;
+  std::string dir = default_cache_dir();
+  uint64_t capacity = 10ull << 30;
+  try {
+    for (size_t i = 0; i < args.size(); ++i) {
+      const std::string& a = args[i];
+      auto value = [&] {
+        if (i + 1 >= args.size()) throw UsageError("option " + a + " needs a value");
+        return args[++i];
+      };
+      if (a == "--help" || a == "-h") {
+        std::fputs(kUsage, stdout);
+        return 0;
+      } else if (a == "--cache-dir") {
+        dir = value();
+      } else if (a.rfind("--cache-dir=", 0) == 0) {
+        dir = a.substr(12);
+      } else if (a == "--cache-size") {
+        capacity = parse_size(value());
+      } else if (a.rfind("--cache-size=", 0) == 0) {
+        capacity = parse_size(a.substr(13));
+      } else if (verb.empty() && (a == "du" || a == "prune" || a == "clear")) {
+        verb = a;
+      } else {
+        throw UsageError("unexpected argument '" + a + "' (see regfs cache --help)");
+      }
+    }
+    if (verb.empty()) throw UsageError("missing du, prune or clear (see regfs cache --help)");
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "regfs: %s\n", e.what());
+    return 2;
+  }
+  if (!fsys::is_directory(dir)) {
+    std::fprintf(stderr, "regfs: Cannot use cache %s: no such directory\n", dir.c_str());
+    return 1;
+  }
+  try {
+    if (verb == "du") return du(dir);
+    if (verb == "prune") return prune(dir, capacity);
+    return clear(dir);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "regfs: Cannot %s %s: %s\n", verb.c_str(), dir.c_str(), e.what());
+    return 1;
+  }
+}
+
+}  // namespace regfs::fs

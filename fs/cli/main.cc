@@ -1,0 +1,432 @@
+// regfs: the command line. Thin: parses, checks what can be checked before
+// mounting (so a bad argument or an unreachable registry is one clear line
+// and a non-zero exit), then hands over to the FUSE glue.
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cache/unique_fd.h"
+#include "fs/cli/cache_command.h"
+#include "fs/cli/login_command.h"
+#include "fs/cli/options.h"
+#include "fs/fuse/fuse_ops.h"
+#include "fs/push/staging_tree.h"
+#include "fs/source/content.h"
+#include "fs/source/status.h"
+#include "fs/tree/tree.h"
+#include "registry/client.h"
+#include "registry/credentials.h"
+#include "registry/error.h"
+#include "registry/log.h"
+#include "registry/manifest.h"
+
+extern char** environ;
+
+namespace regfs::fs {
+namespace {
+
+constexpr const char* kUsage =
+    "Usage: regfs <command> [options]\n"
+    "\n"
+    "Container registries as directories.\n"
+    "\n"
+    "Commands:\n"
+    "  mount [OPTIONS] [REGISTRY] MOUNTPOINT   mount (returns once the mount is ready)\n"
+    "  umount MOUNTPOINT                       unmount (after pending builds are pushed)\n"
+    "  push PATH                               push the staged tag at PATH now and wait\n"
+    "  login REGISTRY [-u USER] [--password-stdin]  check and save credentials\n"
+    "  logout REGISTRY                         remove saved credentials\n"
+    "  status MOUNTPOINT                       transfers in flight, cache use, recent errors\n"
+    "  cache du|prune|clear [--cache-dir DIR]  report and trim a cache directory\n"
+    "\n"
+    "  regfs --version | --help | <command> --help\n";
+
+constexpr const char* kMountUsage =
+    "Usage: regfs mount [OPTIONS] [REGISTRY] MOUNTPOINT\n"
+    "       regfs REGISTRY MOUNTPOINT -o OPTS      (the form mount.fuse3 runs)\n"
+    "\n"
+    "Shows REGISTRY (host[:port], e.g. localhost:5000, ghcr.io, docker.io) at MOUNTPOINT as\n"
+    "namespace/repo/tag/ directories, each an OCI image layout. Without REGISTRY, MOUNTPOINT\n"
+    "shows every registry by name (MOUNTPOINT/docker.io/library/alpine/...).\n"
+    "\n"
+    "Options (each also as -o name_with_underscores=VALUE):\n"
+    "  --cache-dir DIR        where fetched content lives ($XDG_CACHE_HOME/regfs or "
+    "~/.cache/regfs)\n"
+    "  --cache-size SIZE      bound for cached content, e.g. 512M, 20G (10G)\n"
+    "  --insecure REGISTRY    allow plain HTTP / unverified TLS for REGISTRY (repeatable)\n"
+    "  --ca-cert FILE         extra CA certificate to trust (also read: /etc/docker/certs.d/HOST/\n"
+    "                         and /etc/containers/certs.d/HOST/ ca.crt, client "
+    "NAME.cert/NAME.key)\n"
+    "  --auth-file FILE       credentials file (docker config.json format; default: podman's\n"
+    "                         auth.json, then ~/.docker/config.json, as `regfs login` writes)\n"
+    "  --mirror REGISTRY=MIRROR  read REGISTRY through a pull-through mirror first (repeatable;\n"
+    "                         [[registry.mirror]] in registries.conf works too)\n"
+    "  --platform OS/ARCH[/VARIANT]  platform shown for multi-platform tags (the host's)\n"
+    "  --tag-ttl SECONDS      how long tag lists and tag answers are trusted (30); past it\n"
+    "                         the last answer is given at once while it is asked again in\n"
+    "                         the background; 0 asks every time\n"
+    "  --request-timeout SECONDS  the most one file operation waits for a registry, whatever\n"
+    "                         it chains (30); while a registry is down, what is cached is\n"
+    "                         served at once and the rest fails at once (EIO, ETIMEDOUT)\n"
+    "  --upload-chunk-size SIZE  push blobs larger than SIZE in parts of SIZE, at least 5M\n"
+    "                         (8M in one request, then 16M parts)\n"
+    "  --push-delay SECONDS   push a build (a plain directory copied into a tag) after this\n"
+    "                         long without a write (2); `regfs push PATH` pushes at once\n"
+    "  --layer-compression gzip|zstd  how built layers are compressed (gzip)\n"
+    "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
+    "  --no-urls              never fetch a foreign layer the registry lacks from its urls\n"
+    "  -f, --foreground       stay attached, log to stderr\n"
+    "  -d, --debug            log every request\n"
+    "  -o OPTS                the options above, and FUSE options such as allow_other\n"
+    "\n"
+    "mount(8) and /etc/fstab (with regfs on the standard PATH; source \"regfs\": every registry):\n"
+    "  mount -t fuse.regfs localhost:5000 /mnt/reg -o cache_size=20G,allow_other\n"
+    "  localhost:5000  /mnt/reg  fuse.regfs  noauto,_netdev,cache_size=20G,allow_other  0 0\n";
+
+constexpr const char* kUmountUsage =
+    "Usage: regfs umount MOUNTPOINT\n"
+    "\n"
+    "Unmounts a regfs mount.\n";
+
+int fail(const std::string& message) {
+  std::fprintf(stderr, "regfs: %s\n", message.c_str());
+  return 1;
+}
+
+bool wants_help(const std::vector<std::string>& args) {
+  for (auto& a : args) {
+    if (a == "--help" || a == "-h") return true;
+  }
+  return false;
+}
+
+std::string absolute(const std::string& path) {
+  return path.empty() ? path : std::filesystem::absolute(path).lexically_normal().string();
+}
+
+// fsync of a directory of the mount: the daemon pushes (fuse_ops.cc).
+int fsync_dir(const std::string& path) {
+  cache::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd) return errno;
+  return ::fsync(fd.get()) == 0 ? 0 : errno;
+}
+
+std::string xattr_of(const std::string& path, const char* name) {
+  std::string value(4096, '\0');
+  ssize_t n = ::getxattr(path.c_str(), name, value.data(), value.size());
+  value.resize(n > 0 ? static_cast<size_t>(n) : 0);
+  return value;
+}
+
+// A mount point whose daemon died (kill -9, crash) answers ENOTCONN until it
+// is unmounted: detach it so that the new mount can take its place.
+void clean_stale_mount(const std::string& mountpoint) {
+  std::fprintf(stderr, "regfs: warning: %s is a stale mount (its daemon is gone); unmounting it\n",
+               mountpoint.c_str());
+  const char* argv[] = {"fusermount3", "-u", "-z", mountpoint.c_str(), nullptr};
+  pid_t pid;
+  int status = 1;
+  if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) == 0) {
+    waitpid(pid, &status, 0);
+  }
+  if (!(WIFEXITED(status) && WEXITSTATUS(status) == 0)) ::umount2(mountpoint.c_str(), MNT_DETACH);
+}
+
+// Whether a regfs mount (fstype fuse.regfs, proc(5) mountinfo) sits at `mountpoint` already,
+// so that a second `regfs mount` there is refused rather than stacked on the first.
+bool regfs_mounted_at(const std::string& mountpoint) {
+  std::ifstream mountinfo("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(mountinfo, line)) {
+    std::istringstream fields(line);
+    std::string id, parent, device, root, point, field;
+    fields >> id >> parent >> device >> root >> point;
+    while (fields >> field && field != "-") {
+    }
+    std::string fstype;
+    fields >> fstype;
+    // Mount points escape space, tab, newline and backslash as \ooo octal.
+    std::string unescaped;
+    for (size_t i = 0; i < point.size(); ++i) {
+      if (point[i] == '\\' && i + 3 < point.size()) {
+        unescaped += static_cast<char>(std::stoi(point.substr(i + 1, 3), nullptr, 8));
+        i += 3;
+      } else {
+        unescaped += point[i];
+      }
+    }
+    if (unescaped == mountpoint && fstype == "fuse.regfs") return true;
+  }
+  return false;
+}
+
+registry::ClientOptions client_options(const MountOptions& options,
+                                       std::shared_ptr<const registry::CredentialStore> creds) {
+  registry::ClientOptions client;
+  client.registry = options.registry;
+  client.insecure = std::find(options.insecure.begin(), options.insecure.end(), options.registry) !=
+                    options.insecure.end();
+  client.ca_cert = options.ca_cert;
+  client.credentials = std::move(creds);
+  if (options.request_timeout.count() > 0) {
+    client.request_timeout = client.stall_timeout = options.request_timeout;
+    client.connect_timeout = std::min(client.connect_timeout, options.request_timeout);
+  }
+  return client;
+}
+
+int run_mount(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::fputs(kMountUsage, stdout);
+    return 0;
+  }
+  MountOptions options;
+  std::shared_ptr<const registry::CredentialStore> creds;
+  registry::Platform platform;
+  try {
+    options = parse_mount_args(args);
+    options.mountpoint = absolute(options.mountpoint);
+    options.cache_dir = absolute(options.cache_dir);
+    options.ca_cert = absolute(options.ca_cert);
+    options.auth_file = absolute(options.auth_file);
+    platform = options.platform.empty() ? registry::host_platform()
+                                        : registry::parse_platform(options.platform);
+    creds = registry::CredentialStore::load(options.auth_file);
+  } catch (const std::exception& e) {
+    return fail(e.what());
+  }
+  if (options.debug) log::set_level(log::kDebug);
+  auto registries_conf =
+      std::make_shared<const registry::RegistriesConf>(registry::RegistriesConf::load());
+  if (!options.registry.empty() && registries_conf->insecure(options.registry)) {
+    options.insecure.push_back(options.registry);
+  }
+  struct stat st;
+  // statfs, unlike stat, always reaches a FUSE daemon (no attribute cache).
+  struct statfs fs_stat;
+  if (::statfs(options.mountpoint.c_str(), &fs_stat) != 0 && errno == ENOTCONN) {
+    clean_stale_mount(options.mountpoint);
+  }
+  if (::stat(options.mountpoint.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return fail("Cannot mount on " + options.mountpoint + ": not a directory");
+  }
+  if (regfs_mounted_at(std::filesystem::weakly_canonical(options.mountpoint).string())) {
+    return fail("Cannot mount on " + options.mountpoint +
+                ": regfs is mounted there already (regfs umount " + options.mountpoint + " first)");
+  }
+  if (!options.ca_cert.empty() && ::access(options.ca_cert.c_str(), R_OK) != 0) {
+    return fail("Cannot read --ca-cert " + options.ca_cert + ": " + std::strerror(errno));
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(options.cache_dir, ec);
+  if (ec) return fail("Cannot create cache directory " + options.cache_dir + ": " + ec.message());
+  ::chmod(options.cache_dir.c_str(), 0700);
+  std::optional<registry::Error> unreachable;  // why the registry did not answer the ping
+  if (!options.registry.empty()) {
+    try {
+      registry::Client(client_options(options, creds)).ping();
+    } catch (const std::exception& e) {
+      if (auto* error = dynamic_cast<const registry::Error*>(&e)) unreachable = *error;
+      // Offline: what is cached stays readable (SPEC §7), so mount anyway if
+      // the cache knows this registry.
+      if (!std::filesystem::exists(options.cache_dir + "/refs/" + options.registry)) {
+        return fail(std::string("Cannot reach registry ") + options.registry + ": " + e.what());
+      }
+      std::fprintf(stderr, "regfs: warning: %s is unreachable (%s); serving cached content\n",
+                   options.registry.c_str(), e.what());
+    }
+  }
+  if (!options.foreground) log::set_log_file(options.cache_dir + "/regfs.log");
+  return mount_and_serve(options, [&] {
+    ContentOptions content;
+    content.cache_dir = options.cache_dir;
+    content.cache_size = options.cache_size;
+    content.tag_ttl = options.tag_ttl;
+    content.insecure = options.insecure;
+    content.ca_cert = options.ca_cert;
+    content.credentials = creds;
+    content.mirrors = options.mirrors;
+    content.registries_conf = registries_conf;
+    content.request_timeout = options.request_timeout;
+    content.upload_chunk_size = options.upload_chunk_size;
+    content.follow_urls = !options.no_urls;
+    TreeOptions tree;
+    tree.registry = options.registry;
+    tree.platform = platform;
+    tree.listed_registries = creds ? creds->registries() : std::vector<std::string>{};
+    tree.listed_registries.insert(tree.listed_registries.end(), options.insecure.begin(),
+                                  options.insecure.end());
+    Served served;
+    served.content = std::make_unique<Content>(content);
+    // Known down from the start: cached answers at once, probes behind.
+    if (unreachable && (unreachable->kind() == registry::ErrorKind::kUnavailable ||
+                        unreachable->kind() == registry::ErrorKind::kTimeout)) {
+      served.content->health(options.registry)->failed(*unreachable);
+    }
+    served.tree = std::make_unique<Tree>(tree, *served.content);
+    StagingOptions staging;
+    staging.root = served.content->options().cache_dir / "staging";
+    staging.allow_delete = options.allow_delete;
+    staging.push_delay = options.push_delay;
+    staging.build.platform = platform;
+    staging.build.compression = options.layer_compression == "zstd"
+                                    ? cache::LayerCompression::kZstd
+                                    : cache::LayerCompression::kGzip;
+    staging.build.work_dir = served.content->options().cache_dir / "builds";
+    served.staging = std::make_unique<StagingTree>(*served.tree, *served.content, staging);
+    served.tree->set_staged(*served.staging);
+    LOG(kInfo) << "Serving " << (options.registry.empty() ? "all registries" : options.registry)
+               << " at " << options.mountpoint << " (cache " << options.cache_dir << ")";
+    // The mount is up: staged pushes to what it shows that a failure or a
+    // dead daemon left behind go on in the background.
+    served.staging->resume_pushes(served.tree->root()->registry);
+    return served;
+  });
+}
+
+int run_umount(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::fputs(kUmountUsage, stdout);
+    return 0;
+  }
+  if (args.size() != 1) return fail("usage: regfs umount MOUNTPOINT");
+  std::string mountpoint = absolute(args[0]);
+  // Pending builds and pushes first: umount returns once they are done.
+  if (int err = fsync_dir(mountpoint); err != 0 && err != ENOTCONN) {
+    std::fprintf(stderr,
+                 "regfs: warning: some staged tags were not pushed (%s); see regfs status\n",
+                 std::strerror(err));
+  }
+  const char* argv[] = {"fusermount3", "-u", mountpoint.c_str(), nullptr};
+  pid_t pid;
+  if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) == 0) {
+    int status = 0;
+    waitpid(pid, &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+  }
+  if (::umount2(mountpoint.c_str(), 0) == 0) return 0;
+  return fail("Cannot unmount " + mountpoint + ": " + std::strerror(errno));
+}
+
+int run_push(const std::vector<std::string>& args) {
+  if (wants_help(args) || args.size() != 1) {
+    std::fputs(
+        "Usage: regfs push PATH\n\nPushes the staged tag at PATH (a tag directory under a regfs\n"
+        "mount) now, without waiting for --push-delay, and waits: prints the pushed digest and\n"
+        "exits 0, or prints the reason and exits 1.\n",
+        wants_help(args) ? stdout : stderr);
+    return wants_help(args) ? 0 : 2;
+  }
+  const std::string& path = args[0];
+  if (xattr_of(path, "user.regfs.state").empty()) {
+    return fail(path + " is not a staged tag of a regfs mount (no user.regfs.state)");
+  }
+  // Progress on a terminal while the daemon pushes.
+  std::atomic<bool> done{false};
+  std::thread progress;
+  if (::isatty(STDERR_FILENO)) {
+    progress = std::thread([&] {
+      std::string last;
+      while (!done) {
+        std::string state = xattr_of(path, "user.regfs.state");
+        if (state != last) std::fprintf(stderr, "regfs: %s: %s\n", path.c_str(), state.c_str());
+        last = state;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+    });
+  }
+  int err = fsync_dir(path);
+  done = true;
+  if (progress.joinable()) progress.join();
+  std::string state = xattr_of(path, "user.regfs.state");
+  if (err == 0 && state.starts_with("pushed ")) {
+    std::printf("%s\n", state.substr(7).c_str());
+    return 0;
+  }
+  return fail("Cannot push " + path + ": " + (state.empty() ? std::strerror(err) : state));
+}
+
+int run_status(const std::vector<std::string>& args) {
+  if (wants_help(args)) {
+    std::fputs(
+        "Usage: regfs status MOUNTPOINT\n\nShows transfers in flight with progress, cache "
+        "use and recent errors of a regfs mount.\n",
+        stdout);
+    return 0;
+  }
+  if (args.size() != 1) return fail("usage: regfs status MOUNTPOINT");
+  std::string path = absolute(args[0]) + "/" + std::string(kControlDirName) + "/status";
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in || text.str().empty())
+    return fail("Cannot read status of " + args[0] + ": not a regfs mount");
+  try {
+    std::fputs(format_status(text.str(), absolute(args[0])).c_str(), stdout);
+  } catch (const std::exception& e) {
+    return fail("Cannot read status of " + args[0] + ": " + e.what());
+  }
+  return 0;
+}
+
+int run(const std::vector<std::string>& args) {
+  if (args.empty()) {
+    std::fputs(kUsage, stderr);
+    return 2;
+  }
+  const std::string& command = args[0];
+  std::vector<std::string> rest(args.begin() + 1, args.end());
+  if (command == "--version" || command == "version") {
+    std::printf("regfs %s\n", REGFS_VERSION);
+    return 0;
+  }
+  if (command == "--help" || command == "-h" || command == "help") {
+    std::fputs(kUsage, stdout);
+    return 0;
+  }
+  if (command == "mount") return run_mount(rest);
+  if (command == "umount" || command == "unmount") return run_umount(rest);
+  if (command == "status") return run_status(rest);
+  if (command == "push") return run_push(rest);
+  if (command == "cache") return run_cache_command(rest);
+  if (command == "login") return run_login(rest);
+  if (command == "logout") return run_logout(rest);
+  if (command.empty() || command[0] == '-')
+    return fail("unknown option " + command + " (see regfs --help)");
+  // mount.fuse3 runs "regfs REGISTRY MOUNTPOINT -o OPTS".
+  if (args.size() >= 2 && (command.find_first_of(".:") != std::string::npos ||
+                           std::filesystem::is_directory(args[1]))) {
+    return run_mount(args);
+  }
+  return fail("unknown command '" + command + "' (see regfs --help)");
+}
+
+}  // namespace
+}  // namespace regfs::fs
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    return regfs::fs::run(args);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "regfs: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,755 @@
+#include "fs/fuse/fuse_ops.h"
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+
+#include "cache/layer_index.h"
+#include "fs/fuse/dir_listings.h"
+#include "fs/fuse/errno_map.h"
+#include "fs/fuse/inode_table.h"
+#include "fs/push/staging_tree.h"
+#include "registry/deadline.h"
+#include "registry/log.h"
+
+namespace regfs::fs {
+namespace {
+
+constexpr double kImmutableTimeout = 86400.0;
+constexpr double kNegativeTimeout = 1.0;
+constexpr unsigned kMaxIo = 1 << 20;
+
+struct MountState {
+  Served served;
+  std::unique_ptr<InodeTable> inodes;
+  double ttl = 30.0;
+  unsigned max_read = kMaxIo;  // as in -o max_read, which libfuse wants equal
+  uid_t uid = 0;
+  gid_t gid = 0;
+  timespec mount_time{};
+  std::unique_ptr<DirListings> listings;
+  bool no_opendir = false;  // the kernel opens directories itself
+  // The most one operation waits in total (--request-timeout, SPEC §7).
+  std::chrono::milliseconds request_timeout{30'000};
+};
+
+struct FileHandle {
+  std::shared_ptr<const std::string> bytes;
+  std::shared_ptr<BlobReader> reader;
+  std::shared_ptr<StagedFile> staged = {};  // a file under a staged tag
+  // A rootfs file: [offset, offset + length) of the open file fd.
+  int fd = -1;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  std::shared_ptr<const cache::TarEntry> sparse = {};  // a sparse rootfs file's map
+  ~FileHandle() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+MountState& state_of(fuse_req_t req) { return *static_cast<MountState*>(fuse_req_userdata(req)); }
+
+// Runs `body`, which replies on success; any exception becomes the errno reply.
+// Everything it chains shares one deadline (registry/deadline.h).
+template <typename Body>
+void guarded(fuse_req_t req, const char* operation, Body&& body) {
+  registry::ScopedDeadline deadline(state_of(req).request_timeout);
+  try {
+    body();
+  } catch (...) {
+    fuse_reply_err(req, current_exception_to_errno(operation));
+  }
+}
+
+NodePtr node_or_throw(MountState& s, fuse_ino_t ino) {
+  auto node = s.inodes->get(ino);
+  if (!node) throw registry::Error(registry::ErrorKind::kNotFound, "stale inode");
+  return node;
+}
+
+// `answer`: a GETATTR (the kernel asks before each listing of a directory
+// whose listing can change, so its mtime is checked then) or an entry.
+enum class AttrReply { kGetattr, kEntry };
+
+struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, const Attr& attr,
+                    AttrReply answer) {
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_mode = attr.mode;
+  st.st_nlink = attr.nlink;
+  st.st_size = static_cast<off_t>(attr.size);
+  st.st_blocks = static_cast<blkcnt_t>((attr.size + 511) / 512);
+  st.st_blksize = 1 << 20;
+  st.st_uid = s.uid;
+  st.st_gid = s.gid;
+  st.st_atim = st.st_mtim = st.st_ctim = s.mount_time;
+  if (attr.own_metadata) {
+    st.st_uid = attr.uid;
+    st.st_gid = attr.gid;
+    st.st_rdev = static_cast<dev_t>(attr.rdev);
+    st.st_mtim = timespec{static_cast<time_t>(attr.mtime), static_cast<long>(attr.mtime_nsec)};
+    st.st_atim = st.st_ctim = st.st_mtim;
+  } else if (DirListings::can_change(node)) {
+    // See fs/fuse/dir_listings.h. An entry's attributes expire at once, so the
+    // kernel asks GETATTR before listing it: `ls -l` of a namespace need not
+    // list every repository in it.
+    st.st_mtim =
+        answer == AttrReply::kGetattr ? s.listings->mtime(node) : s.listings->last_mtime(node);
+  }
+  return st;
+}
+
+double entry_timeout_of(MountState& s, const Node& node) {
+  return node.immutable() ? kImmutableTimeout : s.ttl;
+}
+
+// A mutable directory's attributes are asked for before each listing, so
+// the kernel rereads a listing that changed (fs/fuse/dir_listings.h).
+// A staged file's attributes change under the kernel too (a mode set as an
+// ACL, a restored config.json, another name of a hardlink): asked each time.
+double attr_timeout_of(MountState& s, const Node& node) {
+  if (node.kind == NodeKind::kStaged) return 0.0;
+  return DirListings::can_change(node) ? 0.0 : entry_timeout_of(s, node);
+}
+
+// Fills `e` for a positive entry and counts the lookup.
+fuse_entry_param entry_of(MountState& s, const NodePtr& node, const Attr& attr) {
+  fuse_entry_param e{};
+  e.ino = s.inodes->add_lookup(node);
+  e.generation = 0;
+  e.attr = to_stat(s, e.ino, *node, attr, AttrReply::kEntry);
+  e.entry_timeout = entry_timeout_of(s, *node);
+  e.attr_timeout = attr_timeout_of(s, *node);
+  return e;
+}
+
+void op_init(void* userdata, fuse_conn_info* conn) {
+  // 1 MiB requests (libfuse's largest buffer; max_read also in fuse_arguments),
+  // and enough background requests for the kernel's readahead to run ahead.
+  conn->max_read = static_cast<MountState*>(userdata)->max_read;
+  conn->max_write = kMaxIo;
+  conn->max_readahead = kMaxIo;
+  conn->max_background = 64;
+  conn->congestion_threshold = 48;
+  if (conn->capable & FUSE_CAP_SPLICE_WRITE) conn->want |= FUSE_CAP_SPLICE_WRITE;
+  if (conn->capable & FUSE_CAP_SPLICE_MOVE) conn->want |= FUSE_CAP_SPLICE_MOVE;
+  if (conn->capable & FUSE_CAP_READDIRPLUS) conn->want |= FUSE_CAP_READDIRPLUS;
+  // Listings kept by the kernel are checked against the directory's mtime.
+  auto& s = *static_cast<MountState*>(userdata);
+  if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
+  s.no_opendir =
+      (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) && (conn->want & FUSE_CAP_AUTO_INVAL_DATA);
+  LOG(kInfo) << "Mount ready";
+}
+
+void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  auto& s = state_of(req);
+  guarded(req, "lookup", [&] {
+    auto dir = node_or_throw(s, parent);
+    auto node = s.served.tree->lookup(*dir, name);
+    if (!node) {
+      fuse_entry_param e{};
+      e.entry_timeout = kNegativeTimeout;
+      fuse_reply_entry(req, &e);
+      return;
+    }
+    auto attr = s.served.tree->attr(*node);
+    auto e = entry_of(s, node, attr);
+    if (fuse_reply_entry(req, &e) != 0) s.inodes->forget(e.ino, 1);
+  });
+}
+
+void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup) {
+  state_of(req).inodes->forget(ino, nlookup);
+  fuse_reply_none(req);
+}
+
+void op_forget_multi(fuse_req_t req, size_t count, fuse_forget_data* forgets) {
+  auto& s = state_of(req);
+  for (size_t i = 0; i < count; ++i) s.inodes->forget(forgets[i].ino, forgets[i].nlookup);
+  fuse_reply_none(req);
+}
+
+void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
+  auto& s = state_of(req);
+  guarded(req, "getattr", [&] {
+    auto node = node_or_throw(s, ino);
+    auto st = to_stat(s, ino, *node, s.served.tree->attr(*node), AttrReply::kGetattr);
+    fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
+  });
+}
+
+// Directories are opened by the kernel alone (FUSE_CAP_NO_OPENDIR_SUPPORT),
+// which then keeps every listing (fs/fuse/dir_listings.h). A kernel without it
+// gets an open that caches the listings of immutable directories only.
+void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto& s = state_of(req);
+  if (s.no_opendir) {
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
+  guarded(req, "opendir", [&] {
+    auto node = node_or_throw(s, ino);
+    fi->cache_readdir = node->immutable();
+    fi->keep_cache = node->immutable();
+    fuse_reply_open(req, fi);
+  });
+}
+
+void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, bool plus) {
+  auto& s = state_of(req);
+  const char* operation = plus ? "readdirplus" : "readdir";
+  DirListings::Listing listing;
+  try {
+    registry::ScopedDeadline deadline(s.request_timeout);
+    listing = s.listings->list(ino, *node_or_throw(s, ino), offset);
+  } catch (...) {
+    fuse_reply_err(req, current_exception_to_errno(operation));
+    return;
+  }
+  const auto& entries = *listing;
+  std::string buffer(size, '\0');
+  size_t used = 0;
+  auto total = static_cast<off_t>(entries.size()) + 2;
+  off_t i = offset;
+  for (; i < total; ++i) {
+    char* at = buffer.data() + used;
+    size_t room = size - used;
+    size_t need;
+    if (i < 2) {
+      struct stat st {};
+      st.st_ino = ino;
+      st.st_mode = S_IFDIR;
+      const char* name = i == 0 ? "." : "..";
+      if (plus) {
+        fuse_entry_param e{};
+        e.attr = st;
+        need = fuse_add_direntry_plus(req, at, room, name, &e, i + 1);
+      } else {
+        need = fuse_add_direntry(req, at, room, name, &st, i + 1);
+      }
+    } else {
+      const auto& node = entries[static_cast<size_t>(i - 2)];
+      if (plus) {
+        Attr attr;
+        try {
+          attr = s.served.tree->attr(*node);
+        } catch (...) {
+          int err = current_exception_to_errno(operation);
+          if (used == 0) {
+            fuse_reply_err(req, err);
+            return;
+          }
+          break;
+        }
+        auto e = entry_of(s, node, attr);
+        need = fuse_add_direntry_plus(req, at, room, node->name.c_str(), &e, i + 1);
+        if (need > room) s.inodes->forget(e.ino, 1);
+      } else {
+        struct stat st {};
+        st.st_mode = node->type_bits();
+        need = fuse_add_direntry(req, at, room, node->name.c_str(), &st, i + 1);
+      }
+    }
+    if (need > room) break;
+    used += need;
+  }
+  s.listings->served(ino, listing, i >= total);
+  fuse_reply_buf(req, buffer.data(), used);
+}
+
+void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  do_readdir(req, ino, size, off, false);
+}
+
+void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info*) {
+  do_readdir(req, ino, size, off, true);
+}
+
+void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
+  auto& s = state_of(req);
+  guarded(req, "open", [&] {
+    auto node = node_or_throw(s, ino);
+    if (node->kind == NodeKind::kStaged) {
+      auto handle = std::make_unique<FileHandle>();
+      handle->staged = s.served.staging->open(*node, fi->flags);
+      fi->fh = reinterpret_cast<uint64_t>(handle.get());
+      if (fuse_reply_open(req, fi) == 0) handle.release();
+      return;
+    }
+    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
+      fuse_reply_err(req, EROFS);
+      return;
+    }
+    auto opened = s.served.tree->open(*node);
+    auto handle = std::make_unique<FileHandle>(FileHandle{opened.bytes, opened.reader});
+    if (!opened.file.empty()) {
+      handle->fd = ::open(opened.file.c_str(), O_RDONLY | O_CLOEXEC);
+      if (handle->fd < 0) {
+        throw std::system_error(errno, std::generic_category(),
+                                "Cannot open cached layer " + opened.file.string());
+      }
+      handle->offset = opened.offset;
+      handle->length = opened.length;
+      handle->sparse = opened.sparse;
+    }
+    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    // A blob not yet verified whole may turn out wrong (EIO, dropped): an
+    // open then must not keep pages an earlier reader got before the check.
+    fi->keep_cache = node->immutable() && (!opened.reader || opened.reader->verified());
+    fi->direct_io = node->kind == NodeKind::kStatusFile;  // made at open: no size before
+    if (fuse_reply_open(req, fi) == 0) handle.release();
+  });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  if (handle->staged) {
+    guarded(req, "read", [&] {
+      std::string buffer(size, '\0');
+      size_t n = state_of(req).served.staging->read(*handle->staged, buffer.data(), size,
+                                                    static_cast<uint64_t>(off));
+      fuse_reply_buf(req, buffer.data(), n);
+    });
+    return;
+  }
+  if (handle->bytes) {
+    // Held here: once the kernel has the reply, a RELEASE on another thread
+    // may free the handle while fuse_reply_buf is still returning.
+    auto held = handle->bytes;
+    const std::string& bytes = *held;
+    if (off >= static_cast<off_t>(bytes.size())) {
+      fuse_reply_buf(req, nullptr, 0);
+      return;
+    }
+    size_t n = std::min(size, bytes.size() - static_cast<size_t>(off));
+    fuse_reply_buf(req, bytes.data() + off, n);
+    return;
+  }
+  if (handle->fd >= 0 && handle->sparse) {  // a rootfs file with holes: one pread a segment
+    auto held = handle->sparse;
+    guarded(req, "read", [&] {
+      std::string buffer(std::min<uint64_t>(size, held->size), '\0');
+      size_t n = cache::read_entry_data(handle->fd, *held, static_cast<uint64_t>(off),
+                                        buffer.data(), buffer.size());
+      fuse_reply_buf(req, buffer.data(), n);
+    });
+    return;
+  }
+  if (handle->fd >= 0) {  // a rootfs file: one pread of its layer's tar
+    uint64_t begin = std::min(static_cast<uint64_t>(off), handle->length);
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(std::min<uint64_t>(size, handle->length - begin));
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = handle->fd;
+    buf.buf[0].pos = static_cast<off_t>(handle->offset + begin);
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+    return;
+  }
+  guarded(req, "read", [&] {
+    auto lease = handle->reader->read(static_cast<uint64_t>(off), size);
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(lease.length());
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = lease.fd();
+    buf.buf[0].pos = static_cast<off_t>(lease.offset());
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+  });
+}
+
+void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  delete reinterpret_cast<FileHandle*>(fi->fh);
+  fuse_reply_err(req, 0);
+}
+
+void op_readlink(fuse_req_t req, fuse_ino_t ino) {
+  auto& s = state_of(req);
+  guarded(req, "readlink", [&] {
+    auto target = s.served.tree->readlink(*node_or_throw(s, ino));
+    fuse_reply_readlink(req, target.c_str());
+  });
+}
+
+void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char* name, size_t size) {
+  auto& s = state_of(req);
+  guarded(req, "getxattr", [&] {
+    auto value = s.served.tree->xattr(*node_or_throw(s, ino), name);
+    if (!value) {
+      fuse_reply_err(req, ENODATA);
+    } else if (size == 0) {
+      fuse_reply_xattr(req, value->size());
+    } else if (size < value->size()) {
+      fuse_reply_err(req, ERANGE);
+    } else {
+      fuse_reply_buf(req, value->data(), value->size());
+    }
+  });
+}
+
+void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size) {
+  auto& s = state_of(req);
+  guarded(req, "listxattr", [&] {
+    std::string names;
+    for (auto& name : s.served.tree->xattr_names(*node_or_throw(s, ino))) {
+      names += name;
+      names.push_back('\0');
+    }
+    if (size == 0) {
+      fuse_reply_xattr(req, names.size());
+    } else if (size < names.size()) {
+      fuse_reply_err(req, ERANGE);
+    } else {
+      fuse_reply_buf(req, names.data(), names.size());
+    }
+  });
+}
+
+void op_statfs(fuse_req_t req, fuse_ino_t) {
+  struct statvfs st {};
+  st.f_bsize = 4096;
+  st.f_frsize = 4096;
+  st.f_namemax = NAME_MAX;
+  fuse_reply_statfs(req, &st);
+}
+
+// Changes (SPEC §4): namespaces, tags and files made under the mount are
+// staged and pushed by the FUSE-free StagingTree (fs/push/staging_tree.h); it
+// answers EROFS for remote content.
+void reply_entry(fuse_req_t req, MountState& s, const NodePtr& node) {
+  auto e = entry_of(s, node, s.served.tree->attr(*node));
+  if (fuse_reply_entry(req, &e) != 0) s.inodes->forget(e.ino, 1);
+}
+
+// Whether the process asking copies a tree (its name in /proc/PID/comm):
+// a directory it makes in a namespace is a tag with content, not a
+// repository to be (fs/push/staging_tree.h).
+bool asked_by_copy(fuse_req_t req) {
+  const fuse_ctx* ctx = fuse_req_ctx(req);
+  if (!ctx || ctx->pid <= 0) return false;
+  std::ifstream comm("/proc/" + std::to_string(ctx->pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name == "cp" || name == "rsync" || name == "tar" || name == "bsdtar";
+}
+
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  auto& s = state_of(req);
+  guarded(req, "mkdir", [&] {
+    reply_entry(req, s,
+                s.served.staging->mkdir(*node_or_throw(s, parent), name, mode, asked_by_copy(req)));
+  });
+}
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
+  fuse_reply_err(req, EROFS);
+}
+// A change of the staged tree on the node `ino`, answered 0 or its errno.
+template <typename Change>
+void staged_change(fuse_req_t req, const char* operation, fuse_ino_t ino, Change&& change) {
+  auto& s = state_of(req);
+  guarded(req, operation, [&] {
+    change(*s.served.staging, *node_or_throw(s, ino));
+    fuse_reply_err(req, 0);
+  });
+}
+
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  staged_change(req, "unlink", parent,
+                [&](StagingTree& staging, const Node& dir) { staging.unlink(dir, name); });
+}
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  staged_change(req, "rmdir", parent,
+                [&](StagingTree& staging, const Node& dir) { staging.rmdir(dir, name); });
+}
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  auto& s = state_of(req);
+  guarded(req, "symlink", [&] {
+    reply_entry(req, s, s.served.staging->symlink(*node_or_throw(s, parent), name, target));
+  });
+}
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+               const char* new_name, unsigned int flags) {
+  auto& s = state_of(req);
+  guarded(req, "rename", [&] {
+    auto from = node_or_throw(s, parent);
+    auto to = node_or_throw(s, new_parent);
+    if (flags & ~static_cast<unsigned int>(RENAME_NOREPLACE)) {
+      fuse_reply_err(req, EINVAL);
+      return;
+    }
+    if ((flags & RENAME_NOREPLACE) && s.served.tree->lookup(*to, new_name)) {
+      fuse_reply_err(req, EEXIST);
+      return;
+    }
+    s.served.staging->rename(*from, name, *to, new_name);
+    // Nodes name paths: the kernel's inode of the moved entry follows it.
+    if (auto moved = s.served.tree->lookup(*to, new_name)) {
+      s.inodes->moved(from->key + "/" + name, moved);
+    }
+    fuse_reply_err(req, 0);
+  });
+}
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  auto& s = state_of(req);
+  guarded(req, "link", [&] {
+    reply_entry(
+        req, s,
+        s.served.staging->link(*node_or_throw(s, ino), *node_or_throw(s, new_parent), new_name));
+  });
+}
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi) {
+  auto& s = state_of(req);
+  guarded(req, "create", [&] {
+    NodePtr node;
+    auto handle = std::make_unique<FileHandle>();
+    handle->staged =
+        s.served.staging->create(*node_or_throw(s, parent), name, mode, fi->flags, &node);
+    auto e = entry_of(s, node, s.served.tree->attr(*node));
+    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    if (fuse_reply_create(req, &e, fi) == 0) {
+      handle.release();
+    } else {
+      s.inodes->forget(e.ino, 1);
+    }
+  });
+}
+void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+              fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  if (!handle->staged) {
+    fuse_reply_err(req, EBADF);
+    return;
+  }
+  guarded(req, "write", [&] {
+    state_of(req).served.staging->write(*handle->staged, buf, size, static_cast<uint64_t>(off));
+    fuse_reply_write(req, size);
+  });
+}
+// close(): a staged file is checked, and its tag pushed if now complete; the
+// result is close()'s (release cannot return errors).
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  if (!handle->staged) {
+    fuse_reply_err(req, 0);
+    return;
+  }
+  guarded(req, "flush", [&] {
+    // The push this close() completes takes what it takes: its result is
+    // close()'s (SPEC §4), and its requests keep their own timeouts.
+    registry::NoDeadline unbounded;
+    state_of(req).served.staging->flush(*handle->staged);
+    fuse_reply_err(req, 0);
+  });
+}
+void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
+  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+  int rc = 0;
+  if (handle->staged) {
+    rc = datasync ? ::fdatasync(handle->staged->fd.get()) : ::fsync(handle->staged->fd.get());
+  }
+  fuse_reply_err(req, rc == 0 ? 0 : errno);
+}
+// fsync of a directory: a staged tag is pushed now (`regfs push`, `sync -f`),
+// the root pushes every pending build (`regfs umount`).
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
+  staged_change(req, "fsyncdir", ino,
+                [](StagingTree& staging, const Node& dir) { staging.push_now(dir); });
+}
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  auto& s = state_of(req);
+  guarded(req, "setattr", [&] {
+    auto node = node_or_throw(s, ino);
+    SetAttr change;
+    if (to_set & FUSE_SET_ATTR_SIZE) change.size = static_cast<uint64_t>(attr->st_size);
+    if (to_set & FUSE_SET_ATTR_MODE) change.mode = attr->st_mode;
+    if (to_set & FUSE_SET_ATTR_UID) change.uid = attr->st_uid;
+    if (to_set & FUSE_SET_ATTR_GID) change.gid = attr->st_gid;
+    if (to_set & FUSE_SET_ATTR_ATIME_NOW)
+      change.atime = timespec{0, UTIME_NOW};
+    else if (to_set & FUSE_SET_ATTR_ATIME)
+      change.atime = attr->st_atim;
+    if (to_set & FUSE_SET_ATTR_MTIME_NOW)
+      change.mtime = timespec{0, UTIME_NOW};
+    else if (to_set & FUSE_SET_ATTR_MTIME)
+      change.mtime = attr->st_mtim;
+    auto* handle = fi ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
+    StagedFile* file = handle && handle->staged ? handle->staged.get() : nullptr;
+    auto st =
+        to_stat(s, ino, *node, s.served.staging->setattr(*node, file, change), AttrReply::kGetattr);
+    fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
+  });
+}
+// copy_file_range from a blob of the mount into the staged blob of the same
+// digest records a reference and moves no bytes; otherwise EXDEV makes the
+// kernel copy through read and write.
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
+                        fuse_ino_t, off_t off_out, fuse_file_info* fi_out, size_t len, int) {
+  auto& s = state_of(req);
+  guarded(req, "copy_file_range", [&] {
+    auto* out = reinterpret_cast<FileHandle*>(fi_out->fh);
+    auto source = node_or_throw(s, ino_in);
+    std::optional<uint64_t> copied;
+    if (out->staged && source->kind == NodeKind::kBlob) {
+      registry::NoDeadline unbounded;  // may complete the tag, and push it (see op_flush)
+      copied = s.served.staging->copy_reference(*source, s.served.tree->attr(*source).size,
+                                                static_cast<uint64_t>(off_in), *out->staged,
+                                                static_cast<uint64_t>(off_out), len);
+    }
+    if (copied) {
+      fuse_reply_write(req, *copied);
+    } else {
+      fuse_reply_err(req, EXDEV);
+    }
+  });
+}
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags) {
+  staged_change(req, "setxattr", ino, [&](StagingTree& staging, const Node& node) {
+    staging.setxattr(node, name, std::string(value, size), flags);
+  });
+}
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  staged_change(req, "removexattr", ino,
+                [&](StagingTree& staging, const Node& node) { staging.removexattr(node, name); });
+}
+
+fuse_lowlevel_ops make_operations() {
+  fuse_lowlevel_ops ops{};
+  ops.init = op_init;
+  ops.lookup = op_lookup;
+  ops.forget = op_forget;
+  ops.forget_multi = op_forget_multi;
+  ops.getattr = op_getattr;
+  ops.opendir = op_opendir;
+  ops.readdir = op_readdir;
+  ops.readdirplus = op_readdirplus;
+  ops.open = op_open;
+  ops.read = op_read;
+  ops.release = op_release;
+  ops.readlink = op_readlink;
+  ops.getxattr = op_getxattr;
+  ops.listxattr = op_listxattr;
+  ops.statfs = op_statfs;
+  ops.mkdir = op_mkdir;
+  ops.mknod = op_mknod;
+  ops.unlink = op_unlink;
+  ops.rmdir = op_rmdir;
+  ops.write = op_write;
+  ops.flush = op_flush;
+  ops.fsync = op_fsync;
+  ops.fsyncdir = op_fsyncdir;
+  ops.copy_file_range = op_copy_file_range;
+  ops.symlink = op_symlink;
+  ops.rename = op_rename;
+  ops.link = op_link;
+  ops.create = op_create;
+  ops.setattr = op_setattr;
+  ops.setxattr = op_setxattr;
+  ops.removexattr = op_removexattr;
+  return ops;
+}
+
+// RAII for the libfuse handles, torn down in reverse order.
+struct SessionDeleter {
+  void operator()(fuse_session* se) const { fuse_session_destroy(se); }
+};
+struct LoopConfigDeleter {
+  void operator()(fuse_loop_config* cfg) const { fuse_loop_cfg_destroy(cfg); }
+};
+
+// The user's -o max_read=N, else 1 MiB.
+unsigned max_read_of(const MountOptions& options) {
+  unsigned max_read = kMaxIo;
+  for (const auto& option : options.fuse_options) {
+    if (option.rfind("max_read=", 0) == 0) {
+      max_read = static_cast<unsigned>(std::strtoul(option.c_str() + 9, nullptr, 10));
+    }
+  }
+  return max_read;
+}
+
+std::vector<std::string> fuse_arguments(const MountOptions& options) {
+  std::string fsname = "regfs" + (options.registry.empty() ? "" : ":" + options.registry);
+  std::vector<std::string> args = {"regfs", "-o", "fsname=" + fsname, "-o", "subtype=regfs"};
+  args.push_back("-o");
+  args.push_back("max_read=" + std::to_string(max_read_of(options)));
+  bool allow_other = false;
+  for (const auto& option : options.fuse_options) {
+    args.push_back("-o");
+    args.push_back(option);
+    if (option == "allow_other") allow_other = true;
+  }
+  if (allow_other) {
+    args.push_back("-o");
+    args.push_back("default_permissions");
+    LOG(kWarning) << "allow_other: other users can read what this mount shows, private images "
+                     "included";
+  }
+  return args;
+}
+
+}  // namespace
+
+int mount_and_serve(const MountOptions& options, const std::function<Served()>& build) {
+  auto arg_strings = fuse_arguments(options);
+  std::vector<char*> argv;
+  for (auto& a : arg_strings) argv.push_back(a.data());
+  fuse_args args = FUSE_ARGS_INIT(static_cast<int>(argv.size()), argv.data());
+
+  MountState state;
+  state.ttl = static_cast<double>(options.tag_ttl.count());
+  if (options.request_timeout.count() > 0) state.request_timeout = options.request_timeout;
+  state.max_read = max_read_of(options);
+  state.uid = ::getuid();
+  state.gid = ::getgid();
+  clock_gettime(CLOCK_REALTIME, &state.mount_time);
+
+  auto ops = make_operations();
+  std::unique_ptr<fuse_session, SessionDeleter> session(
+      fuse_session_new(&args, &ops, sizeof ops, &state));
+  fuse_opt_free_args(&args);
+  if (!session) {
+    std::fprintf(stderr, "regfs: Cannot start FUSE session: bad FUSE options\n");
+    return 1;
+  }
+  if (fuse_set_signal_handlers(session.get()) != 0) {
+    std::fprintf(stderr, "regfs: Cannot install signal handlers\n");
+    return 1;
+  }
+  if (fuse_session_mount(session.get(), options.mountpoint.c_str()) != 0) {
+    fuse_remove_signal_handlers(session.get());
+    std::fprintf(stderr,
+                 "regfs: Cannot mount on %s (is it a directory, and not mounted already?)\n",
+                 options.mountpoint.c_str());
+    return 1;
+  }
+  fuse_daemonize(options.foreground ? 1 : 0);
+  int rc = 0;
+  try {
+    state.served = build();
+    state.inodes = std::make_unique<InodeTable>(state.served.tree->root());
+    state.listings = std::make_unique<DirListings>(
+        [tree = state.served.tree.get()](const Node& dir) { return tree->list(dir); });
+    std::unique_ptr<fuse_loop_config, LoopConfigDeleter> loop(fuse_loop_cfg_create());
+    fuse_loop_cfg_set_clone_fd(loop.get(), 0);
+    fuse_loop_cfg_set_idle_threads(loop.get(), 8);
+    fuse_loop_cfg_set_max_threads(loop.get(), 32);
+    rc = fuse_session_loop_mt(session.get(), loop.get()) == 0 ? 0 : 1;
+  } catch (const std::exception& e) {
+    LOG(kError) << "Cannot serve the mount: " << e.what();
+    rc = 1;
+  }
+  fuse_session_unmount(session.get());
+  fuse_remove_signal_handlers(session.get());
+  LOG(kInfo) << "Unmounted " << options.mountpoint;
+  return rc;
+}
+
+}  // namespace regfs::fs

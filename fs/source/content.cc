@@ -1,0 +1,595 @@
+#include "fs/source/content.h"
+
+#include <algorithm>
+
+#include "registry/digest.h"
+#include "registry/foreign_blob.h"
+#include "registry/log.h"
+#include "registry/reference.h"
+
+namespace regfs::fs {
+
+using registry::Error;
+using registry::ErrorKind;
+
+namespace {
+
+constexpr size_t kMaxManifestSize = 4 << 20;  // as containerd limits manifests
+constexpr size_t kMaxConfigSize = 8 << 20;
+
+// Errors that say the registry could not answer, as opposed to answers.
+bool is_unreachable(const Error& e) {
+  return e.kind() == ErrorKind::kUnavailable || e.kind() == ErrorKind::kTimeout ||
+         e.kind() == ErrorKind::kTooManyRequests;
+}
+
+}  // namespace
+
+registry::ClientOptions RegistryContent::with_health(registry::ClientOptions options) {
+  if (!options.health) options.health = std::make_shared<registry::Health>(options.registry);
+  return options;
+}
+
+RegistryContent::RegistryContent(registry::ClientOptions options, cache::BlobCache& cache,
+                                 cache::TagStore& tags, std::chrono::seconds tag_ttl,
+                                 WorkerPool& pool, WorkerPool& background, Transfers& transfers,
+                                 bool follow_urls)
+    : credentials_(options.credentials),
+      health_(with_health(options).health),
+      client_([&] {
+        options.health = health_;
+        return std::move(options);
+      }()),
+      cache_(cache),
+      tags_(tags),
+      tag_ttl_(tag_ttl),
+      pool_(pool),
+      background_(background),
+      transfers_(transfers),
+      follow_urls_(follow_urls) {
+  health_->add_listener([this](const registry::Health::State& state) {
+    if (!state.up) probe_later(state.epoch, 0);
+  });
+}
+
+RegistryContent::~RegistryContent() { stopping_ = true; }
+
+void RegistryContent::add_foreign_urls(const std::string& digest,
+                                       const std::vector<std::string>& urls) {
+  if (urls.empty()) return;
+  std::lock_guard lock(mutex_);
+  foreign_urls_[digest] = urls;
+}
+
+void RegistryContent::fetch_foreign(const std::string& digest, uint64_t offset, uint64_t length,
+                                    const uint64_t& delivered, const registry::BodySink& sink,
+                                    const Error& missing) {
+  std::vector<std::string> urls;
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = foreign_urls_.find(digest); it != foreign_urls_.end()) urls = it->second;
+  }
+  if (urls.empty()) throw missing;
+  if (!follow_urls_) {
+    throw Error(ErrorKind::kBlobUnknown,
+                std::string(missing.what()) + "; it is a foreign layer, and --no-urls is set");
+  }
+  std::string why;
+  for (const auto& url : urls) {
+    std::string origin = registry::url_origin(url);  // the log never shows a URL's query
+    if (!registry::is_fetchable_url(url)) {
+      why += "; " + origin + ": not an http or https URL";
+      continue;
+    }
+    LOG(kInfo) << "Fetching foreign layer " << digest << " from " << origin;
+    try {
+      client_.get_foreign_blob(url, offset + delivered, length - delivered, sink);
+      return;
+    } catch (const Error& e) {
+      LOG(kWarning) << e.what();
+      why += std::string("; ") + e.what();
+    }
+  }
+  throw Error(ErrorKind::kBlobUnknown,
+              "Cannot fetch foreign layer " + digest + ": the registry lacks it" + why);
+}
+
+bool RegistryContent::is_docker_hub() const { return name() == registry::kDockerHub; }
+
+void RegistryContent::probe_later(uint64_t epoch, int attempt) {
+  if (stopping_) return;
+  background_.submit_after(registry::Health::probe_delay(attempt),
+                           [this, epoch, attempt] { probe(epoch, attempt); });
+}
+
+// One probe of a registry that is down: an answer marks it up (the
+// transport records it); else the next probe, later. A probe of an older
+// outage (it came back, then went down again) stops.
+void RegistryContent::probe(uint64_t epoch, int attempt) {
+  auto state = health_->state();
+  if (stopping_ || state.up || state.epoch != epoch) return;
+  try {
+    client_.probe();
+  } catch (const Error& e) {
+    LOG(kDebug) << "Probe of " << name() << " failed: " << e.what();
+  }
+  state = health_->state();
+  if (!state.up && state.epoch == epoch) probe_later(epoch, attempt + 1);
+}
+
+cache::TagRecord RegistryContent::resolve_tag(const std::string& repository,
+                                              const std::string& tag) {
+  auto known = tags_.get(name(), repository, tag);
+  if (known && known->digest.empty()) known.reset();  // asked again (tag_changed, a refresh)
+  auto now = std::chrono::system_clock::now();
+  if (known && now - known->fetched < tag_ttl_ && now >= known->fetched) return *known;
+  if (known && tag_ttl_.count() > 0) {
+    // Stale: the last answer at once, a refresh behind it.
+    refresh_tag_later(repository, tag);
+    return *known;
+  }
+  try {
+    auto head = client_.head_manifest(repository, tag);
+    cache::TagRecord record{head.digest, head.media_type, head.size, now};
+    tags_.put(name(), repository, tag, record);
+    return record;
+  } catch (const Error& e) {
+    if (!known || !is_unreachable(e)) throw;
+    LOG_AT(health_->down() ? log::kDebug : log::kWarning)
+        << "Cannot refresh tag " << name() << "/" << repository << ":" << tag << " (" << e.what()
+        << "); using the last known digest " << known->digest;
+    return *known;
+  }
+}
+
+void RegistryContent::refresh_tag_later(const std::string& repository, const std::string& tag) {
+  if (health_->down()) return;  // the first lookup once it is back refreshes it
+  uint64_t changes;
+  {
+    std::lock_guard lock(mutex_);
+    changes = changes_;
+  }
+  refreshes_.submit(background_, "tag " + repository + ":" + tag, [=, this] {
+    cache::TagRecord record;
+    try {
+      auto head = client_.head_manifest(repository, tag);
+      record = {head.digest, head.media_type, head.size, std::chrono::system_clock::now()};
+    } catch (const Error& e) {
+      LOG(kDebug) << "Cannot refresh tag " << name() << "/" << repository << ":" << tag << ": "
+                  << e.what();
+      // Gone: the next lookup asks (and answers ENOENT); unreachable: kept.
+      if (e.kind() != ErrorKind::kNotFound) return;
+    }
+    std::lock_guard lock(mutex_);
+    if (changes_ != changes) return;  // pushed or deleted meanwhile: that answer stands
+    tags_.put(name(), repository, tag, record);
+  });
+}
+
+std::string RegistryContent::manifest(const std::string& repository, const std::string& digest) {
+  if (auto bytes = cache_.read_small(digest, kMaxManifestSize)) return *bytes;
+  auto data = client_.get_manifest(repository, digest);
+  if (data.bytes.size() > kMaxManifestSize) {
+    throw Error(ErrorKind::kInvalid, "Cannot use manifest " + digest + ": larger than 4 MiB");
+  }
+  cache_.put_small(digest, data.bytes);
+  return std::move(data.bytes);
+}
+
+std::string RegistryContent::small_blob(const std::string& repository, const std::string& digest,
+                                        int64_t size) {
+  if (size < 0 || static_cast<size_t>(size) > kMaxConfigSize) {
+    throw Error(ErrorKind::kInvalid, "Cannot use config " + digest + ": size " +
+                                         std::to_string(size) + " is over the 8 MiB limit");
+  }
+  if (auto bytes = cache_.read_small(digest, kMaxConfigSize)) return *bytes;
+  auto path = blob(repository, digest, size);
+  if (auto bytes = cache_.read_small(digest, kMaxConfigSize)) return *bytes;
+  throw Error(ErrorKind::kIo, "Cannot read cached blob " + path.string());
+}
+
+std::shared_ptr<BlobReader> RegistryContent::open_blob(const std::string& repository,
+                                                       const std::string& digest, int64_t size) {
+  if (size < 0) throw Error(ErrorKind::kInvalid, "Cannot read blob " + digest + ": negative size");
+  return std::make_shared<BlobReader>(*this, repository,
+                                      cache_.open(digest, static_cast<uint64_t>(size)));
+}
+
+std::filesystem::path RegistryContent::blob(const std::string& repository,
+                                            const std::string& digest, int64_t size) {
+  auto reader = open_blob(repository, digest, size);
+  reader->read_all();
+  if (auto path = cache_.store().find(digest)) return *path;
+  throw Error(ErrorKind::kNoSpace, "Cannot keep blob " + digest + " (" +
+                                       cache::human_size(static_cast<uint64_t>(size)) +
+                                       ") whole: larger than what --cache-size leaves free");
+}
+
+void RegistryContent::fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob,
+                            size_t first, size_t last) {
+  constexpr size_t kChunksPerRequest = 8;
+  for (size_t start = first; start <= last; start += kChunksPerRequest) {
+    size_t end = std::min(last, start + kChunksPerRequest - 1);
+    pool_.submit([this, repository, blob, start, end] { fetch_run(repository, blob, start, end); });
+  }
+}
+
+// Streams chunks [first, last] with one ranged GET, storing each chunk as
+// soon as its last byte arrives.
+void RegistryContent::fetch_run(const std::string& repository,
+                                const std::shared_ptr<cache::CachedBlob>& blob, size_t first,
+                                size_t last) {
+  uint64_t offset = first * blob->chunk_size();
+  uint64_t end = std::min(blob->size(), (last + 1) * blob->chunk_size());
+  size_t current = first;
+  auto id = transfers_.begin(name() + "/" + repository + "@" + blob->digest(), end - offset);
+  try {
+    // One chunk buffer per fetch thread, kept: fresh memory for every
+    // request would cost a page fault per page.
+    thread_local std::string buffer;
+    buffer.clear();
+    buffer.reserve(blob->chunk_size());
+    uint64_t delivered = 0;
+    registry::BodySink sink = [&](const char* data, size_t size) {
+      transfers_.progress(id, size);
+      delivered += size;
+      while (size > 0) {
+        if (current > last) return false;
+        size_t want = blob->chunk_length(current) - buffer.size();
+        size_t take = std::min(want, size);
+        buffer.append(data, take);
+        data += take;
+        size -= take;
+        if (buffer.size() == blob->chunk_length(current)) {
+          blob->store_chunk(current, buffer);
+          buffer.clear();
+          ++current;
+        }
+      }
+      return true;
+    };
+    try {
+      client_.get_blob(repository, blob->digest(), offset, end - offset, sink);
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kBlobUnknown) throw;
+      fetch_foreign(blob->digest(), offset, end - offset, delivered, sink, e);
+    }
+    if (current <= last) {
+      throw Error(ErrorKind::kIntegrity, "Cannot read blob " + blob->digest() +
+                                             ": the registry sent fewer bytes than its size");
+    }
+  } catch (...) {
+    blob->abandon(current, last, std::current_exception());
+  }
+  transfers_.end(id);
+}
+
+BlobReader::BlobReader(RegistryContent& content, std::string repository,
+                       std::shared_ptr<cache::CachedBlob> blob)
+    : content_(content), repository_(std::move(repository)), blob_(std::move(blob)) {}
+
+std::pair<size_t, size_t> BlobReader::claim_range(uint64_t offset, size_t length, size_t first,
+                                                  size_t last) {
+  constexpr size_t kExtent = 8;     // chunks: 16 MiB of 2 MiB chunks, one request
+  constexpr size_t kMaxWindow = 4;  // extents: 64 MiB of readahead
+  std::lock_guard lock(mutex_);
+  // The kernel's own readahead makes one read look like a short sequence, so
+  // a reader counts as sequential only once it has streamed a whole chunk.
+  streamed_ = offset == next_offset_ ? streamed_ + length : length;
+  next_offset_ = offset + length;
+  // A read from offset 0 starts a stream (cat, sha256sum, cp): mark it at
+  // once so concurrent readers claim whole extents from the first chunk.
+  if (streamed_ >= blob_->chunk_size() || offset == 0) blob_->mark_streamed();
+  if (!blob_->streamed()) {
+    window_ = 0;
+    return {first, last};
+  }
+  // Whole extents once anyone streams the blob; readahead for this reader
+  // only while its own reads are sequential.
+  window_ =
+      streamed_ < blob_->chunk_size() ? 0 : std::min(kMaxWindow, window_ == 0 ? 1 : window_ * 2);
+  size_t begin = first / kExtent * kExtent;
+  size_t end = (last / kExtent + 1 + window_) * kExtent;
+  return {begin, std::min(end, blob_->chunk_count()) - 1};
+}
+
+// A streamed blob's cache file pages more than two chunks behind the reader
+// are not needed any more: the kernel keeps what it read in the FUSE file's
+// page cache.
+void BlobReader::drop_behind(size_t first) {
+  if (!blob_->streamed() || first < 3) return;
+  std::lock_guard lock(mutex_);  // one drop at a time per reader
+  if (first - 2 > dropped_) dropped_ = blob_->drop_pages(dropped_, first - 3);
+}
+
+cache::ReadLease BlobReader::read(uint64_t offset, size_t length) {
+  if (length == 0 || offset >= blob_->size() || blob_->complete()) {
+    if (auto lease = blob_->lease(offset, length)) return std::move(*lease);
+  }
+  length = static_cast<size_t>(std::min<uint64_t>(length, blob_->size() - offset));
+  size_t first = blob_->chunk_of(offset);
+  size_t last = blob_->chunk_of(offset + length - 1);
+  {
+    constexpr auto kRepeat = std::chrono::seconds(1);
+    std::lock_guard lock(mutex_);
+    if (gave_up_chunk_ == first && std::chrono::steady_clock::now() - gave_up_at_ < kRepeat &&
+        !blob_->present(first, last)) {
+      throw Error(ErrorKind::kTimeout, "Cannot read blob " + blob_->digest() +
+                                           ": it is still on its way (the read before gave up at "
+                                           "its deadline)");
+    }
+  }
+  try {
+    return read_chunks(offset, length, first, last);
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kTimeout) {
+      std::lock_guard lock(mutex_);
+      gave_up_at_ = std::chrono::steady_clock::now();
+      gave_up_chunk_ = first;
+    }
+    throw;
+  }
+}
+
+cache::ReadLease BlobReader::read_chunks(uint64_t offset, size_t length, size_t first,
+                                         size_t last) {
+  auto [claim_first, claim_last] = claim_range(offset, length, first, last);
+  drop_behind(first);
+  // The chunks of this read stay out of eviction until the lease holds them
+  // (its OFD lock then keeps them): other readers' fetches in a small cache
+  // would otherwise punch them between their arrival and this read.
+  auto pin = content_.cache().pin_chunks(blob_->digest(), first, last);
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    for (auto [a, b] : blob_->claim(claim_first, claim_last)) {
+      content_.fetch(repository_, blob_, a, b);
+    }
+    claim_first = first;
+    claim_last = last;
+    if (!blob_->wait(first, last)) continue;
+    // A read of the end of a blob that is all here waits for the digest
+    // check, so a reader going to the end (cat, cp) gets EIO rather than
+    // a wrong file if the registry sent other bytes than its digest says.
+    if (last + 1 == blob_->chunk_count() && !blob_->complete() && blob_->all_present()) {
+      blob_->await_verified();
+    }
+    if (auto lease = blob_->lease(offset, length)) return std::move(*lease);
+  }
+  throw Error(ErrorKind::kIo, "Cannot read blob " + blob_->digest() +
+                                  ": its chunks keep being evicted (is --cache-size too small?)");
+}
+
+void BlobReader::read_all() {
+  if (blob_->size() == 0) {
+    blob_->wait(0, 0);
+    return;
+  }
+  size_t last = blob_->chunk_count() - 1;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    for (auto [a, b] : blob_->claim(0, last)) content_.fetch(repository_, blob_, a, b);
+    if (blob_->wait(0, last) && blob_->await_complete()) return;
+  }
+  throw Error(ErrorKind::kIo, "Cannot read blob " + blob_->digest() + " whole");
+}
+
+uint64_t Transfers::begin(std::string what, uint64_t total) {
+  std::lock_guard lock(mutex_);
+  active_[next_id_] = Info{std::move(what), 0, total, std::chrono::steady_clock::now()};
+  return next_id_++;
+}
+
+void Transfers::progress(uint64_t id, uint64_t bytes) {
+  std::lock_guard lock(mutex_);
+  if (auto it = active_.find(id); it != active_.end()) it->second.done += bytes;
+}
+
+void Transfers::end(uint64_t id) {
+  std::lock_guard lock(mutex_);
+  active_.erase(id);
+}
+
+std::vector<Transfers::Info> Transfers::snapshot() {
+  std::lock_guard lock(mutex_);
+  std::vector<Info> infos;
+  for (auto& [_, info] : active_) infos.push_back(info);
+  return infos;
+}
+
+uint64_t RegistryContent::credentials_generation() const {
+  return credentials_ ? credentials_->generation() : 0;
+}
+
+template <typename Fetch>
+Names RegistryContent::cached_listing(const std::string& repository, Fetch fetch) {
+  const std::string key =
+      repository.empty() ? "catalog of " + name() : "tags of " + name() + "/" + repository;
+  auto now = std::chrono::steady_clock::now();
+  const uint64_t credentials = credentials_generation();
+  std::optional<Listing> known;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = listings_.find(key);
+    if (it != listings_.end()) {
+      if (now - it->second.fetched < tag_ttl_ && it->second.credentials == credentials) {
+        if (it->second.error) throw *it->second.error;
+        return it->second.names;
+      }
+      known = it->second;
+    }
+  }
+  if (known && known->names && tag_ttl_.count() > 0 && known->credentials == credentials) {
+    // Stale: the last listing at once, a refresh behind it.
+    refresh_listing_later(key, repository, fetch);
+    return known->names;
+  }
+  Listing fresh{nullptr, now, std::nullopt, credentials};
+  try {
+    auto names = fetch();
+    std::sort(names.begin(), names.end());
+    tags_.put_listing(name(), repository, names);
+    fresh.names = std::make_shared<const std::vector<std::string>>(std::move(names));
+  } catch (const Error& e) {
+    if (is_unreachable(e)) {
+      auto level = health_->down() ? log::kDebug : log::kWarning;
+      if (known && known->names) {
+        LOG_AT(level) << "Cannot refresh " << key << " (" << e.what()
+                      << "); using the last listing";
+        return known->names;
+      }
+      if (auto saved = tags_.get_listing(name(), repository)) {
+        LOG_AT(level) << "Cannot list " << key << " (" << e.what()
+                      << "); using the listing saved in the cache";
+        return std::make_shared<const std::vector<std::string>>(std::move(*saved));
+      }
+      throw;  // never cached as a miss
+    }
+    fresh.error = e;
+  }
+  std::lock_guard lock(mutex_);
+  listings_[key] = fresh;
+  if (fresh.error) throw *fresh.error;
+  return fresh.names;
+}
+
+template <typename Fetch>
+void RegistryContent::refresh_listing_later(const std::string& key, const std::string& repository,
+                                            Fetch fetch) {
+  if (health_->down()) return;  // the first listing once it is back refreshes it
+  uint64_t changes;
+  {
+    std::lock_guard lock(mutex_);
+    changes = changes_;
+  }
+  refreshes_.submit(background_, key, [=, this] {
+    Listing fresh{nullptr, std::chrono::steady_clock::now(), std::nullopt};
+    try {
+      auto names = fetch();
+      std::sort(names.begin(), names.end());
+      fresh.names = std::make_shared<const std::vector<std::string>>(std::move(names));
+    } catch (const Error& e) {
+      LOG(kDebug) << "Cannot refresh " << key << ": " << e.what();
+      if (is_unreachable(e)) return;  // the last listing stays, still stale
+      fresh.error = e;
+    }
+    std::lock_guard lock(mutex_);
+    if (changes_ != changes) return;  // a push or delete dropped it meanwhile
+    if (fresh.names) tags_.put_listing(name(), repository, *fresh.names);
+    listings_[key] = fresh;
+  });
+}
+
+Names RegistryContent::catalog() {
+  try {
+    return cached_listing("", [this] { return client_.catalog(); });
+  } catch (const Error& e) {
+    if (e.kind() == ErrorKind::kUnsupported) return nullptr;
+    throw;
+  }
+}
+
+Names RegistryContent::tags(const std::string& repository) {
+  return cached_listing(repository, [this, repository] { return client_.list_tags(repository); });
+}
+
+void RegistryContent::tag_changed(const std::string& repository, const std::string& tag,
+                                  const cache::TagRecord& record) {
+  std::lock_guard lock(mutex_);
+  ++changes_;
+  tags_.put(name(), repository, tag, record);
+  // The listings show the change at once and are refreshed behind it (made
+  // stale), so that no listing waits for the registry to list them again.
+  const bool exists = !record.digest.empty();
+  auto edit = [&](const std::string& key, const std::string& entry, bool removable) {
+    auto it = listings_.find(key);
+    if (it == listings_.end()) return;
+    Listing& listing = it->second;
+    if (listing.error || !listing.names) {  // a miss (or a refusal) until now: ask again
+      listings_.erase(it);
+      return;
+    }
+    std::vector<std::string> names = *listing.names;
+    auto at = std::lower_bound(names.begin(), names.end(), entry);
+    bool present = at != names.end() && *at == entry;
+    if (exists && !present) names.insert(at, entry);
+    if (!exists && present && removable) names.erase(at);
+    listing.names = std::make_shared<const std::vector<std::string>>(std::move(names));
+    listing.fetched = {};  // stale
+  };
+  edit("catalog of " + name(), repository, false);
+  edit("tags of " + name() + "/" + repository, tag, true);
+}
+
+Content::Content(ContentOptions options)
+    : options_(std::move(options)),
+      cache_(options_.cache_dir, options_.cache_size),
+      tags_(options_.cache_dir),
+      background_(4),
+      pool_(options_.fetch_threads) {}
+
+RegistryContent& Content::registry(const std::string& name) {
+  std::lock_guard lock(mutex_);
+  auto& slot = registries_[name];
+  if (!slot) {
+    registry::ClientOptions client;
+    client.registry = name;
+    client.insecure = std::find(options_.insecure.begin(), options_.insecure.end(), name) !=
+                      options_.insecure.end();
+    client.ca_cert = options_.ca_cert;
+    client.credentials = options_.credentials;
+    if (options_.registries_conf) {
+      client.insecure = client.insecure || options_.registries_conf->insecure(name);
+      client.mirrors = registry::mirrors_for(name, options_.mirrors, options_.insecure,
+                                             *options_.registries_conf);
+    }
+    if (options_.request_timeout.count() > 0) {
+      client.request_timeout = client.stall_timeout = options_.request_timeout;
+      client.connect_timeout = std::min(client.connect_timeout, options_.request_timeout);
+    }
+    client.health = std::make_shared<registry::Health>(name);
+    client.health->add_listener([this, name](const registry::Health::State& state) {
+      if (!state.up) return;
+      std::lock_guard lock(on_up_mutex_);  // held while it runs: see on_registry_up
+      if (on_up_) on_up_(name);
+    });
+    slot = std::make_unique<RegistryContent>(std::move(client), cache_, tags_, options_.tag_ttl,
+                                             pool_, background_, transfers_, options_.follow_urls);
+  }
+  return *slot;
+}
+
+std::shared_ptr<registry::Health> Content::health(const std::string& name) {
+  return registry(name).health();
+}
+
+std::vector<std::pair<std::string, registry::Health::State>> Content::health_states() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::pair<std::string, registry::Health::State>> states;
+  for (auto& [name, reg] : registries_) states.emplace_back(name, reg->health()->state());
+  return states;
+}
+
+void Content::on_registry_up(std::function<void(const std::string&)> listener) {
+  std::lock_guard lock(on_up_mutex_);
+  on_up_ = std::move(listener);
+}
+
+std::string Content::account(const std::string& registry) const {
+  if (!options_.credentials) return "anonymous";
+  auto credential = options_.credentials->lookup(registry, "");
+  if (!credential) return "anonymous";
+  std::string from = options_.credentials->path().empty()
+                         ? std::string()
+                         : " (from " + options_.credentials->path() + ")";
+  if (credential->username == "<token>" || credential->username.empty()) {
+    return "an identity token" + from;
+  }
+  return "user " + credential->username + from;
+}
+
+std::vector<std::string> Content::registries_in_use() {
+  std::lock_guard lock(mutex_);
+  std::vector<std::string> names;
+  for (auto& [name, _] : registries_) names.push_back(name);
+  return names;
+}
+
+}  // namespace regfs::fs

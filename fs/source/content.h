@@ -1,0 +1,262 @@
+// Content of one registry as the tree needs it, with the caches in front of
+// the network: tag answers, catalog and tag lists (trusted for --tag-ttl;
+// past it the last answer is given at once while one refresh per key runs
+// on a background worker, so a changed answer shows at the next lookup or
+// listing; --tag-ttl 0 asks every time), manifests and configs kept whole,
+// blobs read lazily by chunks (HTTP ranges on a worker pool, with readahead
+// that grows while a reader goes forward; one transfer per chunk however
+// many readers wait). The registry's health (registry/health.h) is probed
+// from here while it is down: GET /v2/ on a background worker, 1 s to 30 s
+// apart; meanwhile nothing waits on it and cached answers are served.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "cache/blob_cache.h"
+#include "cache/tag_store.h"
+#include "fs/source/single_flight.h"
+#include "fs/source/worker_pool.h"
+#include "registry/client.h"
+#include "registry/error.h"
+
+namespace regfs::fs {
+
+using Names = std::shared_ptr<const std::vector<std::string>>;
+
+// Transfers in flight, for `regfs status`.
+class Transfers {
+ public:
+  struct Info {
+    std::string what;
+    uint64_t done = 0;
+    uint64_t total = 0;
+    std::chrono::steady_clock::time_point started;
+  };
+  uint64_t begin(std::string what, uint64_t total);
+  void progress(uint64_t id, uint64_t bytes);
+  void end(uint64_t id);
+  std::vector<Info> snapshot();
+
+ private:
+  std::mutex mutex_;  // guards the members below
+  uint64_t next_id_ = 1;
+  std::map<uint64_t, Info> active_;
+};
+
+class RegistryContent;
+
+// Reads one blob for one open file: waits for the chunks a read covers and
+// keeps a readahead window that doubles while reads are sequential.
+class BlobReader {
+ public:
+  BlobReader(RegistryContent& content, std::string repository,
+             std::shared_ptr<cache::CachedBlob> blob);
+  uint64_t size() const { return blob_->size(); }
+  // Its digest checked: what was read of it is right.
+  bool verified() const { return blob_->verified(); }
+  // [offset, offset+length) is local for as long as the lease lives.
+  cache::ReadLease read(uint64_t offset, size_t length);
+  // Fetches every chunk and waits (rootfs indexing reads whole layers).
+  void read_all();
+
+ private:
+  // The chunks to claim for a read of chunks [first, last]. Random reads
+  // take just those; sequential ones whole aligned extents, the one read and
+  // a readahead window of extents that doubles while reads stay sequential.
+  // Aligned extents make concurrent readers of a blob claim the same ranges,
+  // so they share requests instead of splitting them.
+  std::pair<size_t, size_t> claim_range(uint64_t offset, size_t length, size_t first, size_t last);
+  void drop_behind(size_t first);
+  cache::ReadLease read_chunks(uint64_t offset, size_t length, size_t first, size_t last);
+
+  RegistryContent& content_;
+  const std::string repository_;
+  const std::shared_ptr<cache::CachedBlob> blob_;
+  std::mutex mutex_;  // guards the readahead state
+  uint64_t next_offset_ = 0;
+  size_t window_ = 0;      // extents of readahead
+  uint64_t streamed_ = 0;  // bytes read in sequence up to next_offset_
+  size_t dropped_ = 0;     // chunks [0, dropped_) were given to drop_pages
+  // The last read that gave up at its deadline waiting for chunk
+  // gave_up_chunk_: the kernel repeats a failed read at once, and that
+  // repeat fails at once rather than waiting a second deadline.
+  std::chrono::steady_clock::time_point gave_up_at_{};
+  size_t gave_up_chunk_ = 0;
+};
+
+class RegistryContent {
+ public:
+  // `pool` fetches blobs; `background` runs refreshes and health probes (so
+  // that they never queue behind bulk transfers). `follow_urls`: a foreign
+  // layer the registry lacks is fetched from its descriptor's urls (false:
+  // --no-urls).
+  RegistryContent(registry::ClientOptions options, cache::BlobCache& cache, cache::TagStore& tags,
+                  std::chrono::seconds tag_ttl, WorkerPool& pool, WorkerPool& background,
+                  Transfers& transfers, bool follow_urls = true);
+  ~RegistryContent();
+
+  const std::string& name() const { return client_.registry(); }
+  bool is_docker_hub() const;
+
+  const std::shared_ptr<registry::Health>& health() const { return health_; }
+
+  // The manifest digest a tag points at (within the TTL; past it, the last
+  // answer while a refresh runs behind).
+  cache::TagRecord resolve_tag(const std::string& repository, const std::string& tag);
+  // Manifest bytes, verified against `digest`.
+  std::string manifest(const std::string& repository, const std::string& digest);
+  // A small blob (a config) in memory, verified.
+  std::string small_blob(const std::string& repository, const std::string& digest, int64_t size);
+  // A reader of the blob; nothing is fetched until it reads.
+  std::shared_ptr<BlobReader> open_blob(const std::string& repository, const std::string& digest,
+                                        int64_t size);
+  // The path of the complete, verified blob in the cache, fetched if needed.
+  // Throws Error(kNoSpace) if the blob cannot fit in the cache bound.
+  std::filesystem::path blob(const std::string& repository, const std::string& digest,
+                             int64_t size);
+  // Every repository, sorted; nullptr if the registry serves no catalog to us.
+  Names catalog();
+  // Every tag of `repository`, sorted. Throws Error(kNotFound) if no such.
+  Names tags(const std::string& repository);
+  // After a push or delete of `tag`: records what it points at now (a
+  // default record: unknown, asked again) and adds it to (or removes it
+  // from) the repository's tag list and the catalog as they are known, so
+  // listings show the change at once; they are refreshed behind it.
+  void tag_changed(const std::string& repository, const std::string& tag,
+                   const cache::TagRecord& record);
+
+  // Repositories the cache recorded answers for in earlier mounts.
+  std::vector<std::string> cached_repositories() const { return tags_.repositories(name()); }
+  // Where blob `digest` (a foreign layer) may be fetched if the registry
+  // lacks it: its descriptor's urls, as a manifest lists them.
+  void add_foreign_urls(const std::string& digest, const std::vector<std::string>& urls);
+
+  cache::BlobCache& cache() { return cache_; }
+  // For BlobReader: fetches the claimed chunks [first, last] in the background.
+  void fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob, size_t first,
+             size_t last);
+
+ private:
+  struct Listing {
+    Names names;
+    std::chrono::steady_clock::time_point fetched;
+    std::optional<registry::Error> error;  // a cached negative answer
+    uint64_t credentials = 0;              // generation of the credentials it was asked with
+  };
+  // The generation of the credentials files (0 without any): an answer got
+  // with other credentials is not reused (a `regfs login` while mounted).
+  uint64_t credentials_generation() const;
+  // A listing (a repository's tags, or the catalog when `repository` is
+  // empty) kept --tag-ttl in memory and on disk for offline use.
+  template <typename Fetch>
+  Names cached_listing(const std::string& repository, Fetch fetch);
+  // Background refreshes of a stale answer, one per key at a time, not
+  // while the registry is down. An answer that changed meanwhile
+  // (tag_changed) is not overwritten by an older one.
+  void refresh_tag_later(const std::string& repository, const std::string& tag);
+  template <typename Fetch>
+  void refresh_listing_later(const std::string& key, const std::string& repository, Fetch fetch);
+  // The next health probe of a registry that went down for the `epoch`th time.
+  void probe_later(uint64_t epoch, int attempt);
+  void probe(uint64_t epoch, int attempt);
+  static registry::ClientOptions with_health(registry::ClientOptions options);
+  void fetch_run(const std::string& repository, const std::shared_ptr<cache::CachedBlob>& blob,
+                 size_t first, size_t last);
+  // After the registry answered BLOB_UNKNOWN (`missing`): [offset + delivered,
+  // offset + length) of `digest` from its foreign urls, into `sink`.
+  void fetch_foreign(const std::string& digest, uint64_t offset, uint64_t length,
+                     const uint64_t& delivered, const registry::BodySink& sink,
+                     const registry::Error& missing);
+
+  const std::shared_ptr<const registry::CredentialStore> credentials_;  // before client_
+  const std::shared_ptr<registry::Health> health_;
+  registry::Client client_;
+  cache::BlobCache& cache_;
+  cache::TagStore& tags_;
+  const std::chrono::seconds tag_ttl_;
+  WorkerPool& pool_;
+  WorkerPool& background_;
+  Transfers& transfers_;
+  SingleFlight refreshes_;
+  std::atomic<bool> stopping_{false};  // no probe is scheduled once set
+
+  const bool follow_urls_;
+
+  std::mutex mutex_;  // guards listings_, foreign_urls_ and changes_
+  std::map<std::string, Listing> listings_;
+  std::map<std::string, std::vector<std::string>> foreign_urls_;  // by blob digest
+  uint64_t changes_ = 0;                                          // tag_changed calls so far
+};
+
+struct ContentOptions {
+  std::filesystem::path cache_dir;
+  uint64_t cache_size = 10ull << 30;
+  std::chrono::seconds tag_ttl{30};
+  std::vector<std::string> insecure;  // canonical registry names
+  std::string ca_cert;
+  std::shared_ptr<const registry::CredentialStore> credentials;
+  // --mirror REGISTRY=MIRROR, and registries.conf (see registry/mirrors.h).
+  std::vector<std::pair<std::string, std::string>> mirrors;
+  std::shared_ptr<const registry::RegistriesConf> registries_conf;
+  size_t fetch_threads = 6;
+  // Request deadline and transfer stall limit; zero: the client's defaults.
+  std::chrono::milliseconds request_timeout{0};
+  // Size of one upload part (and the largest blob pushed in one request);
+  // zero: the client's defaults.
+  uint64_t upload_chunk_size = 0;
+  bool follow_urls = true;  // foreign layers from their urls (--no-urls: false)
+};
+
+// Every registry the mount has touched, made on first use.
+class Content {
+ public:
+  explicit Content(ContentOptions options);
+  RegistryContent& registry(const std::string& name);
+  // Registries made so far, sorted.
+  std::vector<std::string> registries_in_use();
+  // The health of `registry`, shared by every client of it (Pusher's too).
+  std::shared_ptr<registry::Health> health(const std::string& registry);
+  // Each registry in use and its health, sorted by name.
+  std::vector<std::pair<std::string, registry::Health::State>> health_states();
+  // Runs `listener(registry)` each time a registry comes back up (on the
+  // thread that saw it; it must return quickly). Replacing it (by nullptr
+  // too) waits for a call in progress, so its owner may then go.
+  void on_registry_up(std::function<void(const std::string&)> listener);
+  const ContentOptions& options() const { return options_; }
+  // Who the mount is to `registry`, for messages: "user NAME (from FILE)",
+  // "an identity token (from FILE)" or "anonymous". Never a secret.
+  std::string account(const std::string& registry) const;
+
+  // Where blob `digest` (a foreign layer) may be fetched if the registry
+  // lacks it: its descriptor's urls, as a manifest lists them.
+  void add_foreign_urls(const std::string& digest, const std::vector<std::string>& urls);
+
+  cache::BlobCache& cache() { return cache_; }
+  Transfers& transfers() { return transfers_; }
+
+ private:
+  ContentOptions options_;
+  cache::BlobCache cache_;
+  cache::TagStore tags_;
+  Transfers transfers_;
+  std::mutex on_up_mutex_;  // guards on_up_, held while it runs; taken before mutex_
+  std::function<void(const std::string&)> on_up_;
+  std::mutex mutex_;  // guards registries_
+  std::map<std::string, std::unique_ptr<RegistryContent>> registries_;
+  // Joined in reverse order, each before what its tasks use: pool_ (blob
+  // fetches, whose failures may schedule a probe) before background_
+  // (refreshes and probes).
+  WorkerPool background_;
+  WorkerPool pool_;
+};
+
+}  // namespace regfs::fs

@@ -1,0 +1,72 @@
+// <image>/rootfs/ (SPEC §5): the merged root filesystem of an image's layers.
+//
+// The first lookup of an image's rootfs builds its MergedTree: the config's
+// diff_ids are read, and every layer not indexed yet is fetched whole
+// (RegistryContent::blob) and indexed by the LayerStore (decompressed once,
+// diff_id checked, uncompressed tar and entry index kept in the cache, see
+// cache/layer_store.h for why), several layers in parallel; the tree is then
+// merged in memory from the indexes and kept per image digest. A file read is
+// a pread of the uncompressed tar at the entry's offset (a sparse file's: one
+// per data run it covers, holes as zeros).
+//
+// Nodes of the view carry the image's manifest digest (Node::blob), pinned
+// when `rootfs` was looked up, and their path inside the rootfs, so they never
+// change under the kernel and can be cached for long. Their key is the
+// hardlink group (image digest + inode identity), not the path, so the paths
+// of one hardlink share one inode number.
+#pragma once
+
+#include <cstddef>
+#include <deque>
+#include <filesystem>
+#include <future>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cache/layer_store.h"
+#include "fs/source/content.h"
+#include "fs/tree/image.h"
+#include "fs/tree/merged_tree.h"
+#include "fs/tree/tree.h"
+
+namespace regfs::fs {
+
+class RootfsView {
+ public:
+  explicit RootfsView(Content& content);
+
+  // The merged tree of `image` (its selected platform), built on first use.
+  // Throws Error: kNotFound (no config for this platform), kUnsupported (not
+  // a container image, or a layer media type regfs cannot read), kIntegrity
+  // (a layer does not match its diff_id), and what fetching throws.
+  std::shared_ptr<const MergedTree> tree(RegistryContent& content, const Image& image);
+
+  // The `rootfs` directory of `image_dir`, whose image has manifest `digest`.
+  static NodePtr root_node(const Node& image_dir, const std::string& digest,
+                           const MergedTree& tree);
+  // Tree operations on rootfs nodes; `tree` is the merged tree of the node's image.
+  static NodePtr lookup(const Node& dir, const MergedTree& tree, std::string_view name);
+  static std::vector<NodePtr> list(const Node& dir, const MergedTree& tree);
+  static Attr attr(const Node& node, const MergedTree& tree);
+  static OpenedFile open(const Node& node, const MergedTree& tree);
+  static std::string readlink(const Node& node, const MergedTree& tree);
+  static std::optional<std::string> xattr(const Node& node, const MergedTree& tree,
+                                          std::string_view name);
+  static std::vector<std::string> xattr_names(const Node& node, const MergedTree& tree);
+
+ private:
+  std::shared_ptr<const MergedTree> build(RegistryContent& content, const Image& image);
+
+  cache::LayerStore layers_;
+  std::mutex mutex_;  // guards trees_, order_ and building_
+  std::map<std::string, std::shared_ptr<const MergedTree>> trees_;  // by registry/repo@digest
+  std::deque<std::string> order_;                                   // keys of trees_, oldest first
+  std::map<std::string, std::shared_future<std::shared_ptr<const MergedTree>>> building_;
+};
+
+}  // namespace regfs::fs

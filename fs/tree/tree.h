@@ -1,0 +1,199 @@
+// The tree users see (SPEC §2, §3), FUSE-free so it is unit-tested:
+//
+//   [registry/]namespace/.../repo/          namespaces and repositories
+//   repo/<tag>/ and repo/sha256:<hex>/      image directories
+//     oci-layout index.json manifest.json config.json blobs/sha256/<hex>
+//     rootfs/ (unlisted)                    the merged layers (fs/tree/rootfs.h)
+//
+// A Node is a value naming what an entry is (its kind and coordinates); the
+// Tree answers lookup/list/attr/open for it through Content, so the FUSE glue
+// only translates. Directories of a repository list tags from tags/list and
+// child namespaces from the catalog; where a registry serves no catalog
+// (Docker Hub, or a token without catalog scope) a name exists only when
+// something proves it, as fs/tree/known_names.h says, and directories list what
+// is known.
+#pragma once
+
+#include <sys/types.h>
+
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cache/lru_index.h"
+#include "cache/tar_reader.h"
+#include "fs/source/content.h"
+#include "fs/tree/image.h"
+#include "fs/tree/known_names.h"
+#include "fs/tree/names.h"
+#include "registry/manifest.h"
+
+namespace regfs::fs {
+
+class MergedTree;
+class RootfsView;
+
+enum class NodeKind {
+  kRoot,          // multi-registry root
+  kNamespace,     // a registry's root (path "") or a namespace/repository
+  kImage,         // repo/<tag> or repo/sha256:<hex>
+  kBlobsDir,      // <image>/blobs
+  kBlobsAlgDir,   // <image>/blobs/sha256
+  kLayoutFile,    // <image>/oci-layout
+  kIndexFile,     // <image>/index.json
+  kManifestFile,  // <image>/manifest.json
+  kConfigFile,    // <image>/config.json
+  kBlob,          // <image>/blobs/sha256/<hex>
+  kRootfs,        // <image>/rootfs and everything under it (fs/tree/rootfs.h)
+  kStaged,        // a staged tag and everything under it (StagedNames, fs/tree/names.h)
+  kControlDir,    // MOUNT/.regfs: unlisted, the daemon's control interface
+  kStatusFile,    // MOUNT/.regfs/status: JSON made at open (fs/source/status.h)
+};
+
+// The unlisted control directory at the mount root (`regfs status` reads it).
+inline constexpr std::string_view kControlDirName = ".regfs";
+
+struct Node {
+  NodeKind kind = NodeKind::kRoot;
+  std::string name;         // the entry's name in its parent ("" for the root)
+  std::string key;          // unique path from the mount root; kRootfs: the inode's identity
+  std::string registry;     // canonical registry name (all but kRoot)
+  std::string path;         // namespace path, or the repository of image-level nodes
+  std::string reference;    // image-level: the tag or digest naming the image directory
+  std::string blob;         // kBlob: its digest; kRootfs: the image's manifest digest
+  std::string rootfs_path;  // kRootfs: the path inside the rootfs ("" for rootfs/ itself)
+  mode_t rootfs_type = 0;   // kRootfs, kStaged: S_IFMT bits of the entry
+  std::string staged_path;  // kStaged: the path inside the tag ("" for the tag directory)
+  // kStaged: under the writable rootfs/ of a staged copy of an image
+  // (fs/push/rootfs_overlay.h); staged_path is then "rootfs" or "rootfs/<path>".
+  bool overlay = false;
+
+  bool is_dir() const;
+  // Under a digest directory, or a blob: content can never change.
+  bool immutable() const;
+  bool is_tag_image() const { return !reference.empty() && reference.rfind("sha256:", 0) != 0; }
+  // S_IFMT bits of the entry (directory or regular file but in rootfs/).
+  mode_t type_bits() const;
+};
+using NodePtr = std::shared_ptr<const Node>;
+
+struct Attr {
+  mode_t mode = 0;  // type and permission bits
+  uint64_t size = 0;
+  uint32_t nlink = 1;
+  // rootfs entries carry their own owner, time and device (set: true);
+  // other nodes show the mount's owner and time.
+  bool own_metadata = false;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t mtime = 0;
+  uint32_t mtime_nsec = 0;
+  uint64_t rdev = 0;
+};
+
+// An opened file: small generated content in memory, or a blob read lazily.
+struct OpenedFile {
+  std::shared_ptr<const std::string> bytes;
+  std::shared_ptr<BlobReader> reader;
+  // Or a byte range of a local file: a rootfs file in its uncompressed layer.
+  std::filesystem::path file = {};
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  // A sparse rootfs file: its entry, whose segments say where its data lies
+  // in `file` (holes read as zeros); offset and length are then unused.
+  std::shared_ptr<const cache::TarEntry> sparse = {};
+};
+
+struct TreeOptions {
+  std::string registry;  // single-registry mode if set
+  registry::Platform platform;
+  std::vector<std::string> listed_registries;  // multi-registry root entries
+};
+
+class Tree : public RemoteNames {
+ public:
+  Tree(TreeOptions options, Content& content);
+  ~Tree() override;
+
+  NodePtr root() const { return root_; }
+  // The child `name` of `dir`, or nullptr if there is none. Throws Error.
+  NodePtr lookup(const Node& dir, std::string_view name) override;
+  // The children of `dir` in listing order (unlisted entries excluded).
+  std::vector<NodePtr> list(const Node& dir) override;
+  Attr attr(const Node& node) override;
+  OpenedFile open(const Node& file);
+  // Extended attributes (user.regfs.*); nullopt if `node` has no such one.
+  std::optional<std::string> xattr(const Node& node, std::string_view name);
+  std::vector<std::string> xattr_names(const Node& node);
+  // A symlink's target, unchanged. Throws Error(kInvalid) for other nodes.
+  std::string readlink(const Node& node);
+  // Whether the registry has shown `path` to be a repository (its catalog, or
+  // tags/list answered); asks nothing new of a registry without a catalog.
+  bool is_known_repository(const std::string& registry, const std::string& path) override;
+  // The merged tree of image `digest` of registry/repository, for the
+  // --platform image of an index; nullptr if there is no image for the
+  // platform. Throws Error.
+  std::shared_ptr<const MergedTree> image_rootfs(const std::string& registry,
+                                                 const std::string& repository,
+                                                 const std::string& digest) override;
+  // Namespaces, tags and files made through the mount (SPEC §4) among the
+  // names this tree shows: `staged` (fs/push/staging_tree.h) must outlive
+  // the tree's use. Without it the tree shows no staged names.
+  void set_staged(StagedNames& staged) { staging_ = &staged; }
+
+ private:
+  NodePtr lookup_root(std::string_view name);
+  NodePtr lookup_namespace(const Node& dir, std::string_view name);
+  NodePtr lookup_image_entry(const Node& dir, std::string_view name);
+  std::vector<NodePtr> list_namespace(const Node& dir);
+  NodePtr lookup_in_catalog(const Node& dir, RegistryContent& reg,
+                            const std::vector<std::string>& catalog, const std::string& name);
+  bool has_tag(RegistryContent& reg, const std::string& repo, const Names& tags,
+               const std::string& tag);
+  // The tags of `path` if the registry proves it a repository (tags/list
+  // answers); nullptr if it answers 401/403/404 (not proven: the name may
+  // not exist, or not for this account; `refused` gets a 401/403). Other
+  // errors throw.
+  Names probe_repository(RegistryContent& reg, const std::string& path,
+                         std::optional<registry::Error>* refused = nullptr);
+  void hint(RegistryContent& reg, const std::string& path, const registry::Error& refused);
+  // Once per registry: what the cache and the credentials name (known_).
+  void learn_registry(RegistryContent& reg);
+  // Whether an unproven name may stand as a namespace under `path`
+  // (fs/tree/known_names.h); `proven_repository`: `path` answered tags/list.
+  bool is_anchor(RegistryContent& reg, const std::string& path, bool proven_repository);
+
+  NodePtr make_namespace(const std::string& registry, const std::string& path,
+                         std::string_view name, const std::string& parent_key);
+  NodePtr make_child(const Node& parent, NodeKind kind, std::string_view name,
+                     std::string blob = {});
+  static constexpr uint64_t kMaxImages = 1024;
+  std::shared_ptr<const Image> image_of(const Node& node);
+  std::shared_ptr<const Image> image_at(const Node& node, const std::string& digest);
+  std::shared_ptr<const MergedTree> rootfs_of(const Node& node);
+  std::string digest_of(const Node& node);
+
+  const TreeOptions options_;
+  Content& content_;
+  NodePtr root_;
+  std::shared_ptr<RootfsView> rootfs_;
+  StagedNames* staging_;  // never null: a StagedNames without names until set_staged
+
+  KnownNames known_;
+
+  std::mutex mutex_;  // guards images_, image_order_ and learned_
+  // Loaded images by registry/repo@digest, the most recently used kept (a
+  // count bound: an evicted image is loaded again from the cached manifests).
+  std::map<std::string, std::shared_ptr<const Image>> images_;
+  cache::LruIndex image_order_{kMaxImages};
+  std::set<std::string> learned_;  // registries learn_registry() has read
+};
+
+}  // namespace regfs::fs

@@ -1,0 +1,111 @@
+#include "fs/fuse/inode_table.h"
+
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+namespace regfs::fs {
+namespace {
+
+NodePtr node(const std::string& key) {
+  auto n = std::make_shared<Node>();
+  n->kind = NodeKind::kNamespace;
+  n->key = key;
+  return n;
+}
+
+TEST(InodeTable, SameKeySameInodeUntilForgotten) {
+  InodeTable table(node("/"));
+  auto a = table.add_lookup(node("/a"));
+  EXPECT_NE(a, InodeTable::kRootIno);
+  EXPECT_EQ(table.add_lookup(node("/a")), a);
+  auto b = table.add_lookup(node("/b"));
+  EXPECT_NE(a, b);
+  table.forget(a, 1);
+  EXPECT_TRUE(table.get(a)) << "one lookup is still held";
+  table.forget(a, 1);
+  EXPECT_FALSE(table.get(a));
+  EXPECT_NE(table.add_lookup(node("/a")), a) << "numbers are not reused";
+}
+
+TEST(InodeTable, ImmutableNodesKeepTheirNumberAfterBeingForgotten) {
+  InodeTable table(node("/"));
+  auto blob = std::make_shared<Node>();
+  blob->kind = NodeKind::kBlob;
+  blob->key = "/r/app/v1/blobs/sha256/x";
+  auto a = table.add_lookup(blob);
+  table.forget(a, 1);
+  EXPECT_FALSE(table.get(a));
+  auto other = table.add_lookup(node("/other"));
+  EXPECT_NE(other, a);
+  EXPECT_EQ(table.add_lookup(blob), a) << "the same immutable node, the same number";
+  EXPECT_EQ(table.get(a), blob);
+  table.forget(a, 1);
+  EXPECT_EQ(table.size(), 2u);
+}
+
+TEST(InodeTable, RootIsPermanent) {
+  InodeTable table(node("/"));
+  EXPECT_EQ(table.add_lookup(node("/")), InodeTable::kRootIno);
+  table.forget(InodeTable::kRootIno, 5);
+  EXPECT_TRUE(table.get(InodeTable::kRootIno));
+}
+
+TEST(InodeTableDeathTest, ForgetUnderflowAborts) {
+  InodeTable table(node("/"));
+  auto a = table.add_lookup(node("/a"));
+  EXPECT_DEATH(table.forget(a, 2), "forgotten more often");
+}
+
+NodePtr staged(const std::string& key, const std::string& path) {
+  auto n = std::make_shared<Node>();
+  n->kind = NodeKind::kStaged;
+  n->rootfs_type = S_IFDIR;
+  n->reference = "v1";
+  n->key = key;
+  n->staged_path = path;
+  return n;
+}
+
+TEST(InodeTable, AMovedEntryAndWhatIsUnderItFollowTheRename) {
+  InodeTable table(node("/"));
+  auto dir = table.add_lookup(staged("/r/app/v1/d", "d"));
+  auto file = table.add_lookup(staged("/r/app/v1/d/f", "d/f"));
+  auto target = table.add_lookup(staged("/r/app/v1/e", "e"));  // replaced by the rename
+  table.moved("/r/app/v1/d", staged("/r/app/v1/e", "e"));
+  EXPECT_EQ(table.get(dir)->staged_path, "e");
+  EXPECT_EQ(table.get(file)->key, "/r/app/v1/e/f");
+  EXPECT_EQ(table.get(file)->staged_path, "e/f");
+  EXPECT_EQ(table.add_lookup(staged("/r/app/v1/e", "e")), dir);
+  EXPECT_NE(table.add_lookup(staged("/r/app/v1/d", "d")), dir);  // a new entry
+  // The replaced inode lives on until forgotten, and forgetting it leaves
+  // the key to the moved one.
+  ASSERT_TRUE(table.get(target));
+  table.forget(target, 1);
+  EXPECT_FALSE(table.get(target));
+  EXPECT_EQ(table.add_lookup(staged("/r/app/v1/e", "e")), dir);
+}
+
+}  // namespace
+}  // namespace regfs::fs
+
+namespace regfs::fs {
+namespace {
+
+TEST(InodeTable, APathThatNamesSomethingElseGetsANewInode) {
+  InodeTable table(node("/"));
+  auto ns = node("/r/app/v2");
+  auto a = table.add_lookup(ns);
+  auto image = std::make_shared<Node>(*ns);
+  image->kind = NodeKind::kImage;
+  image->reference = "v2";
+  auto b = table.add_lookup(image);
+  EXPECT_NE(a, b) << "a namespace turned into a tag is not the same inode";
+  EXPECT_EQ(table.get(b)->kind, NodeKind::kImage);
+  EXPECT_EQ(table.get(a)->kind, NodeKind::kNamespace) << "the old one lives until forgotten";
+  table.forget(a, 1);
+  EXPECT_FALSE(table.get(a));
+  EXPECT_EQ(table.add_lookup(image), b) << "forgetting the old one keeps the new mapping";
+}
+
+}  // namespace
+}  // namespace regfs::fs
