@@ -89,7 +89,7 @@ constexpr const char* kMountUsage =
     "                         (8M in one request, then 16M parts)\n"
     "  --push-delay SECONDS   push a build (a plain directory copied into a tag) after this\n"
     "                         long without a write (2); `regfs push PATH` pushes at once\n"
-    "  --layer-compression gzip|zstd  how built layers are compressed (gzip)\n"
+    "  --layer-compression gzip|zstd|estargz  how built layers are compressed (gzip)\n"
     "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
     "  --no-urls              never fetch a foreign layer the registry lacks from its urls\n"
     "  -f, --foreground       stay attached, log to stderr\n"
@@ -241,7 +241,9 @@ int run_mount(const std::vector<std::string>& args) {
     tree.allow_delete = options.allow_delete;
     tree.push_delay = options.push_delay;
     tree.layer_compression = options.layer_compression == "zstd" ? cache::LayerCompression::kZstd
-                                                                 : cache::LayerCompression::kGzip;
+                             : options.layer_compression == "estargz"
+                                 ? cache::LayerCompression::kEstargz
+                                 : cache::LayerCompression::kGzip;
     tree.listed_registries = creds ? creds->registries() : std::vector<std::string>{};
     tree.listed_registries.insert(tree.listed_registries.end(), options.insecure.begin(),
                                   options.insecure.end());

@@ -234,3 +234,46 @@ def _table(blob, layer):
                          check=True).stdout
     return json.loads(out)
 
+
+def test_an_estargz_build_is_read_lazily_by_a_fresh_mount(mounter, registry, work, run_regfs):
+    """--layer-compression estargz: a build's layer is eStargz with its table
+    annotation; a fresh mount reads it through the table, and its rootfs/
+    equals umoci's unpack of the pushed image."""
+    import subprocess
+    app = work / "estargz-app"
+    (app / "bin").mkdir(parents=True)
+    (app / "bin/hello").write_text("#!/bin/sh\necho hello\n")
+    os.chmod(app / "bin/hello", 0o755)
+    os.symlink("hello", app / "bin/hi")
+    os.link(app / "bin/hello", app / "bin/hello-again")
+    (app / "empty").write_bytes(b"")
+    (app / "big.bin").write_bytes(mkimage.RandomReader(10 << 20, 5).read())  # 3 chunks
+    os.setxattr(app / "empty", "user.note", b"x")
+    m = mounter.mount(registry.host, "--push-delay", "600", "--layer-compression", "estargz")
+    os.makedirs(m / "lazy/built")
+    proc = subprocess.run(["cp", "-r", "--preserve=mode,timestamps,links,xattr", str(app),
+                           str(m / "lazy/built/v1")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_regfs("push", m / "lazy/built/v1")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(registry.client.manifest("lazy/built", "v1")[0])
+    layer = manifest["layers"][0]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert layer["annotations"][lazyimage.ESTARGZ_TOC_DIGEST].startswith("sha256:")
+
+    fresh = mounter.mount(registry.host)
+    start = registry.log_offset()
+    rootfs = fresh / "lazy/built/v1/rootfs"
+    assert (rootfs / "bin/hello").read_text() == "#!/bin/sh\necho hello\n"
+    fetched = blob_bytes_since(registry, start, layer["digest"])
+    assert 0 < fetched < layer["size"] // 2, f"{fetched} bytes of {layer['size']}"
+    assert "Reading layer " + layer["digest"] + " lazily" in \
+        (fresh.cache_dir / "regfs.log").read_text()
+    layout = work / "estargz-built"
+    proc = subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                           f"docker://{registry.host}/lazy/built:v1", f"oci:{layout}:v1"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    want = listing(umoci_unpack(layout, "v1", work / "umoci-estargz-built"))
+    assert_same(listing(rootfs), want)
+    assert listing(rootfs)["big.bin"]["size"] == 10 << 20
