@@ -14,9 +14,13 @@ kind of test_rootfs, pushed to a real docker-registry and mounted:
 """
 
 import errno
+import gzip
+import io
 import json
 import os
 import re
+import subprocess
+import tarfile
 
 import pytest
 
@@ -221,14 +225,10 @@ def _table(blob, layer):
     """The table of contents of a layer blob this test wrote."""
     notes = layer["annotations"]
     if lazyimage.ESTARGZ_TOC_DIGEST in notes:
-        import gzip
-        import tarfile
-        import io
         offset = int(blob[-51:][16:32], 16)
         tar = gzip.decompress(blob[offset:-51])
         with tarfile.open(fileobj=io.BytesIO(tar)) as t:
             return json.load(t.extractfile(lazyimage.TOC_NAME))
-    import subprocess
     off, length, _, _ = map(int, notes[lazyimage.ZSTD_POSITION].split(":"))
     out = subprocess.run(["zstd", "-dc"], input=blob[off:off + length], capture_output=True,
                          check=True).stdout
@@ -239,7 +239,6 @@ def test_an_estargz_build_is_read_lazily_by_a_fresh_mount(mounter, registry, wor
     """--layer-compression estargz: a build's layer is eStargz with its table
     annotation; a fresh mount reads it through the table, and its rootfs/
     equals umoci's unpack of the pushed image."""
-    import subprocess
     app = work / "estargz-app"
     (app / "bin").mkdir(parents=True)
     (app / "bin/hello").write_text("#!/bin/sh\necho hello\n")
@@ -277,3 +276,30 @@ def test_an_estargz_build_is_read_lazily_by_a_fresh_mount(mounter, registry, wor
     want = listing(umoci_unpack(layout, "v1", work / "umoci-estargz-built"))
     assert_same(listing(rootfs), want)
     assert listing(rootfs)["big.bin"]["size"] == 10 << 20
+
+
+def test_rootfs_of_a_staged_copy_of_a_lazy_image_is_writable(mounter, registry, images,
+                                                              run_regfs):
+    """A file of a lazy layer is copied up (its verified bytes) when changed
+    in rootfs/ of a staged copy; the push adds one layer on the lazy ones."""
+    m = mounter.mount(registry.host, "--push-delay", "600")
+    os.makedirs(m / "lazy/edited")
+    proc = subprocess.run(["cp", "-r", str(m / "lazy/mixed/v1"), str(m / "lazy/edited/v1")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    root = m / "lazy/edited/v1/rootfs"
+    with open(root / "bin/busybox", "a") as f:  # in the eStargz base layer
+        f.write("echo appended\n")
+    long_gnu = "usr/share/gnu-" + "g" * 120  # in the zstd:chunked top layer
+    with open(root / long_gnu, "a") as f:
+        f.write("appended\n")
+    proc = run_regfs("push", m / "lazy/edited/v1")
+    assert proc.returncode == 0, proc.stderr
+    fresh = mounter.mount(registry.host)
+    rootfs = fresh / "lazy/edited/v1/rootfs"
+    assert (rootfs / "bin/busybox").read_text() == "#!/bin/sh\necho busybox\necho appended\n"
+    assert (rootfs / long_gnu).read_text() == "GNU long name\nappended\n"
+    assert (rootfs / "etc/os-release").read_text() == "NAME=top\n"
+    base = manifest_of(images, "mixed")["layers"]
+    pushed = json.loads(registry.client.manifest("lazy/edited", "v1")[0])["layers"]
+    assert pushed[:3] == base and len(pushed) == 4
