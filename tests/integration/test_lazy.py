@@ -9,8 +9,9 @@ kind of test_rootfs, pushed to a real docker-registry and mounted:
   - plain gzip layers mixed in the same image keep working;
   - a `cat` of one file fetches a few ranges, not the layer (registry log);
   - a corrupted chunk gives EIO for that file only;
-  - a table that does not match its annotation, or is not JSON, falls back
-    to reading the layer whole, with one log line, and the content is right.
+  - a table that does not match its annotation, is not JSON, or is missing
+    (no footer) falls back to reading the layer whole, with one log line,
+    and the content is right.
 """
 
 import errno
@@ -70,6 +71,8 @@ VARIANTS = {
                    {0: "toc-digest", 1: "toc-digest"}),
     "bad-json": (every_type_layers, ["zstd:chunked", "estargz", None],
                  {0: "toc-json", 1: "toc-json"}),
+    "no-table": (every_type_layers, ["estargz", "zstd:chunked", None],
+                 {0: "no-table", 1: "toc-digest"}),
     "corrupt": (every_type_layers, ["estargz", "zstd:chunked", None], None),
 }
 
@@ -171,7 +174,7 @@ def test_cat_of_one_file_fetches_ranges_not_the_layer(mounter, registry, images,
     assert data == mkimage.RandomReader(BIG_MIB << 20, 3).read()
 
 
-@pytest.mark.parametrize("name", ["bad-digest", "bad-json"])
+@pytest.mark.parametrize("name", ["bad-digest", "bad-json", "no-table"])
 def test_a_wrong_table_falls_back_to_the_whole_layer(mounter, registry, images, gzip_unpack,
                                                      name):
     m = mounter.mount(registry.host)

@@ -27,7 +27,8 @@ each with offset, chunkOffset, chunkSize and chunkDigest.
 
 formats: one per layer, "estargz", "zstd:chunked" or None (kept as is).
 damage: {layer index: "toc-digest" (annotation names another digest) |
-"toc-json" (the table is not JSON; the annotation matches it)}.
+"toc-json" (the table is not JSON; the annotation matches it) | "no-table"
+(a plain gzip layer carrying the eStargz annotation: no footer, no table)}.
 """
 
 import base64
@@ -245,7 +246,12 @@ def convert(src, tag, out, out_tag, formats, damage=None, chunk_size=CHUNK_SIZE)
             diff_ids.append(config["rootfs"]["diff_ids"][i])
             continue
         writer = {"estargz": estargz, "zstd:chunked": zstd_chunked}[fmt]
-        blob, plain, notes = writer(_layer_tar(source, desc), chunk_size, damage.get(i))
+        if damage.get(i) == "no-table":
+            plain = _layer_tar(source, desc)
+            blob = gzip.compress(plain, compresslevel=6, mtime=0)
+            notes = {ESTARGZ_TOC_DIGEST: _sha(b"no table")}
+        else:
+            blob, plain, notes = writer(_layer_tar(source, desc), chunk_size, damage.get(i))
         digest, size = target.put_bytes(blob)
         media = mkimage.OCI_LAYER["gzip" if fmt == "estargz" else "zstd"]
         layers.append({"mediaType": media, "digest": digest, "size": size,
