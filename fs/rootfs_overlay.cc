@@ -84,7 +84,11 @@ void copy_bytes(const OpenedFile& from, const fsys::path& to, const std::string&
     for (size_t written = 0; written < from.bytes->size();) {
       ssize_t w = ::write(out.get(), from.bytes->data() + written, from.bytes->size() - written);
       if (w < 0 && errno == EINTR) continue;
-      if (w < 0) fail(errno, "Cannot copy up " + what);
+      if (w < 0) {
+        int error = errno;
+        ::unlink(to.c_str());
+        fail(error, "Cannot copy up " + what);
+      }
       written += static_cast<size_t>(w);
     }
     return;
