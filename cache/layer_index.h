@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -17,11 +18,16 @@
 
 namespace regfs::cache {
 
+class LazyLayer;
+
 struct LayerIndex {
   std::string diff_id;        // sha256 of the uncompressed tar
   uint64_t tar_size = 0;      // bytes of the uncompressed tar
   std::filesystem::path tar;  // the uncompressed tar in the cache
   std::vector<TarEntry> entries;
+  // Set for a layer read through its table of contents (no tar kept): where
+  // its files' chunks lie, by entry index (cache/lazy_layer.h).
+  std::shared_ptr<const LazyLayer> lazy;
 };
 
 // The on-disk form of `index` (without its `tar` path).

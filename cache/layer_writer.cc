@@ -13,6 +13,7 @@
 #include <memory>
 #include <thread>
 
+#include "cache/estargz_writer.h"
 #include "cache/parallel_gzip.h"
 #include "cache/temp_file.h"
 #include "cache/unique_fd.h"
@@ -211,6 +212,7 @@ std::optional<LayerEntry> entry_of_file(const std::string& path, const std::file
 
 WrittenLayer write_layer(const std::vector<LayerEntry>& entries, LayerCompression compression,
                          const std::filesystem::path& target) {
+  if (compression == LayerCompression::kEstargz) return write_estargz_layer(entries, target);
   make_private_dir(target.parent_path());
   TempFile file(target.parent_path() / (".layer." + unique_suffix()));
   CompressedSink sink(compression, file);

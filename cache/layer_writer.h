@@ -46,13 +46,16 @@ using HardlinkMap = std::map<std::pair<dev_t, ino_t>, std::string>;
 std::optional<LayerEntry> entry_of_file(const std::string& path, const std::filesystem::path& file,
                                         const struct stat& st, HardlinkMap& links);
 
-enum class LayerCompression { kGzip, kZstd };
+// kEstargz: gzip as eStargz, lazily readable (cache/estargz_writer.h).
+enum class LayerCompression { kGzip, kZstd, kEstargz };
 
 struct WrittenLayer {
   std::string digest;      // sha256 of the compressed file
   std::string diff_id;     // sha256 of the uncompressed tar
   int64_t size = 0;        // compressed bytes
   std::string media_type;  // application/vnd.oci.image.layer.v1.tar+gzip or +zstd
+  // For the layer's descriptor: eStargz's table digest (none for gzip, zstd).
+  std::map<std::string, std::string> annotations;
 };
 
 // Writes `entries` as a layer to `target` (through a temp file beside it).

@@ -89,7 +89,7 @@ constexpr const char* kMountUsage =
     "                         (8M in one request, then 16M parts)\n"
     "  --push-delay SECONDS   push a build (a plain directory copied into a tag) after this\n"
     "                         long without a write (2); `regfs push PATH` pushes at once\n"
-    "  --layer-compression gzip|zstd  how built layers are compressed (gzip)\n"
+    "  --layer-compression gzip|zstd|estargz  how built layers are compressed (gzip)\n"
     "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
     "  --no-urls              never fetch a foreign layer the registry lacks from its urls\n"
     "  -f, --foreground       stay attached, log to stderr\n"
@@ -286,8 +286,9 @@ int run_mount(const std::vector<std::string>& args) {
     staging.allow_delete = options.allow_delete;
     staging.push_delay = options.push_delay;
     staging.build.platform = platform;
-    staging.build.compression = options.layer_compression == "zstd"
-                                    ? cache::LayerCompression::kZstd
+    staging.build.compression = options.layer_compression == "zstd" ? cache::LayerCompression::kZstd
+                                : options.layer_compression == "estargz"
+                                    ? cache::LayerCompression::kEstargz
                                     : cache::LayerCompression::kGzip;
     staging.build.work_dir = served.content->options().cache_dir / "builds";
     served.staging = std::make_unique<StagingTree>(*served.tree, *served.content, staging);

@@ -75,9 +75,9 @@ void set_option(MountOptions& options, const std::string& name, const std::strin
     }
     options.push_delay = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
   } else if (name == "layer-compression") {
-    if (value != "gzip" && value != "zstd") {
-      throw UsageError("invalid --layer-compression '" + value + "': expected gzip or zstd" +
-                       (value == "estargz" ? " (estargz is not supported yet)" : ""));
+    if (value != "gzip" && value != "zstd" && value != "estargz") {
+      throw UsageError("invalid --layer-compression '" + value +
+                       "': expected gzip, zstd or estargz");
     }
     options.layer_compression = value;
   } else if (name == "tag-ttl") {

@@ -96,6 +96,9 @@ PushPlan plan_build(const fsys::path& root, const std::map<std::string, uint32_t
   std::string config_bytes = config.dump();
   write_file(options.work_dir / "config", config_bytes);
   std::string config_digest = registry::sha256_digest(config_bytes);
+  nlohmann::json layer_descriptor = {
+      {"mediaType", layer.media_type}, {"digest", layer.digest}, {"size", layer.size}};
+  if (!layer.annotations.empty()) layer_descriptor["annotations"] = layer.annotations;
   nlohmann::json manifest = {
       {"schemaVersion", 2},
       {"mediaType", registry::media_type::kOciManifest},
@@ -103,8 +106,7 @@ PushPlan plan_build(const fsys::path& root, const std::map<std::string, uint32_t
        {{"mediaType", registry::media_type::kOciConfig},
         {"digest", config_digest},
         {"size", config_bytes.size()}}},
-      {"layers",
-       {{{"mediaType", layer.media_type}, {"digest", layer.digest}, {"size", layer.size}}}},
+      {"layers", nlohmann::json::array({layer_descriptor})},
   };
   std::string manifest_bytes = manifest.dump();
   PushPlan plan;

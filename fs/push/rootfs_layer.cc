@@ -116,8 +116,10 @@ void append_layer(PushPlan& plan, const std::string& config, const cache::Writte
       media_type == registry::media_type::kOciLayerGzip) {
     media_type = registry::media_type::kDockerLayerGzip;
   }
-  manifest["layers"].push_back(
-      {{"mediaType", media_type}, {"digest", layer.digest}, {"size", layer.size}});
+  nlohmann::json descriptor = {
+      {"mediaType", media_type}, {"digest", layer.digest}, {"size", layer.size}};
+  if (!layer.annotations.empty()) descriptor["annotations"] = layer.annotations;
+  manifest["layers"].push_back(std::move(descriptor));
   image_config["rootfs"]["diff_ids"].push_back(layer.diff_id);
   image_config["history"].push_back(
       {{"created", log::utc_text(created)}, {"created_by", "regfs: changes made in rootfs/"}});

@@ -78,6 +78,21 @@ Node lower_node(const std::string& path) {
 }
 
 void copy_bytes(const OpenedFile& from, const fsys::path& to, const std::string& what) {
+  if (from.bytes) {  // a file of a lazily read layer, fetched and verified
+    cache::UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!out) fail(errno, "Cannot copy up " + what);
+    for (size_t written = 0; written < from.bytes->size();) {
+      ssize_t w = ::write(out.get(), from.bytes->data() + written, from.bytes->size() - written);
+      if (w < 0 && errno == EINTR) continue;
+      if (w < 0) {
+        int error = errno;
+        ::unlink(to.c_str());
+        fail(error, "Cannot copy up " + what);
+      }
+      written += static_cast<size_t>(w);
+    }
+    return;
+  }
   cache::UniqueFd in(::open(from.file.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in) fail(errno, "Cannot read " + what + " of the base");
   cache::UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));

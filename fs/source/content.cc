@@ -592,4 +592,28 @@ std::vector<std::string> Content::registries_in_use() {
   return names;
 }
 
+std::string RegistryContent::read_range(const std::string& repository, const std::string& digest,
+                                        uint64_t offset, uint64_t length) {
+  std::string out;
+  out.reserve(length);
+  auto id = transfers_.begin(name() + "/" + repository + "@" + digest + " (range)", length);
+  try {
+    client_.get_blob(repository, digest, offset, length, [&](const char* data, size_t size) {
+      out.append(data, std::min<size_t>(size, length - out.size()));
+      transfers_.progress(id, size);
+      return true;
+    });
+  } catch (...) {
+    transfers_.end(id);
+    throw;
+  }
+  transfers_.end(id);
+  if (out.size() != length) {
+    throw Error(ErrorKind::kIo, "Cannot read bytes " + std::to_string(offset) + "+" +
+                                    std::to_string(length) + " of blob " + digest + ": got " +
+                                    std::to_string(out.size()));
+  }
+  return out;
+}
+
 }  // namespace regfs::fs

@@ -123,6 +123,11 @@ class RegistryContent {
   // Throws Error(kNoSpace) if the blob cannot fit in the cache bound.
   std::filesystem::path blob(const std::string& repository, const std::string& digest,
                              int64_t size);
+  // Bytes [offset, offset+length) of blob `digest`, fetched now by one HTTP
+  // range into memory, not cached and not verified (a lazy layer's table and
+  // chunks, which the caller checks against their own digests).
+  std::string read_range(const std::string& repository, const std::string& digest, uint64_t offset,
+                         uint64_t length);
   // Every repository, sorted; nullptr if the registry serves no catalog to us.
   Names catalog();
   // Every tag of `repository`, sorted. Throws Error(kNotFound) if no such.

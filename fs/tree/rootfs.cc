@@ -7,6 +7,7 @@
 #include <atomic>
 #include <nlohmann/json.hpp>
 
+#include "cache/lazy_layer.h"
 #include "registry/deadline.h"
 #include "registry/digest.h"
 #include "registry/error.h"
@@ -170,6 +171,10 @@ std::shared_ptr<const MergedTree> RootfsView::build(RegistryContent& content, co
     for (size_t i; (i = next++) < count;) {
       const auto& layer = image.layers[i];
       try {
+        if (!(indexes[i] = layers_.find(diff_ids[i]))) {
+          indexes[i] = lazy_.open(content, image.repository, layer, diff_ids[i]);
+        }
+        if (indexes[i]) continue;
         indexes[i] = layers_.get(diff_ids[i], compressions[i], [&] {
           return content.blob(image.repository, layer.digest, layer.size);
         });
@@ -254,6 +259,17 @@ OpenedFile RootfsView::open(const Node& node, const MergedTree& tree) {
     throw Error(ErrorKind::kInvalid, "Cannot open " + node.rootfs_path + ": not a regular file");
   }
   OpenedFile file;
+  if (const auto& lazy = tree.layer(n.layer).lazy) {
+    auto index = static_cast<size_t>(n.entry - tree.layer(n.layer).entries.data());
+    try {
+      file.bytes = std::make_shared<const std::string>(lazy->read_file(index, n.entry->size));
+    } catch (const Error& e) {
+      LOG(kError) << "Cannot read " << node.rootfs_path << ": " << e.what();
+      if (e.kind() != ErrorKind::kInvalid) throw;
+      throw Error(ErrorKind::kIntegrity, "Cannot read " + node.rootfs_path + ": " + e.what());
+    }
+    return file;
+  }
   file.file = tree.layer(n.layer).tar;
   file.offset = n.entry->offset;
   file.length = n.entry->size;

@@ -7,7 +7,10 @@
 // cache/layer_store.h for why), several layers in parallel; the tree is then
 // merged in memory from the indexes and kept per image digest. A file read is
 // a pread of the uncompressed tar at the entry's offset (a sparse file's: one
-// per data run it covers, holes as zeros).
+// per data run it covers, holes as zeros). An eStargz or zstd:chunked layer
+// not indexed yet is read through its table of contents instead
+// (fs/tree/lazy_layers.h): no download at the merge, its files' chunks fetched
+// and verified when opened.
 //
 // Nodes of the view carry the image's manifest digest (Node::blob), pinned
 // when `rootfs` was looked up, and their path inside the rootfs, so they never
@@ -31,6 +34,7 @@
 #include "cache/layer_store.h"
 #include "fs/source/content.h"
 #include "fs/tree/image.h"
+#include "fs/tree/lazy_layers.h"
 #include "fs/tree/merged_tree.h"
 #include "fs/tree/tree.h"
 
@@ -63,6 +67,7 @@ class RootfsView {
   std::shared_ptr<const MergedTree> build(RegistryContent& content, const Image& image);
 
   cache::LayerStore layers_;
+  LazyLayers lazy_;   // eStargz and zstd:chunked layers, read through their tables
   std::mutex mutex_;  // guards trees_, order_ and building_
   std::map<std::string, std::shared_ptr<const MergedTree>> trees_;  // by registry/repo@digest
   std::deque<std::string> order_;                                   // keys of trees_, oldest first

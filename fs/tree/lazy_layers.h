@@ -1,0 +1,48 @@
+// Layers read lazily through their tables of contents (SPEC §5): an eStargz
+// layer (descriptor annotation containerd.io/snapshot/stargz/toc.digest) or a
+// zstd:chunked one (io.github.containers.zstd-chunked.manifest-checksum) is
+// not downloaded whole. Its footer is fetched by HTTP range, then the table
+// it points at (or the one the manifest-position annotation names); the
+// table is checked against the annotation's digest (which the manifest
+// digest covers), and its entries become the layer's LayerIndex. A file's
+// chunks are fetched by range when it is opened (cache/lazy_layer.h), each
+// verified, and kept in the blob cache as a small blob keyed by the chunk's
+// digest (bounded with the rest, shared by every layer holding that chunk).
+// A corrupt range is EIO for the files whose chunks it holds, nothing else.
+//
+// A layer without a table, or whose table is missing, unparsable or does
+// not match its digest, is read whole as before; that is logged once per
+// layer. The diff_id of a lazy layer is not checked (no whole tar is ever
+// read): the table's digest and every chunk's stand for it.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+
+#include "cache/layer_index.h"
+#include "fs/source/content.h"
+#include "registry/manifest.h"
+
+namespace regfs::fs {
+
+class LazyLayers {
+ public:
+  // The index of `layer` (of image `repository`, uncompressed digest
+  // `diff_id`) read through its table, or nullptr if it is to be read whole
+  // (no table annotation; a table missing or wrong, logged once). Throws
+  // what fetching the footer and table throws when the registry fails.
+  std::shared_ptr<const cache::LayerIndex> open(RegistryContent& content,
+                                                const std::string& repository,
+                                                const registry::Descriptor& layer,
+                                                const std::string& diff_id);
+
+ private:
+  void fall_back(const registry::Descriptor& layer, const std::string& why);
+
+  std::mutex mutex_;              // guards warned_
+  std::set<std::string> warned_;  // layer digests whose fallback was logged
+};
+
+}  // namespace regfs::fs
