@@ -90,6 +90,8 @@ constexpr const char* kMountUsage =
     "  --push-delay SECONDS   push a build (a plain directory copied into a tag) after this\n"
     "                         long without a write (2); `regfs push PATH` pushes at once\n"
     "  --layer-compression gzip|zstd  how built layers are compressed (gzip)\n"
+    "  --layer-compression-level N  gzip 1-9 (1, as crane), zstd 1-19 (3); data that does\n"
+    "                         not compress is stored\n"
     "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
     "  --no-urls              never fetch a foreign layer the registry lacks from its urls\n"
     "  -f, --foreground       stay attached, log to stderr\n"
@@ -242,6 +244,7 @@ int run_mount(const std::vector<std::string>& args) {
     tree.push_delay = options.push_delay;
     tree.layer_compression = options.layer_compression == "zstd" ? cache::LayerCompression::kZstd
                                                                  : cache::LayerCompression::kGzip;
+    tree.layer_compression_level = options.layer_compression_level;
     tree.listed_registries = creds ? creds->registries() : std::vector<std::string>{};
     tree.listed_registries.insert(tree.listed_registries.end(), options.insecure.begin(),
                                   options.insecure.end());

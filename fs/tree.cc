@@ -101,6 +101,7 @@ Tree::Tree(TreeOptions options, Content& content)
   staging.push_delay = options_.push_delay;
   staging.build.platform = options_.platform;
   staging.build.compression = options_.layer_compression;
+  staging.build.compression_level = options_.layer_compression_level;
   staging.build.work_dir = content_.options().cache_dir / "builds";
   staging_ = std::make_unique<StagingTree>(*this, content_, std::move(staging));
 }

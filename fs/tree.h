@@ -119,6 +119,7 @@ struct TreeOptions {
   bool allow_delete = false;                   // rmdir of a remote tag deletes it (--allow-delete)
   std::chrono::milliseconds push_delay{2000};  // --push-delay: a build's quiet time
   cache::LayerCompression layer_compression = cache::LayerCompression::kGzip;
+  int layer_compression_level = 0;  // --layer-compression-level; 0: the compression's default
 };
 
 class Tree {
