@@ -32,16 +32,16 @@ constexpr size_t kBuffer = 256 << 10;
 // Compresses what it is given into a TempFile, hashing both sides.
 class CompressedSink {
  public:
-  CompressedSink(LayerCompression compression, TempFile& out)
+  CompressedSink(LayerCompression compression, int level, TempFile& out)
       : compression_(compression), out_(out), buffer_(kBuffer, '\0') {
     unsigned cores = std::max(1u, std::thread::hardware_concurrency());
     if (compression_ == LayerCompression::kGzip) {
       gzip_ = std::make_unique<ParallelGzip>(
-          6, cores, [this](const char* data, size_t size) { emit(data, size); });
+          level, cores, [this](const char* data, size_t size) { emit(data, size); });
     } else {
       zstd_.reset(ZSTD_createCCtx());
       if (!zstd_) throw Error(ErrorKind::kIo, "Cannot start zstd");
-      ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_compressionLevel, 3);
+      ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_compressionLevel, level);
       ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_checksumFlag, 1);
       // Its own workers; the output does not depend on how many there are.
       ZSTD_CCtx_setParameter(zstd_.get(), ZSTD_c_nbWorkers, static_cast<int>(cores));
@@ -210,12 +210,18 @@ std::optional<LayerEntry> entry_of_file(const std::string& path, const std::file
   return entry;
 }
 
+int default_level(LayerCompression compression) {
+  // gzip: the fastest, about 3 times less CPU than level 6 for an 11% larger
+  // layer on binaries (BENCHMARKS.md, session 5).
+  return compression == LayerCompression::kGzip ? 1 : 3;
+}
+
 WrittenLayer write_layer(const std::vector<LayerEntry>& entries, LayerCompression compression,
-                         const std::filesystem::path& target) {
+                         const std::filesystem::path& target, int level) {
   if (compression == LayerCompression::kEstargz) return write_estargz_layer(entries, target);
   make_private_dir(target.parent_path());
   TempFile file(target.parent_path() / (".layer." + unique_suffix()));
-  CompressedSink sink(compression, file);
+  CompressedSink sink(compression, level > 0 ? level : default_level(compression), file);
   WriteContext context{&sink, nullptr};
   std::unique_ptr<archive, ArchiveFree> a(archive_write_new());
   archive_write_set_format_pax_restricted(a.get());

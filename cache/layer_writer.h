@@ -2,7 +2,8 @@
 // PAX tar made with libarchive (long names, large ids, xattrs as
 // SCHILY.xattr), entries in the order given (callers sort them), owners as
 // entries say (root:root for a build, as a Dockerfile COPY puts them),
-// compressed with gzip (on every core: cache/parallel_gzip.h; no name or
+// compressed with gzip (level 1 by default, as crane does; on every core,
+// data that does not compress stored: cache/parallel_gzip.h; no name or
 // time in its header) or zstd (its own worker threads). The tar streams through the
 // compressor to a TempFile while both hashes are taken, so memory stays
 // bounded whatever the layer's size and the same entries give the same
@@ -58,10 +59,15 @@ struct WrittenLayer {
   std::map<std::string, std::string> annotations;
 };
 
-// Writes `entries` as a layer to `target` (through a temp file beside it).
-// Throws Error(kNoSpace) on a full disk, Error(kIo) when a source cannot be
-// read or the archive cannot be written.
+// The compression level of built layers when none is given: gzip 1, as
+// go-containerregistry (crane, ko) writes layers; zstd 3, zstd's own.
+int default_level(LayerCompression compression);
+
+// Writes `entries` as a layer to `target` (through a temp file beside it),
+// compressed at `level` (0: default_level). Throws Error(kNoSpace) on a
+// full disk, Error(kIo) when a source cannot be read or the archive cannot
+// be written.
 WrittenLayer write_layer(const std::vector<LayerEntry>& entries, LayerCompression compression,
-                         const std::filesystem::path& target);
+                         const std::filesystem::path& target, int level = 0);
 
 }  // namespace regfs::cache

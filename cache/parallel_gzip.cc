@@ -3,6 +3,7 @@
 #include <zlib.h>
 
 #include <algorithm>
+#include <string_view>
 
 #include "registry/error.h"
 
@@ -17,6 +18,31 @@ constexpr size_t kWindow = 32 << 10;  // deflate's window: the dictionary a bloc
 
 void put_le32(std::string& out, uint32_t value) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
+}
+
+// Appends to `out` the raw deflate of `input` at `level` (0: stored blocks)
+// with `dictionary` as the window before it, ended with a sync flush, or
+// finished when `last`. False if zlib fails.
+bool deflate_piece(std::string_view dictionary, std::string_view input, int level, bool last,
+                   std::string& out) {
+  z_stream z{};
+  // Raw deflate (windowBits -15): the gzip framing is written once, around all blocks.
+  if (deflateInit2(&z, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) return false;
+  if (level != 0 && !dictionary.empty()) {
+    deflateSetDictionary(&z, reinterpret_cast<const Bytef*>(dictionary.data()),
+                         static_cast<uInt>(dictionary.size()));
+  }
+  size_t start = out.size();
+  out.resize(start + deflateBound(&z, input.size()) + 16);
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(input.data()));
+  z.avail_in = static_cast<uInt>(input.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data() + start);
+  z.avail_out = static_cast<uInt>(out.size() - start);
+  int rc = deflate(&z, last ? Z_FINISH : Z_SYNC_FLUSH);
+  bool ok = last ? rc == Z_STREAM_END : (rc == Z_OK && z.avail_in == 0 && z.avail_out > 0);
+  out.resize(out.size() - z.avail_out);
+  deflateEnd(&z);
+  return ok;
 }
 
 }  // namespace
@@ -118,26 +144,23 @@ void ParallelGzip::work() {
 void ParallelGzip::deflate_block(Job& job, int level) {
   job.crc = static_cast<uint32_t>(crc32(0, reinterpret_cast<const Bytef*>(job.input.data()),
                                         static_cast<uInt>(job.input.size())));
-  z_stream z{};
-  // Raw deflate (windowBits -15): the gzip framing is written once, around all blocks.
-  if (deflateInit2(&z, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+  const std::string_view input = job.input;
+  if (input.size() <= kSample) {
+    job.failed = !deflate_piece(job.dictionary, input, level, job.last, job.output);
+    return;
+  }
+  const std::string_view sample = input.substr(0, kSample);
+  if (!deflate_piece(job.dictionary, sample, level, false, job.output)) {
     job.failed = true;
     return;
   }
-  if (!job.dictionary.empty()) {
-    deflateSetDictionary(&z, reinterpret_cast<const Bytef*>(job.dictionary.data()),
-                         static_cast<uInt>(job.dictionary.size()));
-  }
-  job.output.resize(deflateBound(&z, job.input.size()) + 16);
-  z.next_in = reinterpret_cast<Bytef*>(job.input.data());
-  z.avail_in = static_cast<uInt>(job.input.size());
-  z.next_out = reinterpret_cast<Bytef*>(job.output.data());
-  z.avail_out = static_cast<uInt>(job.output.size());
-  int rc = deflate(&z, job.last ? Z_FINISH : Z_SYNC_FLUSH);
-  bool ok = job.last ? rc == Z_STREAM_END : (rc == Z_OK && z.avail_in == 0 && z.avail_out > 0);
-  job.output.resize(job.output.size() - z.avail_out);
-  deflateEnd(&z);
-  job.failed = !ok;
+  // The rest's dictionary: the 32 KiB before it, from the block's dictionary and its sample.
+  std::string dictionary = job.dictionary;
+  dictionary.append(sample);
+  if (dictionary.size() > kWindow) dictionary.erase(0, dictionary.size() - kWindow);
+  bool compresses = job.output.size() < sample.size() - sample.size() / kStoreBelow;
+  job.failed = !deflate_piece(dictionary, input.substr(kSample), compresses ? level : 0, job.last,
+                              job.output);
 }
 
 }  // namespace regfs::cache

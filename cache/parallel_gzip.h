@@ -3,9 +3,13 @@
 // and ended with a sync flush (the last one finished), so that the raw
 // deflate streams, concatenated in order, are one deflate stream; one gzip
 // header (no name, no time) and trailer (CRC-32 combined per block, the
-// length mod 2^32) around them (RFC 1952, RFC 1951). The same input, level
-// and block size always give the same bytes. At most two blocks per worker
-// are in memory at once.
+// length mod 2^32) around them (RFC 1952, RFC 1951). Data that does not
+// compress is stored: a block whose first kSample bytes do not shrink by
+// 1/kStoreBelow at `level` has the rest of its bytes in stored deflate
+// blocks (a copy, not a deflate: random bytes, compressed files), as
+// decided from the block's bytes alone. The same input, level and block
+// size always give the same bytes. At most two blocks per worker are in
+// memory at once.
 #pragma once
 
 #include <condition_variable>
@@ -39,11 +43,14 @@ class ParallelGzip {
   void finish();
 
   static constexpr size_t kBlock = 256 << 10;
+  // Deflated first in each block, to tell whether the rest compresses.
+  static constexpr size_t kSample = 16 << 10;
+  static constexpr size_t kStoreBelow = 32;
 
  private:
   struct Job {
     std::string input;
-    std::string dictionary;  // the 32 KiB of input before this block
+    std::string dictionary;  // the 32 KiB of input before this block (less at the start)
     bool last = false;
     std::string output;
     uint32_t crc = 0;

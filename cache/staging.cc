@@ -336,6 +336,14 @@ void StagingArea::update_state(const StagedTag& tag,
   write_state(tag, state);
 }
 
+void StagingArea::update_state_if(const StagedTag& tag,
+                                  const std::function<bool(StagedTagState&)>& change) {
+  std::lock_guard lock(mutex_);
+  if (!has_tag(tag)) return;
+  StagedTagState state = read_state(tag);
+  if (change(state)) write_state(tag, state);
+}
+
 void StagingArea::write_state(const StagedTag& tag, const StagedTagState& state) {
   fsys::path path = state_path(tag);
   fsys::path tmp = path;

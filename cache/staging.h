@@ -144,6 +144,10 @@ class StagingArea {
   // Changes the state under the area's lock and writes it; does nothing for
   // a tag that is not staged (discarded meanwhile), so none is left behind.
   void update_state(const StagedTag& tag, const std::function<void(StagedTagState&)>& change);
+  // As update_state, but writes only if `change` returns true (it changed
+  // something): a cp -r of thousands of files rewrites the state per file
+  // only for what it records.
+  void update_state_if(const StagedTag& tag, const std::function<bool(StagedTagState&)>& change);
 
  private:
   std::filesystem::path state_path(const StagedTag& tag) const;

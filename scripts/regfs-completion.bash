@@ -43,19 +43,19 @@ _regfs() {
     --platform)
       COMPREPLY=($(compgen -W "linux/amd64 linux/arm64 linux/arm/v7 linux/386 linux/ppc64le linux/s390x" -- "$cur"))
       return ;;
-    --cache-size | --tag-ttl | --request-timeout | --upload-chunk-size | --push-delay | -u | --username)
+    --cache-size | --tag-ttl | --request-timeout | --upload-chunk-size | --push-delay | --layer-compression-level | -u | --username)
       return ;;
     --layer-compression)
-      COMPREPLY=($(compgen -W "gzip zstd" -- "$cur"))
+      COMPREPLY=($(compgen -W "gzip zstd estargz" -- "$cur"))
       return ;;
     -o)
-      COMPREPLY=($(compgen -W "allow_other cache_dir= cache_size= insecure= ca_cert= auth_file= platform= tag_ttl= mirror= upload_chunk_size= push_delay= layer_compression= allow_delete no_urls debug" -- "$cur"))
+      COMPREPLY=($(compgen -W "allow_other cache_dir= cache_size= insecure= ca_cert= auth_file= platform= tag_ttl= mirror= upload_chunk_size= push_delay= layer_compression= layer_compression_level= allow_delete no_urls debug" -- "$cur"))
       return ;;
   esac
   case $command in
     mount)
       if [[ $cur == -* ]]; then
-        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --request-timeout --mirror --upload-chunk-size --push-delay --layer-compression --allow-delete --no-urls --foreground --debug -f -d -o --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "--cache-dir --cache-size --insecure --ca-cert --auth-file --platform --tag-ttl --request-timeout --mirror --upload-chunk-size --push-delay --layer-compression --layer-compression-level --allow-delete --no-urls --foreground --debug -f -d -o --help" -- "$cur"))
       else
         COMPREPLY=($(compgen -d -- "$cur") $(compgen -W "$(_regfs_registries)" -- "$cur"))
       fi ;;

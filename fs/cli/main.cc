@@ -90,6 +90,8 @@ constexpr const char* kMountUsage =
     "  --push-delay SECONDS   push a build (a plain directory copied into a tag) after this\n"
     "                         long without a write (2); `regfs push PATH` pushes at once\n"
     "  --layer-compression gzip|zstd|estargz  how built layers are compressed (gzip)\n"
+    "  --layer-compression-level N  gzip 1-9 (1, as crane), zstd 1-19 (3); data that does\n"
+    "                         not compress is stored\n"
     "  --allow-delete         let rm/rmdir delete tags (else EROFS)\n"
     "  --no-urls              never fetch a foreign layer the registry lacks from its urls\n"
     "  -f, --foreground       stay attached, log to stderr\n"
@@ -290,6 +292,7 @@ int run_mount(const std::vector<std::string>& args) {
                                 : options.layer_compression == "estargz"
                                     ? cache::LayerCompression::kEstargz
                                     : cache::LayerCompression::kGzip;
+    staging.build.compression_level = options.layer_compression_level;
     staging.build.work_dir = served.content->options().cache_dir / "builds";
     served.staging = std::make_unique<StagingTree>(*served.tree, *served.content, staging);
     served.tree->set_staged(*served.staging);

@@ -19,10 +19,19 @@ constexpr uint64_t kMinUploadChunk = 5ull << 20;
 constexpr uint64_t kMaxUploadChunk = 4ull << 30;
 
 // Options that take a value, by their long name without dashes.
-const std::set<std::string> kValued = {"cache-dir",         "cache-size", "insecure",
-                                       "ca-cert",           "auth-file",  "platform",
-                                       "tag-ttl",           "mirror",     "request-timeout",
-                                       "upload-chunk-size", "push-delay", "layer-compression"};
+const std::set<std::string> kValued = {"cache-dir",
+                                       "cache-size",
+                                       "insecure",
+                                       "ca-cert",
+                                       "auth-file",
+                                       "platform",
+                                       "tag-ttl",
+                                       "mirror",
+                                       "request-timeout",
+                                       "upload-chunk-size",
+                                       "push-delay",
+                                       "layer-compression",
+                                       "layer-compression-level"};
 const std::set<std::string> kFlags = {"allow-delete", "no-urls", "foreground", "debug"};
 
 std::string underscores_to_dashes(std::string name) {
@@ -80,6 +89,14 @@ void set_option(MountOptions& options, const std::string& name, const std::strin
                        "': expected gzip, zstd or estargz");
     }
     options.layer_compression = value;
+  } else if (name == "layer-compression-level") {
+    char* end = nullptr;
+    long level = std::strtol(value.c_str(), &end, 10);
+    if (value.empty() || *end != '\0' || level < 1 || level > 19) {
+      throw UsageError("invalid --layer-compression-level '" + value +
+                       "': expected 1 to 9 for gzip, 1 to 19 for zstd");
+    }
+    options.layer_compression_level = static_cast<int>(level);
   } else if (name == "tag-ttl") {
     char* end = nullptr;
     long seconds = std::strtol(value.c_str(), &end, 10);
@@ -199,6 +216,10 @@ MountOptions parse_mount_args(const std::vector<std::string>& args) {
     } else {
       positional.push_back(arg);
     }
+  }
+  if (options.layer_compression == "gzip" && options.layer_compression_level > 9) {
+    throw UsageError("invalid --layer-compression-level " +
+                     std::to_string(options.layer_compression_level) + ": gzip takes 1 to 9");
   }
   if (positional.empty()) throw UsageError("missing MOUNTPOINT (see regfs mount --help)");
   if (positional.size() > 2) {

@@ -36,6 +36,7 @@ struct MountOptions {
   // --push-delay: a build is pushed after this long without a write.
   std::chrono::milliseconds push_delay{2000};
   std::string layer_compression = "gzip";  // --layer-compression gzip|zstd
+  int layer_compression_level = 0;         // --layer-compression-level N; 0: gzip 1, zstd 3
   bool no_urls = false;                    // never fetch a foreign layer from its descriptor's urls
   // --request-timeout SECONDS: the most one file operation waits in total
   // (registry/deadline.h), and the deadline of a request and stall limit of

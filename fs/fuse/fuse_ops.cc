@@ -557,10 +557,14 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
   fuse_reply_err(req, rc == 0 ? 0 : errno);
 }
 // fsync of a directory: a staged tag is pushed now (`regfs push`, `sync -f`),
-// the root pushes every pending build (`regfs umount`).
+// the root pushes every pending build (`regfs umount`). The builds and
+// pushes take what they take, as a push a close() completes (op_flush): a
+// 1 GiB build outlasts --request-timeout.
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
-  staged_change(req, "fsyncdir", ino,
-                [](StagingTree& staging, const Node& dir) { staging.push_now(dir); });
+  staged_change(req, "fsyncdir", ino, [](StagingTree& staging, const Node& dir) {
+    registry::NoDeadline unbounded;
+    staging.push_now(dir);
+  });
 }
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
   auto& s = state_of(req);

@@ -82,7 +82,8 @@ PushPlan plan_build(const fsys::path& root, const std::map<std::string, uint32_t
   int64_t newest = 0;
   auto entries = walk(root, modes, xattrs, &newest);
   fsys::create_directories(options.work_dir);
-  auto layer = cache::write_layer(entries, options.compression, options.work_dir / "layer");
+  auto layer = cache::write_layer(entries, options.compression, options.work_dir / "layer",
+                                  options.compression_level);
   std::string created = log::utc_text(newest);
   nlohmann::json config = {
       {"created", created},

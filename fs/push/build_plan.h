@@ -29,6 +29,7 @@ bool is_build(const std::filesystem::path& dir);
 struct BuildOptions {
   registry::Platform platform;
   cache::LayerCompression compression = cache::LayerCompression::kGzip;
+  int compression_level = 0;       // --layer-compression-level; 0: cache::default_level
   std::filesystem::path work_dir;  // where the layer and config files are made
 };
 

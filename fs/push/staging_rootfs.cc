@@ -237,7 +237,7 @@ void StagingTree::add_rootfs_layer(const cache::StagedTag& tag, StagedLayout& la
   int64_t newest = 0;
   auto entries = overlay->layer_entries(&newest);
   auto file = build_dir(tag) / "rootfs-layer";
-  auto layer = cache::write_layer(entries, build_.compression, file);
+  auto layer = cache::write_layer(entries, build_.compression, file, build_.compression_level);
   append_layer(plan, config, layer, file, newest);
   LOG(kInfo) << "Changes of rootfs/ of " << tag.repository << ":" << tag.tag << ": layer "
              << layer.digest << " (" << entries.size() << " entries) on the base's layers";

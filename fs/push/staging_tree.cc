@@ -27,6 +27,21 @@ namespace {
 
 constexpr size_t kMaxSmallFile = 4 << 20;  // index.json, manifest.json
 constexpr std::string_view kBlobDir = "blobs/sha256/";
+// The permission bits of a staged path with no mode in its tag's state, as
+// getattr shows them and plan_build puts them in a layer.
+constexpr uint32_t kDefaultDirMode = 0755;
+constexpr uint32_t kDefaultFileMode = 0644;
+
+// Records `mode` for `path` in `modes`, none for the default; true if that
+// changed `modes`.
+bool set_mode(std::map<std::string, uint32_t>& modes, const std::string& path, uint32_t mode,
+              uint32_t default_mode) {
+  if (mode == default_mode) return modes.erase(path) > 0;
+  auto [it, added] = modes.try_emplace(path, mode);
+  if (added || it->second == mode) return added;
+  it->second = mode;
+  return true;
+}
 
 [[noreturn]] void fail(int error, const std::string& message) {
   throw std::system_error(error, std::generic_category(), message);
@@ -382,7 +397,9 @@ Attr StagingTree::attr(const Node& node) {
   auto state = area_.state(tag);
   auto mode = state.modes.find(node.staged_path);
   Attr attr;
-  mode_t perms = S_ISDIR(st.st_mode) ? 0755 : S_ISLNK(st.st_mode) ? 0777 : 0644;
+  mode_t perms = S_ISDIR(st.st_mode)   ? kDefaultDirMode
+                 : S_ISLNK(st.st_mode) ? 0777
+                                       : kDefaultFileMode;
   attr.mode = (st.st_mode & S_IFMT) |
               (mode != state.modes.end() && !S_ISLNK(st.st_mode) ? mode->second : perms);
   attr.size = static_cast<uint64_t>(st.st_size);
@@ -600,7 +617,9 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
     return make_node(child, "", parent.key + "/" + sname, name);
   }
   if (::mkdir(dir.c_str(), 0700) != 0) fail(errno, "Cannot make staged " + path);
-  area_.update_state(tag, [&](cache::StagedTagState& s) { s.modes[path] = mode & 07777; });
+  area_.update_state_if(tag, [&](cache::StagedTagState& s) {
+    return set_mode(s.modes, path, mode & 07777, kDefaultDirMode);
+  });
   changed(tag);
   return make_node(tag, path, parent.key + "/" + sname, name);
 }
@@ -631,9 +650,11 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
   handle->state = path_state(handle->file);
   bool truncated = handle->writable && (flags & O_TRUNC);
   if (backing.empty() && (flags & O_CREAT || truncated)) {
-    area_.update_state(tag, [&](cache::StagedTagState& s) {
-      if (flags & O_CREAT) s.modes[path] = create_mode & 07777;
-      if (truncated) s.references.erase(path);
+    area_.update_state_if(tag, [&](cache::StagedTagState& s) {
+      bool changed = false;
+      if (flags & O_CREAT) changed = set_mode(s.modes, path, create_mode & 07777, kDefaultFileMode);
+      if (truncated) changed = s.references.erase(path) > 0 || changed;
+      return changed;
     });
   }
   if (truncated) {

@@ -302,6 +302,29 @@ def test_a_large_file_is_built_in_bounded_memory(mount, plain_registry, run_regf
     assert peak < 200 * 1024, f"daemon peak RSS {peak} KiB while building a 1 GiB layer"
 
 
+def test_regfs_push_outlasts_the_request_timeout(mount, plain_registry, run_regfs, tmp_path):
+    """A build and its push take what they take: `regfs push` (an fsync of
+    the tag) is not cut short by --request-timeout, as a close() that
+    completes a layout is not. gzip at the level asked for (9, slow)."""
+    app = tmp_path / "text"
+    app.mkdir()
+    for i in range(4):  # hex text: compresses, slowly at level 9
+        (app / f"part{i}.txt").write_bytes(os.urandom(8 << 20).hex().encode())
+    m = mount(plain_registry.host, "--push-delay", "600", "--request-timeout", "1",
+              "--layer-compression-level", "9")
+    os.makedirs(m / "builds/slow")
+    assert _copy(app, m / "builds/slow/v1").returncode == 0
+    start = time.monotonic()
+    proc = run_regfs("push", m / "builds/slow/v1", timeout=600)
+    took = time.monotonic() - start
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(plain_registry.client.manifest("builds/slow", "v1")[0])
+    (layer,) = manifest["layers"]
+    assert layer["mediaType"] == "application/vnd.oci.image.layer.v1.tar+gzip"
+    assert layer["size"] < 40 << 20, "hex text compresses to about half"
+    print(f"push took {took:.1f} s with --request-timeout 1")
+
+
 def test_cp_a_modes_and_edits_renamed_into_place(mount, plain_registry, app, run_regfs):
     """cp -a sets permissions as ACLs (the mode is what the layer keeps, no
     ACL xattr); sed -i writes a temporary file and renames it over

@@ -69,5 +69,33 @@ TEST(ParallelGzip, EmptyAndTinyInputs) {
   EXPECT_EQ(gunzip(compress(exact, 2, 1000)), exact);
 }
 
+TEST(ParallelGzip, DataThatDoesNotCompressIsStored) {
+  std::mt19937 rng(11);
+  std::string random(4 * ParallelGzip::kBlock + 777, '\0');
+  for (auto& c : random) c = static_cast<char>(rng());
+  auto gz = compress(random, 2, 65536);
+  EXPECT_EQ(gunzip(gz), random);
+  // Stored blocks cost 5 bytes per 64 KiB, plus the gzip framing.
+  EXPECT_LT(gz.size(), random.size() + random.size() / 1000 + 64);
+  EXPECT_EQ(compress(random, 1, random.size()), gz);
+}
+
+TEST(ParallelGzip, EachBlockDecidesFromItsFirstBytes) {
+  // A block that starts random and goes on as text is stored; one that
+  // starts as text and goes on random is deflated: both inflate back.
+  std::mt19937 rng(13);
+  std::string data;
+  for (size_t i = 0; i < ParallelGzip::kBlock; ++i) {
+    data += i < ParallelGzip::kSample ? static_cast<char>(rng()) : "stored "[i % 7];
+  }
+  for (size_t i = 0; i < ParallelGzip::kBlock; ++i) {
+    data += i < ParallelGzip::kSample ? "deflated "[i % 9] : static_cast<char>(rng());
+  }
+  auto gz = compress(data, 2, 10000);
+  EXPECT_EQ(gunzip(gz), data);
+  EXPECT_GT(gz.size(), ParallelGzip::kBlock * 3 / 2);  // the first block's text is stored
+  EXPECT_EQ(compress(data, 3, data.size()), gz);
+}
+
 }  // namespace
 }  // namespace regfs::cache

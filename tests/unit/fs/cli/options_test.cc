@@ -66,6 +66,16 @@ TEST(ParseMountArgs, BadArgumentsAreUsageErrors) {
   EXPECT_THROW(parse_mount_args({"-o", "cache_size", "/m"}), UsageError);
 }
 
+TEST(ParseMountArgs, LayerCompressionLevel) {
+  EXPECT_EQ(parse_mount_args({"/m"}).layer_compression_level, 0);
+  EXPECT_EQ(parse_mount_args({"--layer-compression-level", "9", "/m"}).layer_compression_level, 9);
+  auto zstd = parse_mount_args({"-o", "layer_compression=zstd,layer_compression_level=19", "/m"});
+  EXPECT_EQ(zstd.layer_compression_level, 19);
+  EXPECT_THROW(parse_mount_args({"--layer-compression-level", "12", "/m"}), UsageError);
+  EXPECT_THROW(parse_mount_args({"--layer-compression-level", "0", "/m"}), UsageError);
+  EXPECT_THROW(parse_mount_args({"--layer-compression-level", "fast", "/m"}), UsageError);
+}
+
 TEST(ParseMountArgs, HiddenRequestTimeout) {
   EXPECT_EQ(parse_mount_args({"/m"}).request_timeout.count(), 0);
   EXPECT_EQ(parse_mount_args({"-o", "request_timeout=2.5", "/m"}).request_timeout.count(), 2500);
