@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "fs/push/push_plan.h"
+#include "fs/tree/path.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 #include "registry/log.h"
@@ -30,10 +31,6 @@ constexpr std::string_view kBlobDir = "blobs/sha256/";
 
 [[noreturn]] void fail(int error, const std::string& message) {
   throw std::system_error(error, std::generic_category(), message);
-}
-
-std::string join(const std::string& path, std::string_view name) {
-  return path.empty() ? std::string(name) : path + "/" + std::string(name);
 }
 
 bool is_hex64(std::string_view name) {

@@ -6,6 +6,7 @@
 
 #include "fs/source/status.h"
 #include "fs/tree/known_names.h"
+#include "fs/tree/path.h"
 #include "fs/tree/rootfs.h"
 #include "registry/digest.h"
 #include "registry/error.h"
@@ -20,10 +21,6 @@ using registry::ErrorKind;
 namespace {
 
 constexpr std::string_view kDigestPrefix = "sha256:";
-
-std::string join(const std::string& path, std::string_view name) {
-  return path.empty() ? std::string(name) : path + "/" + std::string(name);
-}
 
 // The staged side of a tree given none (set_staged): no staged names.
 class NoStagedNames final : public StagedNames {
