@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cache/lazy_layer.h"
+#include "fs/tree/path.h"
 #include "registry/deadline.h"
 #include "registry/digest.h"
 #include "registry/error.h"
@@ -67,10 +68,6 @@ std::vector<std::string> read_diff_ids(RegistryContent& content, const Image& im
                                            std::to_string(image.layers.size()) + " layers");
   }
   return diff_ids;
-}
-
-std::string join(const std::string& path, std::string_view name) {
-  return path.empty() ? std::string(name) : path + "/" + std::string(name);
 }
 
 uint32_t index_of(const Node& node, const MergedTree& tree) {
