@@ -9,8 +9,8 @@
 #include <tuple>
 #include <vector>
 
-#include "registry/digest.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 

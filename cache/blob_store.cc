@@ -2,7 +2,7 @@
 
 #include <sys/stat.h>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 

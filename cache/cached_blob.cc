@@ -11,9 +11,9 @@
 #include <sstream>
 
 #include "cache/blob_cache.h"
-#include "registry/deadline.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 

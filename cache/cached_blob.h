@@ -33,7 +33,7 @@
 #include <utility>
 #include <vector>
 
-#include "registry/digest.h"
+#include "registry/core/digest.h"
 
 namespace regfs::cache {
 
@@ -103,7 +103,7 @@ class CachedBlob {
   // Blocks until every chunk of [first, last] is present (true), or one is
   // absent with nobody fetching it (false: claim it). Throws the error a
   // fetch of one of them failed with, or the blob's integrity error, or
-  // Error(kTimeout) once the thread's deadline (registry/deadline.h) passes.
+  // Error(kTimeout) once the thread's deadline (registry/core/deadline.h) passes.
   bool wait(size_t first, size_t last);
   // A lease on [offset, offset+length), or nullopt if a chunk turned out to
   // be missing (evicted, or corrupt on disk): claim and fetch again.

@@ -4,10 +4,10 @@
 
 #include "cache/tar_reader.h"
 #include "cache/temp_file.h"
-#include "registry/deadline.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 

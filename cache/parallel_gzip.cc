@@ -4,7 +4,7 @@
 
 #include <algorithm>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 

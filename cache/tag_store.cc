@@ -8,7 +8,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "registry/log.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 

@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 #include <vector>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 

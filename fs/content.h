@@ -26,7 +26,7 @@
 #include "fs/single_flight.h"
 #include "fs/worker_pool.h"
 #include "registry/client.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 

@@ -4,8 +4,8 @@
 #include <new>
 #include <system_error>
 
+#include "registry/core/log.h"
 #include "registry/health.h"
-#include "registry/log.h"
 
 namespace regfs::fs {
 

@@ -18,8 +18,8 @@
 #include "fs/errno_map.h"
 #include "fs/inode_table.h"
 #include "fs/staging_tree.h"
-#include "registry/deadline.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs {
 namespace {
@@ -59,7 +59,7 @@ struct FileHandle {
 MountState& state_of(fuse_req_t req) { return *static_cast<MountState*>(fuse_req_userdata(req)); }
 
 // Runs `body`, which replies on success; any exception becomes the errno reply.
-// Everything it chains shares one deadline (registry/deadline.h).
+// Everything it chains shares one deadline (registry/core/deadline.h).
 template <typename Body>
 void guarded(fuse_req_t req, const char* operation, Body&& body) {
   registry::ScopedDeadline deadline(state_of(req).request_timeout);

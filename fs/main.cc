@@ -32,9 +32,9 @@
 #include "fs/status.h"
 #include "fs/tree.h"
 #include "registry/client.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/credentials.h"
-#include "registry/error.h"
-#include "registry/log.h"
 #include "registry/manifest.h"
 
 extern char** environ;

@@ -38,7 +38,7 @@ struct MountOptions {
   std::string layer_compression = "gzip";  // --layer-compression gzip|zstd
   bool no_urls = false;                    // never fetch a foreign layer from its descriptor's urls
   // --request-timeout SECONDS: the most one file operation waits in total
-  // (registry/deadline.h), and the deadline of a request and stall limit of
+  // (registry/core/deadline.h), and the deadline of a request and stall limit of
   // a transfer made in the background; zero keeps the defaults (30 s).
   std::chrono::milliseconds request_timeout{0};
   bool foreground = false;

@@ -10,8 +10,8 @@
 #include <thread>
 
 #include "cache/unique_fd.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {

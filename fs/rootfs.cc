@@ -7,10 +7,10 @@
 #include <atomic>
 #include <nlohmann/json.hpp>
 
-#include "registry/deadline.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {

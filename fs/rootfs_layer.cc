@@ -15,9 +15,9 @@
 #include <system_error>
 
 #include "fs/rootfs_overlay.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {

@@ -7,9 +7,9 @@
 #include <filesystem>
 
 #include "fs/staging_tree.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs {
 

@@ -17,9 +17,9 @@
 #include "fs/build_plan.h"
 #include "fs/rootfs_overlay.h"
 #include "fs/staging_tree.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {

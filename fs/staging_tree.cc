@@ -12,9 +12,9 @@
 #include <system_error>
 
 #include "fs/push_plan.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {

@@ -8,9 +8,9 @@
 #include "fs/rootfs.h"
 #include "fs/staging_tree.h"
 #include "fs/status.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {

@@ -9,11 +9,11 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/foreign_blob.h"
 #include "registry/link_header.h"
-#include "registry/log.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
 #include "registry/transport.h"

@@ -4,8 +4,8 @@
 #include <string>
 #include <thread>
 
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/transport.h"
 
 namespace regfs::registry {

@@ -7,8 +7,8 @@
 #include <random>
 #include <thread>
 
-#include "registry/deadline.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::registry {

@@ -12,7 +12,7 @@
 
 #include "registry/auth.h"
 #include "registry/client.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 #include "registry/http.h"
 
 namespace regfs::registry {

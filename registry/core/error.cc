@@ -1,6 +1,6 @@
 // Distribution-spec error responses to typed errors: the OCI error code in the
 // body decides the kind when there is one, the HTTP status otherwise.
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 #include <nlohmann/json.hpp>
 
