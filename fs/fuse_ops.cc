@@ -287,8 +287,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       return;
     }
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-      fuse_reply_err(req, EROFS);
-      return;
+      throw registry::Error(registry::ErrorKind::kReadOnly,
+                            "Cannot open " + node->key + " for writing: remote content");
     }
     auto opened = s.served.tree->open(*node);
     auto handle = std::make_unique<FileHandle>(FileHandle{opened.bytes, opened.reader});
@@ -448,7 +448,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
   });
 }
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
-  fuse_reply_err(req, EROFS);
+  fuse_reply_err(req, to_errno(registry::ErrorKind::kReadOnly));
 }
 // A change of the staged tree on the node `ino`, answered 0 or its errno.
 template <typename Change>
@@ -481,12 +481,12 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
     auto from = node_or_throw(s, parent);
     auto to = node_or_throw(s, new_parent);
     if (flags & ~static_cast<unsigned int>(RENAME_NOREPLACE)) {
-      fuse_reply_err(req, EINVAL);
-      return;
+      throw registry::Error(registry::ErrorKind::kInvalid,
+                            "Cannot rename " + std::string(name) + ": flags other than NOREPLACE");
     }
     if ((flags & RENAME_NOREPLACE) && s.served.tree->lookup(*to, new_name)) {
-      fuse_reply_err(req, EEXIST);
-      return;
+      throw registry::Error(registry::ErrorKind::kExists,
+                            "Cannot rename to " + std::string(new_name) + ": it exists");
     }
     s.served.tree->staging().rename(*from, name, *to, new_name);
     // Nodes name paths: the kernel's inode of the moved entry follows it.

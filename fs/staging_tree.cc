@@ -28,7 +28,11 @@ namespace {
 constexpr size_t kMaxSmallFile = 4 << 20;  // index.json, manifest.json
 constexpr std::string_view kBlobDir = "blobs/sha256/";
 
-[[noreturn]] void fail(int error, const std::string& message) {
+// A product error: fs/errno_map.cc chooses its errno.
+[[noreturn]] void fail(ErrorKind kind, const std::string& message) { throw Error(kind, message); }
+// An errno the system gave, or one the xattr calls define (ENODATA, EEXIST of
+// XATTR_CREATE): passed on as it is.
+[[noreturn]] void fail_errno(int error, const std::string& message) {
   throw std::system_error(error, std::generic_category(), message);
 }
 
@@ -54,8 +58,8 @@ bool is_name(std::string_view name) {
 // changesets): it would delete, not add. No layout or docker save has one.
 void check_not_whiteout(std::string_view name) {
   if (name.starts_with(".wh.")) {
-    fail(EINVAL, "Cannot stage \"" + std::string(name) +
-                     "\": names starting with .wh. are whiteouts in an image layer");
+    fail(ErrorKind::kInvalid, "Cannot stage \"" + std::string(name) +
+                                  "\": names starting with .wh. are whiteouts in an image layer");
   }
 }
 
@@ -360,7 +364,7 @@ std::vector<NodePtr> StagingTree::list(const Node& dir) {
   for (auto& entry : fsys::directory_iterator(area_.file(tag, dir.staged_path), ec)) {
     names.push_back(entry.path().filename());
   }
-  if (ec) fail(ec.value(), "Cannot list staged " + dir.key);
+  if (ec) fail_errno(ec.value(), "Cannot list staged " + dir.key);
   std::sort(names.begin(), names.end());
   std::vector<NodePtr> entries;
   for (auto& name : names) {
@@ -377,7 +381,7 @@ Attr StagingTree::attr(const Node& node) {
   auto tag = tag_of(node);
   struct stat st;
   if (::lstat(area_.file(tag, node.staged_path).c_str(), &st) != 0) {
-    fail(errno, "Cannot stat staged " + node.key);
+    fail_errno(errno, "Cannot stat staged " + node.key);
   }
   auto state = area_.state(tag);
   auto mode = state.modes.find(node.staged_path);
@@ -417,7 +421,7 @@ std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view
 void StagingTree::setxattr(const Node& node, const std::string& name, const std::string& value,
                            int flags) {
   if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
-    fail(EROFS, "Cannot set " + name + " on " + node.key + ": read-only");
+    fail(ErrorKind::kReadOnly, "Cannot set " + name + " on " + node.key + ": read-only");
   }
   if (name.starts_with("user.regfs.")) return;  // the mount's own (cp -a of an image dir)
   auto tag = tag_of(node);
@@ -426,7 +430,8 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
     auto path = rootfs_path_of(node);
     if (name == "system.posix_acl_access") {  // a mode, as below
       auto mode = mode_of_acl(value);
-      if (!mode) fail(EINVAL, "Cannot set " + name + " on " + node.key + ": not an ACL");
+      if (!mode)
+        fail(ErrorKind::kInvalid, "Cannot set " + name + " on " + node.key + ": not an ACL");
       overlay->chmod(path, (overlay->attr(path).mode & 07000) | *mode);
     } else if (name != "system.posix_acl_default") {
       overlay->setxattr(path, name, value, flags);
@@ -438,7 +443,7 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
   // system applies to the mode (acl(5)); the mode is what the layer keeps.
   if (name == "system.posix_acl_access") {
     auto mode = mode_of_acl(value);
-    if (!mode) fail(EINVAL, "Cannot set " + name + " on " + node.key + ": not an ACL");
+    if (!mode) fail(ErrorKind::kInvalid, "Cannot set " + name + " on " + node.key + ": not an ACL");
     area_.update_state(tag, [&](cache::StagedTagState& s) {
       auto old = s.modes.find(node.staged_path);
       uint32_t special = old != s.modes.end() ? old->second & 07000 : 0;
@@ -461,13 +466,13 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
     }
     if (names.empty()) s.xattrs.erase(node.staged_path);
   });
-  if (error) fail(error, "Cannot set " + name + " on " + node.key);
+  if (error) fail_errno(error, "Cannot set " + name + " on " + node.key);
   changed(tag);
 }
 
 void StagingTree::removexattr(const Node& node, const std::string& name) {
   if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
-    fail(EROFS, "Cannot remove " + name + " of " + node.key + ": read-only");
+    fail(ErrorKind::kReadOnly, "Cannot remove " + name + " of " + node.key + ": read-only");
   }
   auto tag = tag_of(node);
   if (node.overlay) {
@@ -488,7 +493,7 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
     if (entry->second.empty()) s.xattrs.erase(entry);
   });
   if (!removed && name.starts_with("system.posix_acl_")) return;  // cp -a removes them: none kept
-  if (!removed) fail(ENODATA, "Cannot remove " + name + " of " + node.key + ": not set");
+  if (!removed) fail_errno(ENODATA, "Cannot remove " + name + " of " + node.key + ": not set");
   changed(tag);
 }
 
@@ -510,11 +515,13 @@ std::vector<std::string> StagingTree::xattr_names(const Node& node) {
 
 NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mode, bool by_copy) {
   if (auto ns = promoted_namespace(area_, parent)) return mkdir(*ns, name, mode, by_copy);
-  if (!is_name(name)) fail(EINVAL, "Cannot make directory \"" + std::string(name) + "\"");
+  if (!is_name(name))
+    fail(ErrorKind::kInvalid, "Cannot make directory \"" + std::string(name) + "\"");
   check_not_whiteout(name);
   std::string sname(name);
   if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
-    if (tree_.lookup(parent, name)) fail(EEXIST, "Cannot make " + sname + ": it exists");
+    if (tree_.lookup(parent, name))
+      fail(ErrorKind::kExists, "Cannot make " + sname + ": it exists");
     if (parent.path.empty()) {
       if (!registry::is_valid_path_component(name)) {
         throw Error(ErrorKind::kInvalid, "Cannot make namespace \"" + sname +
@@ -550,7 +557,8 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
     });
     return make_node(tag, "", parent.key + "/" + sname, name);
   }
-  if (parent.kind != NodeKind::kStaged) fail(EROFS, "Cannot make " + sname + ": read-only");
+  if (parent.kind != NodeKind::kStaged)
+    fail(ErrorKind::kReadOnly, "Cannot make " + sname + ": read-only");
   auto tag = tag_of(parent);
   if (parent.overlay) {
     std::string path = join(rootfs_path_of(parent), name);
@@ -562,7 +570,8 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
   std::string path = join(parent.staged_path, name);
   fsys::path dir = area_.file(tag, path);
   struct stat st;
-  if (::lstat(dir.c_str(), &st) == 0) fail(EEXIST, "Cannot make " + path + ": it exists");
+  if (::lstat(dir.c_str(), &st) == 0)
+    fail(ErrorKind::kExists, "Cannot make " + path + ": it exists");
   // mkdir -p ns/repo made `repo` a tag of ns: a directory in it that an
   // image layout or a docker save directory never has says it is a namespace
   // (a repository) after all, unless ns is a repository itself: then `repo`
@@ -599,7 +608,7 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
     LOG(kDebug) << "Staged tag " << tag.repository << ":" << tag.tag << " became a namespace";
     return make_node(child, "", parent.key + "/" + sname, name);
   }
-  if (::mkdir(dir.c_str(), 0700) != 0) fail(errno, "Cannot make staged " + path);
+  if (::mkdir(dir.c_str(), 0700) != 0) fail_errno(errno, "Cannot make staged " + path);
   area_.update_state(tag, [&](cache::StagedTagState& s) { s.modes[path] = mode & 07777; });
   changed(tag);
   return make_node(tag, path, parent.key + "/" + sname, name);
@@ -627,7 +636,7 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
   int open_flags =
       (handle->writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (flags & (O_CREAT | O_EXCL | O_TRUNC));
   handle->fd.reset(::open(handle->file.c_str(), open_flags, 0600));
-  if (!handle->fd) fail(errno, "Cannot open staged " + path);
+  if (!handle->fd) fail_errno(errno, "Cannot open staged " + path);
   handle->state = path_state(handle->file);
   bool truncated = handle->writable && (flags & O_TRUNC);
   if (backing.empty() && (flags & O_CREAT || truncated)) {
@@ -653,13 +662,14 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
 
 std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_view name,
                                                 mode_t mode, int flags, NodePtr* node) {
-  if (!is_name(name)) fail(EINVAL, "Cannot create \"" + std::string(name) + "\"");
+  if (!is_name(name)) fail(ErrorKind::kInvalid, "Cannot create \"" + std::string(name) + "\"");
   check_not_whiteout(name);
   if (parent.kind == NodeKind::kNamespace) {
-    fail(EPERM, "Cannot create " + std::string(name) + ": files go in a tag directory");
+    fail(ErrorKind::kNotPermitted,
+         "Cannot create " + std::string(name) + ": files go in a tag directory");
   }
   if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
-    fail(EROFS, "Cannot create " + std::string(name) + ": read-only");
+    fail(ErrorKind::kReadOnly, "Cannot create " + std::string(name) + ": read-only");
   }
   if (parent.overlay) return rootfs_create(parent, name, mode, flags, node);
   auto tag = tag_of(parent);
@@ -670,7 +680,8 @@ std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_
 }
 
 std::shared_ptr<StagedFile> StagingTree::open(const Node& node, int flags) {
-  if (node.kind != NodeKind::kStaged) fail(EROFS, "Cannot open " + node.key + " for writing");
+  if (node.kind != NodeKind::kStaged)
+    fail(ErrorKind::kReadOnly, "Cannot open " + node.key + " for writing");
   if (node.overlay) return rootfs_open(node, flags);
   return open_file(tag_of(node), node.staged_path, flags & ~(O_CREAT | O_EXCL), 0);
 }
@@ -687,7 +698,7 @@ void StagingTree::write(StagedFile& file, const char* data, size_t size, uint64_
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       if (errno == ENOSPC) throw Error(ErrorKind::kNoSpace, "Cannot stage " + file.path);
-      fail(errno, "Cannot write staged " + file.path);
+      fail_errno(errno, "Cannot write staged " + file.path);
     }
     done += static_cast<size_t>(n);
   }
@@ -717,11 +728,11 @@ size_t StagingTree::read(StagedFile& file, char* buffer, size_t size, uint64_t o
     if (offset >= file.reader->size()) return 0;
     auto lease = file.reader->read(offset, size);
     ssize_t n = ::pread(lease.fd(), buffer, lease.length(), static_cast<off_t>(lease.offset()));
-    if (n < 0) fail(errno, "Cannot read cached blob for " + file.path);
+    if (n < 0) fail_errno(errno, "Cannot read cached blob for " + file.path);
     return static_cast<size_t>(n);
   }
   ssize_t n = ::pread(file.fd.get(), buffer, size, static_cast<off_t>(offset));
-  if (n < 0) fail(errno, "Cannot read staged " + file.path);
+  if (n < 0) fail_errno(errno, "Cannot read staged " + file.path);
   return static_cast<size_t>(n);
 }
 
@@ -769,7 +780,7 @@ void StagingTree::check_blob(StagedFile& file) {
   std::string expected = blob_digest_of(file.path);
   if (expected.empty()) return;
   struct stat st;
-  if (::fstat(file.fd.get(), &st) != 0) fail(errno, "Cannot stat staged " + file.path);
+  if (::fstat(file.fd.get(), &st) != 0) fail_errno(errno, "Cannot stat staged " + file.path);
   auto digest = file.state->hasher.digest(static_cast<uint64_t>(st.st_size));
   if (!digest) digest = cache::hash_file(file.file);
   if (*digest != expected) {
@@ -917,7 +928,7 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
 
 Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& change) {
   if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
-    fail(EROFS, "Cannot change " + node.key + ": read-only");
+    fail(ErrorKind::kReadOnly, "Cannot change " + node.key + ": read-only");
   }
   if (node.overlay) return rootfs_setattr(node, change);
   auto tag = tag_of(node);
@@ -925,7 +936,7 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
   if (change.size) {
     int rc = file ? ::ftruncate(file->fd.get(), static_cast<off_t>(*change.size))
                   : ::truncate(path.c_str(), static_cast<off_t>(*change.size));
-    if (rc != 0) fail(errno, "Cannot truncate staged " + node.staged_path);
+    if (rc != 0) fail_errno(errno, "Cannot truncate staged " + node.staged_path);
     auto state = path_state(path);
     {
       std::lock_guard lock(state->mutex);
@@ -947,7 +958,7 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
     timespec times[2] = {change.atime.value_or(timespec{0, UTIME_OMIT}),
                          change.mtime.value_or(timespec{0, UTIME_OMIT})};
     if (::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-      fail(errno, "Cannot set times of staged " + node.staged_path);
+      fail_errno(errno, "Cannot set times of staged " + node.staged_path);
     }
   }
   changed(tag);
@@ -966,10 +977,10 @@ void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& p
 }
 
 NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const std::string& target) {
-  if (!is_name(name)) fail(EINVAL, "Cannot make link \"" + std::string(name) + "\"");
+  if (!is_name(name)) fail(ErrorKind::kInvalid, "Cannot make link \"" + std::string(name) + "\"");
   check_not_whiteout(name);
   if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
-    fail(parent.kind == NodeKind::kNamespace ? EPERM : EROFS,
+    fail(parent.kind == NodeKind::kNamespace ? ErrorKind::kNotPermitted : ErrorKind::kReadOnly,
          "Cannot make link " + std::string(name) + ": links go in a tag directory");
   }
   auto tag = tag_of(parent);
@@ -981,28 +992,30 @@ NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const st
   }
   std::string path = join(parent.staged_path, name);
   if (::symlink(target.c_str(), area_.file(tag, path).c_str()) != 0) {
-    fail(errno, "Cannot make staged link " + path);
+    fail_errno(errno, "Cannot make staged link " + path);
   }
   changed(tag);
   return make_node(tag, path, parent.key + "/" + std::string(name), name);
 }
 
 NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_view new_name) {
-  if (!is_name(new_name)) fail(EINVAL, "Cannot make link \"" + std::string(new_name) + "\"");
+  if (!is_name(new_name))
+    fail(ErrorKind::kInvalid, "Cannot make link \"" + std::string(new_name) + "\"");
   check_not_whiteout(new_name);
   if (node.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged ||
       node.staged_path.empty()) {
-    fail(node.kind == NodeKind::kStaged ? EXDEV : EROFS,
+    fail(node.kind == NodeKind::kStaged ? ErrorKind::kCrossDevice : ErrorKind::kReadOnly,
          "Cannot link " + node.key + ": hardlinks stay within one staged tag");
   }
   auto tag = tag_of(node);
   auto to_tag = tag_of(new_parent);
   if (to_tag.registry != tag.registry || to_tag.repository != tag.repository ||
       to_tag.tag != tag.tag || promoted_namespace(area_, new_parent)) {
-    fail(EXDEV, "Cannot link " + node.key + ": hardlinks stay within one staged tag");
+    fail(ErrorKind::kCrossDevice,
+         "Cannot link " + node.key + ": hardlinks stay within one staged tag");
   }
   if (node.overlay != new_parent.overlay) {
-    fail(EXDEV, "Cannot link " + node.key + ": hardlinks stay within rootfs/");
+    fail(ErrorKind::kCrossDevice, "Cannot link " + node.key + ": hardlinks stay within rootfs/");
   }
   if (node.overlay) {
     std::string to = join(rootfs_path_of(new_parent), new_name);
@@ -1012,7 +1025,7 @@ NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_
   }
   std::string path = join(new_parent.staged_path, new_name);
   if (::link(area_.file(tag, node.staged_path).c_str(), area_.file(tag, path).c_str()) != 0) {
-    fail(errno, "Cannot make staged link " + path);
+    fail_errno(errno, "Cannot make staged link " + path);
   }
   // One inode, many names: what the state keeps by path goes with the link.
   area_.update_state(tag, [&](cache::StagedTagState& s) {
@@ -1032,7 +1045,8 @@ std::string StagingTree::readlink(const Node& node) {
   std::string target(4096, '\0');
   ssize_t n =
       ::readlink(area_.file(tag_of(node), node.staged_path).c_str(), target.data(), target.size());
-  if (n < 0) fail(errno == EINVAL ? EINVAL : errno, "Cannot read link " + node.key);
+  if (n < 0)
+    throw std::system_error(errno, std::generic_category(), "Cannot read link " + node.key);
   target.resize(static_cast<size_t>(n));
   return target;
 }
@@ -1046,7 +1060,8 @@ void StagingTree::unlink(const Node& parent, std::string_view name) {
   if (parent.kind == NodeKind::kStaged && !promoted_namespace(area_, parent)) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged_path, name);
-    if (::unlink(area_.file(tag, path).c_str()) != 0) fail(errno, "Cannot remove staged " + path);
+    if (::unlink(area_.file(tag, path).c_str()) != 0)
+      fail_errno(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);
     changed(tag);
     return;
@@ -1054,7 +1069,8 @@ void StagingTree::unlink(const Node& parent, std::string_view name) {
   // rm -r of a remote tag with --allow-delete: its files go with the tag
   // (rmdir of the tag directory deletes it); alone they cannot be removed.
   if (allow_delete_ && is_remote_image_dir(parent) && parent.is_tag_image()) return;
-  fail(EROFS, "Cannot remove " + std::string(name) + ": read-only (see --allow-delete)");
+  fail(ErrorKind::kReadOnly,
+       "Cannot remove " + std::string(name) + ": read-only (see --allow-delete)");
 }
 
 void StagingTree::rmdir(const Node& parent, std::string_view name) {
@@ -1068,7 +1084,8 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
   if (parent.kind == NodeKind::kStaged) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged_path, name);
-    if (::rmdir(area_.file(tag, path).c_str()) != 0) fail(errno, "Cannot remove staged " + path);
+    if (::rmdir(area_.file(tag, path).c_str()) != 0)
+      fail_errno(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);
     changed(tag);
     return;
@@ -1078,7 +1095,8 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
       cache::StagedTag tag{parent.registry, parent.path, sname};
       if (area_.has_tag(tag)) {
         std::error_code ec;
-        if (!fsys::is_empty(area_.tag_dir(tag), ec)) fail(ENOTEMPTY, "Cannot discard " + sname);
+        if (!fsys::is_empty(area_.tag_dir(tag), ec))
+          fail(ErrorKind::kNotEmpty, "Cannot discard " + sname);
         // A pushed tag is in the registry too: with --allow-delete, rm -r
         // deletes it there as well; otherwise only the staged copy goes.
         if (allow_delete_ && !area_.state(tag).pushed_digest.empty()) {
@@ -1099,35 +1117,37 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
     std::string path = join(parent.path, name);
     if (area_.has_namespace(parent.registry, path)) {
       if (!area_.remove_namespace(parent.registry, path)) {
-        fail(ENOTEMPTY, "Cannot remove staged namespace " + path);
+        fail(ErrorKind::kNotEmpty, "Cannot remove staged namespace " + path);
       }
       return;
     }
     auto node = tree_.lookup(parent, name);
-    if (!node) fail(ENOENT, "Cannot remove " + sname + ": no such tag");
+    if (!node) fail(ErrorKind::kNotFound, "Cannot remove " + sname + ": no such tag");
     if (node->kind == NodeKind::kImage && node->is_tag_image()) {
-      if (!allow_delete_) fail(EROFS, "Cannot delete tag " + sname + ": mount with --allow-delete");
+      if (!allow_delete_)
+        fail(ErrorKind::kReadOnly, "Cannot delete tag " + sname + ": mount with --allow-delete");
       pusher_.delete_tag(parent.registry, parent.path, sname);
       return;
     }
   }
   if (allow_delete_ && is_remote_image_dir(parent) && parent.is_tag_image()) return;
-  fail(EROFS, "Cannot remove " + sname + ": read-only");
+  fail(ErrorKind::kReadOnly, "Cannot remove " + sname + ": read-only");
 }
 
 void StagingTree::rename(const Node& parent, std::string_view name, const Node& new_parent,
                          std::string_view new_name) {
   if (parent.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged) {
-    fail(parent.kind == NodeKind::kStaged ? EXDEV : EROFS, "Cannot rename " + std::string(name));
+    fail(parent.kind == NodeKind::kStaged ? ErrorKind::kCrossDevice : ErrorKind::kReadOnly,
+         "Cannot rename " + std::string(name));
   }
   check_not_whiteout(new_name);
   auto tag = tag_of(parent);
   if (!is_name(new_name) || tag_of(new_parent).tag != tag.tag ||
       tag_of(new_parent).repository != tag.repository || new_parent.registry != parent.registry) {
-    fail(EXDEV, "Cannot rename " + std::string(name) + " out of its staged tag");
+    fail(ErrorKind::kCrossDevice, "Cannot rename " + std::string(name) + " out of its staged tag");
   }
   if (parent.overlay != new_parent.overlay) {
-    fail(EXDEV, "Cannot rename " + std::string(name) + " into or out of rootfs/");
+    fail(ErrorKind::kCrossDevice, "Cannot rename " + std::string(name) + " into or out of rootfs/");
   }
   if (parent.overlay) {
     overlay_for(parent)->rename(join(rootfs_path_of(parent), name),
@@ -1138,7 +1158,7 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
   std::string from = join(parent.staged_path, name);
   std::string to = join(new_parent.staged_path, new_name);
   if (::rename(area_.file(tag, from).c_str(), area_.file(tag, to).c_str()) != 0) {
-    fail(errno, "Cannot rename staged " + from);
+    fail_errno(errno, "Cannot rename staged " + from);
   }
   area_.update_state(tag, [&](cache::StagedTagState& s) {
     auto move = [&](auto& map) {
@@ -1175,7 +1195,7 @@ std::optional<uint64_t> StagingTree::copy_reference(const Node& source, uint64_t
     return std::nullopt;
   }
   if (::ftruncate(out.fd.get(), static_cast<off_t>(source_size)) != 0) {
-    fail(errno, "Cannot stage " + out.path);
+    fail_errno(errno, "Cannot stage " + out.path);
   }
   area_.update_state(out.tag, [&](cache::StagedTagState& s) {
     s.references[out.path] = cache::BlobReference{source.registry, source.path, source.blob,

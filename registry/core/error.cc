@@ -143,6 +143,16 @@ std::string_view to_string(ErrorKind kind) {
       return "no space";
     case ErrorKind::kInterrupted:
       return "interrupted";
+    case ErrorKind::kExists:
+      return "exists";
+    case ErrorKind::kNotEmpty:
+      return "not empty";
+    case ErrorKind::kBusy:
+      return "busy";
+    case ErrorKind::kNotPermitted:
+      return "not permitted";
+    case ErrorKind::kCrossDevice:
+      return "crosses a boundary";
     case ErrorKind::kIo:
       return "I/O error";
   }
