@@ -6,6 +6,7 @@
 
 #include "registry/core/error.h"
 #include "registry/core/log.h"
+#include "registry/ranged_body.h"
 #include "registry/transport.h"
 
 namespace regfs::registry {
@@ -49,42 +50,18 @@ void fetch_foreign_blob(HttpClient& http, std::string_view first_url, uint64_t o
     throw Error(ErrorKind::kInvalid, "Cannot " + what + ": only http and https URLs are used");
   }
   std::string url(first_url);
-  uint64_t delivered = 0;
+  RangedBody body(offset, length, sink);
   int attempt = 1, redirects = 0;
-  while (length == 0 || delivered < length) {
-    const uint64_t start = offset + delivered;
+  while (!body.done()) {
     HttpRequest request;  // never authorized: this host is not the registry
     request.url = url;
     request.stall_timeout = stall_timeout;
     request.max_body = 64 << 10;
-    if (start > 0 || length != 0) {
-      std::string range = "Range: bytes=" + std::to_string(start) + "-";
-      if (length != 0) range += std::to_string(offset + length - 1);
-      request.headers.push_back(range);
-    }
-    uint64_t skip = 0;
-    bool stopped = false, complete = false;
-    request.on_headers = [&](int status, const HttpHeaders&) {
-      if (status == 200) skip = start;  // Range ignored: drop the prefix
-    };
-    request.on_body = [&](const char* data, size_t size) {
-      size_t dropped = static_cast<size_t>(std::min<uint64_t>(skip, size));
-      data += dropped;
-      size -= dropped;
-      skip -= dropped;
-      if (length != 0) size = static_cast<size_t>(std::min<uint64_t>(size, length - delivered));
-      if (size > 0 && !sink(data, size)) {
-        stopped = true;
-        return false;
-      }
-      delivered += size;
-      complete = length != 0 && delivered >= length;
-      return !complete;
-    };
-    const uint64_t before = delivered;
+    body.prepare(&request, /*check_content_range=*/false);
+    const uint64_t before = body.delivered();
     HttpResponse response = http.perform(request);
-    if (stopped || complete) return;
-    if (delivered > before) attempt = 1;
+    if (body.stopped() || body.complete()) return;
+    if (body.delivered() > before) attempt = 1;
     if (!response.ok()) {
       if (retryable_failure(response.failure) && attempt++ < kMaxAttempts) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
