@@ -7,6 +7,7 @@
 #include <atomic>
 #include <nlohmann/json.hpp>
 
+#include "cache/layout.h"
 #include "registry/core/deadline.h"
 #include "registry/core/digest.h"
 #include "registry/core/error.h"
@@ -101,7 +102,7 @@ const MergedNode& node_of(const Node& node, const MergedTree& tree) {
 }  // namespace
 
 RootfsView::RootfsView(Content& content)
-    : layers_(content.options().cache_dir / "layers",
+    : layers_(cache::CacheLayout(content.options().cache_dir).layers(),
               cache::FileHooks{[&content](const auto& p) { content.cache().track_file(p); },
                                [&content](const auto& p) { content.cache().pin_file(p); },
                                [&content](const auto& p) { content.cache().unpin_file(p); }}) {}

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 
+#include "cache/layout.h"
 #include "fs/known_names.h"
 #include "fs/rootfs.h"
 #include "fs/staging_tree.h"
@@ -96,12 +97,12 @@ Tree::Tree(TreeOptions options, Content& content)
   }
   root_ = root;
   StagingOptions staging;
-  staging.root = content_.options().cache_dir / "staging";
+  staging.root = cache::CacheLayout(content_.options().cache_dir).staging();
   staging.allow_delete = options_.allow_delete;
   staging.push_delay = options_.push_delay;
   staging.build.platform = options_.platform;
   staging.build.compression = options_.layer_compression;
-  staging.build.work_dir = content_.options().cache_dir / "builds";
+  staging.build.work_dir = cache::CacheLayout(content_.options().cache_dir).builds();
   staging_ = std::make_unique<StagingTree>(*this, content_, std::move(staging));
 }
 
