@@ -24,7 +24,6 @@ namespace regfs::registry {
 namespace {
 
 constexpr size_t kMaxManifestBytes = 4 << 20;
-constexpr int kMaxRedirects = 5;
 constexpr int kMaxPages = 100000;
 
 std::string strip_params(std::string_view content_type) {
@@ -183,8 +182,6 @@ auto Client::Impl::through_mirrors(std::string_view repository, bool by_digest,
   }
   return std::nullopt;
 }
-
-namespace {}  // namespace
 
 void Client::Impl::fetch_blob(std::string_view repository, std::string_view digest, uint64_t offset,
                               uint64_t length, const BodySink& sink) {
