@@ -99,7 +99,7 @@ void BlobCache::scan() {
                        entry.file_size(ec));
   }
   for (auto& entry : fsys::directory_iterator(CacheLayout(root()).partials(), ec)) {
-    if (entry.path().extension() != ".chunks") continue;
+    if (entry.path().extension() != CacheLayout::kChunkLogExtension) continue;
     std::ifstream in(entry.path());
     std::string magic, version;
     uint64_t size = 0, chunk = 0;

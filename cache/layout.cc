@@ -15,7 +15,7 @@ CacheLayout::path CacheLayout::partial(std::string_view digest) const {
 }
 
 CacheLayout::path CacheLayout::chunk_log(std::string_view digest) const {
-  return partials() / (std::string(registry::digest_hex(digest)) + ".chunks");
+  return partials() / (std::string(registry::digest_hex(digest)) + std::string(kChunkLogExtension));
 }
 
 CacheLayout::path CacheLayout::layer_tar(const path& layers, std::string_view diff_id) {

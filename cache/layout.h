@@ -24,6 +24,8 @@ namespace regfs::cache {
 class CacheLayout {
  public:
   using path = std::filesystem::path;
+  // The extension of a chunk log beside its partial file.
+  static constexpr std::string_view kChunkLogExtension = ".chunks";
 
   // `root` is the cache directory (--cache-dir).
   explicit CacheLayout(path root) : root_(std::move(root)) {}

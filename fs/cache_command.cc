@@ -34,7 +34,7 @@ Tally tally(const fsys::path& dir, bool skip_logs = false) {
        it != fsys::recursive_directory_iterator(); it.increment(ec)) {
     struct stat st;
     if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    if (skip_logs && it->path().extension() == ".chunks") continue;
+    if (skip_logs && it->path().extension() == cache::CacheLayout::kChunkLogExtension) continue;
     ++t.files;
     t.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
   }
