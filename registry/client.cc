@@ -359,8 +359,8 @@ void Client::get_blob(std::string_view repository, std::string_view digest, uint
 
 void Client::get_foreign_blob(std::string_view url, uint64_t offset, uint64_t length,
                               const BodySink& sink) {
-  fetch_foreign_blob(impl_->foreign_http(), url, offset, length, impl_->options.stall_timeout,
-                     sink);
+  fetch_foreign_blob(impl_->transport, impl_->foreign_http(), url, offset, length,
+                     impl_->options.stall_timeout, sink);
 }
 
 namespace {

@@ -219,7 +219,9 @@ bool Transport::wait_to_retry(int retry, const HttpResponse* response) {
 
 HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std::string_view target,
                              const HttpRequest& request, bool probe, const Stream* stream) {
-  if (!probe) check_health(what);
+  const bool foreign = stream && stream->foreign;
+  if (!probe && !foreign) check_health(what);
+  HttpClient& http = foreign ? *stream->foreign : http_;
   int attempt = 1;
   int redirects = 0;
   bool auth_tried = false;
@@ -228,16 +230,17 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
     HttpRequest sent = request;
     sent.url = url;
     if (stream && stream->prepare) stream->prepare(&sent);
-    if (!authorized(&sent, scope, &attempt)) continue;  // adds nothing for another host
-    HttpResponse response = http_.perform(sent);
+    // Authorization is added on the registry's own host only.
+    if (!foreign && !authorized(&sent, scope, &attempt)) continue;
+    HttpResponse response = http.perform(sent);
     if (stream && stream->finished && stream->finished(response)) return response;
     if (stream && stream->progressed && stream->progressed()) {
       attempt = 1;
       auth_tried = false;
     }
-    const bool here = on_registry(url);
+    const bool here = !foreign && on_registry(url);
     if (!response.ok()) {
-      if (url_authority(url) == url_authority(origin()) && fall_back(response, url)) {
+      if (!foreign && url_authority(url) == url_authority(origin()) && fall_back(response, url)) {
         url = full_url(target);
         redirects = 0;
         continue;
@@ -263,6 +266,7 @@ HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std:
                     "Cannot " + std::string(what) + ": bad or too many redirects", response.status);
       }
       url = resolve_url(url, *location);
+      if (stream->check_redirect) stream->check_redirect(url);
       continue;
     }
     if (retryable_status(response.status) && attempt < options_.max_attempts &&

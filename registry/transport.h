@@ -41,6 +41,12 @@ class Transport {
     std::function<bool()> progressed;
     // Follow 301/302/303/307/308 (credentials only on the registry's host).
     bool follow_redirects = false;
+    // Throws to refuse where a redirect leads, before it is followed.
+    std::function<void(const std::string& url)> check_redirect;
+    // A host that is not the registry (a foreign layer's URL), sent with this
+    // client: never authorized, no scheme fall-back, nothing recorded in the
+    // registry's health. Null: the registry.
+    HttpClient* foreign = nullptr;
   };
 
   // One logical request with auth, scheme fall-back and retries: the one
