@@ -9,8 +9,9 @@
 #include <tuple>
 #include <vector>
 
-#include "registry/digest.h"
-#include "registry/log.h"
+#include "cache/layout.h"
+#include "registry/core/digest.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 
@@ -43,8 +44,8 @@ int64_t mtime_of(const fsys::path& path) {
 BlobCache::BlobCache(fsys::path root, uint64_t capacity, uint64_t chunk_size)
     : store_(std::move(root)), chunk_size_(chunk_size), lru_(capacity) {
   std::error_code ec;
-  fsys::create_directories(store_.root() / "partial" / "sha256", ec);
-  fsys::create_directories(store_.root() / "layers", ec);
+  fsys::create_directories(CacheLayout(store_.root()).partials(), ec);
+  fsys::create_directories(CacheLayout(store_.root()).layers(), ec);
   scan();
   evict();
 }
@@ -58,8 +59,7 @@ BlobCache::~BlobCache() {
   size_t logged = 0;
   for (auto& [digest, entry] : pending) {
     std::error_code ec;
-    auto hex = std::string(registry::digest_hex(digest));
-    if (!fsys::exists(root() / "partial" / "sha256" / (hex + ".chunks"), ec)) continue;
+    if (!fsys::exists(CacheLayout(root()).chunk_log(digest), ec)) continue;
     try {
       CachedBlob blob(*this, digest, entry.first);
       logged += blob.record_hashes();
@@ -93,13 +93,13 @@ std::vector<size_t> BlobCache::take_unhashed(const std::string& digest) {
 void BlobCache::scan() {
   std::vector<std::tuple<int64_t, std::string, uint64_t>> found;
   std::error_code ec;
-  for (auto& entry : fsys::directory_iterator(root() / "blobs" / "sha256", ec)) {
+  for (auto& entry : fsys::directory_iterator(CacheLayout(root()).blobs(), ec)) {
     if (!entry.is_regular_file(ec)) continue;
     found.emplace_back(mtime_of(entry.path()), blob_key(entry.path().filename().string()),
                        entry.file_size(ec));
   }
-  for (auto& entry : fsys::directory_iterator(root() / "partial" / "sha256", ec)) {
-    if (entry.path().extension() != ".chunks") continue;
+  for (auto& entry : fsys::directory_iterator(CacheLayout(root()).partials(), ec)) {
+    if (entry.path().extension() != CacheLayout::kChunkLogExtension) continue;
     std::ifstream in(entry.path());
     std::string magic, version;
     uint64_t size = 0, chunk = 0;
@@ -125,14 +125,14 @@ void BlobCache::scan() {
       found.emplace_back(mtime, chunk_key(hex, index), std::min(chunk_size_, size - start));
     }
   }
-  for (auto& entry : fsys::recursive_directory_iterator(root() / "layers", ec)) {
+  for (auto& entry : fsys::recursive_directory_iterator(CacheLayout(root()).layers(), ec)) {
     if (!entry.is_regular_file(ec) || entry.path().string().find(".tmp") != std::string::npos) {
       continue;
     }
     found.emplace_back(mtime_of(entry.path()), file_key(entry.path()), entry.file_size(ec));
   }
   auto stale = std::chrono::system_clock::now() - std::chrono::hours(1);
-  for (auto& entry : fsys::directory_iterator(root() / "tmp", ec)) {
+  for (auto& entry : fsys::directory_iterator(CacheLayout(root()).tmp(), ec)) {
     auto age = mtime_of(entry.path());
     if (age <
         std::chrono::duration_cast<std::chrono::nanoseconds>(stale.time_since_epoch()).count()) {
@@ -323,7 +323,7 @@ void BlobCache::evict() {
 void BlobCache::evict_key(const std::string& key) {
   std::error_code ec;
   if (key.rfind("b:", 0) == 0) {
-    fsys::remove(root() / "blobs" / "sha256" / key.substr(2), ec);
+    fsys::remove(CacheLayout(root()).blobs() / key.substr(2), ec);
     std::lock_guard lock(mutex_);
     verified_.erase("sha256:" + key.substr(2));
   } else if (key.rfind("f:", 0) == 0) {
@@ -342,12 +342,12 @@ void BlobCache::evict_key(const std::string& key) {
       blob->evict_chunk(index);
       return;
     }
-    // Not open here: punch through a short-lived CachedBlob made from the log.
-    std::ifstream in(root() / "partial" / "sha256" / (hex + ".chunks"));
+    // Not open here: punched without making a CachedBlob (no state to load).
+    std::ifstream in(CacheLayout(root()).chunk_log("sha256:" + hex));
     std::string magic, version;
     uint64_t size = 0;
     if (!(in >> magic >> version >> size)) return;
-    open("sha256:" + hex, size)->evict_chunk(index);
+    CachedBlob::evict_closed_chunk(layout(), "sha256:" + hex, size, chunk_size_, index);
   }
   LOG(kDebug) << "Evicted " << key;
 }

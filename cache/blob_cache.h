@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "cache/blob_accounting.h"
 #include "cache/blob_store.h"
 #include "cache/cached_blob.h"
 #include "cache/lru_index.h"
@@ -37,16 +38,17 @@ struct CacheUsage {
   uint64_t total() const { return complete_bytes + partial_bytes + derived_bytes; }
 };
 
-class BlobCache {
+class BlobCache : public BlobAccounting {
  public:
   BlobCache(std::filesystem::path root, uint64_t capacity, uint64_t chunk_size = kDefaultChunkSize);
   // Logs the hashes of the chunks of partial blobs stored without one.
-  ~BlobCache();
+  ~BlobCache() override;
   BlobCache(const BlobCache&) = delete;
   BlobCache& operator=(const BlobCache&) = delete;
 
   const std::filesystem::path& root() const { return store_.root(); }
-  uint64_t chunk_size() const { return chunk_size_; }
+  uint64_t chunk_size() const override { return chunk_size_; }
+  CacheLayout layout() const override { return CacheLayout(root()); }
   // The complete blobs (kept whole and verified).
   const BlobStore& store() const { return store_; }
 
@@ -82,21 +84,19 @@ class BlobCache {
   };
   ChunkPin pin_chunks(const std::string& digest, size_t first, size_t last);
 
-  // For CachedBlob.
-  void chunk_added(const std::string& digest, size_t index, uint64_t bytes);
-  // Like chunk_added for a chunk found on disk: tracked if new, no eviction.
-  void chunk_known(const std::string& digest, size_t index, uint64_t bytes);
-  void blob_completed(const std::string& digest, uint64_t size, size_t chunks);
-  void blob_dropped(const std::string& digest, size_t chunks);
-  void hold_complete(const std::string& digest);
-  void release_complete(const std::string& digest);
-  void forget_complete(const std::string& digest);
-  // Chunks stored without a hash by an instance of the blob now closed:
-  // trusted by the next instance in this process, hashed at the end.
-  void note_unhashed(const std::string& digest, uint64_t size, const std::vector<size_t>& chunks);
-  std::vector<size_t> take_unhashed(const std::string& digest);
-  bool is_verified(const std::string& digest);
-  void set_verified(const std::string& digest);
+  // BlobAccounting (see cache/blob_accounting.h): what a CachedBlob tells and asks.
+  void chunk_added(const std::string& digest, size_t index, uint64_t bytes) override;
+  void chunk_known(const std::string& digest, size_t index, uint64_t bytes) override;
+  void blob_completed(const std::string& digest, uint64_t size, size_t chunks) override;
+  void blob_dropped(const std::string& digest, size_t chunks) override;
+  void hold_complete(const std::string& digest) override;
+  void release_complete(const std::string& digest) override;
+  void forget_complete(const std::string& digest) override;
+  void note_unhashed(const std::string& digest, uint64_t size,
+                     const std::vector<size_t>& chunks) override;
+  std::vector<size_t> take_unhashed(const std::string& digest) override;
+  bool is_verified(const std::string& digest) override;
+  void set_verified(const std::string& digest) override;
 
  private:
   void scan();

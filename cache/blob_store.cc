@@ -2,7 +2,8 @@
 
 #include <sys/stat.h>
 
-#include "registry/error.h"
+#include "cache/layout.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 
@@ -11,15 +12,15 @@ using registry::ErrorKind;
 
 BlobStore::BlobStore(std::filesystem::path root) : root_(std::move(root)) {
   make_private_dir(root_);
-  make_private_dir(root_ / "blobs" / "sha256");
-  make_private_dir(root_ / "tmp");
+  make_private_dir(CacheLayout(root_).blobs());
+  make_private_dir(CacheLayout(root_).tmp());
 }
 
 std::filesystem::path BlobStore::path_of(std::string_view digest) const {
   if (!registry::is_valid_digest(digest)) {
     throw Error(ErrorKind::kInvalid, "Cannot use digest " + std::string(digest) + ": not sha256");
   }
-  return root_ / "blobs" / "sha256" / std::string(registry::digest_hex(digest));
+  return CacheLayout(root_).blob(digest);
 }
 
 std::optional<std::filesystem::path> BlobStore::find(std::string_view digest) const {
@@ -50,7 +51,7 @@ BlobStore::Writer::Writer(const BlobStore& store, std::string digest, int64_t ex
     : store_(&store),
       digest_(std::move(digest)),
       expected_size_(expected_size),
-      tmp_(store.root_ / "tmp" /
+      tmp_(CacheLayout(store.root_).tmp() /
            (std::string(registry::digest_hex(digest_)) + "." + unique_suffix())) {}
 
 BlobStore::Writer::Writer(Writer&& other) noexcept = default;

@@ -17,7 +17,7 @@
 #include <string_view>
 
 #include "cache/temp_file.h"
-#include "registry/digest.h"
+#include "registry/core/digest.h"
 
 namespace regfs::cache {
 

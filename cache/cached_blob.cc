@@ -10,10 +10,10 @@
 #include <fstream>
 #include <sstream>
 
-#include "cache/blob_cache.h"
-#include "registry/deadline.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "cache/layout.h"
+#include "registry/core/deadline.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 
@@ -78,25 +78,14 @@ std::string hash_file(int fd, uint64_t size) {
 
 }  // namespace
 
-ReadLease::ReadLease(ReadLease&& other) noexcept
-    : fd_(other.fd_), owns_fd_(other.owns_fd_), offset_(other.offset_), length_(other.length_) {
-  other.owns_fd_ = false;
-}
-
-ReadLease::~ReadLease() {
-  if (owns_fd_) ::close(fd_);  // drops the OFD locks
-}
-
-CachedBlob::CachedBlob(BlobCache& cache, std::string digest, uint64_t size)
+CachedBlob::CachedBlob(BlobAccounting& cache, std::string digest, uint64_t size)
     : cache_(cache),
       digest_(std::move(digest)),
       size_(size),
       chunk_size_(cache.chunk_size()),
-      complete_path_(cache.root() / "blobs" / "sha256" /
-                     std::string(registry::digest_hex(digest_))),
-      partial_path_(cache.root() / "partial" / "sha256" /
-                    std::string(registry::digest_hex(digest_))),
-      log_path_(partial_path_.string() + ".chunks") {
+      complete_path_(cache.layout().blob(digest_)),
+      partial_path_(cache.layout().partial(digest_)),
+      log_path_(cache.layout().chunk_log(digest_)) {
   size_t chunks = static_cast<size_t>((size_ + chunk_size_ - 1) / chunk_size_);
   states_.assign(chunks, State::kAbsent);
   hashes_.assign(chunks, std::string());
@@ -114,30 +103,30 @@ CachedBlob::~CachedBlob() {
     }
     if (!unhashed.empty()) cache_.note_unhashed(digest_, size_, unhashed);
   }
-  if (fd_ >= 0) ::close(fd_);
-  if (log_fd_ >= 0) ::close(log_fd_);
-  if (hash_fd_ >= 0) ::close(hash_fd_);
+  fd_.reset();
+  log_fd_.reset();
+  hash_fd_.reset();
   if (complete_) cache_.release_complete(digest_);
 }
 
 void CachedBlob::open_complete_or_partial() {
-  int fd = ::open(complete_path_.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
+  UniqueFd fd(::open(complete_path_.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd) {
     struct stat st;
-    bool ok = ::fstat(fd, &st) == 0 && static_cast<uint64_t>(st.st_size) == size_;
+    bool ok = ::fstat(fd.get(), &st) == 0 && static_cast<uint64_t>(st.st_size) == size_;
     if (ok && !cache_.is_verified(digest_)) {
-      ok = hash_file(fd, size_) == digest_;
+      ok = hash_file(fd.get(), size_) == digest_;
       if (ok) cache_.set_verified(digest_);
     }
     if (ok) {
-      fd_ = fd;
+      fd_ = std::move(fd);
       complete_ = true;
       std::fill(states_.begin(), states_.end(), State::kPresent);
       hashed_upto_ = states_.size();
       cache_.hold_complete(digest_);
       return;
     }
-    ::close(fd);
+    fd.reset();
     LOG(kWarning) << "Cached blob " << digest_ << " does not match its digest; fetching it again";
     ::unlink(complete_path_.c_str());
     cache_.forget_complete(digest_);
@@ -146,25 +135,26 @@ void CachedBlob::open_complete_or_partial() {
 }
 
 void CachedBlob::open_partial() {
-  fd_ = ::open(partial_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-  if (fd_ < 0) throw io_error("open cache file " + partial_path_.string(), errno);
+  fd_.reset(::open(partial_path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd_) throw io_error("open cache file " + partial_path_.string(), errno);
   load_log();
   struct stat st;
-  if (::fstat(fd_, &st) != 0) throw io_error("stat " + partial_path_.string(), errno);
-  if (static_cast<uint64_t>(st.st_size) != size_ && ::ftruncate(fd_, static_cast<off_t>(size_))) {
+  if (::fstat(fd_.get(), &st) != 0) throw io_error("stat " + partial_path_.string(), errno);
+  if (static_cast<uint64_t>(st.st_size) != size_ &&
+      ::ftruncate(fd_.get(), static_cast<off_t>(size_))) {
     throw io_error("size cache file " + partial_path_.string(), errno);
   }
-  log_fd_ = ::open(log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
-  if (log_fd_ < 0) throw io_error("open cache file " + log_path_.string(), errno);
+  log_fd_.reset(::open(log_path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+  if (!log_fd_) throw io_error("open cache file " + log_path_.string(), errno);
   struct stat log_st;
-  if (::fstat(log_fd_, &log_st) == 0 && log_st.st_size == 0) {
+  if (::fstat(log_fd_.get(), &log_st) == 0 && log_st.st_size == 0) {
     append_log(std::string(kLogMagic) + " " + std::to_string(size_) + " " +
                std::to_string(chunk_size_) + "\n");
   }
   // The same file however it is renamed or unlinked meanwhile (a concurrent
   // instance may complete it), as a description of its own for OFD locks.
-  hash_fd_ = reopen_own_file(O_RDONLY);
-  if (hash_fd_ < 0) throw io_error("open cache file " + partial_path_.string(), errno);
+  hash_fd_.reset(reopen_own_file(O_RDONLY));
+  if (!hash_fd_) throw io_error("open cache file " + partial_path_.string(), errno);
   if (size_ == 0) {
     {
       std::lock_guard lock(mutex_);
@@ -184,7 +174,7 @@ void CachedBlob::load_log() {
   if (header != expected) {
     LOG(kInfo) << "Discarding partial blob " << digest_ << ": made with other settings";
     ::unlink(log_path_.c_str());
-    if (::ftruncate(fd_, 0) != 0) throw io_error("reset " + partial_path_.string(), errno);
+    if (::ftruncate(fd_.get(), 0) != 0) throw io_error("reset " + partial_path_.string(), errno);
     return;
   }
   std::string line;
@@ -215,8 +205,8 @@ void CachedBlob::load_log() {
 }
 
 void CachedBlob::append_log(const std::string& line) {
-  if (log_fd_ < 0) return;
-  ssize_t n = ::write(log_fd_, line.data(), line.size());
+  if (!log_fd_) return;
+  ssize_t n = ::write(log_fd_.get(), line.data(), line.size());
   if (n != static_cast<ssize_t>(line.size())) {
     LOG(kWarning) << "Cannot record chunk in " << log_path_ << ": " << std::strerror(errno);
   }
@@ -289,10 +279,11 @@ void CachedBlob::store_chunk(size_t index, std::string_view bytes) {
                                            digest_ + ": wrong length");
   }
   const uint64_t start = index * chunk_size_;
-  write_all(fd_, bytes.data(), bytes.size(), start, "write cache file " + partial_path_.string());
+  write_all(fd_.get(), bytes.data(), bytes.size(), start,
+            "write cache file " + partial_path_.string());
   // Start writing it back now, so that by the time a streaming reader is past
   // it its pages are clean and drop_pages can free them.
-  ::sync_file_range(fd_, static_cast<off_t>(start), static_cast<off_t>(bytes.size()),
+  ::sync_file_range(fd_.get(), static_cast<off_t>(start), static_cast<off_t>(bytes.size()),
                     SYNC_FILE_RANGE_WRITE);
   {
     std::lock_guard lock(mutex_);
@@ -397,22 +388,23 @@ CachedBlob::HashResult CachedBlob::advance_hash(size_t index, std::string_view b
 bool CachedBlob::hash_chunk_from_file(size_t index) {
   const uint64_t start = index * chunk_size_;
   const uint64_t length = chunk_length(index);
-  if (!ofd_lock(hash_fd_, F_RDLCK, start, length)) {
+  if (!ofd_lock(hash_fd_.get(), F_RDLCK, start, length)) {
     throw io_error("lock cache file " + partial_path_.string(), errno);
   }
   struct Unlock {
     int fd;
     uint64_t start, length;
     ~Unlock() { ofd_lock(fd, F_UNLCK, start, length); }
-  } unlock{hash_fd_, start, length};
+  } unlock{hash_fd_.get(), start, length};
   {
     std::lock_guard lock(mutex_);
-    if (states_[index] != State::kPresent || !chunk_intact_locked(hash_fd_, index)) {
+    if (states_[index] != State::kPresent || !chunk_intact_locked(hash_fd_.get(), index)) {
       mark_absent_locked(index);
       return false;
     }
   }
-  read_chunk(hash_fd_, index, [&](const char* data, size_t size) { hasher_.update(data, size); });
+  read_chunk(hash_fd_.get(), index,
+             [&](const char* data, size_t size) { hasher_.update(data, size); });
   return true;
 }
 
@@ -431,7 +423,7 @@ CachedBlob::HashResult CachedBlob::finish_hash() {
     digest_ok_ = true;
     changed_.notify_all();  // await_verified
   }
-  ::fsync(fd_);  // outside the lock: readers go on meanwhile
+  ::fsync(fd_.get());  // outside the lock: readers go on meanwhile
   std::lock_guard lock(mutex_);
   stop_hashing_locked();
   if (!all_present_locked())
@@ -441,15 +433,14 @@ CachedBlob::HashResult CachedBlob::finish_hash() {
     // Another instance completed (or dropped) the same file first: the
     // bytes in this one's file are checked all the same, so it is complete
     // if no chunk of it was punched meanwhile.
-    if (error != ENOENT || ::lseek(fd_, 0, SEEK_HOLE) < static_cast<off_t>(size_)) {
+    if (error != ENOENT || ::lseek(fd_.get(), 0, SEEK_HOLE) < static_cast<off_t>(size_)) {
       LOG(kWarning) << "Cannot complete cached blob " << digest_ << ": " << std::strerror(error);
       return HashResult::kPending;
     }
     LOG(kDebug) << "Cached blob " << digest_ << " was renamed by another instance";
   }
   ::unlink(log_path_.c_str());
-  if (log_fd_ >= 0) ::close(log_fd_);
-  log_fd_ = -1;
+  log_fd_.reset();
   complete_ = true;
   cache_.set_verified(digest_);
   return HashResult::kCompleted;
@@ -562,16 +553,16 @@ void CachedBlob::mark_absent_locked(size_t index) {
 // A new open file description of this instance's own cache file, found
 // through /proc so that renames and unlinks of its path do not matter.
 int CachedBlob::reopen_own_file(int flags) const {
-  return ::open(("/proc/self/fd/" + std::to_string(fd_)).c_str(), flags | O_CLOEXEC);
+  return ::open(("/proc/self/fd/" + std::to_string(fd_.get())).c_str(), flags | O_CLOEXEC);
 }
 
 std::optional<ReadLease> CachedBlob::lease(uint64_t offset, size_t length) {
   {
     std::lock_guard lock(mutex_);
     if (failed_) std::rethrow_exception(failed_);
-    if (complete_) return ReadLease(fd_, false, offset, length);
+    if (complete_) return ReadLease(fd_.get(), false, offset, length);
   }
-  if (length == 0 || offset >= size_) return ReadLease(fd_, false, offset, 0);
+  if (length == 0 || offset >= size_) return ReadLease(fd_.get(), false, offset, 0);
   length = static_cast<size_t>(std::min<uint64_t>(length, size_ - offset));
   size_t first = chunk_of(offset);
   size_t last = chunk_of(offset + length - 1);
@@ -601,20 +592,21 @@ size_t CachedBlob::record_hashes() {
   size_t logged = 0;
   for (size_t i = 0; i < states_.size(); ++i) {
     const uint64_t start = i * chunk_size_;
-    if (!ofd_lock(hash_fd_, F_RDLCK, start, chunk_length(i))) break;
+    if (!ofd_lock(hash_fd_.get(), F_RDLCK, start, chunk_length(i))) break;
     {
       std::lock_guard lock(mutex_);
       if (complete_ || failed_) break;
       bool unhashed = states_[i] == State::kPresent && verified_[i] && hashes_[i].empty();
-      if (unhashed && chunk_intact_locked(hash_fd_, i)) {
+      if (unhashed && chunk_intact_locked(hash_fd_.get(), i)) {
         registry::Sha256 hash;
-        read_chunk(hash_fd_, i, [&](const char* data, size_t size) { hash.update(data, size); });
+        read_chunk(hash_fd_.get(), i,
+                   [&](const char* data, size_t size) { hash.update(data, size); });
         hashes_[i] = registry::digest_hex(hash.digest());
         append_log("+" + std::to_string(i) + " " + hashes_[i] + "\n");
         ++logged;
       }
     }
-    ofd_lock(hash_fd_, F_UNLCK, start, chunk_length(i));
+    ofd_lock(hash_fd_.get(), F_UNLCK, start, chunk_length(i));
   }
   return logged;
 }
@@ -633,25 +625,43 @@ size_t CachedBlob::drop_pages(size_t first, size_t last) {
   uint64_t start = first * chunk_size_;
   uint64_t end = last * chunk_size_ + chunk_length(last);
   // Pages still dirty or under writeback stay; the kernel drops them later.
-  ::posix_fadvise(fd_, static_cast<off_t>(start), static_cast<off_t>(end - start),
+  ::posix_fadvise(fd_.get(), static_cast<off_t>(start), static_cast<off_t>(end - start),
                   POSIX_FADV_DONTNEED);
   return last + 1;
 }
 
 void CachedBlob::evict_chunk(size_t index) {
   if (index >= states_.size()) return;
-  int fd = reopen_own_file(O_RDWR);
-  if (fd < 0) return;
+  UniqueFd fd(reopen_own_file(O_RDWR));
+  if (!fd) return;
   uint64_t start = index * chunk_size_;
-  if (ofd_lock(fd, F_WRLCK, start, chunk_length(index))) {
+  if (ofd_lock(fd.get(), F_WRLCK, start, chunk_length(index))) {
     std::lock_guard lock(mutex_);
     if (!complete_ && states_[index] == State::kPresent &&
-        ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(start),
+        ::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(start),
                     static_cast<off_t>(chunk_length(index))) == 0) {
       mark_absent_locked(index);
     }
   }
-  ::close(fd);
+}
+
+void CachedBlob::evict_closed_chunk(const CacheLayout& layout, const std::string& digest,
+                                    uint64_t size, uint64_t chunk_size, size_t index) {
+  const uint64_t start = index * chunk_size;
+  if (start >= size) return;
+  const uint64_t length = std::min(chunk_size, size - start);
+  UniqueFd fd(::open(layout.partial(digest).c_str(), O_RDWR | O_CLOEXEC));
+  if (!fd || !ofd_lock(fd.get(), F_WRLCK, start, length)) return;
+  if (::fallocate(fd.get(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(start),
+                  static_cast<off_t>(length)) != 0) {
+    return;
+  }
+  UniqueFd log(::open(layout.chunk_log(digest).c_str(), O_WRONLY | O_APPEND | O_CLOEXEC));
+  std::string line = "-" + std::to_string(index) + "\n";
+  if (!log || ::write(log.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size())) {
+    LOG(kWarning) << "Cannot record chunk in " << layout.chunk_log(digest) << ": "
+                  << std::strerror(errno);
+  }
 }
 
 }  // namespace regfs::cache

@@ -33,29 +33,29 @@
 #include <utility>
 #include <vector>
 
-#include "registry/digest.h"
+#include "cache/blob_accounting.h"
+#include "cache/unique_fd.h"
+#include "registry/core/digest.h"
 
 namespace regfs::cache {
-
-class BlobCache;
 
 // Read access to [offset, offset+length) of a blob's local file. For a
 // partial blob it owns its own descriptor holding OFD read locks on the
 // range, so no eviction punches it while the bytes are copied out.
 class ReadLease {
  public:
+  // `fd` is closed with the lease (dropping its OFD locks) if `owns_fd`.
   ReadLease(int fd, bool owns_fd, uint64_t offset, size_t length)
-      : fd_(fd), owns_fd_(owns_fd), offset_(offset), length_(length) {}
-  ReadLease(ReadLease&& other) noexcept;
+      : fd_(fd), owned_(owns_fd ? fd : -1), offset_(offset), length_(length) {}
+  ReadLease(ReadLease&& other) noexcept = default;
   ReadLease& operator=(ReadLease&&) = delete;
-  ~ReadLease();
   int fd() const { return fd_; }
   uint64_t offset() const { return offset_; }
   size_t length() const { return length_; }
 
  private:
   int fd_;
-  bool owns_fd_;
+  UniqueFd owned_;
   uint64_t offset_;
   size_t length_;
 };
@@ -66,7 +66,7 @@ class CachedBlob {
 
   // Opens the blob's local state, creating an empty partial file if needed.
   // Verifies a complete file not yet verified by this process.
-  CachedBlob(BlobCache& cache, std::string digest, uint64_t size);
+  CachedBlob(BlobAccounting& cache, std::string digest, uint64_t size);
   ~CachedBlob();
   CachedBlob(const CachedBlob&) = delete;
   CachedBlob& operator=(const CachedBlob&) = delete;
@@ -103,13 +103,18 @@ class CachedBlob {
   // Blocks until every chunk of [first, last] is present (true), or one is
   // absent with nobody fetching it (false: claim it). Throws the error a
   // fetch of one of them failed with, or the blob's integrity error, or
-  // Error(kTimeout) once the thread's deadline (registry/deadline.h) passes.
+  // Error(kTimeout) once the thread's deadline (registry/core/deadline.h) passes.
   bool wait(size_t first, size_t last);
   // A lease on [offset, offset+length), or nullopt if a chunk turned out to
   // be missing (evicted, or corrupt on disk): claim and fetch again.
   std::optional<ReadLease> lease(uint64_t offset, size_t length);
   // Punches chunk `index` out (LRU eviction).
   void evict_chunk(size_t index);
+  // The same for a blob of `size` bytes that no instance in this process has
+  // open: punched under an OFD write lock and logged gone, without loading
+  // the blob's state (readers of other mounts see the hole under their lock).
+  static void evict_closed_chunk(const CacheLayout& layout, const std::string& digest,
+                                 uint64_t size, uint64_t chunk_size, size_t index);
   // Logs the hash of every chunk this process stored without one, so the
   // next mount can verify them. Returns how many it logged.
   size_t record_hashes();
@@ -156,7 +161,7 @@ class CachedBlob {
   template <typename Sink>
   void read_chunk(int fd, size_t index, Sink&& sink) const;
 
-  BlobCache& cache_;
+  BlobAccounting& cache_;
   const std::string digest_;
   const uint64_t size_;
   const uint64_t chunk_size_;
@@ -166,9 +171,9 @@ class CachedBlob {
 
   mutable std::mutex mutex_;  // guards everything below; taken after OFD locks
   std::condition_variable changed_;
-  int fd_ = -1;       // the complete file, or the partial file
-  int log_fd_ = -1;   // partial only
-  int hash_fd_ = -1;  // partial only: the hashing thread's own descriptor (OFD locks)
+  UniqueFd fd_;       // the complete file, or the partial file
+  UniqueFd log_fd_;   // partial only
+  UniqueFd hash_fd_;  // partial only: the hashing thread's own descriptor (OFD locks)
   bool complete_ = false;
   std::exception_ptr failed_;  // whole-blob integrity failure
   std::vector<State> states_;

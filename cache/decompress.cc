@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "cache/unique_fd.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 

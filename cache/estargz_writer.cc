@@ -16,8 +16,8 @@
 #include "cache/temp_file.h"
 #include "cache/toc.h"
 #include "cache/unique_fd.h"
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 

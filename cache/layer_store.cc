@@ -2,12 +2,13 @@
 
 #include <sys/stat.h>
 
+#include "cache/layout.h"
 #include "cache/tar_reader.h"
 #include "cache/temp_file.h"
-#include "registry/deadline.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 
@@ -22,21 +23,20 @@ constexpr size_t kMaxIndexFile = 1u << 30;
 
 LayerStore::LayerStore(std::filesystem::path root, FileHooks hooks)
     : root_(std::move(root)), hooks_(std::move(hooks)) {
-  make_private_dir(root_ / "sha256");
-  make_private_dir(root_ / "tmp");
+  make_private_dir(CacheLayout::layer_digests(root_));
+  make_private_dir(CacheLayout::layer_tmp(root_));
 }
 
 std::filesystem::path LayerStore::tar_path(const std::string& diff_id) const {
   if (!registry::is_valid_digest(diff_id)) {
     throw Error(ErrorKind::kInvalid, "Cannot use diff_id " + diff_id + ": not a sha256 digest");
   }
-  return root_ / "sha256" / (std::string(registry::digest_hex(diff_id)) + ".tar");
+  return CacheLayout::layer_tar(root_, diff_id);
 }
 
 std::filesystem::path LayerStore::index_path(const std::string& diff_id) const {
-  auto path = tar_path(diff_id);
-  path.replace_extension(".index");
-  return path;
+  tar_path(diff_id);  // validates
+  return CacheLayout::layer_index(root_, diff_id);
 }
 
 void LayerStore::hook(const std::function<void(const std::filesystem::path&)>& f,
@@ -133,7 +133,7 @@ std::shared_ptr<const LayerIndex> LayerStore::index(const std::filesystem::path&
   auto final_tar = tar_path(diff_id);
   std::string hex(registry::digest_hex(diff_id));
   std::string suffix = unique_suffix();
-  TempFile tar(root_ / "tmp" / (hex + "." + suffix + ".tar.tmp"));
+  TempFile tar(CacheLayout::layer_tmp(root_) / (hex + "." + suffix + ".tar.tmp"));
   auto input = open_decompressor(blob, compression);
   registry::Sha256 hash;
   uint64_t total = 0;
@@ -162,7 +162,7 @@ std::shared_ptr<const LayerIndex> LayerStore::index(const std::filesystem::path&
                                            ", the config's diff_id " + diff_id);
   }
   index.tar_size = total;
-  TempFile index_file(root_ / "tmp" / (hex + "." + suffix + ".index.tmp"));
+  TempFile index_file(CacheLayout::layer_tmp(root_) / (hex + "." + suffix + ".index.tmp"));
   auto bytes = serialize_index(index);
   index_file.write(bytes.data(), bytes.size());
   tar.commit(final_tar);

@@ -17,8 +17,8 @@
 #include "cache/parallel_gzip.h"
 #include "cache/temp_file.h"
 #include "cache/unique_fd.h"
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 

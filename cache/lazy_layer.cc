@@ -2,8 +2,8 @@
 
 #include <algorithm>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 

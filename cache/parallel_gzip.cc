@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <string_view>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 

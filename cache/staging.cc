@@ -11,8 +11,8 @@
 #include <nlohmann/json.hpp>
 
 #include "cache/unique_fd.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 

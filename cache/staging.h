@@ -30,7 +30,7 @@
 #include <vector>
 
 #include "cache/unique_fd.h"
-#include "registry/digest.h"
+#include "registry/core/digest.h"
 
 namespace regfs::cache {
 

@@ -8,11 +8,12 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
-#include "registry/log.h"
+#include "cache/layout.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 
-TagStore::TagStore(std::filesystem::path root) : root_(std::move(root) / "refs") {}
+TagStore::TagStore(std::filesystem::path root) : root_(CacheLayout(std::move(root)).refs()) {}
 
 std::filesystem::path TagStore::path_of(std::string_view registry, std::string_view repository,
                                         std::string_view tag) const {

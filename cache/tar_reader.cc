@@ -9,8 +9,8 @@
 #include <limits>
 #include <type_traits>
 
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::cache {
 

@@ -12,7 +12,7 @@
 #include <string>
 
 #include "cache/unique_fd.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 

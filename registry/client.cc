@@ -9,12 +9,13 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/foreign_blob.h"
 #include "registry/link_header.h"
-#include "registry/log.h"
 #include "registry/manifest.h"
+#include "registry/ranged_body.h"
 #include "registry/reference.h"
 #include "registry/transport.h"
 #include "registry/upload.h"
@@ -23,7 +24,6 @@ namespace regfs::registry {
 namespace {
 
 constexpr size_t kMaxManifestBytes = 4 << 20;
-constexpr int kMaxRedirects = 5;
 constexpr int kMaxPages = 100000;
 
 std::string strip_params(std::string_view content_type) {
@@ -183,147 +183,40 @@ auto Client::Impl::through_mirrors(std::string_view repository, bool by_digest,
   return std::nullopt;
 }
 
-namespace {
-
-// First byte of a Content-Range value "bytes <first>-<last>/<size>".
-std::optional<uint64_t> range_start(std::string_view value) {
-  constexpr std::string_view kUnit = "bytes ";
-  if (!value.starts_with(kUnit)) return std::nullopt;
-  value.remove_prefix(kUnit.size());
-  uint64_t first = 0;
-  size_t i = 0;
-  for (; i < value.size() && value[i] >= '0' && value[i] <= '9'; ++i) {
-    first = first * 10 + (value[i] - '0');
-  }
-  if (i == 0 || i == value.size() || value[i] != '-') return std::nullopt;
-  return first;
-}
-
-bool is_redirect(int status) {
-  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
-}
-
-}  // namespace
-
 void Client::Impl::fetch_blob(std::string_view repository, std::string_view digest, uint64_t offset,
                               uint64_t length, const BodySink& sink) {
   const std::string what =
       "fetch blob " + options.registry + "/" + std::string(repository) + "@" + std::string(digest);
   const std::string target = "/v2/" + std::string(repository) + "/blobs/" + std::string(digest);
-  const AuthScope scope = AuthScope::pull(repository);
-  transport.check_health(what);
-  uint64_t delivered = 0;  // bytes given to `sink`
-  int attempt = 1;
-  int redirects = 0;
-  bool auth_tried = false;
-  std::string url = transport.full_url(target);
-  auto restart = [&] {  // retries go back to the registry
-    url = transport.full_url(target);
-    redirects = 0;
+  RangedBody body(offset, length, sink);
+  uint64_t before = 0;
+  Transport::Stream stream;
+  stream.prepare = [&](HttpRequest* request) {
+    before = body.delivered();
+    body.prepare(request, /*check_content_range=*/true);
   };
-  while (length == 0 || delivered < length) {
-    const uint64_t start = offset + delivered;
-    HttpRequest request;
-    request.url = url;
-    request.stall_timeout = options.stall_timeout;
-    request.max_body = 64 << 10;  // error bodies
-    if (start > 0 || length != 0) {
-      std::string range = "Range: bytes=" + std::to_string(start) + "-";
-      if (length != 0) range += std::to_string(offset + length - 1);
-      request.headers.push_back(range);
-    }
-    uint64_t skip = 0;
-    bool bad_range = false, stopped = false, complete = false;
-    request.on_headers = [&](int status, const HttpHeaders& headers) {
-      if (status == 200) skip = start;  // Range ignored: drop the prefix
-      if (status == 206) {
-        auto range = headers.get("Content-Range");
-        bad_range = !range || range_start(*range) != start;
-      }
-    };
-    request.on_body = [&](const char* data, size_t size) {
-      if (bad_range) return false;
-      size_t dropped = static_cast<size_t>(std::min<uint64_t>(skip, size));
-      data += dropped;
-      size -= dropped;
-      skip -= dropped;
-      if (length != 0) size = std::min<uint64_t>(size, length - delivered);
-      if (size > 0 && !sink(data, size)) {
-        stopped = true;
-        return false;
-      }
-      delivered += size;
-      complete = length != 0 && delivered >= length;
-      return !complete;
-    };
-    try {
-      transport.authorize(&request, scope);
-    } catch (const Error& e) {
-      if (e.kind() != ErrorKind::kUnavailable || attempt >= options.max_attempts) {
-        throw;
-      }
-      transport.wait_to_retry(attempt++, nullptr);
-      continue;
-    }
-    const uint64_t before = delivered;
-    HttpResponse response = transport.http().perform(request);
-    if (stopped || complete) return;
-    if (bad_range) {
-      throw Error(ErrorKind::kIo, "Cannot " + what + ": the server sent another byte range");
-    }
-    // Nothing at or after `start` (Go's registry may then send a wrong
-    // Content-Length, so the transfer "fails").
-    if (response.status == 416) return;
-    if (delivered > before) {  // progress: a fresh set of tries
-      attempt = 1;
-      auth_tried = false;
-    }
-    if (!response.ok()) {
-      if (url_authority(url) == url_authority(transport.origin()) &&
-          transport.fall_back(response, url)) {
-        restart();
-        continue;
-      }
-      if (retryable_failure(response.failure) && attempt < options.max_attempts) {
-        transport.wait_to_retry(attempt++, nullptr);
-        restart();
-        continue;
-      }
-      if (transport.on_registry(url)) transport.record(response, what);
-      throw transport.transport_error(response, what);
-    }
-    const int status = response.status;
-    if (transport.on_registry(url)) transport.confirm_scheme();
-    if (transport.on_registry(url) &&
-        (!retryable_status(status) || status == 429 || attempt >= options.max_attempts)) {
-      transport.record(response, what);
-    }
-    if (status == 200 || status == 206) return;
-    if (status == 401 && !auth_tried && transport.on_registry(url)) {
-      auth_tried = true;
-      if (transport.reauthorize(scope, response, url)) continue;
-    }
-    if (is_redirect(status)) {
-      auto location = response.headers.get("Location");
-      if (!location || ++redirects > kMaxRedirects) {
-        throw Error(ErrorKind::kUnavailable, "Cannot " + what + ": bad or too many redirects",
-                    status);
-      }
-      url = resolve_url(url, *location);
-      continue;
-    }
-    if (retryable_status(status) && attempt < options.max_attempts &&
-        transport.wait_to_retry(attempt, &response)) {
-      ++attempt;
-      restart();
-      continue;
-    }
-    Error error = error_from_response(status, response.body, what, options.registry);
-    if (error.kind() == ErrorKind::kNotFound) {
-      throw Error(ErrorKind::kBlobUnknown, error.what(), status, error.oci_code());
-    }
-    throw error;
+  // Nothing at or after the start is a 416 (Go's registry may then send a
+  // wrong Content-Length, so the transfer "fails"): the blob has ended.
+  stream.finished = [&](const HttpResponse& response) {
+    return body.stopped() || body.complete() || body.bad_range() || response.status == 416;
+  };
+  stream.progressed = [&] { return body.delivered() > before; };
+  stream.follow_redirects = true;
+  HttpRequest request;
+  request.stall_timeout = options.stall_timeout;
+  request.max_body = 64 << 10;  // error bodies
+  HttpResponse response =
+      transport.send(what, AuthScope::pull(repository), target, request, false, &stream);
+  if (body.bad_range()) {
+    throw Error(ErrorKind::kIo, "Cannot " + what + ": the server sent another byte range");
   }
+  if (body.stopped() || body.complete() || response.status == 416) return;
+  if (response.status == 200 || response.status == 206) return;  // the whole rest arrived
+  Error error = error_from_response(response.status, response.body, what, options.registry);
+  if (error.kind() == ErrorKind::kNotFound) {
+    throw Error(ErrorKind::kBlobUnknown, error.what(), response.status, error.oci_code());
+  }
+  throw error;
 }
 
 Client::Client(ClientOptions options) : impl_(std::make_unique<Impl>(std::move(options))) {}
@@ -466,8 +359,8 @@ void Client::get_blob(std::string_view repository, std::string_view digest, uint
 
 void Client::get_foreign_blob(std::string_view url, uint64_t offset, uint64_t length,
                               const BodySink& sink) {
-  fetch_foreign_blob(impl_->foreign_http(), url, offset, length, impl_->options.stall_timeout,
-                     sink);
+  fetch_foreign_blob(impl_->transport, impl_->foreign_http(), url, offset, length,
+                     impl_->options.stall_timeout, sink);
 }
 
 namespace {

@@ -25,8 +25,8 @@
 #include <set>
 #include <sstream>
 
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 extern char** environ;

@@ -2,18 +2,15 @@
 
 #include <algorithm>
 #include <string>
-#include <thread>
 
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
+#include "registry/ranged_body.h"
 #include "registry/transport.h"
 
 namespace regfs::registry {
 
 namespace {
-
-constexpr int kMaxRedirects = 10;
-constexpr int kMaxAttempts = 4;
 
 bool starts_with_nocase(std::string_view text, std::string_view prefix) {
   if (text.size() < prefix.size()) return false;
@@ -23,10 +20,6 @@ bool starts_with_nocase(std::string_view text, std::string_view prefix) {
     if (c != prefix[i]) return false;
   }
   return true;
-}
-
-bool is_redirect(int status) {
-  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
 }
 
 }  // namespace
@@ -41,81 +34,38 @@ bool is_fetchable_url(std::string_view url) {
   return false;
 }
 
-void fetch_foreign_blob(HttpClient& http, std::string_view first_url, uint64_t offset,
-                        uint64_t length, std::chrono::milliseconds stall_timeout,
+void fetch_foreign_blob(Transport& transport, HttpClient& http, std::string_view url,
+                        uint64_t offset, uint64_t length, std::chrono::milliseconds stall_timeout,
                         const std::function<bool(const char*, size_t)>& sink) {
-  const std::string what = "fetch foreign blob from " + url_origin(first_url);
-  if (!is_fetchable_url(first_url)) {
+  const std::string what = "fetch foreign blob from " + url_origin(url);
+  if (!is_fetchable_url(url)) {
     throw Error(ErrorKind::kInvalid, "Cannot " + what + ": only http and https URLs are used");
   }
-  std::string url(first_url);
-  uint64_t delivered = 0;
-  int attempt = 1, redirects = 0;
-  while (length == 0 || delivered < length) {
-    const uint64_t start = offset + delivered;
-    HttpRequest request;  // never authorized: this host is not the registry
-    request.url = url;
-    request.stall_timeout = stall_timeout;
-    request.max_body = 64 << 10;
-    if (start > 0 || length != 0) {
-      std::string range = "Range: bytes=" + std::to_string(start) + "-";
-      if (length != 0) range += std::to_string(offset + length - 1);
-      request.headers.push_back(range);
+  RangedBody body(offset, length, sink);
+  uint64_t before = 0;
+  Transport::Stream stream;
+  stream.foreign = &http;  // never authorized: this host is not the registry
+  stream.prepare = [&](HttpRequest* request) {
+    before = body.delivered();
+    body.prepare(request, /*check_content_range=*/false);
+  };
+  stream.finished = [&](const HttpResponse&) { return body.stopped() || body.complete(); };
+  stream.progressed = [&] { return body.delivered() > before; };
+  stream.follow_redirects = true;
+  stream.check_redirect = [&](const std::string& to) {
+    if (!is_fetchable_url(to)) {
+      throw Error(ErrorKind::kInvalid, "Cannot " + what + ": redirected to a non-http URL");
     }
-    uint64_t skip = 0;
-    bool stopped = false, complete = false;
-    request.on_headers = [&](int status, const HttpHeaders&) {
-      if (status == 200) skip = start;  // Range ignored: drop the prefix
-    };
-    request.on_body = [&](const char* data, size_t size) {
-      size_t dropped = static_cast<size_t>(std::min<uint64_t>(skip, size));
-      data += dropped;
-      size -= dropped;
-      skip -= dropped;
-      if (length != 0) size = static_cast<size_t>(std::min<uint64_t>(size, length - delivered));
-      if (size > 0 && !sink(data, size)) {
-        stopped = true;
-        return false;
-      }
-      delivered += size;
-      complete = length != 0 && delivered >= length;
-      return !complete;
-    };
-    const uint64_t before = delivered;
-    HttpResponse response = http.perform(request);
-    if (stopped || complete) return;
-    if (delivered > before) attempt = 1;
-    if (!response.ok()) {
-      if (retryable_failure(response.failure) && attempt++ < kMaxAttempts) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
-        continue;
-      }
-      throw Error(
-          response.failure == HttpFailure::kTimeout ? ErrorKind::kTimeout : ErrorKind::kUnavailable,
-          "Cannot " + what + ": " + response.error);
-    }
-    int status = response.status;
-    if (status == 200 || status == 206) return;  // the whole rest arrived
-    if (status == 416) return;
-    if (is_redirect(status)) {
-      auto location = response.headers.get("Location");
-      if (!location || ++redirects > kMaxRedirects) {
-        throw Error(ErrorKind::kUnavailable, "Cannot " + what + ": bad or too many redirects",
-                    status);
-      }
-      url = resolve_url(url, *location);
-      if (!is_fetchable_url(url)) {
-        throw Error(ErrorKind::kInvalid, "Cannot " + what + ": redirected to a non-http URL");
-      }
-      continue;
-    }
-    if (retryable_status(status) && attempt++ < kMaxAttempts) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(200 * attempt));
-      continue;
-    }
-    throw Error(status == 404 ? ErrorKind::kNotFound : ErrorKind::kIo,
-                "Cannot " + what + ": HTTP " + std::to_string(status), status);
-  }
+  };
+  HttpRequest request;
+  request.stall_timeout = stall_timeout;
+  request.max_body = 64 << 10;
+  HttpResponse response = transport.send(what, AuthScope{}, url, request, false, &stream);
+  if (body.stopped() || body.complete()) return;
+  const int status = response.status;
+  if (status == 200 || status == 206 || status == 416) return;  // the whole rest arrived
+  throw Error(status == 404 ? ErrorKind::kNotFound : ErrorKind::kIo,
+              "Cannot " + what + ": HTTP " + std::to_string(status), status);
 }
 
 }  // namespace regfs::registry

@@ -3,7 +3,7 @@
 #include <ctime>
 #include <random>
 
-#include "registry/log.h"
+#include "registry/core/log.h"
 
 namespace regfs::registry {
 namespace {

@@ -18,7 +18,7 @@
 #include <string_view>
 #include <vector>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::registry {
 

@@ -18,9 +18,9 @@
 #include <exception>
 #include <mutex>
 
-#include "registry/deadline.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::registry {
 namespace {
@@ -308,7 +308,7 @@ struct HttpClient::Impl {
     curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L);
     // Blob bodies arrive in 256 KiB reads, not curl's default 16 KiB.
     curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, 256L << 10);
-    // The operation's deadline (registry/deadline.h) bounds every phase.
+    // The operation's deadline (registry/core/deadline.h) bounds every phase.
     curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS,
                      static_cast<long>(bounded_timeout(options.connect_timeout).count()));
     if (auto timeout = bounded_timeout(request.timeout); timeout.count() > 0) {

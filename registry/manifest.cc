@@ -5,8 +5,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::registry {
 namespace {

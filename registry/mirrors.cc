@@ -10,8 +10,8 @@
 #include <fstream>
 #include <sstream>
 
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 #include "registry/toml.h"
 

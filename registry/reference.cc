@@ -7,8 +7,8 @@
 #include <algorithm>
 #include <cctype>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::registry {
 namespace {

@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::registry {
 namespace {

@@ -7,8 +7,8 @@
 #include <random>
 #include <thread>
 
-#include "registry/deadline.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::registry {
@@ -19,6 +19,10 @@ using std::chrono::milliseconds;
 constexpr milliseconds kBackoffBase{200};
 constexpr milliseconds kBackoffCap{4000};
 constexpr int kMaxRedirects = 5;
+
+bool is_redirect(int status) {
+  return status == 301 || status == 302 || status == 303 || status == 307 || status == 308;
+}
 
 // Extra CAs: --ca-cert plus docker's and containers' per-host directories.
 std::vector<std::string> ca_files(const ClientOptions& options, const std::string& host) {
@@ -214,35 +218,65 @@ bool Transport::wait_to_retry(int retry, const HttpResponse* response) {
 }
 
 HttpResponse Transport::send(std::string_view what, const AuthScope& scope, std::string_view target,
-                             const HttpRequest& request, bool probe) {
-  if (!probe) check_health(what);
+                             const HttpRequest& request, bool probe, const Stream* stream) {
+  const bool foreign = stream && stream->foreign;
+  if (!probe && !foreign) check_health(what);
+  HttpClient& http = foreign ? *stream->foreign : http_;
   int attempt = 1;
+  int redirects = 0;
   bool auth_tried = false;
+  std::string url = full_url(target);
   while (true) {
     HttpRequest sent = request;
-    sent.url = full_url(target);
-    if (!authorized(&sent, scope, &attempt)) continue;
-    HttpResponse response = http_.perform(sent);
+    sent.url = url;
+    if (stream && stream->prepare) stream->prepare(&sent);
+    // Authorization is added on the registry's own host only.
+    if (!foreign && !authorized(&sent, scope, &attempt)) continue;
+    HttpResponse response = http.perform(sent);
+    if (stream && stream->finished && stream->finished(response)) return response;
+    if (stream && stream->progressed && stream->progressed()) {
+      attempt = 1;
+      auth_tried = false;
+    }
+    const bool here = !foreign && on_registry(url);
     if (!response.ok()) {
-      if (fall_back(response, sent.url)) continue;
-      if (retryable_failure(response.failure) && attempt < options_.max_attempts) {
-        wait_to_retry(attempt++, nullptr);
+      if (!foreign && url_authority(url) == url_authority(origin()) && fall_back(response, url)) {
+        url = full_url(target);
+        redirects = 0;
         continue;
       }
-      record(response, what);
+      if (retryable_failure(response.failure) && attempt < options_.max_attempts) {
+        wait_to_retry(attempt++, nullptr);
+        url = full_url(target);
+        redirects = 0;
+        continue;
+      }
+      if (here) record(response, what);
       throw transport_error(response, what);
     }
-    confirm_scheme();
-    if (response.status == 401 && !auth_tried) {
+    if (here) confirm_scheme();
+    if (response.status == 401 && here && !auth_tried) {
       auth_tried = true;
-      if (reauthorize(scope, response, sent.url)) continue;
+      if (reauthorize(scope, response, url)) continue;
+    }
+    if (stream && stream->follow_redirects && is_redirect(response.status)) {
+      auto location = response.headers.get("Location");
+      if (!location || ++redirects > kMaxRedirects) {
+        throw Error(ErrorKind::kUnavailable,
+                    "Cannot " + std::string(what) + ": bad or too many redirects", response.status);
+      }
+      url = resolve_url(url, *location);
+      if (stream->check_redirect) stream->check_redirect(url);
+      continue;
     }
     if (retryable_status(response.status) && attempt < options_.max_attempts &&
         wait_to_retry(attempt, &response)) {
       ++attempt;
+      url = full_url(target);
+      redirects = 0;
       continue;
     }
-    record(response, what);
+    if (here) record(response, what);
     return response;
   }
 }

@@ -7,12 +7,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <string>
 #include <string_view>
 
 #include "registry/auth.h"
 #include "registry/client.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 #include "registry/http.h"
 
 namespace regfs::registry {
@@ -29,12 +30,33 @@ class Transport {
   std::string full_url(std::string_view target) const;
   bool on_registry(std::string_view url) const;
 
-  // One logical request with auth, scheme fall-back and retries. Returns the
+  // How a request with a body stream (a blob GET) shapes send()'s attempts.
+  struct Stream {
+    // Before each attempt: sets up the request to send (Range, callbacks).
+    std::function<void(HttpRequest*)> prepare;
+    // After each attempt: true to return its response as it is (the stream
+    // ended or was stopped, whatever became of the transfer).
+    std::function<bool(const HttpResponse&)> finished;
+    // After each attempt: true if it delivered bytes (the tries start over).
+    std::function<bool()> progressed;
+    // Follow 301/302/303/307/308 (credentials only on the registry's host).
+    bool follow_redirects = false;
+    // Throws to refuse where a redirect leads, before it is followed.
+    std::function<void(const std::string& url)> check_redirect;
+    // A host that is not the registry (a foreign layer's URL), sent with this
+    // client: never authorized, no scheme fall-back, nothing recorded in the
+    // registry's health. Null: the registry.
+    HttpClient* foreign = nullptr;
+  };
+
+  // One logical request with auth, scheme fall-back and retries: the one
+  // retry loop of every request but upload steps (send_step). Returns the
   // final response, whatever its status; throws Error on transport failure.
   // While the registry is marked down (registry/health.h) it throws at once,
-  // unless `probe`: the request that finds out whether it is back.
+  // unless `probe`: the request that finds out whether it is back. A retry
+  // goes back to the registry (not to where it redirected).
   HttpResponse send(std::string_view what, const AuthScope& scope, std::string_view target,
-                    const HttpRequest& request, bool probe = false);
+                    const HttpRequest& request, bool probe = false, const Stream* stream = nullptr);
 
   // One step of an upload, which must not be resent blindly (the registry
   // may have done it and lost only the answer): the auth flow and 307/308

@@ -30,9 +30,9 @@
 #include <initializer_list>
 #include <optional>
 
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
 #include "registry/transport.h"

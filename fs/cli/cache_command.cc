@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cache/blob_cache.h"
+#include "cache/layout.h"
 #include "fs/cli/options.h"
 
 namespace regfs::fs {
@@ -33,7 +34,7 @@ Tally tally(const fsys::path& dir, bool skip_logs = false) {
        it != fsys::recursive_directory_iterator(); it.increment(ec)) {
     struct stat st;
     if (::lstat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
-    if (skip_logs && it->path().extension() == ".chunks") continue;
+    if (skip_logs && it->path().extension() == cache::CacheLayout::kChunkLogExtension) continue;
     ++t.files;
     t.bytes += static_cast<uint64_t>(st.st_blocks) * 512;
   }
@@ -45,8 +46,10 @@ void print_row(const char* what, const Tally& t) {
 }
 
 int du(const fsys::path& dir) {
-  Tally blobs = tally(dir / "blobs"), partial = tally(dir / "partial", true),
-        layers = tally(dir / "layers"), staged = tally(dir / "staging"), tmp = tally(dir / "tmp");
+  cache::CacheLayout layout(dir);
+  Tally blobs = tally(layout.blobs()), partial = tally(layout.partials(), true),
+        layers = tally(layout.layers()), staged = tally(layout.staging()),
+        tmp = tally(layout.tmp());
   std::printf("cache %s\n", dir.c_str());
   print_row("whole blobs", blobs);
   print_row("partial blobs", partial);
@@ -61,9 +64,10 @@ int du(const fsys::path& dir) {
 }
 
 int prune(const fsys::path& dir, uint64_t capacity) {
-  uint64_t before = tally(dir).bytes - tally(dir / "staging").bytes;
+  auto staging = cache::CacheLayout(dir).staging();
+  uint64_t before = tally(dir).bytes - tally(staging).bytes;
   cache::BlobCache cache(dir, capacity);  // evicts to the bound as it opens
-  uint64_t after = tally(dir).bytes - tally(dir / "staging").bytes;
+  uint64_t after = tally(dir).bytes - tally(staging).bytes;
   std::printf("pruned %s: %s -> %s (bound %s)\n", dir.c_str(), cache::human_size(before).c_str(),
               cache::human_size(after).c_str(), cache::human_size(capacity).c_str());
   return 0;
@@ -71,18 +75,18 @@ int prune(const fsys::path& dir, uint64_t capacity) {
 
 int clear(const fsys::path& dir) {
   uint64_t freed = 0;
-  for (const char* sub : {"blobs", "partial", "layers", "refs", "tmp"}) {
-    freed += tally(dir / sub).bytes;
+  cache::CacheLayout layout(dir);
+  for (const auto& sub : layout.content_dirs()) {
+    freed += tally(sub).bytes;
     std::error_code ec;
-    fsys::remove_all(dir / sub, ec);
+    fsys::remove_all(sub, ec);
     if (ec) {
-      std::fprintf(stderr, "regfs: Cannot remove %s: %s\n", (dir / sub).c_str(),
-                   ec.message().c_str());
+      std::fprintf(stderr, "regfs: Cannot remove %s: %s\n", sub.c_str(), ec.message().c_str());
       return 1;
     }
   }
   std::printf("cleared %s: freed %s%s\n", dir.c_str(), cache::human_size(freed).c_str(),
-              fsys::exists(dir / "staging") ? " (staged pushes kept)" : "");
+              fsys::exists(layout.staging()) ? " (staged pushes kept)" : "");
   return 0;
 }
 

@@ -12,9 +12,9 @@
 #include <string>
 
 #include "fs/cli/options.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/credentials.h"
-#include "registry/error.h"
-#include "registry/log.h"
 #include "registry/login.h"
 #include "registry/reference.h"
 

@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/layout.h"
 #include "cache/unique_fd.h"
 #include "fs/cli/cache_command.h"
 #include "fs/cli/login_command.h"
@@ -32,9 +33,9 @@
 #include "fs/source/status.h"
 #include "fs/tree/tree.h"
 #include "registry/client.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/credentials.h"
-#include "registry/error.h"
-#include "registry/log.h"
 #include "registry/manifest.h"
 
 extern char** environ;
@@ -179,19 +180,23 @@ bool regfs_mounted_at(const std::string& mountpoint) {
   return false;
 }
 
-registry::ClientOptions client_options(const MountOptions& options,
-                                       std::shared_ptr<const registry::CredentialStore> creds) {
-  registry::ClientOptions client;
-  client.registry = options.registry;
-  client.insecure = std::find(options.insecure.begin(), options.insecure.end(), options.registry) !=
-                    options.insecure.end();
-  client.ca_cert = options.ca_cert;
-  client.credentials = std::move(creds);
-  if (options.request_timeout.count() > 0) {
-    client.request_timeout = client.stall_timeout = options.request_timeout;
-    client.connect_timeout = std::min(client.connect_timeout, options.request_timeout);
-  }
-  return client;
+// What the mount's content is made from (the clients too: see client_options).
+ContentOptions content_options(const MountOptions& options,
+                               std::shared_ptr<const registry::CredentialStore> creds,
+                               std::shared_ptr<const registry::RegistriesConf> registries_conf) {
+  ContentOptions content;
+  content.cache_dir = options.cache_dir;
+  content.cache_size = options.cache_size;
+  content.tag_ttl = options.tag_ttl;
+  content.insecure = options.insecure;
+  content.ca_cert = options.ca_cert;
+  content.credentials = std::move(creds);
+  content.mirrors = options.mirrors;
+  content.registries_conf = std::move(registries_conf);
+  content.request_timeout = options.request_timeout;
+  content.upload_chunk_size = options.upload_chunk_size;
+  content.follow_urls = !options.no_urls;
+  return content;
 }
 
 int run_mount(const std::vector<std::string>& args) {
@@ -243,32 +248,24 @@ int run_mount(const std::vector<std::string>& args) {
   std::optional<registry::Error> unreachable;  // why the registry did not answer the ping
   if (!options.registry.empty()) {
     try {
-      registry::Client(client_options(options, creds)).ping();
+      registry::Client(client_options(content_options(options, creds, registries_conf),
+                                      options.registry, ClientUse::kRead))
+          .ping();
     } catch (const std::exception& e) {
       if (auto* error = dynamic_cast<const registry::Error*>(&e)) unreachable = *error;
       // Offline: what is cached stays readable (SPEC §7), so mount anyway if
       // the cache knows this registry.
-      if (!std::filesystem::exists(options.cache_dir + "/refs/" + options.registry)) {
+      if (!std::filesystem::exists(
+              cache::CacheLayout(options.cache_dir).refs_of(options.registry))) {
         return fail(std::string("Cannot reach registry ") + options.registry + ": " + e.what());
       }
       std::fprintf(stderr, "regfs: warning: %s is unreachable (%s); serving cached content\n",
                    options.registry.c_str(), e.what());
     }
   }
-  if (!options.foreground) log::set_log_file(options.cache_dir + "/regfs.log");
+  if (!options.foreground) log::set_log_file(cache::CacheLayout(options.cache_dir).log_file());
   return mount_and_serve(options, [&] {
-    ContentOptions content;
-    content.cache_dir = options.cache_dir;
-    content.cache_size = options.cache_size;
-    content.tag_ttl = options.tag_ttl;
-    content.insecure = options.insecure;
-    content.ca_cert = options.ca_cert;
-    content.credentials = creds;
-    content.mirrors = options.mirrors;
-    content.registries_conf = registries_conf;
-    content.request_timeout = options.request_timeout;
-    content.upload_chunk_size = options.upload_chunk_size;
-    content.follow_urls = !options.no_urls;
+    ContentOptions content = content_options(options, creds, registries_conf);
     TreeOptions tree;
     tree.registry = options.registry;
     tree.platform = platform;
@@ -284,7 +281,7 @@ int run_mount(const std::vector<std::string>& args) {
     }
     served.tree = std::make_unique<Tree>(tree, *served.content);
     StagingOptions staging;
-    staging.root = served.content->options().cache_dir / "staging";
+    staging.root = cache::CacheLayout(served.content->options().cache_dir).staging();
     staging.allow_delete = options.allow_delete;
     staging.push_delay = options.push_delay;
     staging.build.platform = platform;
@@ -293,7 +290,7 @@ int run_mount(const std::vector<std::string>& args) {
                                     ? cache::LayerCompression::kEstargz
                                     : cache::LayerCompression::kGzip;
     staging.build.compression_level = options.layer_compression_level;
-    staging.build.work_dir = served.content->options().cache_dir / "builds";
+    staging.build.work_dir = cache::CacheLayout(served.content->options().cache_dir).builds();
     served.staging = std::make_unique<StagingTree>(*served.tree, *served.content, staging);
     served.tree->set_staged(*served.staging);
     LOG(kInfo) << "Serving " << (options.registry.empty() ? "all registries" : options.registry)

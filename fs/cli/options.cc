@@ -6,7 +6,7 @@
 #include <map>
 #include <set>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 #include "registry/manifest.h"
 #include "registry/reference.h"
 

@@ -39,7 +39,7 @@ struct MountOptions {
   int layer_compression_level = 0;         // --layer-compression-level N; 0: gzip 1, zstd 3
   bool no_urls = false;                    // never fetch a foreign layer from its descriptor's urls
   // --request-timeout SECONDS: the most one file operation waits in total
-  // (registry/deadline.h), and the deadline of a request and stall limit of
+  // (registry/core/deadline.h), and the deadline of a request and stall limit of
   // a transfer made in the background; zero keeps the defaults (30 s).
   std::chrono::milliseconds request_timeout{0};
   bool foreground = false;

@@ -1,44 +1,54 @@
 #include "fs/fuse/errno_map.h"
 
 #include <cerrno>
+#include <iterator>
 #include <new>
 #include <system_error>
 
+#include "registry/core/log.h"
 #include "registry/health.h"
-#include "registry/log.h"
 
 namespace regfs::fs {
 
 using registry::ErrorKind;
 
+namespace {
+
+struct KindErrno {
+  ErrorKind kind;
+  int error;
+};
+
+// The table (SPEC §7). The FUSE glue adds only protocol answers (ENOSYS,
+// ERANGE, ENODATA, EBADF, EXDEV to make the kernel copy) of its own.
+constexpr KindErrno kKindErrnos[] = {
+    {ErrorKind::kNotFound, ENOENT},
+    {ErrorKind::kBlobUnknown, EIO},
+    {ErrorKind::kUnauthorized, EACCES},
+    {ErrorKind::kTooManyRequests, EIO},
+    {ErrorKind::kUnavailable, EIO},
+    {ErrorKind::kTimeout, ETIMEDOUT},
+    {ErrorKind::kIntegrity, EIO},
+    {ErrorKind::kInvalid, EINVAL},
+    {ErrorKind::kUnsupported, EOPNOTSUPP},
+    {ErrorKind::kReadOnly, EROFS},
+    {ErrorKind::kNoSpace, ENOSPC},
+    {ErrorKind::kInterrupted, EINTR},
+    {ErrorKind::kExists, EEXIST},
+    {ErrorKind::kNotEmpty, ENOTEMPTY},
+    {ErrorKind::kBusy, EBUSY},
+    {ErrorKind::kNotPermitted, EPERM},
+    {ErrorKind::kCrossDevice, EXDEV},
+    {ErrorKind::kIo, EIO},
+};
+static_assert(std::size(kKindErrnos) == static_cast<size_t>(ErrorKind::kIo) + 1,
+              "every ErrorKind has its errno");
+
+}  // namespace
+
 int to_errno(ErrorKind kind) {
-  switch (kind) {
-    case ErrorKind::kNotFound:
-      return ENOENT;
-    case ErrorKind::kBlobUnknown:
-      return EIO;
-    case ErrorKind::kUnauthorized:
-      return EACCES;
-    case ErrorKind::kTooManyRequests:
-      return EIO;
-    case ErrorKind::kUnavailable:
-      return EIO;
-    case ErrorKind::kTimeout:
-      return ETIMEDOUT;
-    case ErrorKind::kIntegrity:
-      return EIO;
-    case ErrorKind::kInvalid:
-      return EINVAL;
-    case ErrorKind::kUnsupported:
-      return EOPNOTSUPP;
-    case ErrorKind::kReadOnly:
-      return EROFS;
-    case ErrorKind::kNoSpace:
-      return ENOSPC;
-    case ErrorKind::kInterrupted:
-      return EINTR;
-    case ErrorKind::kIo:
-      return EIO;
+  for (const auto& entry : kKindErrnos) {
+    if (entry.kind == kind) return entry.error;
   }
   return EIO;
 }

@@ -1,7 +1,7 @@
 // The one place where regfs chooses an errno (SPEC §7).
 #pragma once
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 

@@ -20,8 +20,8 @@
 #include "fs/fuse/glue.h"
 #include "fs/fuse/inode_table.h"
 #include "fs/push/staging_tree.h"
-#include "registry/deadline.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs::glue {
 
@@ -53,7 +53,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
   });
 }
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
-  fuse_reply_err(req, EROFS);
+  fuse_reply_err(req, to_errno(registry::ErrorKind::kReadOnly));
 }
 // A change of the staged tree on the node `ino`, answered 0 or its errno.
 template <typename Change>
@@ -86,12 +86,12 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
     auto from = node_or_throw(s, parent);
     auto to = node_or_throw(s, new_parent);
     if (flags & ~static_cast<unsigned int>(RENAME_NOREPLACE)) {
-      fuse_reply_err(req, EINVAL);
-      return;
+      throw registry::Error(registry::ErrorKind::kInvalid,
+                            "Cannot rename " + std::string(name) + ": flags other than NOREPLACE");
     }
     if ((flags & RENAME_NOREPLACE) && s.served.tree->lookup(*to, new_name)) {
-      fuse_reply_err(req, EEXIST);
-      return;
+      throw registry::Error(registry::ErrorKind::kExists,
+                            "Cannot rename to " + std::string(new_name) + ": it exists");
     }
     s.served.staging->rename(*from, name, *to, new_name);
     // Nodes name paths: the kernel's inode of the moved entry follows it.

@@ -19,8 +19,8 @@
 #include "fs/fuse/glue.h"
 #include "fs/fuse/inode_table.h"
 #include "fs/push/staging_tree.h"
-#include "registry/deadline.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs {
 using namespace glue;  // NOLINT: fs/fuse/glue.h
@@ -181,8 +181,8 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
       return;
     }
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-      fuse_reply_err(req, EROFS);
-      return;
+      throw registry::Error(registry::ErrorKind::kReadOnly,
+                            "Cannot open " + node->key + " for writing: remote content");
     }
     auto opened = s.served.tree->open(*node);
     auto handle = std::make_unique<FileHandle>(FileHandle{opened.bytes, opened.reader});

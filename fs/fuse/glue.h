@@ -19,7 +19,7 @@
 #include "fs/fuse/fuse_ops.h"
 #include "fs/fuse/inode_table.h"
 #include "fs/push/staging_tree.h"
-#include "registry/deadline.h"
+#include "registry/core/deadline.h"
 
 namespace regfs::fs::glue {
 
@@ -60,7 +60,7 @@ inline MountState& state_of(fuse_req_t req) {
 }
 
 // Runs `body`, which replies on success; any exception becomes the errno reply.
-// Everything it chains shares one deadline (registry/deadline.h).
+// Everything it chains shares one deadline (registry/core/deadline.h).
 template <typename Body>
 void guarded(fuse_req_t req, const char* operation, Body&& body) {
   registry::ScopedDeadline deadline(state_of(req).request_timeout);

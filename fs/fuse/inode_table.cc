@@ -3,7 +3,7 @@
 #include <cstdlib>
 #include <vector>
 
-#include "registry/log.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs {
 

@@ -2,8 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {

@@ -10,8 +10,8 @@
 #include <thread>
 
 #include "cache/unique_fd.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {
@@ -50,17 +50,8 @@ registry::Client& Pusher::client(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto& slot = clients_[name];
   if (!slot) {
-    const auto& options = content_.options();
-    registry::ClientOptions client;
-    client.registry = name;
-    client.insecure =
-        std::find(options.insecure.begin(), options.insecure.end(), name) != options.insecure.end();
-    client.ca_cert = options.ca_cert;
-    client.credentials = options.credentials;
+    auto client = client_options(content_.options(), name, ClientUse::kPush);
     client.health = content_.health(name);  // one view of whether it answers
-    if (options.upload_chunk_size > 0) {
-      client.upload_chunk_size = client.monolithic_upload_limit = options.upload_chunk_size;
-    }
     slot = std::make_unique<registry::Client>(std::move(client));
   }
   return *slot;
@@ -232,8 +223,7 @@ void Pusher::delete_tag(const std::string& registry, const std::string& reposito
           LOG(kWarning) << "Cannot delete " << registry << "/" << repository << ":" << tag
                         << ": tag " << other << " shares its manifest " << head.digest
                         << " and the registry deletes manifests, not tags";
-          throw std::system_error(EBUSY, std::generic_category(),
-                                  "Cannot delete tag " + tag + ": shared with " + other);
+          throw Error(ErrorKind::kBusy, "Cannot delete tag " + tag + ": shared with " + other);
         }
       } catch (const Error& e) {
         if (e.kind() != ErrorKind::kNotFound) throw;

@@ -16,9 +16,9 @@
 
 #include "fs/push/rootfs_overlay.h"
 #include "fs/tree/path.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {

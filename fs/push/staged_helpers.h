@@ -16,6 +16,7 @@
 
 #include "fs/push/staging_tree.h"
 #include "fs/tree/path.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs::staged {
 
@@ -37,7 +38,13 @@ inline bool set_mode(std::map<std::string, uint32_t>& modes, const std::string& 
   return true;
 }
 
-[[noreturn]] inline void fail(int error, const std::string& message) {
+// A product error: fs/fuse/errno_map.cc chooses its errno.
+[[noreturn]] inline void fail(registry::ErrorKind kind, const std::string& message) {
+  throw registry::Error(kind, message);
+}
+// An errno the system gave, or one the xattr calls define (ENODATA, EEXIST of
+// XATTR_CREATE): passed on as it is.
+[[noreturn]] inline void fail_errno(int error, const std::string& message) {
   throw std::system_error(error, std::generic_category(), message);
 }
 
@@ -59,8 +66,9 @@ inline bool is_name(std::string_view name) {
 // changesets): it would delete, not add. No layout or docker save has one.
 inline void check_not_whiteout(std::string_view name) {
   if (name.starts_with(".wh.")) {
-    fail(EINVAL, "Cannot stage \"" + std::string(name) +
-                     "\": names starting with .wh. are whiteouts in an image layer");
+    fail(registry::ErrorKind::kInvalid,
+         "Cannot stage \"" + std::string(name) +
+             "\": names starting with .wh. are whiteouts in an image layer");
   }
 }
 

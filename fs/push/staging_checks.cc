@@ -16,9 +16,9 @@
 #include "fs/push/staged_helpers.h"
 #include "fs/push/staging_tree.h"
 #include "fs/tree/path.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {
@@ -72,7 +72,7 @@ void StagingTree::check_blob(StagedFile& file) {
   std::string expected = blob_digest_of(file.path);
   if (expected.empty()) return;
   struct stat st;
-  if (::fstat(file.fd.get(), &st) != 0) fail(errno, "Cannot stat staged " + file.path);
+  if (::fstat(file.fd.get(), &st) != 0) fail_errno(errno, "Cannot stat staged " + file.path);
   auto digest = file.state->hasher.digest(static_cast<uint64_t>(st.st_size));
   if (!digest) digest = cache::hash_file(file.file);
   if (*digest != expected) {

@@ -16,9 +16,9 @@
 #include "fs/push/staged_helpers.h"
 #include "fs/push/staging_tree.h"
 #include "fs/tree/path.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {
@@ -39,7 +39,8 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
   if (parent.kind == NodeKind::kStaged) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged_path, name);
-    if (::rmdir(area_.file(tag, path).c_str()) != 0) fail(errno, "Cannot remove staged " + path);
+    if (::rmdir(area_.file(tag, path).c_str()) != 0)
+      fail_errno(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);
     changed(tag);
     return;
@@ -49,7 +50,8 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
       cache::StagedTag tag{parent.registry, parent.path, sname};
       if (area_.has_tag(tag)) {
         std::error_code ec;
-        if (!fsys::is_empty(area_.tag_dir(tag), ec)) fail(ENOTEMPTY, "Cannot discard " + sname);
+        if (!fsys::is_empty(area_.tag_dir(tag), ec))
+          fail(ErrorKind::kNotEmpty, "Cannot discard " + sname);
         // A pushed tag is in the registry too: with --allow-delete, rm -r
         // deletes it there as well; otherwise only the staged copy goes.
         if (allow_delete_ && !area_.state(tag).pushed_digest.empty()) {
@@ -70,20 +72,21 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
     std::string path = join(parent.path, name);
     if (area_.has_namespace(parent.registry, path)) {
       if (!area_.remove_namespace(parent.registry, path)) {
-        fail(ENOTEMPTY, "Cannot remove staged namespace " + path);
+        fail(ErrorKind::kNotEmpty, "Cannot remove staged namespace " + path);
       }
       return;
     }
     auto node = tree_.lookup(parent, name);
-    if (!node) fail(ENOENT, "Cannot remove " + sname + ": no such tag");
+    if (!node) fail(ErrorKind::kNotFound, "Cannot remove " + sname + ": no such tag");
     if (node->kind == NodeKind::kImage && node->is_tag_image()) {
-      if (!allow_delete_) fail(EROFS, "Cannot delete tag " + sname + ": mount with --allow-delete");
+      if (!allow_delete_)
+        fail(ErrorKind::kReadOnly, "Cannot delete tag " + sname + ": mount with --allow-delete");
       pusher_.delete_tag(parent.registry, parent.path, sname);
       return;
     }
   }
   if (allow_delete_ && is_remote_image_dir(parent) && parent.is_tag_image()) return;
-  fail(EROFS, "Cannot remove " + sname + ": read-only");
+  fail(ErrorKind::kReadOnly, "Cannot remove " + sname + ": read-only");
 }
 
 }  // namespace regfs::fs

@@ -16,9 +16,9 @@
 #include "fs/push/staged_helpers.h"
 #include "fs/push/staging_tree.h"
 #include "fs/tree/path.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {
@@ -30,11 +30,13 @@ using namespace staged;  // NOLINT: fs/push/staged_helpers.h
 
 NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mode, bool by_copy) {
   if (auto ns = promoted_namespace(area_, parent)) return mkdir(*ns, name, mode, by_copy);
-  if (!is_name(name)) fail(EINVAL, "Cannot make directory \"" + std::string(name) + "\"");
+  if (!is_name(name))
+    fail(ErrorKind::kInvalid, "Cannot make directory \"" + std::string(name) + "\"");
   check_not_whiteout(name);
   std::string sname(name);
   if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
-    if (tree_.lookup(parent, name)) fail(EEXIST, "Cannot make " + sname + ": it exists");
+    if (tree_.lookup(parent, name))
+      fail(ErrorKind::kExists, "Cannot make " + sname + ": it exists");
     if (parent.path.empty()) {
       if (!registry::is_valid_path_component(name)) {
         throw Error(ErrorKind::kInvalid, "Cannot make namespace \"" + sname +
@@ -70,7 +72,8 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
     });
     return make_node(tag, "", parent.key + "/" + sname, name);
   }
-  if (parent.kind != NodeKind::kStaged) fail(EROFS, "Cannot make " + sname + ": read-only");
+  if (parent.kind != NodeKind::kStaged)
+    fail(ErrorKind::kReadOnly, "Cannot make " + sname + ": read-only");
   auto tag = tag_of(parent);
   if (parent.overlay) {
     std::string path = join(rootfs_path_of(parent), name);
@@ -82,7 +85,8 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
   std::string path = join(parent.staged_path, name);
   fsys::path dir = area_.file(tag, path);
   struct stat st;
-  if (::lstat(dir.c_str(), &st) == 0) fail(EEXIST, "Cannot make " + path + ": it exists");
+  if (::lstat(dir.c_str(), &st) == 0)
+    fail(ErrorKind::kExists, "Cannot make " + path + ": it exists");
   // mkdir -p ns/repo made `repo` a tag of ns: a directory in it that an
   // image layout or a docker save directory never has says it is a namespace
   // (a repository) after all, unless ns is a repository itself: then `repo`
@@ -119,7 +123,7 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
     LOG(kDebug) << "Staged tag " << tag.repository << ":" << tag.tag << " became a namespace";
     return make_node(child, "", parent.key + "/" + sname, name);
   }
-  if (::mkdir(dir.c_str(), 0700) != 0) fail(errno, "Cannot make staged " + path);
+  if (::mkdir(dir.c_str(), 0700) != 0) fail_errno(errno, "Cannot make staged " + path);
   area_.update_state_if(tag, [&](cache::StagedTagState& s) {
     return set_mode(s.modes, path, mode & 07777, kDefaultDirMode);
   });
@@ -149,7 +153,7 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
   int open_flags =
       (handle->writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (flags & (O_CREAT | O_EXCL | O_TRUNC));
   handle->fd.reset(::open(handle->file.c_str(), open_flags, 0600));
-  if (!handle->fd) fail(errno, "Cannot open staged " + path);
+  if (!handle->fd) fail_errno(errno, "Cannot open staged " + path);
   handle->state = path_state(handle->file);
   bool truncated = handle->writable && (flags & O_TRUNC);
   if (backing.empty() && (flags & O_CREAT || truncated)) {
@@ -177,13 +181,14 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
 
 std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_view name,
                                                 mode_t mode, int flags, NodePtr* node) {
-  if (!is_name(name)) fail(EINVAL, "Cannot create \"" + std::string(name) + "\"");
+  if (!is_name(name)) fail(ErrorKind::kInvalid, "Cannot create \"" + std::string(name) + "\"");
   check_not_whiteout(name);
   if (parent.kind == NodeKind::kNamespace) {
-    fail(EPERM, "Cannot create " + std::string(name) + ": files go in a tag directory");
+    fail(ErrorKind::kNotPermitted,
+         "Cannot create " + std::string(name) + ": files go in a tag directory");
   }
   if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
-    fail(EROFS, "Cannot create " + std::string(name) + ": read-only");
+    fail(ErrorKind::kReadOnly, "Cannot create " + std::string(name) + ": read-only");
   }
   if (parent.overlay) return rootfs_create(parent, name, mode, flags, node);
   auto tag = tag_of(parent);
@@ -194,7 +199,8 @@ std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_
 }
 
 std::shared_ptr<StagedFile> StagingTree::open(const Node& node, int flags) {
-  if (node.kind != NodeKind::kStaged) fail(EROFS, "Cannot open " + node.key + " for writing");
+  if (node.kind != NodeKind::kStaged)
+    fail(ErrorKind::kReadOnly, "Cannot open " + node.key + " for writing");
   if (node.overlay) return rootfs_open(node, flags);
   return open_file(tag_of(node), node.staged_path, flags & ~(O_CREAT | O_EXCL), 0);
 }
@@ -211,7 +217,7 @@ void StagingTree::write(StagedFile& file, const char* data, size_t size, uint64_
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) {
       if (errno == ENOSPC) throw Error(ErrorKind::kNoSpace, "Cannot stage " + file.path);
-      fail(errno, "Cannot write staged " + file.path);
+      fail_errno(errno, "Cannot write staged " + file.path);
     }
     done += static_cast<size_t>(n);
   }
@@ -241,17 +247,17 @@ size_t StagingTree::read(StagedFile& file, char* buffer, size_t size, uint64_t o
     if (offset >= file.reader->size()) return 0;
     auto lease = file.reader->read(offset, size);
     ssize_t n = ::pread(lease.fd(), buffer, lease.length(), static_cast<off_t>(lease.offset()));
-    if (n < 0) fail(errno, "Cannot read cached blob for " + file.path);
+    if (n < 0) fail_errno(errno, "Cannot read cached blob for " + file.path);
     return static_cast<size_t>(n);
   }
   ssize_t n = ::pread(file.fd.get(), buffer, size, static_cast<off_t>(offset));
-  if (n < 0) fail(errno, "Cannot read staged " + file.path);
+  if (n < 0) fail_errno(errno, "Cannot read staged " + file.path);
   return static_cast<size_t>(n);
 }
 
 Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& change) {
   if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
-    fail(EROFS, "Cannot change " + node.key + ": read-only");
+    fail(ErrorKind::kReadOnly, "Cannot change " + node.key + ": read-only");
   }
   if (node.overlay) return rootfs_setattr(node, change);
   auto tag = tag_of(node);
@@ -259,7 +265,7 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
   if (change.size) {
     int rc = file ? ::ftruncate(file->fd.get(), static_cast<off_t>(*change.size))
                   : ::truncate(path.c_str(), static_cast<off_t>(*change.size));
-    if (rc != 0) fail(errno, "Cannot truncate staged " + node.staged_path);
+    if (rc != 0) fail_errno(errno, "Cannot truncate staged " + node.staged_path);
     auto state = path_state(path);
     {
       std::lock_guard lock(state->mutex);
@@ -281,7 +287,7 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
     timespec times[2] = {change.atime.value_or(timespec{0, UTIME_OMIT}),
                          change.mtime.value_or(timespec{0, UTIME_OMIT})};
     if (::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-      fail(errno, "Cannot set times of staged " + node.staged_path);
+      fail_errno(errno, "Cannot set times of staged " + node.staged_path);
     }
   }
   changed(tag);
@@ -300,10 +306,10 @@ void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& p
 }
 
 NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const std::string& target) {
-  if (!is_name(name)) fail(EINVAL, "Cannot make link \"" + std::string(name) + "\"");
+  if (!is_name(name)) fail(ErrorKind::kInvalid, "Cannot make link \"" + std::string(name) + "\"");
   check_not_whiteout(name);
   if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
-    fail(parent.kind == NodeKind::kNamespace ? EPERM : EROFS,
+    fail(parent.kind == NodeKind::kNamespace ? ErrorKind::kNotPermitted : ErrorKind::kReadOnly,
          "Cannot make link " + std::string(name) + ": links go in a tag directory");
   }
   auto tag = tag_of(parent);
@@ -315,28 +321,30 @@ NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const st
   }
   std::string path = join(parent.staged_path, name);
   if (::symlink(target.c_str(), area_.file(tag, path).c_str()) != 0) {
-    fail(errno, "Cannot make staged link " + path);
+    fail_errno(errno, "Cannot make staged link " + path);
   }
   changed(tag);
   return make_node(tag, path, parent.key + "/" + std::string(name), name);
 }
 
 NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_view new_name) {
-  if (!is_name(new_name)) fail(EINVAL, "Cannot make link \"" + std::string(new_name) + "\"");
+  if (!is_name(new_name))
+    fail(ErrorKind::kInvalid, "Cannot make link \"" + std::string(new_name) + "\"");
   check_not_whiteout(new_name);
   if (node.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged ||
       node.staged_path.empty()) {
-    fail(node.kind == NodeKind::kStaged ? EXDEV : EROFS,
+    fail(node.kind == NodeKind::kStaged ? ErrorKind::kCrossDevice : ErrorKind::kReadOnly,
          "Cannot link " + node.key + ": hardlinks stay within one staged tag");
   }
   auto tag = tag_of(node);
   auto to_tag = tag_of(new_parent);
   if (to_tag.registry != tag.registry || to_tag.repository != tag.repository ||
       to_tag.tag != tag.tag || promoted_namespace(area_, new_parent)) {
-    fail(EXDEV, "Cannot link " + node.key + ": hardlinks stay within one staged tag");
+    fail(ErrorKind::kCrossDevice,
+         "Cannot link " + node.key + ": hardlinks stay within one staged tag");
   }
   if (node.overlay != new_parent.overlay) {
-    fail(EXDEV, "Cannot link " + node.key + ": hardlinks stay within rootfs/");
+    fail(ErrorKind::kCrossDevice, "Cannot link " + node.key + ": hardlinks stay within rootfs/");
   }
   if (node.overlay) {
     std::string to = join(rootfs_path_of(new_parent), new_name);
@@ -346,7 +354,7 @@ NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_
   }
   std::string path = join(new_parent.staged_path, new_name);
   if (::link(area_.file(tag, node.staged_path).c_str(), area_.file(tag, path).c_str()) != 0) {
-    fail(errno, "Cannot make staged link " + path);
+    fail_errno(errno, "Cannot make staged link " + path);
   }
   // One inode, many names: what the state keeps by path goes with the link.
   area_.update_state(tag, [&](cache::StagedTagState& s) {
@@ -366,7 +374,7 @@ std::string StagingTree::readlink(const Node& node) {
   std::string target(4096, '\0');
   ssize_t n =
       ::readlink(area_.file(tag_of(node), node.staged_path).c_str(), target.data(), target.size());
-  if (n < 0) fail(errno == EINVAL ? EINVAL : errno, "Cannot read link " + node.key);
+  if (n < 0) fail_errno(errno, "Cannot read link " + node.key);
   target.resize(static_cast<size_t>(n));
   return target;
 }
@@ -380,7 +388,8 @@ void StagingTree::unlink(const Node& parent, std::string_view name) {
   if (parent.kind == NodeKind::kStaged && !promoted_namespace(area_, parent)) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged_path, name);
-    if (::unlink(area_.file(tag, path).c_str()) != 0) fail(errno, "Cannot remove staged " + path);
+    if (::unlink(area_.file(tag, path).c_str()) != 0)
+      fail_errno(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);
     changed(tag);
     return;
@@ -388,22 +397,24 @@ void StagingTree::unlink(const Node& parent, std::string_view name) {
   // rm -r of a remote tag with --allow-delete: its files go with the tag
   // (rmdir of the tag directory deletes it); alone they cannot be removed.
   if (allow_delete_ && is_remote_image_dir(parent) && parent.is_tag_image()) return;
-  fail(EROFS, "Cannot remove " + std::string(name) + ": read-only (see --allow-delete)");
+  fail(ErrorKind::kReadOnly,
+       "Cannot remove " + std::string(name) + ": read-only (see --allow-delete)");
 }
 
 void StagingTree::rename(const Node& parent, std::string_view name, const Node& new_parent,
                          std::string_view new_name) {
   if (parent.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged) {
-    fail(parent.kind == NodeKind::kStaged ? EXDEV : EROFS, "Cannot rename " + std::string(name));
+    fail(parent.kind == NodeKind::kStaged ? ErrorKind::kCrossDevice : ErrorKind::kReadOnly,
+         "Cannot rename " + std::string(name));
   }
   check_not_whiteout(new_name);
   auto tag = tag_of(parent);
   if (!is_name(new_name) || tag_of(new_parent).tag != tag.tag ||
       tag_of(new_parent).repository != tag.repository || new_parent.registry != parent.registry) {
-    fail(EXDEV, "Cannot rename " + std::string(name) + " out of its staged tag");
+    fail(ErrorKind::kCrossDevice, "Cannot rename " + std::string(name) + " out of its staged tag");
   }
   if (parent.overlay != new_parent.overlay) {
-    fail(EXDEV, "Cannot rename " + std::string(name) + " into or out of rootfs/");
+    fail(ErrorKind::kCrossDevice, "Cannot rename " + std::string(name) + " into or out of rootfs/");
   }
   if (parent.overlay) {
     overlay_for(parent)->rename(join(rootfs_path_of(parent), name),
@@ -414,7 +425,7 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
   std::string from = join(parent.staged_path, name);
   std::string to = join(new_parent.staged_path, new_name);
   if (::rename(area_.file(tag, from).c_str(), area_.file(tag, to).c_str()) != 0) {
-    fail(errno, "Cannot rename staged " + from);
+    fail_errno(errno, "Cannot rename staged " + from);
   }
   area_.update_state(tag, [&](cache::StagedTagState& s) {
     auto move = [&](auto& map) {
@@ -451,7 +462,7 @@ std::optional<uint64_t> StagingTree::copy_reference(const Node& source, uint64_t
     return std::nullopt;
   }
   if (::ftruncate(out.fd.get(), static_cast<off_t>(source_size)) != 0) {
-    fail(errno, "Cannot stage " + out.path);
+    fail_errno(errno, "Cannot stage " + out.path);
   }
   area_.update_state(out.tag, [&](cache::StagedTagState& s) {
     s.references[out.path] = cache::BlobReference{source.registry, source.path, source.blob,

@@ -8,9 +8,9 @@
 
 #include "fs/push/staged_helpers.h"
 #include "fs/push/staging_tree.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs {
 

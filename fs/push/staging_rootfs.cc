@@ -18,9 +18,9 @@
 #include "fs/push/rootfs_overlay.h"
 #include "fs/push/staging_tree.h"
 #include "fs/tree/path.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {
@@ -33,9 +33,8 @@ namespace {
 
 constexpr size_t kMaxLayoutFile = 4 << 20;  // index.json, manifest.json
 
-[[noreturn]] void fail(int error, const std::string& message) {
-  throw std::system_error(error, std::generic_category(), message);
-}
+// A product error: fs/errno_map.cc chooses its errno.
+[[noreturn]] void fail(ErrorKind kind, const std::string& message) { throw Error(kind, message); }
 
 std::optional<std::string> read_small(const fsys::path& file) {
   std::error_code ec;
@@ -106,7 +105,7 @@ std::shared_ptr<RootfsOverlay> StagingTree::overlay_of(const cache::StagedTag& t
 
 std::shared_ptr<RootfsOverlay> StagingTree::overlay_for(const Node& node) {
   auto overlay = overlay_of(tag_of(node));
-  if (!overlay) fail(ENOENT, "No rootfs/ in " + node.key + " any more");
+  if (!overlay) fail(ErrorKind::kNotFound, "No rootfs/ in " + node.key + " any more");
   return overlay;
 }
 
@@ -170,7 +169,10 @@ std::shared_ptr<StagedFile> StagingTree::rootfs_open(const Node& node, int flags
   handle->path = node.staged_path;
   handle->file = lower.file;
   handle->fd.reset(::open(lower.file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!handle->fd) fail(errno, "Cannot open rootfs/" + path + " of the base");
+  if (!handle->fd) {
+    throw std::system_error(errno, std::generic_category(),
+                            "Cannot open rootfs/" + path + " of the base");
+  }
   handle->range_offset = lower.offset;
   handle->range_length = lower.length;
   handle->state = std::make_shared<StagedFile::PathState>();
@@ -184,7 +186,7 @@ std::shared_ptr<StagedFile> StagingTree::rootfs_create(const Node& parent, std::
   auto tag = tag_of(parent);
   std::shared_ptr<StagedFile> handle;
   if (overlay->type(path)) {
-    if (flags & O_EXCL) fail(EEXIST, "Cannot create rootfs/" + path + ": it exists");
+    if (flags & O_EXCL) fail(ErrorKind::kExists, "Cannot create rootfs/" + path + ": it exists");
     overlay->copy_up(path, !(flags & O_TRUNC));
     handle = open_file(tag, join(std::string(kRootfsName), path), flags & ~O_CREAT, 0,
                        overlay->upper(path));

@@ -19,9 +19,9 @@
 #include "fs/push/push_plan.h"
 #include "fs/push/staged_helpers.h"
 #include "fs/tree/path.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {
@@ -159,7 +159,7 @@ std::vector<NodePtr> StagingTree::list(const Node& dir) {
   for (auto& entry : fsys::directory_iterator(area_.file(tag, dir.staged_path), ec)) {
     names.push_back(entry.path().filename());
   }
-  if (ec) fail(ec.value(), "Cannot list staged " + dir.key);
+  if (ec) fail_errno(ec.value(), "Cannot list staged " + dir.key);
   std::sort(names.begin(), names.end());
   std::vector<NodePtr> entries;
   for (auto& name : names) {
@@ -176,7 +176,7 @@ Attr StagingTree::attr(const Node& node) {
   auto tag = tag_of(node);
   struct stat st;
   if (::lstat(area_.file(tag, node.staged_path).c_str(), &st) != 0) {
-    fail(errno, "Cannot stat staged " + node.key);
+    fail_errno(errno, "Cannot stat staged " + node.key);
   }
   auto state = area_.state(tag);
   auto mode = state.modes.find(node.staged_path);
@@ -218,7 +218,7 @@ std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view
 void StagingTree::setxattr(const Node& node, const std::string& name, const std::string& value,
                            int flags) {
   if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
-    fail(EROFS, "Cannot set " + name + " on " + node.key + ": read-only");
+    fail(ErrorKind::kReadOnly, "Cannot set " + name + " on " + node.key + ": read-only");
   }
   if (name.starts_with("user.regfs.")) return;  // the mount's own (cp -a of an image dir)
   auto tag = tag_of(node);
@@ -227,7 +227,8 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
     auto path = rootfs_path_of(node);
     if (name == "system.posix_acl_access") {  // a mode, as below
       auto mode = mode_of_acl(value);
-      if (!mode) fail(EINVAL, "Cannot set " + name + " on " + node.key + ": not an ACL");
+      if (!mode)
+        fail(ErrorKind::kInvalid, "Cannot set " + name + " on " + node.key + ": not an ACL");
       overlay->chmod(path, (overlay->attr(path).mode & 07000) | *mode);
     } else if (name != "system.posix_acl_default") {
       overlay->setxattr(path, name, value, flags);
@@ -239,7 +240,7 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
   // system applies to the mode (acl(5)); the mode is what the layer keeps.
   if (name == "system.posix_acl_access") {
     auto mode = mode_of_acl(value);
-    if (!mode) fail(EINVAL, "Cannot set " + name + " on " + node.key + ": not an ACL");
+    if (!mode) fail(ErrorKind::kInvalid, "Cannot set " + name + " on " + node.key + ": not an ACL");
     area_.update_state(tag, [&](cache::StagedTagState& s) {
       auto old = s.modes.find(node.staged_path);
       uint32_t special = old != s.modes.end() ? old->second & 07000 : 0;
@@ -262,13 +263,13 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
     }
     if (names.empty()) s.xattrs.erase(node.staged_path);
   });
-  if (error) fail(error, "Cannot set " + name + " on " + node.key);
+  if (error) fail_errno(error, "Cannot set " + name + " on " + node.key);
   changed(tag);
 }
 
 void StagingTree::removexattr(const Node& node, const std::string& name) {
   if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
-    fail(EROFS, "Cannot remove " + name + " of " + node.key + ": read-only");
+    fail(ErrorKind::kReadOnly, "Cannot remove " + name + " of " + node.key + ": read-only");
   }
   auto tag = tag_of(node);
   if (node.overlay) {
@@ -289,7 +290,7 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
     if (entry->second.empty()) s.xattrs.erase(entry);
   });
   if (!removed && name.starts_with("system.posix_acl_")) return;  // cp -a removes them: none kept
-  if (!removed) fail(ENODATA, "Cannot remove " + name + " of " + node.key + ": not set");
+  if (!removed) fail_errno(ENODATA, "Cannot remove " + name + " of " + node.key + ": not set");
   changed(tag);
 }
 

@@ -4,9 +4,9 @@
 #include <algorithm>
 
 #include "fs/source/content.h"
-#include "registry/digest.h"
+#include "registry/core/digest.h"
+#include "registry/core/log.h"
 #include "registry/foreign_blob.h"
-#include "registry/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {

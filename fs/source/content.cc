@@ -2,9 +2,9 @@
 
 #include <algorithm>
 
-#include "registry/digest.h"
+#include "registry/core/digest.h"
+#include "registry/core/log.h"
 #include "registry/foreign_blob.h"
-#include "registry/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {
@@ -279,6 +279,31 @@ void RegistryContent::tag_changed(const std::string& repository, const std::stri
   edit("tags of " + name() + "/" + repository, tag, true);
 }
 
+registry::ClientOptions client_options(const ContentOptions& options, const std::string& name,
+                                       ClientUse use) {
+  registry::ClientOptions client;
+  client.registry = name;
+  client.insecure =
+      std::find(options.insecure.begin(), options.insecure.end(), name) != options.insecure.end();
+  client.ca_cert = options.ca_cert;
+  client.credentials = options.credentials;
+  if (options.registries_conf) {
+    client.insecure = client.insecure || options.registries_conf->insecure(name);
+    if (use == ClientUse::kRead) {
+      client.mirrors =
+          registry::mirrors_for(name, options.mirrors, options.insecure, *options.registries_conf);
+    }
+  }
+  if (options.request_timeout.count() > 0) {
+    client.request_timeout = client.stall_timeout = options.request_timeout;
+    client.connect_timeout = std::min(client.connect_timeout, options.request_timeout);
+  }
+  if (options.upload_chunk_size > 0) {
+    client.upload_chunk_size = client.monolithic_upload_limit = options.upload_chunk_size;
+  }
+  return client;
+}
+
 Content::Content(ContentOptions options)
     : options_(std::move(options)),
       cache_(options_.cache_dir, options_.cache_size),
@@ -290,21 +315,7 @@ RegistryContent& Content::registry(const std::string& name) {
   std::lock_guard lock(mutex_);
   auto& slot = registries_[name];
   if (!slot) {
-    registry::ClientOptions client;
-    client.registry = name;
-    client.insecure = std::find(options_.insecure.begin(), options_.insecure.end(), name) !=
-                      options_.insecure.end();
-    client.ca_cert = options_.ca_cert;
-    client.credentials = options_.credentials;
-    if (options_.registries_conf) {
-      client.insecure = client.insecure || options_.registries_conf->insecure(name);
-      client.mirrors = registry::mirrors_for(name, options_.mirrors, options_.insecure,
-                                             *options_.registries_conf);
-    }
-    if (options_.request_timeout.count() > 0) {
-      client.request_timeout = client.stall_timeout = options_.request_timeout;
-      client.connect_timeout = std::min(client.connect_timeout, options_.request_timeout);
-    }
+    auto client = client_options(options_, name, ClientUse::kRead);
     client.health = std::make_shared<registry::Health>(name);
     client.health->add_listener([this, name](const registry::Health::State& state) {
       if (!state.up) return;

@@ -26,7 +26,7 @@
 #include "fs/source/single_flight.h"
 #include "fs/source/worker_pool.h"
 #include "registry/client.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 
@@ -220,6 +220,18 @@ struct ContentOptions {
   uint64_t upload_chunk_size = 0;
   bool follow_urls = true;  // foreign layers from their urls (--no-urls: false)
 };
+
+// What a registry client is for: reads go through the registry's mirrors,
+// pushes only to the registry itself.
+enum class ClientUse { kRead, kPush };
+
+// The one place that makes registry client options from the mount's: the
+// registry `name` insecure if --insecure or registries.conf says so, the CA,
+// credentials, --request-timeout (request deadline, stall limit, connect
+// timeout) and upload part size alike for reads and pushes; mirrors for
+// kRead only. The health is left null for the caller to share.
+registry::ClientOptions client_options(const ContentOptions& options, const std::string& name,
+                                       ClientUse use);
 
 // Every registry the mount has touched, made on first use.
 class Content {

@@ -6,7 +6,7 @@
 #include <sstream>
 
 #include "cache/blob_cache.h"
-#include "registry/log.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs {
 

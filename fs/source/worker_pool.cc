@@ -1,6 +1,6 @@
 #include "fs/source/worker_pool.h"
 
-#include "registry/log.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs {
 

@@ -2,9 +2,9 @@
 
 #include "cache/lazy_layer.h"
 #include "cache/toc.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs {
 

@@ -4,7 +4,7 @@
 
 #include <unordered_map>
 
-#include "registry/log.h"
+#include "registry/core/log.h"
 
 namespace regfs::fs {
 

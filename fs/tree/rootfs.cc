@@ -7,12 +7,13 @@
 #include <atomic>
 #include <nlohmann/json.hpp>
 
+#include "cache/layout.h"
 #include "cache/lazy_layer.h"
 #include "fs/tree/path.h"
-#include "registry/deadline.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/deadline.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {
@@ -99,7 +100,7 @@ const MergedNode& node_of(const Node& node, const MergedTree& tree) {
 }  // namespace
 
 RootfsView::RootfsView(Content& content)
-    : layers_(content.options().cache_dir / "layers",
+    : layers_(cache::CacheLayout(content.options().cache_dir).layers(),
               cache::FileHooks{[&content](const auto& p) { content.cache().track_file(p); },
                                [&content](const auto& p) { content.cache().pin_file(p); },
                                [&content](const auto& p) { content.cache().unpin_file(p); }}) {}

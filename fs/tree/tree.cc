@@ -4,13 +4,14 @@
 
 #include <algorithm>
 
+#include "cache/layout.h"
 #include "fs/source/status.h"
 #include "fs/tree/known_names.h"
 #include "fs/tree/path.h"
 #include "fs/tree/rootfs.h"
-#include "registry/digest.h"
-#include "registry/error.h"
-#include "registry/log.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/reference.h"
 
 namespace regfs::fs {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "cache/decompress.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   namespace cache = regfs::cache;

@@ -6,8 +6,8 @@
 #include <cstdlib>
 #include <string_view>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 #include "registry/manifest.h"
 
 namespace {

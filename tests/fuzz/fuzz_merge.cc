@@ -18,7 +18,7 @@
 #include "cache/layer_index.h"
 #include "cache/tar_reader.h"
 #include "fs/tree/merged_tree.h"
-#include "registry/log.h"
+#include "registry/core/log.h"
 
 namespace {
 

@@ -12,7 +12,7 @@
 
 #include "cache/layer_index.h"
 #include "cache/tar_reader.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace {
 

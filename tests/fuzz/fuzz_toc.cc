@@ -9,7 +9,7 @@
 #include <string_view>
 
 #include "cache/toc.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   namespace cache = regfs::cache;

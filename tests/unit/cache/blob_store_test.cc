@@ -7,8 +7,8 @@
 #include <fstream>
 
 #include "cache/tag_store.h"
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 namespace {

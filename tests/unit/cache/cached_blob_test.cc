@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "cache/blob_cache.h"
-#include "registry/deadline.h"
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/deadline.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 namespace {
@@ -231,7 +231,7 @@ TEST_F(CachedBlobTest, AwaitCompleteHashesABlobWhoseChunksAreAllPresent) {
 }
 
 // A FUSE operation waits for a chunk another thread fetches only until its
-// deadline (registry/deadline.h); the fetch itself is not disturbed.
+// deadline (registry/core/deadline.h); the fetch itself is not disturbed.
 TEST_F(CachedBlobTest, WaitEndsAtTheOperationsDeadline) {
   auto c = cache();
   auto blob = c->open(digest_, bytes_.size());

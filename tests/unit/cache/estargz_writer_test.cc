@@ -11,7 +11,7 @@
 #include <sstream>
 
 #include "cache/toc.h"
-#include "registry/digest.h"
+#include "registry/core/digest.h"
 
 namespace regfs::cache {
 namespace {

@@ -8,8 +8,8 @@
 #include <fstream>
 #include <thread>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 #include "tar_builder.h"
 
 namespace regfs::cache {

@@ -13,7 +13,7 @@
 #include <fstream>
 #include <thread>
 
-#include "registry/digest.h"
+#include "registry/core/digest.h"
 
 namespace regfs::cache {
 namespace {

@@ -6,7 +6,7 @@
 #include <random>
 
 #include "cache/layer_index.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 #include "tar_builder.h"
 
 namespace regfs::cache {

@@ -8,8 +8,8 @@
 
 #include <string>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::cache {
 namespace {

@@ -22,10 +22,10 @@
 #include <utility>
 
 #include "registry/client.h"
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
+#include "registry/core/log.h"
 #include "registry/http.h"
-#include "registry/log.h"
 #include "registry/manifest.h"
 
 extern char** environ;

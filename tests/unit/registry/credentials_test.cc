@@ -9,7 +9,7 @@
 #include <fstream>
 #include <map>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::registry {
 namespace {

@@ -1,4 +1,4 @@
-#include "registry/digest.h"
+#include "registry/core/digest.h"
 
 #include <gtest/gtest.h>
 

@@ -1,4 +1,4 @@
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 #include <gtest/gtest.h>
 

@@ -2,7 +2,8 @@
 
 #include <gtest/gtest.h>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
+#include "registry/transport.h"
 
 namespace regfs::registry {
 namespace {
@@ -19,8 +20,11 @@ TEST(ForeignBlob, OnlyHttpAndHttpsUrlsAreFetched) {
 
 TEST(ForeignBlob, RefusesOtherSchemesBeforeAnyRequest) {
   HttpClient http(HttpOptions{});
+  ClientOptions options;
+  options.registry = "localhost:1";
+  Transport transport(options);
   try {
-    fetch_foreign_blob(http, "file:///etc/passwd", 0, 0, std::chrono::milliseconds(1000),
+    fetch_foreign_blob(transport, http, "file:///etc/passwd", 0, 0, std::chrono::milliseconds(1000),
                        [](const char*, size_t) { return true; });
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {

@@ -9,8 +9,8 @@
 #include <chrono>
 #include <thread>
 
-#include "registry/deadline.h"
-#include "registry/error.h"
+#include "registry/core/deadline.h"
+#include "registry/core/error.h"
 
 namespace regfs::registry {
 namespace {

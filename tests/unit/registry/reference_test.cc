@@ -2,7 +2,7 @@
 
 #include <gtest/gtest.h>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::registry {
 namespace {

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 #include "registry/mirrors.h"
 #include "registry/toml.h"
 

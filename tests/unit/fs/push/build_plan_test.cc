@@ -9,7 +9,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
-#include "registry/digest.h"
+#include "registry/core/digest.h"
 
 namespace regfs::fs {
 namespace {

@@ -4,8 +4,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 namespace {

@@ -9,8 +9,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "registry/digest.h"
-#include "registry/error.h"
+#include "registry/core/digest.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 namespace {

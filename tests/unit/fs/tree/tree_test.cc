@@ -14,7 +14,7 @@
 
 #include "cache/tag_store.h"
 #include "fs/tree/path.h"
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 namespace {

@@ -2,7 +2,7 @@
 // with a kind (what went wrong, as the distribution spec and SPEC §7 see it),
 // the HTTP status and OCI error code when there was one, and a message that
 // reads "Cannot <verb> <object>: <reason>". fs/fuse/errno_map.cc is the one place
-// that turns a kind into an errno.
+// that turns a kind into an errno (its table is SPEC §7's).
 #pragma once
 
 #include <stdexcept>
@@ -24,6 +24,11 @@ enum class ErrorKind {
   kReadOnly,         // write to remote content
   kNoSpace,          // cache disk full
   kInterrupted,      // request interrupted
+  kExists,           // a name made again (mkdir, create, link of a staged name)
+  kNotEmpty,         // removing a staged directory or tag that still holds files
+  kBusy,             // in use: a tag deleted while another tag shares its manifest
+  kNotPermitted,     // an operation the place refuses (files outside a tag)
+  kCrossDevice,      // a link or rename out of its staged tag or rootfs/
   kIo,               // anything else
 };
 

@@ -1,9 +1,9 @@
 // SHA-256 over OpenSSL's EVP interface; the context is owned by a unique_ptr.
-#include "registry/digest.h"
+#include "registry/core/digest.h"
 
 #include <openssl/evp.h>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::registry {
 

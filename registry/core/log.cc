@@ -1,4 +1,4 @@
-#include "registry/log.h"
+#include "registry/core/log.h"
 
 #include <atomic>
 #include <chrono>

@@ -1,6 +1,6 @@
 // Distribution-spec error responses to typed errors: the OCI error code in the
 // body decides the kind when there is one, the HTTP status otherwise.
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 #include <nlohmann/json.hpp>
 
@@ -143,6 +143,16 @@ std::string_view to_string(ErrorKind kind) {
       return "no space";
     case ErrorKind::kInterrupted:
       return "interrupted";
+    case ErrorKind::kExists:
+      return "exists";
+    case ErrorKind::kNotEmpty:
+      return "not empty";
+    case ErrorKind::kBusy:
+      return "busy";
+    case ErrorKind::kNotPermitted:
+      return "not permitted";
+    case ErrorKind::kCrossDevice:
+      return "crosses a boundary";
     case ErrorKind::kIo:
       return "I/O error";
   }

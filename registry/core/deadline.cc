@@ -1,9 +1,9 @@
-#include "registry/deadline.h"
+#include "registry/core/deadline.h"
 
 #include <algorithm>
 #include <string>
 
-#include "registry/error.h"
+#include "registry/core/error.h"
 
 namespace regfs::registry {
 namespace {
