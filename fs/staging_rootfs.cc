@@ -172,11 +172,8 @@ std::shared_ptr<StagedFile> StagingTree::rootfs_open(const Node& node, int flags
   auto handle = std::make_shared<StagedFile>();
   handle->tag = tag;
   handle->path = node.staged_path;
-  handle->file = lower.file;
-  handle->fd.reset(::open(lower.file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!handle->fd) fail(errno, "Cannot open rootfs/" + path + " of the base");
-  handle->range_offset = lower.offset;
-  handle->range_length = lower.length;
+  handle->lower = lower.layer;
+  handle->lower_entry = lower.entry;
   handle->state = std::make_shared<StagedFile::PathState>();
   return handle;
 }

@@ -5,7 +5,7 @@
 
 #include <random>
 
-#include "cache/layer_index.h"
+#include "cache/layer_data.h"
 #include "registry/error.h"
 #include "tar_builder.h"
 
