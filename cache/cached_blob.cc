@@ -79,12 +79,23 @@ std::string hash_file(int fd, uint64_t size) {
 }  // namespace
 
 ReadLease::ReadLease(ReadLease&& other) noexcept
-    : fd_(other.fd_), owns_fd_(other.owns_fd_), offset_(other.offset_), length_(other.length_) {
+    : fd_(other.fd_),
+      owns_fd_(other.owns_fd_),
+      offset_(other.offset_),
+      length_(other.length_),
+      lender_(other.lender_),
+      lock_start_(other.lock_start_),
+      lock_length_(other.lock_length_) {
   other.owns_fd_ = false;
+  other.lender_ = nullptr;
 }
 
 ReadLease::~ReadLease() {
-  if (owns_fd_) ::close(fd_);  // drops the OFD locks
+  if (lender_) {
+    lender_->take_back_fd(fd_, lock_start_, lock_length_);
+  } else if (owns_fd_) {
+    ::close(fd_);  // drops the OFD locks
+  }
 }
 
 CachedBlob::CachedBlob(BlobCache& cache, std::string digest, uint64_t size)
@@ -114,6 +125,7 @@ CachedBlob::~CachedBlob() {
     }
     if (!unhashed.empty()) cache_.note_unhashed(digest_, size_, unhashed);
   }
+  for (int fd : spare_fds_) ::close(fd);
   if (fd_ >= 0) ::close(fd_);
   if (log_fd_ >= 0) ::close(log_fd_);
   if (hash_fd_ >= 0) ::close(hash_fd_);
@@ -565,6 +577,29 @@ int CachedBlob::reopen_own_file(int flags) const {
   return ::open(("/proc/self/fd/" + std::to_string(fd_)).c_str(), flags | O_CLOEXEC);
 }
 
+int CachedBlob::lend_fd() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!spare_fds_.empty()) {
+      int fd = spare_fds_.back();
+      spare_fds_.pop_back();
+      return fd;
+    }
+  }
+  return reopen_own_file(O_RDONLY);
+}
+
+void CachedBlob::take_back_fd(int fd, uint64_t start, uint64_t length) {
+  constexpr size_t kMaxSpare = 4;  // readers reading at once, commonly
+  bool kept = ofd_lock(fd, F_UNLCK, start, length);
+  if (kept) {
+    std::lock_guard lock(mutex_);
+    kept = !complete_ && !failed_ && spare_fds_.size() < kMaxSpare;
+    if (kept) spare_fds_.push_back(fd);
+  }
+  if (!kept) ::close(fd);
+}
+
 std::optional<ReadLease> CachedBlob::lease(uint64_t offset, size_t length) {
   {
     std::lock_guard lock(mutex_);
@@ -578,11 +613,14 @@ std::optional<ReadLease> CachedBlob::lease(uint64_t offset, size_t length) {
   // The file this instance writes, whatever its name now (another instance
   // may have completed or dropped the partial file), as an open file
   // description of the lease's own for its OFD lock.
-  int fd = reopen_own_file(O_RDONLY);
+  int fd = lend_fd();
   if (fd < 0) throw io_error("open cache file " + partial_path_.string(), errno);
-  ReadLease lease(fd, true, offset, length);
   uint64_t start = first * chunk_size_;
-  if (!ofd_lock(fd, F_RDLCK, start, (last + 1) * chunk_size_ - start)) {
+  ReadLease lease(fd, false, offset, length);
+  lease.lender_ = this;
+  lease.lock_start_ = start;
+  lease.lock_length_ = (last + 1) * chunk_size_ - start;
+  if (!ofd_lock(fd, F_RDLCK, lease.lock_start_, lease.lock_length_)) {
     throw io_error("lock cache file " + partial_path_.string(), errno);
   }
   std::lock_guard lock(mutex_);

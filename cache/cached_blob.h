@@ -38,10 +38,13 @@
 namespace regfs::cache {
 
 class BlobCache;
+class CachedBlob;
 
 // Read access to [offset, offset+length) of a blob's local file. For a
-// partial blob it owns its own descriptor holding OFD read locks on the
-// range, so no eviction punches it while the bytes are copied out.
+// partial blob it has a descriptor of its own (an open file description
+// lent by the blob, given back when the lease goes) holding OFD read locks
+// on the range, so no eviction punches it while the bytes are copied out.
+// It must not outlive its blob.
 class ReadLease {
  public:
   ReadLease(int fd, bool owns_fd, uint64_t offset, size_t length)
@@ -54,10 +57,15 @@ class ReadLease {
   size_t length() const { return length_; }
 
  private:
+  friend class CachedBlob;
   int fd_;
   bool owns_fd_;
   uint64_t offset_;
   size_t length_;
+  // A descriptor lent by `lender_`: locked [lock_start_, +lock_length_).
+  CachedBlob* lender_ = nullptr;
+  uint64_t lock_start_ = 0;
+  uint64_t lock_length_ = 0;
 };
 
 class CachedBlob {
@@ -136,6 +144,12 @@ class CachedBlob {
   void append_log(const std::string& line);
   void mark_absent_locked(size_t index);
   int reopen_own_file(int flags) const;
+  // A descriptor of the file for a lease: a spare one, or opened anew (its
+  // own open file description, for its OFD locks); -1 with errno.
+  int lend_fd();
+  // Takes back a lent descriptor, its locks on [start, +length) dropped.
+  void take_back_fd(int fd, uint64_t start, uint64_t length);
+  friend class ReadLease;
   bool all_present_locked() const;
   bool chunk_intact_locked(int fd, size_t index);
   enum class HashResult { kPending, kCompleted, kFailed };
@@ -169,6 +183,8 @@ class CachedBlob {
   int fd_ = -1;       // the complete file, or the partial file
   int log_fd_ = -1;   // partial only
   int hash_fd_ = -1;  // partial only: the hashing thread's own descriptor (OFD locks)
+  // Descriptors leases gave back, unlocked: one open per reader, not per read.
+  std::vector<int> spare_fds_;
   bool complete_ = false;
   std::exception_ptr failed_;  // whole-blob integrity failure
   std::vector<State> states_;

@@ -348,8 +348,9 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     });
     return;
   }
+  auto reader = handle->reader;  // held: the lease must not outlive its blob (see above)
   guarded(req, "read", [&] {
-    auto lease = handle->reader->read(static_cast<uint64_t>(off), size);
+    auto lease = reader->read(static_cast<uint64_t>(off), size);
     fuse_bufvec buf = FUSE_BUFVEC_INIT(lease.length());
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     buf.buf[0].fd = lease.fd();
