@@ -109,6 +109,7 @@ SeekableData::Span SeekableData::span(size_t i) const {
     done += n;
   }
   std::lock_guard lock(mutex_);
+  cache_.remove_if([i](const auto& cached) { return cached.first == i; });  // a racing reader's
   cache_.emplace_front(i, bytes);
   if (cache_.size() > kCachedSpans) cache_.pop_back();
   return bytes;
