@@ -214,7 +214,11 @@ std::string BlobCache::file_key(const fsys::path& path) const {
 void BlobCache::track_file(const fsys::path& path) {
   std::error_code ec;
   auto size = fsys::file_size(path, ec);
-  if (ec) return;
+  if (ec) {  // gone: forgotten
+    std::lock_guard lock(mutex_);
+    lru_.erase(file_key(path));
+    return;
+  }
   {
     std::lock_guard lock(mutex_);
     lru_.put(file_key(path), size);

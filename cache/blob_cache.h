@@ -58,7 +58,8 @@ class BlobCache : public BlobAccounting {
   std::optional<std::string> read_small(const std::string& digest, size_t max_size);
   void put_small(const std::string& digest, std::string_view bytes);
 
-  // Derived files under root(): tracked in the LRU, evicted by unlinking.
+  // Derived files under root(): tracked in the LRU, evicted by unlinking; a
+  // tracked path no longer there is forgotten.
   void track_file(const std::filesystem::path& path);
   void pin_file(const std::filesystem::path& path);
   void unpin_file(const std::filesystem::path& path);

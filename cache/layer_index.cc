@@ -12,9 +12,10 @@ namespace regfs::cache {
 
 namespace {
 
-// Version 2: sparse files (their data segments). A file of another version
-// does not parse, so the layer is indexed again.
-constexpr std::string_view kMagic = "regfs-layer-index-2\n";
+// Version 2: sparse files (their data segments). Version 3: no uncompressed
+// tar kept, but the blob's access points. A file of another version does not
+// parse, so the layer is indexed again.
+constexpr std::string_view kMagic = "regfs-layer-index-3\n";
 constexpr uint32_t kMaxString = 1 << 20;
 
 class Writer {
@@ -86,42 +87,23 @@ bool data_fits(const TarEntry& e, uint64_t tar_size) {
 
 }  // namespace
 
-size_t read_entry_data(int fd, const TarEntry& entry, uint64_t offset, char* out, size_t size) {
-  if (offset >= entry.size) return 0;
-  size = static_cast<size_t>(std::min<uint64_t>(size, entry.size - offset));
-  auto read_at = [fd](char* to, size_t length, uint64_t at) {
-    while (length > 0) {
-      ssize_t n = ::pread(fd, to, length, static_cast<off_t>(at));
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) throw std::system_error(errno, std::generic_category(), "Cannot read layer");
-      if (n == 0) throw std::system_error(EIO, std::generic_category(), "Layer tar too short");
-      to += n;
-      length -= static_cast<size_t>(n);
-      at += static_cast<uint64_t>(n);
-    }
-  };
-  if (!entry.sparse) {
-    read_at(out, size, entry.offset + offset);
-    return size;
-  }
-  std::memset(out, 0, size);  // holes
-  uint64_t end = offset + size;
-  auto first =
-      std::upper_bound(entry.segments.begin(), entry.segments.end(), offset,
-                       [](uint64_t at, const DataSegment& s) { return at < s.offset + s.length; });
-  for (auto it = first; it != entry.segments.end() && it->offset < end; ++it) {
-    uint64_t from = std::max(offset, it->offset);
-    uint64_t to = std::min(end, it->offset + it->length);
-    read_at(out + (from - offset), static_cast<size_t>(to - from), it->data + (from - it->offset));
-  }
-  return size;
-}
+bool is_current_index(std::string_view head) { return head.substr(0, kMagic.size()) == kMagic; }
 
 std::string serialize_index(const LayerIndex& index) {
   Writer w;
   for (char c : kMagic) w.put(c);
   w.put(std::string_view(index.diff_id));
   w.put(index.tar_size);
+  w.put(std::string_view(index.blob));
+  w.put(static_cast<uint8_t>(index.compression));
+  w.put(static_cast<uint8_t>(index.tar_copy));
+  w.put(static_cast<uint64_t>(index.points.size()));
+  for (const auto& point : index.points) {
+    w.put(point.in);
+    w.put(point.out);
+    w.put(point.bits);
+    w.put(std::string_view(point.window));
+  }
   w.put(static_cast<uint64_t>(index.entries.size()));
   for (const auto& e : index.entries) {
     w.put(std::string_view(e.path));
@@ -158,6 +140,23 @@ std::optional<LayerIndex> parse_index(std::string_view bytes) {
   LayerIndex index;
   index.diff_id = r.get_string();
   index.tar_size = r.get<uint64_t>();
+  index.blob = r.get_string();
+  auto compression = r.get<uint8_t>();
+  if (compression > static_cast<uint8_t>(Compression::kZstd)) return std::nullopt;
+  index.compression = static_cast<Compression>(compression);
+  index.tar_copy = r.get<uint8_t>() != 0;
+  auto points = r.get<uint64_t>();
+  if (!r.ok() || points > r.left() / 21) return std::nullopt;  // a point takes 21+ bytes
+  for (uint64_t j = 0; j < points; ++j) {
+    AccessPoint point;
+    point.in = r.get<uint64_t>();
+    point.out = r.get<uint64_t>();
+    point.bits = r.get<uint8_t>();
+    point.window = r.get_string();
+    bool in_order = index.points.empty() ? point.out == 0 : point.out > index.points.back().out;
+    if (!r.ok() || !in_order || point.out > index.tar_size || point.bits > 7) return std::nullopt;
+    index.points.push_back(std::move(point));
+  }
   auto count = r.get<uint64_t>();
   if (!r.ok() || count > r.left()) return std::nullopt;  // an entry takes > 1 byte
   index.entries.reserve(static_cast<size_t>(count));

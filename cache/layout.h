@@ -4,8 +4,9 @@
 //   blobs/sha256/<hex>              complete, verified blobs (BlobStore)
 //   partial/sha256/<hex>            a blob read in part: a sparse file
 //   partial/sha256/<hex>.chunks     its chunk log (CachedBlob)
-//   layers/sha256/<diff_id>.tar     uncompressed layers, and their
-//   layers/sha256/<diff_id>.index   tar indexes (LayerStore)
+//   layers/sha256/<diff_id>.index   layer indexes: entries and access points
+//   layers/sha256/<diff_id>.tar     uncompressed copies of the layers that
+//                                   have no access points (LayerStore)
 //   layers/tmp/                     layers being indexed
 //   refs/<registry>/...             tag answers, tag lists, catalogs (TagStore)
 //   staging/<registry>/...          staged tags (StagingArea)

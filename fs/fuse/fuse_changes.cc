@@ -157,7 +157,7 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
   auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
   int rc = 0;
-  if (handle->staged) {
+  if (handle->staged && handle->staged->fd) {  // not a base file of rootfs/ (read only)
     rc = datasync ? ::fdatasync(handle->staged->fd.get()) : ::fsync(handle->staged->fd.get());
   }
   fuse_reply_err(req, rc == 0 ? 0 : errno);

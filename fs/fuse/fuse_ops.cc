@@ -13,6 +13,7 @@
 #include <ctime>
 #include <fstream>
 
+#include "cache/layer_data.h"
 #include "cache/layer_index.h"
 #include "fs/fuse/dir_listings.h"
 #include "fs/fuse/errno_map.h"
@@ -186,15 +187,10 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     }
     auto opened = s.served.tree->open(*node);
     auto handle = std::make_unique<FileHandle>(FileHandle{opened.bytes, opened.reader});
-    if (!opened.file.empty()) {
-      handle->fd = ::open(opened.file.c_str(), O_RDONLY | O_CLOEXEC);
-      if (handle->fd < 0) {
-        throw std::system_error(errno, std::generic_category(),
-                                "Cannot open cached layer " + opened.file.string());
-      }
-      handle->offset = opened.offset;
-      handle->length = opened.length;
-      handle->sparse = opened.sparse;
+    if (opened.layer) {
+      handle->layer = opened.layer;
+      handle->entry = opened.entry;
+      handle->span = opened.layer->file_span(*opened.entry);
     }
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     // A blob not yet verified whole may turn out wrong (EIO, dropped): an
@@ -229,27 +225,30 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     fuse_reply_buf(req, bytes.data() + off, n);
     return;
   }
-  if (handle->fd >= 0 && handle->sparse) {  // a rootfs file with holes: one pread a segment
-    auto held = handle->sparse;
+  if (handle->span) {  // a rootfs file of an uncompressed layer: one splice
+    uint64_t length = handle->entry->size;
+    uint64_t begin = std::min(static_cast<uint64_t>(off), length);
+    fuse_bufvec buf = FUSE_BUFVEC_INIT(std::min<uint64_t>(size, length - begin));
+    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
+    buf.buf[0].fd = handle->span->fd;
+    buf.buf[0].pos = static_cast<off_t>(handle->span->offset + begin);
+    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
+    return;
+  }
+  if (handle->layer) {           // a rootfs file: through its layer (decompressed)
+    auto layer = handle->layer;  // held: see above
+    auto entry = handle->entry;
     guarded(req, "read", [&] {
-      std::string buffer(std::min<uint64_t>(size, held->size), '\0');
-      size_t n = cache::read_entry_data(handle->fd, *held, static_cast<uint64_t>(off),
-                                        buffer.data(), buffer.size());
+      std::string buffer(std::min<uint64_t>(size, entry->size), '\0');
+      size_t n =
+          layer->read_entry(*entry, static_cast<uint64_t>(off), buffer.data(), buffer.size());
       fuse_reply_buf(req, buffer.data(), n);
     });
     return;
   }
-  if (handle->fd >= 0) {  // a rootfs file: one pread of its layer's tar
-    uint64_t begin = std::min(static_cast<uint64_t>(off), handle->length);
-    fuse_bufvec buf = FUSE_BUFVEC_INIT(std::min<uint64_t>(size, handle->length - begin));
-    buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
-    buf.buf[0].fd = handle->fd;
-    buf.buf[0].pos = static_cast<off_t>(handle->offset + begin);
-    fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
-    return;
-  }
+  auto reader = handle->reader;  // held: the lease must not outlive its blob (see above)
   guarded(req, "read", [&] {
-    auto lease = handle->reader->read(static_cast<uint64_t>(off), size);
+    auto lease = reader->read(static_cast<uint64_t>(off), size);
     fuse_bufvec buf = FUSE_BUFVEC_INIT(lease.length());
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
     buf.buf[0].fd = lease.fd();

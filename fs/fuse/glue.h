@@ -11,9 +11,10 @@
 
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 
-#include "cache/layer_index.h"
+#include "cache/layer_data.h"
 #include "fs/fuse/dir_listings.h"
 #include "fs/fuse/errno_map.h"
 #include "fs/fuse/fuse_ops.h"
@@ -45,14 +46,11 @@ struct FileHandle {
   std::shared_ptr<const std::string> bytes;
   std::shared_ptr<BlobReader> reader;
   std::shared_ptr<StagedFile> staged = {};  // a file under a staged tag
-  // A rootfs file: [offset, offset + length) of the open file fd.
-  int fd = -1;
-  uint64_t offset = 0;
-  uint64_t length = 0;
-  std::shared_ptr<const cache::TarEntry> sparse = {};  // a sparse rootfs file's map
-  ~FileHandle() {
-    if (fd >= 0) ::close(fd);
-  }
+  // A rootfs file: `entry` read through `layer`; spliced from `span` if its
+  // bytes lie as they are in a local file (an uncompressed layer).
+  std::shared_ptr<const cache::LayerData> layer = {};
+  std::shared_ptr<const cache::TarEntry> entry = {};
+  std::optional<cache::FileSpan> span = {};
 };
 
 inline MountState& state_of(fuse_req_t req) {

@@ -90,18 +90,15 @@ void copy_bytes(const OpenedFile& from, const fsys::path& to, const std::string&
     }
     return;
   }
-  cache::UniqueFd in(::open(from.file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!in) fail(errno, "Cannot read " + what + " of the base");
   cache::UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   if (!out) fail(errno, "Cannot copy up " + what);
   std::string buffer(1 << 20, '\0');
   uint64_t done = 0;
   try {
-    while (done < from.length) {
-      size_t want = static_cast<size_t>(std::min<uint64_t>(buffer.size(), from.length - done));
-      ssize_t n = ::pread(in.get(), buffer.data(), want, static_cast<off_t>(from.offset + done));
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail(n < 0 ? errno : EIO, "Cannot read " + what + " of the base");
+    while (done < from.entry->size) {
+      auto n = static_cast<ssize_t>(
+          from.layer->read_entry(*from.entry, done, buffer.data(), buffer.size()));
+      if (n <= 0) fail(EIO, "Cannot read " + what + " of the base");
       for (ssize_t written = 0; written < n;) {
         ssize_t w = ::write(out.get(), buffer.data() + written, static_cast<size_t>(n - written));
         if (w < 0 && errno == EINTR) continue;

@@ -238,11 +238,13 @@ void StagingTree::write(StagedFile& file, const char* data, size_t size, uint64_
 }
 
 size_t StagingTree::read(StagedFile& file, char* buffer, size_t size, uint64_t offset) {
-  if (file.range_length) {  // a file of rootfs/'s base: its range of a layer's tar
-    if (offset >= *file.range_length) return 0;
-    size = static_cast<size_t>(std::min<uint64_t>(size, *file.range_length - offset));
-    offset += file.range_offset;
+  if (file.lower_bytes) {  // a file of rootfs/'s base in a lazily read layer
+    if (offset >= file.lower_bytes->size()) return 0;
+    size = static_cast<size_t>(std::min<uint64_t>(size, file.lower_bytes->size() - offset));
+    std::memcpy(buffer, file.lower_bytes->data() + offset, size);
+    return size;
   }
+  if (file.lower) return file.lower->read_entry(*file.lower_entry, offset, buffer, size);
   if (file.reader) {
     if (offset >= file.reader->size()) return 0;
     auto lease = file.reader->read(offset, size);

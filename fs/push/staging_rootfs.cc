@@ -167,14 +167,9 @@ std::shared_ptr<StagedFile> StagingTree::rootfs_open(const Node& node, int flags
   auto handle = std::make_shared<StagedFile>();
   handle->tag = tag;
   handle->path = node.staged_path;
-  handle->file = lower.file;
-  handle->fd.reset(::open(lower.file.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!handle->fd) {
-    throw std::system_error(errno, std::generic_category(),
-                            "Cannot open rootfs/" + path + " of the base");
-  }
-  handle->range_offset = lower.offset;
-  handle->range_length = lower.length;
+  handle->lower = lower.layer;
+  handle->lower_entry = lower.entry;
+  handle->lower_bytes = lower.bytes;
   handle->state = std::make_shared<StagedFile::PathState>();
   return handle;
 }

@@ -75,10 +75,11 @@ struct StagedFile {
   bool writable = false;
   std::shared_ptr<PathState> state;
   std::shared_ptr<BlobReader> reader;  // a reference being read
-  // A file of the base under rootfs/ (fd: its layer's tar): read only
-  // [range_offset, range_offset + *range_length) of fd.
-  uint64_t range_offset = 0;
-  std::optional<uint64_t> range_length;
+  // A file of the base under rootfs/, not copied up: read through its layer
+  // (no fd), or its bytes when its layer is read lazily (fs/tree/lazy_layers.h).
+  std::shared_ptr<const cache::LayerData> lower;
+  std::shared_ptr<const cache::TarEntry> lower_entry;
+  std::shared_ptr<const std::string> lower_bytes;
 };
 
 struct SetAttr {

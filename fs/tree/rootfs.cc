@@ -93,6 +93,11 @@ NodePtr make_node(const Node& like, const MergedTree& tree, uint32_t index, std:
   return node;
 }
 
+// The digest of a complete blob from its path in the blob store.
+std::string blob_digest(const std::filesystem::path& blob) {
+  return "sha256:" + blob.filename().string();
+}
+
 const MergedNode& node_of(const Node& node, const MergedTree& tree) {
   return tree.node(index_of(node, tree));
 }
@@ -100,10 +105,14 @@ const MergedNode& node_of(const Node& node, const MergedTree& tree) {
 }  // namespace
 
 RootfsView::RootfsView(Content& content)
-    : layers_(cache::CacheLayout(content.options().cache_dir).layers(),
-              cache::FileHooks{[&content](const auto& p) { content.cache().track_file(p); },
-                               [&content](const auto& p) { content.cache().pin_file(p); },
-                               [&content](const auto& p) { content.cache().unpin_file(p); }}) {}
+    : layers_(
+          cache::CacheLayout(content.options().cache_dir).layers(),
+          cache::FileHooks{
+              [&content](const auto& p) { content.cache().track_file(p); },
+              [&content](const auto& p) { content.cache().pin_file(p); },
+              [&content](const auto& p) { content.cache().unpin_file(p); },
+              [&content](const auto& p) { content.cache().hold_complete(blob_digest(p)); },
+              [&content](const auto& p) { content.cache().release_complete(blob_digest(p)); }}) {}
 
 std::shared_ptr<const MergedTree> RootfsView::tree(RegistryContent& content, const Image& image) {
   std::string key = content.name() + "/" + image.repository + "@" + image.digest;
@@ -268,10 +277,8 @@ OpenedFile RootfsView::open(const Node& node, const MergedTree& tree) {
     }
     return file;
   }
-  file.file = tree.layer(n.layer).tar;
-  file.offset = n.entry->offset;
-  file.length = n.entry->size;
-  if (n.entry->sparse) file.sparse = std::make_shared<const cache::TarEntry>(*n.entry);
+  file.layer = tree.layer(n.layer).data;
+  file.entry = std::make_shared<const cache::TarEntry>(*n.entry);
   return file;
 }
 

@@ -3,14 +3,15 @@
 // The first lookup of an image's rootfs builds its MergedTree: the config's
 // diff_ids are read, and every layer not indexed yet is fetched whole
 // (RegistryContent::blob) and indexed by the LayerStore (decompressed once,
-// diff_id checked, uncompressed tar and entry index kept in the cache, see
-// cache/layer_store.h for why), several layers in parallel; the tree is then
-// merged in memory from the indexes and kept per image digest. A file read is
-// a pread of the uncompressed tar at the entry's offset (a sparse file's: one
-// per data run it covers, holes as zeros). An eStargz or zstd:chunked layer
-// not indexed yet is read through its table of contents instead
-// (fs/tree/lazy_layers.h): no download at the merge, its files' chunks fetched
-// and verified when opened.
+// diff_id checked, entry index and access points kept in the cache, see
+// cache/layer_store.h), several layers in parallel; the tree is then merged in
+// memory from the indexes and kept per image digest. A file is read through
+// its layer's LayerData (cache/layer_data.h): a pread of an uncompressed
+// layer, or decompression from the nearest access point of a compressed one
+// (a sparse file's: one read per data run it covers, holes as zeros).
+// An eStargz or zstd:chunked layer not indexed yet is read through its table
+// of contents instead (fs/tree/lazy_layers.h): no download at the merge, its
+// files' chunks fetched and verified when opened.
 //
 // Nodes of the view carry the image's manifest digest (Node::blob), pinned
 // when `rootfs` was looked up, and their path inside the rootfs, so they never

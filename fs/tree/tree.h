@@ -27,6 +27,8 @@
 #include <string_view>
 #include <vector>
 
+#include "cache/layer_data.h"
+#include "cache/layer_writer.h"
 #include "cache/lru_index.h"
 #include "cache/tar_reader.h"
 #include "fs/source/content.h"
@@ -102,13 +104,9 @@ struct Attr {
 struct OpenedFile {
   std::shared_ptr<const std::string> bytes;
   std::shared_ptr<BlobReader> reader;
-  // Or a byte range of a local file: a rootfs file in its uncompressed layer.
-  std::filesystem::path file = {};
-  uint64_t offset = 0;
-  uint64_t length = 0;
-  // A sparse rootfs file: its entry, whose segments say where its data lies
-  // in `file` (holes read as zeros); offset and length are then unused.
-  std::shared_ptr<const cache::TarEntry> sparse = {};
+  // Or a rootfs file: `entry` (a regular file) of a layer read through `layer`.
+  std::shared_ptr<const cache::LayerData> layer = {};
+  std::shared_ptr<const cache::TarEntry> entry = {};
 };
 
 struct TreeOptions {

@@ -1,11 +1,13 @@
 #include "cache/layer_store.h"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <zlib.h>
 #include <zstd.h>
 
 #include <atomic>
 #include <fstream>
+#include <random>
 #include <thread>
 
 #include "registry/core/digest.h"
@@ -71,13 +73,26 @@ class LayerStoreTest : public ::testing::Test {
   void expect_layer(const LayerIndex& index) {
     EXPECT_EQ(index.diff_id, diff_id_);
     EXPECT_EQ(index.tar_size, tar_.size());
-    EXPECT_EQ(read(index.tar), tar_);
     ASSERT_EQ(index.entries.size(), 5u);
     EXPECT_EQ(index.entries[0].path, "etc");
     EXPECT_EQ(index.entries[2].path, "escape");
     EXPECT_EQ(index.entries[3].link, "etc/hello");  // hardlink targets cleaned too
     const auto& big = index.entries[4];
     EXPECT_EQ(tar_.substr(big.offset, big.size), std::string(300000, 'q'));
+    ASSERT_TRUE(index.data);
+    EXPECT_EQ(read_entry(index, index.entries[1]), "hello world\n");
+    EXPECT_EQ(read_entry(index, big), std::string(300000, 'q'));
+  }
+
+  static std::string read_entry(const LayerIndex& index, const TarEntry& entry, uint64_t offset = 0,
+                                size_t size = SIZE_MAX) {
+    std::string out(std::min<uint64_t>(size, entry.size), '\0');
+    out.resize(index.data->read_entry(entry, offset, out.data(), out.size()));
+    return out;
+  }
+
+  std::filesystem::path index_file() const {
+    return dir_ / "layers" / "sha256" / (std::string(registry::digest_hex(diff_id_)) + ".index");
   }
 
   std::filesystem::path dir_;
@@ -131,51 +146,70 @@ TEST_F(LayerStoreTest, CorruptOrTruncatedCompressedData) {
   EXPECT_EQ(store.find(diff_id_), nullptr);
 }
 
-TEST_F(LayerStoreTest, ARemountFindsTheIndexWithoutTheBlob) {
+TEST_F(LayerStoreTest, ARemountReusesTheIndex) {
+  auto path = blob(zstd(tar_));
   {
     LayerStore store(dir_ / "layers");
-    store.index(blob(zstd(tar_)), Compression::kZstd, diff_id_);
+    store.index(path, Compression::kZstd, diff_id_);
   }
+  struct stat before;
+  ASSERT_EQ(::stat(index_file().c_str(), &before), 0);
   LayerStore again(dir_ / "layers");
-  auto index = again.get(diff_id_, Compression::kZstd, []() -> std::filesystem::path {
-    throw std::runtime_error("the blob must not be needed");
-  });
+  EXPECT_EQ(again.find(diff_id_), nullptr);  // not loaded yet
+  auto index = again.get(diff_id_, Compression::kZstd, [&] { return path; });
   expect_layer(*index);
+  struct stat after;
+  ASSERT_EQ(::stat(index_file().c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);  // not indexed again
+  // The same tar compressed otherwise is another blob: indexed for it.
+  index.reset();
+  LayerStore third(dir_ / "layers");
+  expect_layer(*third.get(diff_id_, Compression::kGzip, [&] { return blob(gzip(tar_)); }));
+  ASSERT_EQ(::stat(index_file().c_str(), &after), 0);
+  EXPECT_NE(after.st_ino, before.st_ino);
 }
 
 TEST_F(LayerStoreTest, ADamagedIndexIsRebuilt) {
-  LayerStore store(dir_ / "layers");
-  auto index = store.index(blob(tar_), Compression::kNone, diff_id_);
-  auto index_file = index->tar;
-  index_file.replace_extension(".index");
-  index.reset();
-  std::ofstream(index_file, std::ios::binary | std::ios::trunc) << "garbage";
+  auto path = blob(tar_);
+  {
+    LayerStore store(dir_ / "layers");
+    store.index(path, Compression::kNone, diff_id_);
+  }
+  std::ofstream(index_file(), std::ios::binary | std::ios::trunc) << "garbage";
   LayerStore again(dir_ / "layers");
-  EXPECT_EQ(again.find(diff_id_), nullptr);
-  expect_layer(*again.get(diff_id_, Compression::kNone, [&] { return blob(tar_); }));
+  expect_layer(*again.get(diff_id_, Compression::kNone, [&] { return path; }));
+  EXPECT_NE(read(index_file()), "garbage");
 }
 
-TEST_F(LayerStoreTest, AnIndexOfAnOlderVersionIsRebuilt) {
-  LayerStore store(dir_ / "layers");
-  auto index = store.index(blob(tar_), Compression::kNone, diff_id_);
-  auto index_file = index->tar;
-  index_file.replace_extension(".index");
-  index.reset();
-  // What regfs before sparse files wrote: the same records under version 1.
-  std::string bytes = read(index_file);
-  std::string v2 = "regfs-layer-index-2\n";
-  ASSERT_EQ(bytes.substr(0, v2.size()), v2);
-  bytes.replace(0, v2.size(), "regfs-layer-index-1\n");
-  std::ofstream(index_file, std::ios::binary | std::ios::trunc) << bytes;
-  LayerStore again(dir_ / "layers");
-  EXPECT_EQ(again.find(diff_id_), nullptr);
+TEST_F(LayerStoreTest, AnIndexOfAnOlderVersionIsRemovedWithItsTar) {
+  auto path = blob(gzip(tar_));
+  {
+    LayerStore store(dir_ / "layers");
+    store.index(path, Compression::kGzip, diff_id_);
+  }
+  // What regfs kept before access points: version 2 and the whole tar.
+  std::string bytes = read(index_file());
+  std::string v3 = "regfs-layer-index-3\n";
+  ASSERT_EQ(bytes.substr(0, v3.size()), v3);
+  bytes.replace(0, v3.size(), "regfs-layer-index-2\n");
+  std::ofstream(index_file(), std::ios::binary | std::ios::trunc) << bytes;
+  auto old_tar = index_file();
+  old_tar.replace_extension(".tar");
+  std::ofstream(old_tar, std::ios::binary) << tar_;
+  std::vector<std::string> tracked;
+  FileHooks hooks;
+  hooks.track = [&](const auto& p) { tracked.push_back(p.filename().string()); };
+  LayerStore again(dir_ / "layers", hooks);
+  EXPECT_FALSE(std::filesystem::exists(old_tar));
+  EXPECT_FALSE(std::filesystem::exists(index_file()));
+  EXPECT_EQ(tracked.size(), 2u);  // both forgotten by the cache's bound
   int fetches = 0;
-  expect_layer(*again.get(diff_id_, Compression::kNone, [&] {
+  expect_layer(*again.get(diff_id_, Compression::kGzip, [&] {
     ++fetches;
-    return blob(tar_);
+    return path;
   }));
   EXPECT_EQ(fetches, 1);
-  EXPECT_EQ(read(index_file).substr(0, v2.size()), v2);
+  EXPECT_EQ(read(index_file()).substr(0, v3.size()), v3);
 }
 
 TEST_F(LayerStoreTest, ConcurrentRequestsIndexOnce) {
@@ -203,15 +237,125 @@ TEST_F(LayerStoreTest, PinsFilesWhileAnIndexLives) {
   std::vector<std::string> tracked;
   FileHooks hooks{[&](const auto& p) { tracked.push_back(p.filename().string()); },
                   [&](const auto& p) { ++pins[p.filename().string()]; },
-                  [&](const auto& p) { --pins[p.filename().string()]; }};
+                  [&](const auto& p) { --pins[p.filename().string()]; },
+                  [&](const auto& p) { ++pins["blob:" + p.filename().string()]; },
+                  [&](const auto& p) { --pins["blob:" + p.filename().string()]; }};
   LayerStore store(dir_ / "layers", hooks);
-  auto index = store.index(blob(tar_), Compression::kNone, diff_id_);
+  auto path = blob(gzip(tar_));
+  auto index = store.index(path, Compression::kGzip, diff_id_);
   std::string hex(registry::digest_hex(diff_id_));
-  EXPECT_EQ(tracked, (std::vector<std::string>{hex + ".tar", hex + ".index"}));
-  EXPECT_EQ(pins[hex + ".tar"], 1);
+  EXPECT_EQ(tracked, (std::vector<std::string>{hex + ".index"}));  // no uncompressed copy
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "layers" / "sha256" / (hex + ".tar")));
+  EXPECT_EQ(pins[hex + ".index"], 1);
+  EXPECT_EQ(pins["blob:" + path.filename().string()], 1);  // read from the blob
   index.reset();
-  EXPECT_EQ(pins[hex + ".tar"], 0);
   EXPECT_EQ(pins[hex + ".index"], 0);
+  EXPECT_EQ(pins["blob:" + path.filename().string()], 0);
+}
+
+// A file big enough for many access points, of varied bytes that compress.
+std::string varied(size_t size, unsigned seed) {
+  std::mt19937 random(seed);
+  std::string out;
+  out.reserve(size);
+  while (out.size() < size) {
+    out += "word" + std::to_string(random() % 5000) + (random() % 7 ? " " : "\n");
+  }
+  out.resize(size);
+  return out;
+}
+
+// zstd frames of `frame` input bytes each, one after the other.
+std::string zstd_frames(const std::string& data, size_t frame) {
+  std::string out;
+  for (size_t at = 0; at < data.size(); at += frame) out += zstd(data.substr(at, frame));
+  return out;
+}
+
+class AccessPointTest : public LayerStoreTest {
+ protected:
+  void SetUp() override {
+    LayerStoreTest::SetUp();
+    TarBuilder tar;
+    tar.file("small", "tiny");
+    tar.file("large", large_);
+    tar.file("after", "the end\n");
+    tar_ = tar.end().str();
+    diff_id_ = registry::sha256_digest(tar_);
+  }
+  // Reads `large` at random offsets and sizes (across points, spans and the
+  // file's end) and in order, each compared with the file.
+  void expect_random_reads(const LayerIndex& index) {
+    ASSERT_EQ(index.entries.size(), 3u);
+    const auto& large = index.entries[1];
+    std::mt19937 random(7);
+    for (int i = 0; i < 300; ++i) {
+      uint64_t offset = random() % (large_.size() + 10);
+      size_t size = 1 + random() % (i % 10 == 0 ? 600000 : 70000);
+      std::string want = offset < large_.size() ? large_.substr(offset, size) : "";
+      ASSERT_EQ(read_entry(index, large, offset, size), want) << offset << " " << size;
+    }
+    std::string whole;
+    for (uint64_t at = 0; at < large.size; at += 131072)
+      whole += read_entry(index, large, at, 131072);
+    EXPECT_EQ(whole, large_);
+    EXPECT_EQ(read_entry(index, index.entries[2]), "the end\n");
+  }
+  const std::string large_ = varied(3 << 20, 1);
+};
+
+TEST_F(AccessPointTest, GzipReadsAtRandomFromThePoints) {
+  LayerStore store(dir_ / "layers", {}, 64 * 1024);
+  auto index = store.index(blob(gzip(tar_)), Compression::kGzip, diff_id_);
+  EXPECT_FALSE(index->tar_copy);
+  auto stored = parse_index(read(index_file()));
+  ASSERT_TRUE(stored);
+  EXPECT_GT(stored->points.size(), 20u);
+  EXPECT_GT(stored->points[5].bits + stored->points[6].bits + stored->points[7].bits, 0);
+  expect_random_reads(*index);
+  index.reset();
+  LayerStore again(dir_ / "layers", {}, 64 * 1024);  // the points as stored
+  expect_random_reads(*again.get(diff_id_, Compression::kGzip, [&] { return dir_ / "blob0"; }));
+}
+
+TEST_F(AccessPointTest, MultiMemberGzipReadsAcrossMembers) {
+  LayerStore store(dir_ / "layers", {}, 64 * 1024);
+  std::string members;
+  for (size_t at = 0; at < tar_.size(); at += 700000) members += gzip(tar_.substr(at, 700000));
+  expect_random_reads(*store.index(blob(members), Compression::kGzip, diff_id_));
+}
+
+TEST_F(AccessPointTest, ZstdFramesAreThePoints) {
+  LayerStore store(dir_ / "layers", {}, 64 * 1024);
+  auto index = store.index(blob(zstd_frames(tar_, 100000)), Compression::kZstd, diff_id_);
+  EXPECT_FALSE(index->tar_copy);
+  EXPECT_GT(parse_index(read(index_file()))->points.size(), 25u);
+  expect_random_reads(*index);
+}
+
+TEST_F(AccessPointTest, ASingleFrameZstdKeepsADecompressedCopy) {
+  std::vector<std::string> tracked;
+  FileHooks hooks;
+  hooks.track = [&](const auto& p) { tracked.push_back(p.filename().string()); };
+  LayerStore store(dir_ / "layers", hooks, 64 * 1024, 1 << 20);
+  auto index = store.index(blob(zstd(tar_)), Compression::kZstd, diff_id_);
+  EXPECT_TRUE(index->tar_copy);
+  auto copy = index_file();
+  copy.replace_extension(".tar");
+  EXPECT_EQ(read(copy), tar_);
+  EXPECT_EQ(tracked.size(), 2u);
+  expect_random_reads(*index);
+}
+
+TEST_F(AccessPointTest, TheStoreIsSmallNextToTheBlob) {
+  LayerStore store(dir_ / "layers");  // the default spacing
+  auto gz = gzip(tar_);
+  store.index(blob(gz), Compression::kGzip, diff_id_);
+  uint64_t stored = 0;
+  for (const auto& f : std::filesystem::recursive_directory_iterator(dir_ / "layers")) {
+    if (f.is_regular_file()) stored += f.file_size();
+  }
+  EXPECT_LT(static_cast<double>(stored), 0.15 * static_cast<double>(gz.size()));
 }
 
 TEST(LayerIndexFormat, RoundTripsAndRefusesGarbage) {
@@ -229,10 +373,16 @@ TEST(LayerIndexFormat, RoundTripsAndRefusesGarbage) {
   e.dev_major = 4;
   e.xattrs = {{"user.a", std::string("\0\1", 2)}};
   index.entries = {e, e};
+  index.blob = "abc";
+  index.compression = Compression::kGzip;
+  index.points = {AccessPoint{10, 0, 0, ""}, AccessPoint{900, 2048, 3, "window"}};
   auto bytes = serialize_index(index);
   auto parsed = parse_index(bytes);
   ASSERT_TRUE(parsed);
   EXPECT_EQ(parsed->entries, index.entries);
+  EXPECT_EQ(parsed->points, index.points);
+  EXPECT_EQ(parsed->blob, "abc");
+  EXPECT_EQ(parsed->compression, Compression::kGzip);
   for (size_t cut = 0; cut < bytes.size(); cut += 7) {
     EXPECT_FALSE(parse_index(bytes.substr(0, cut)));
   }

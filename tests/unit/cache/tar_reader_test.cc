@@ -5,6 +5,7 @@
 
 #include <random>
 
+#include "cache/layer_data.h"
 #include "cache/layer_index.h"
 #include "registry/core/error.h"
 #include "tar_builder.h"
