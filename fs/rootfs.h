@@ -1,13 +1,18 @@
 // <image>/rootfs/ (SPEC §5): the merged root filesystem of an image's layers.
 //
-// The first lookup of an image's rootfs builds its MergedTree: the config's
-// diff_ids are read, and every layer not indexed yet is fetched whole
-// (RegistryContent::blob) and indexed by the LayerStore (decompressed once,
-// diff_id checked, uncompressed tar and entry index kept in the cache, see
-// cache/layer_store.h for why), several layers in parallel; the tree is then
-// merged in memory from the indexes and kept per image digest. A file read is
-// a pread of the uncompressed tar at the entry's offset (a sparse file's: one
-// per data run it covers, holes as zeros).
+// The first lookup of an image's rootfs starts building its MergedTree on
+// the view's own worker pool, one build per image however many requests
+// need it (SharedFlight): the config's diff_ids are read, and every layer not
+// indexed yet is fetched whole (RegistryContent::blob) and indexed by the
+// LayerStore (decompressed once, diff_id checked, uncompressed tar and entry
+// index kept in the cache, see cache/layer_store.h for why), up to
+// kMaxParallelLayers layers of an image at once; the tree is then merged in
+// memory from the indexes and kept per image digest. A FUSE request waits for
+// it within its deadline (--request-timeout) and fails with ETIMEDOUT when
+// that passes, while the build goes on: a later request gets its result.
+// Content::merges() shows each layer's progress to `regfs status`. A file
+// read is a pread of the uncompressed tar at the entry's offset (a sparse
+// file's: one per data run it covers, holes as zeros).
 //
 // Nodes of the view carry the image's manifest digest (Node::blob), pinned
 // when `rootfs` was looked up, and their path inside the rootfs, so they never
@@ -16,6 +21,7 @@
 // of one hardlink share one inode number.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <deque>
 #include <filesystem>
@@ -32,18 +38,24 @@
 #include "fs/content.h"
 #include "fs/image.h"
 #include "fs/merged_tree.h"
+#include "fs/single_flight.h"
 #include "fs/tree.h"
+#include "fs/worker_pool.h"
 
 namespace regfs::fs {
 
 class RootfsView {
  public:
   explicit RootfsView(Content& content);
+  // Stops the builds (a layer being fetched or indexed is finished first).
+  ~RootfsView();
 
-  // The merged tree of `image` (its selected platform), built on first use.
-  // Throws Error: kNotFound (no config for this platform), kUnsupported (not
-  // a container image, or a layer media type regfs cannot read), kIntegrity
-  // (a layer does not match its diff_id), and what fetching throws.
+  // The merged tree of `image` (its selected platform), built on first use
+  // in the background and waited for within the thread's deadline.
+  // Throws Error: kTimeout (the deadline passed; the build goes on),
+  // kNotFound (no config for this platform), kUnsupported (not a container
+  // image, or a layer media type regfs cannot read), kIntegrity (a layer
+  // does not match its diff_id), and what fetching throws.
   std::shared_ptr<const MergedTree> tree(RegistryContent& content, const Image& image);
 
   // The `rootfs` directory of `image_dir`, whose image has manifest `digest`.
@@ -60,13 +72,23 @@ class RootfsView {
   static std::vector<std::string> xattr_names(const Node& node, const MergedTree& tree);
 
  private:
-  std::shared_ptr<const MergedTree> build(RegistryContent& content, const Image& image);
+  class LayerJobs;
+  // Builds the tree of `image` (on a pool thread) and keeps it.
+  std::shared_ptr<const MergedTree> build(RegistryContent& content, const Image& image,
+                                          const std::string& key);
+  // Indexes every layer of `image`: this thread and helpers on pool_.
+  std::vector<std::shared_ptr<const cache::LayerIndex>> index_layers(RegistryContent& content,
+                                                                     const Image& image,
+                                                                     const std::string& where);
 
+  Content& content_;
   cache::LayerStore layers_;
-  std::mutex mutex_;  // guards trees_, order_ and building_
+  std::atomic<bool> stopping_{false};  // set at unmount: no layer is started any more
+  std::mutex mutex_;                   // guards trees_ and order_; taken before builds_' own
   std::map<std::string, std::shared_ptr<const MergedTree>> trees_;  // by registry/repo@digest
   std::deque<std::string> order_;                                   // keys of trees_, oldest first
-  std::map<std::string, std::shared_future<std::shared_ptr<const MergedTree>>> building_;
+  SharedFlight<std::shared_ptr<const MergedTree>> builds_;          // by the same keys
+  WorkerPool pool_;  // builds and their layers; last, so joined first
 };
 
 }  // namespace regfs::fs
