@@ -177,6 +177,7 @@ std::shared_ptr<const MergedTree> RootfsView::build(RegistryContent& content, co
                                                     const std::string& key) {
   std::shared_ptr<const MergedTree> tree;
   try {
+    if (stopping_) throw Error(ErrorKind::kInterrupted, "Cannot merge layers: unmounting");
     if (!image.config) throw Error(ErrorKind::kNotFound, "No image for this platform in " + key);
     const auto& config_type = image.config->media_type;
     if (config_type != media_type::kOciConfig && config_type != media_type::kDockerConfig) {
