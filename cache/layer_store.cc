@@ -142,7 +142,7 @@ std::shared_ptr<const LayerIndex> LayerStore::find(const std::string& diff_id) {
 
 std::shared_ptr<const LayerIndex> LayerStore::get(
     const std::string& diff_id, Compression compression,
-    const std::function<std::filesystem::path()>& blob) {
+    const std::function<std::filesystem::path()>& blob, std::atomic<uint64_t>* entries) {
   if (auto index = find(diff_id)) return index;
   std::promise<std::shared_ptr<const LayerIndex>> promise;
   std::shared_future<std::shared_ptr<const LayerIndex>> work;
@@ -166,7 +166,7 @@ std::shared_ptr<const LayerIndex> LayerStore::get(
         std::lock_guard lock(mutex_);
         loaded_[diff_id] = index;
       }
-      promise.set_value(index ? index : this->index(path, compression, diff_id));
+      promise.set_value(index ? index : this->index(path, compression, diff_id, entries));
     } catch (...) {
       promise.set_exception(std::current_exception());
     }
@@ -179,7 +179,8 @@ std::shared_ptr<const LayerIndex> LayerStore::get(
 
 std::shared_ptr<const LayerIndex> LayerStore::index(const std::filesystem::path& blob,
                                                     Compression compression,
-                                                    const std::string& diff_id) {
+                                                    const std::string& diff_id,
+                                                    std::atomic<uint64_t>* entries) {
   std::string hex(registry::digest_hex(diff_id));
   std::string suffix = unique_suffix();
   auto input =
@@ -201,6 +202,7 @@ std::shared_ptr<const LayerIndex> LayerStore::index(const std::filesystem::path&
     entry->path = clean_path(entry->path);
     if (entry->type == EntryType::kHardlink) entry->link = clean_path(entry->link);
     index.entries.push_back(std::move(*entry));
+    if (entries) entries->fetch_add(1, std::memory_order_relaxed);
   }
   std::vector<char> rest(64 * 1024);
   while (source(rest.data(), rest.size()) > 0) {

@@ -36,6 +36,8 @@
 // Concurrent requests for one layer index it once.
 #pragma once
 
+#include <atomic>
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <future>
@@ -78,11 +80,14 @@ class LayerStore {
   // returns (a complete verified file): loaded from the cache, or made.
   // Throws Error(kIntegrity) if the blob does not decompress to `diff_id`,
   // kInvalid for a malformed tar or compressed stream, kNoSpace, kIo.
+  // `entries`, if set, counts the tar entries as this call indexes them.
   std::shared_ptr<const LayerIndex> get(const std::string& diff_id, Compression compression,
-                                        const std::function<std::filesystem::path()>& blob);
+                                        const std::function<std::filesystem::path()>& blob,
+                                        std::atomic<uint64_t>* entries = nullptr);
   // Indexes the compressed `blob` as `diff_id` now (what get() does on a miss).
   std::shared_ptr<const LayerIndex> index(const std::filesystem::path& blob,
-                                          Compression compression, const std::string& diff_id);
+                                          Compression compression, const std::string& diff_id,
+                                          std::atomic<uint64_t>* entries = nullptr);
 
  private:
   std::filesystem::path tar_path(const std::string& diff_id) const;

@@ -197,6 +197,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // open then must not keep pages an earlier reader got before the check.
     fi->keep_cache = node->immutable() && (!opened.reader || opened.reader->verified());
     fi->direct_io = node->kind == NodeKind::kStatusFile;  // made at open: no size before
+    // Nothing to do at close() but for staged files: no FLUSH per close
+    // (a third of the requests of a warm `grep -r`).
+    fi->noflush = 1;
     if (fuse_reply_open(req, fi) == 0) handle.release();
   });
 }

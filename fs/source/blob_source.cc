@@ -54,9 +54,11 @@ std::shared_ptr<BlobReader> RegistryContent::open_blob(const std::string& reposi
                                       cache_.open(digest, static_cast<uint64_t>(size)));
 }
 
-std::filesystem::path RegistryContent::blob(const std::string& repository,
-                                            const std::string& digest, int64_t size) {
+std::filesystem::path RegistryContent::blob(
+    const std::string& repository, const std::string& digest, int64_t size,
+    const std::function<void(const std::shared_ptr<BlobReader>&)>& opened) {
   auto reader = open_blob(repository, digest, size);
+  if (opened) opened(reader);
   reader->read_all();
   if (auto path = cache_.store().find(digest)) return *path;
   throw Error(ErrorKind::kNoSpace, "Cannot keep blob " + digest + " (" +

@@ -23,6 +23,7 @@
 
 #include "cache/blob_cache.h"
 #include "cache/tag_store.h"
+#include "fs/source/merge_progress.h"
 #include "fs/source/single_flight.h"
 #include "fs/source/worker_pool.h"
 #include "registry/client.h"
@@ -67,6 +68,8 @@ class BlobReader {
   cache::ReadLease read(uint64_t offset, size_t length);
   // Fetches every chunk and waits (rootfs indexing reads whole layers).
   void read_all();
+  // Bytes of the blob here now (fetched or cached before).
+  uint64_t present_bytes() const { return blob_->present_bytes(); }
 
  private:
   // The chunks to claim for a read of chunks [first, last]. Random reads
@@ -119,10 +122,12 @@ class RegistryContent {
   // A reader of the blob; nothing is fetched until it reads.
   std::shared_ptr<BlobReader> open_blob(const std::string& repository, const std::string& digest,
                                         int64_t size);
-  // The path of the complete, verified blob in the cache, fetched if needed.
+  // The path of the complete, verified blob in the cache, fetched if needed;
+  // `opened` sees its reader first (to follow the fetch's progress).
   // Throws Error(kNoSpace) if the blob cannot fit in the cache bound.
-  std::filesystem::path blob(const std::string& repository, const std::string& digest,
-                             int64_t size);
+  std::filesystem::path blob(
+      const std::string& repository, const std::string& digest, int64_t size,
+      const std::function<void(const std::shared_ptr<BlobReader>&)>& opened = {});
   // Bytes [offset, offset+length) of blob `digest`, fetched now by one HTTP
   // range into memory, not cached and not verified (a lazy layer's table and
   // chunks, which the caller checks against their own digests).
@@ -259,12 +264,15 @@ class Content {
 
   cache::BlobCache& cache() { return cache_; }
   Transfers& transfers() { return transfers_; }
+  // The rootfs merges running (fs/rootfs.h), for `regfs status`.
+  MergeProgress& merges() { return merges_; }
 
  private:
   ContentOptions options_;
   cache::BlobCache cache_;
   cache::TagStore tags_;
   Transfers transfers_;
+  MergeProgress merges_;
   std::mutex on_up_mutex_;  // guards on_up_, held while it runs; taken before mutex_
   std::function<void(const std::string&)> on_up_;
   std::mutex mutex_;  // guards registries_

@@ -33,6 +33,20 @@ std::string status_json(Content& content, const std::string& what,
         {{"what", t.what}, {"done", t.done}, {"total", t.total}, {"seconds", seconds}});
   }
   doc["transfers"] = transfers;
+  json merges = json::array();
+  for (const auto& m : content.merges().snapshot()) {
+    json layers = json::array();
+    for (const auto& l : m.layers) {
+      layers.push_back({{"digest", l.digest},
+                        {"size", l.size},
+                        {"fetched", l.fetched},
+                        {"entries", l.entries},
+                        {"state", to_string(l.state)}});
+    }
+    double seconds = std::chrono::duration<double>(now - m.started).count();
+    merges.push_back({{"image", m.image}, {"seconds", seconds}, {"layers", layers}});
+  }
+  doc["merges"] = merges;
   json registries = json::array();
   for (const auto& [name, health] : content.health_states()) {
     registries.push_back(
@@ -87,6 +101,21 @@ std::string format_status(const std::string& text, const std::string& mountpoint
     out << "  " << bar(done, total) << " " << cache::human_size(done) << "/"
         << cache::human_size(total) << " " << cache::human_size(rate) << "/s  "
         << t.value("what", "") << "\n";
+  }
+  const auto& merges = doc.value("merges", json::array());
+  out << "rootfs merges: " << (merges.empty() ? "none" : "") << "\n";
+  for (const auto& m : merges) {
+    const auto& layers = m.value("layers", json::array());
+    out << "  " << m.value("image", "") << "  " << layers.size() << " layers, "
+        << static_cast<int64_t>(m.value("seconds", 0.0)) << " s\n";
+    for (const auto& l : layers) {
+      uint64_t fetched = l.value("fetched", uint64_t{0});
+      uint64_t size = l.value("size", uint64_t{0});
+      std::string digest = l.value("digest", "");
+      out << "    " << bar(fetched, size) << " " << cache::human_size(fetched) << "/"
+          << cache::human_size(size) << "  " << l.value("entries", uint64_t{0}) << " entries  "
+          << l.value("state", "") << "  " << digest.substr(0, 19) << "\n";
+    }
   }
   const auto& registries = doc.value("registries", json::array());
   out << "registries: " << (registries.empty() ? "none used yet" : "") << "\n";

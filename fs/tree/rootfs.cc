@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <exception>
 #include <nlohmann/json.hpp>
 
 #include "cache/layout.h"
@@ -27,6 +29,9 @@ namespace {
 // Layers indexed at once for one image: downloads overlap, and decompression
 // uses the cores there are without starving the FUSE threads.
 constexpr size_t kMaxParallelLayers = 3;
+// Threads of the builds' pool: a build's own and its helpers, and room for a
+// second image's build to go on meanwhile.
+constexpr size_t kBuildThreads = 4;
 // Merged trees kept in memory (they are cheap to rebuild from the indexes).
 constexpr size_t kMaxTrees = 16;
 
@@ -105,110 +110,162 @@ const MergedNode& node_of(const Node& node, const MergedTree& tree) {
 }  // namespace
 
 RootfsView::RootfsView(Content& content)
-    : layers_(
-          cache::CacheLayout(content.options().cache_dir).layers(),
-          cache::FileHooks{
-              [&content](const auto& p) { content.cache().track_file(p); },
-              [&content](const auto& p) { content.cache().pin_file(p); },
-              [&content](const auto& p) { content.cache().unpin_file(p); },
-              [&content](const auto& p) { content.cache().hold_complete(blob_digest(p)); },
-              [&content](const auto& p) { content.cache().release_complete(blob_digest(p)); }}) {}
+    : content_(content),
+      layers_(cache::CacheLayout(content.options().cache_dir).layers(),
+              cache::FileHooks{
+                  [&content](const auto& p) { content.cache().track_file(p); },
+                  [&content](const auto& p) { content.cache().pin_file(p); },
+                  [&content](const auto& p) { content.cache().unpin_file(p); },
+                  [&content](const auto& p) { content.cache().hold_complete(blob_digest(p)); },
+                  [&content](const auto& p) { content.cache().release_complete(blob_digest(p)); }}),
+      pool_(kBuildThreads) {}
+
+RootfsView::~RootfsView() { stopping_ = true; }
 
 std::shared_ptr<const MergedTree> RootfsView::tree(RegistryContent& content, const Image& image) {
   std::string key = content.name() + "/" + image.repository + "@" + image.digest;
-  std::promise<std::shared_ptr<const MergedTree>> promise;
   std::shared_future<std::shared_ptr<const MergedTree>> work;
-  bool leader = false;
   {
+    // Held while joining or starting a build, so that a build that just
+    // kept its tree is found here, never started again.
     std::lock_guard lock(mutex_);
     if (auto it = trees_.find(key); it != trees_.end()) return it->second;
-    if (auto it = building_.find(key); it != building_.end()) {
-      work = it->second;
-    } else {
-      work = promise.get_future().share();
-      building_.emplace(key, work);
-      leader = true;
-    }
+    auto copy = std::make_shared<const Image>(image);
+    work =
+        builds_.run(pool_, key, [this, &content, copy, key] { return build(content, *copy, key); });
   }
-  if (leader) {
-    std::shared_ptr<const MergedTree> built;
-    try {
-      built = build(content, image);
-      promise.set_value(built);
-    } catch (const std::exception& e) {
-      LOG(kError) << "Cannot show the rootfs of " << key << ": " << e.what();
-      promise.set_exception(std::current_exception());
-    } catch (...) {
-      promise.set_exception(std::current_exception());
-    }
-    std::lock_guard lock(mutex_);
-    building_.erase(key);
-    if (built) {
-      trees_[key] = built;
-      order_.push_back(key);
-      while (order_.size() > kMaxTrees) {
-        trees_.erase(order_.front());
-        order_.pop_front();
-      }
-    }
-  }
-  registry::wait_within_deadline(work, "show the rootfs of " + key + " (it is being built)");
+  registry::wait_within_deadline(
+      work, "show the rootfs of " + key + ": its layers are still being fetched and merged");
   return work.get();
 }
 
-std::shared_ptr<const MergedTree> RootfsView::build(RegistryContent& content, const Image& image) {
-  std::string where = content.name() + "/" + image.repository + "@" + image.digest;
-  if (!image.config) throw Error(ErrorKind::kNotFound, "No image for this platform in " + where);
-  const auto& config_type = image.config->media_type;
-  if (config_type != media_type::kOciConfig && config_type != media_type::kDockerConfig) {
-    throw Error(ErrorKind::kUnsupported, "Cannot show the rootfs of " + where + ": config type " +
-                                             config_type + " is not a container image's");
+// The layers of one build still to index, taken in order by the build's
+// thread and its helpers; shared with the helpers, which may start after
+// the build is over (and then find nothing left).
+class RootfsView::LayerJobs {
+ public:
+  explicit LayerJobs(size_t count) : count_(count), indexes_(count) {}
+
+  // Layer `i` to index next, or nullopt: none left, or a layer failed.
+  std::optional<size_t> claim() {
+    std::lock_guard lock(mutex_);
+    if (stopped_ || next_ >= count_) return std::nullopt;
+    ++running_;
+    return next_++;
   }
+  void finish(size_t i, std::shared_ptr<const cache::LayerIndex> index, std::exception_ptr error) {
+    std::lock_guard lock(mutex_);
+    --running_;
+    indexes_[i] = std::move(index);
+    if (error && !error_) error_ = error;
+    if (error) stopped_ = true;
+    done_.notify_all();
+  }
+  // Waits for the layers being indexed; throws the first error.
+  std::vector<std::shared_ptr<const cache::LayerIndex>> wait() {
+    std::unique_lock lock(mutex_);
+    done_.wait(lock, [&] { return (stopped_ || next_ >= count_) && running_ == 0; });
+    if (error_) std::rethrow_exception(error_);
+    return indexes_;
+  }
+
+ private:
+  const size_t count_;
+  std::mutex mutex_;  // guards the members below
+  std::condition_variable done_;
+  size_t next_ = 0;
+  size_t running_ = 0;
+  bool stopped_ = false;
+  std::exception_ptr error_;
+  std::vector<std::shared_ptr<const cache::LayerIndex>> indexes_;
+};
+
+std::shared_ptr<const MergedTree> RootfsView::build(RegistryContent& content, const Image& image,
+                                                    const std::string& key) {
+  std::shared_ptr<const MergedTree> tree;
+  try {
+    if (stopping_) throw Error(ErrorKind::kInterrupted, "Cannot merge layers: unmounting");
+    if (!image.config) throw Error(ErrorKind::kNotFound, "No image for this platform in " + key);
+    const auto& config_type = image.config->media_type;
+    if (config_type != media_type::kOciConfig && config_type != media_type::kDockerConfig) {
+      throw Error(ErrorKind::kUnsupported, "Cannot show the rootfs of " + key + ": config type " +
+                                               config_type + " is not a container image's");
+    }
+    tree = std::make_shared<const MergedTree>(index_layers(content, image, key));
+  } catch (const std::exception& e) {
+    LOG(kError) << "Cannot show the rootfs of " << key << ": " << e.what();
+    throw;
+  }
+  LOG(kInfo) << "Merged the rootfs of " << key << ": " << image.layers.size() << " layers, "
+             << tree->size() << " entries";
+  std::lock_guard lock(mutex_);
+  trees_[key] = tree;
+  order_.push_back(key);
+  while (order_.size() > kMaxTrees) {
+    trees_.erase(order_.front());
+    order_.pop_front();
+  }
+  return tree;
+}
+
+std::vector<std::shared_ptr<const cache::LayerIndex>> RootfsView::index_layers(
+    RegistryContent& content, const Image& image, const std::string& where) {
   auto diff_ids = read_diff_ids(content, image);
   std::vector<cache::Compression> compressions;
-  for (const auto& layer : image.layers) compressions.push_back(compression_of(layer.media_type));
-
+  std::vector<std::pair<std::string, uint64_t>> blobs;
+  for (const auto& layer : image.layers) {
+    compressions.push_back(compression_of(layer.media_type));
+    blobs.emplace_back(layer.digest, static_cast<uint64_t>(layer.size));
+  }
   size_t count = image.layers.size();
-  std::vector<std::shared_ptr<const cache::LayerIndex>> indexes(count);
-  std::atomic<size_t> next{0};
-  // The helper threads wait for blobs within the operation's deadline.
-  const auto deadline = registry::current_deadline();
-  auto work = [&] {
-    registry::ScopedDeadline within(deadline);
-    for (size_t i; (i = next++) < count;) {
-      const auto& layer = image.layers[i];
+  auto merge = content_.merges().begin(where, blobs);
+  struct EndMerge {
+    MergeProgress& merges;
+    const MergeProgress::Merge* merge;
+    ~EndMerge() { merges.end(merge); }
+  } end_merge{content_.merges(), merge.get()};
+  auto jobs = std::make_shared<LayerJobs>(count);
+  // What a helper needs outlives this call: the helper may start after it.
+  auto shared_image = std::make_shared<const Image>(image);
+  auto work = [this, &content, jobs, merge, shared_image, diff_ids, compressions] {
+    while (auto i = jobs->claim()) {
+      const auto& layer = shared_image->layers[*i];
+      std::shared_ptr<const cache::LayerIndex> index;
+      std::exception_ptr error;
       try {
-        if (!(indexes[i] = layers_.find(diff_ids[i]))) {
-          indexes[i] = lazy_.open(content, image.repository, layer, diff_ids[i]);
+        if (stopping_) throw Error(ErrorKind::kInterrupted, "Cannot index layers: unmounting");
+        index = layers_.find(diff_ids[*i]);
+        if (!index) index = lazy_.open(content, shared_image->repository, layer, diff_ids[*i]);
+        if (!index) {
+          index = layers_.get(
+              diff_ids[*i], compressions[*i],
+              [&] {
+                auto path = content.blob(
+                    shared_image->repository, layer.digest, layer.size, [&](const auto& reader) {
+                      merge->fetching(*i, [reader] { return reader->present_bytes(); });
+                    });
+                merge->indexing(*i);
+                return path;
+              },
+              merge->entries(*i));
         }
-        if (indexes[i]) continue;
-        indexes[i] = layers_.get(diff_ids[i], compressions[i], [&] {
-          return content.blob(image.repository, layer.digest, layer.size);
-        });
+        merge->done(*i, index->entries.size());
       } catch (const Error& e) {
-        next = count;  // stop the other workers
-        if (e.kind() != ErrorKind::kInvalid) throw;
-        throw Error(ErrorKind::kIo, "Cannot index layer " + layer.digest + ": " + e.what());
+        merge->failed(*i);
+        error = e.kind() == ErrorKind::kInvalid
+                    ? std::make_exception_ptr(Error(
+                          ErrorKind::kIo, "Cannot index layer " + layer.digest + ": " + e.what()))
+                    : std::current_exception();
+      } catch (...) {
+        merge->failed(*i);
+        error = std::current_exception();
       }
+      jobs->finish(*i, std::move(index), error);
     }
   };
-  std::vector<std::future<void>> workers;
-  for (size_t w = 0; w < std::min(count, kMaxParallelLayers); ++w) {
-    workers.push_back(std::async(std::launch::async, work));
-  }
-  std::exception_ptr error;
-  for (auto& worker : workers) {
-    try {
-      worker.get();
-    } catch (...) {
-      if (!error) error = std::current_exception();
-    }
-  }
-  if (error) std::rethrow_exception(error);
-  auto tree = std::make_shared<const MergedTree>(std::move(indexes));
-  LOG(kInfo) << "Merged the rootfs of " << where << ": " << count << " layers, " << tree->size()
-             << " entries";
-  return tree;
+  for (size_t w = 1; w < std::min(count, kMaxParallelLayers); ++w) pool_.submit(work);
+  work();
+  return jobs->wait();
 }
 
 NodePtr RootfsView::root_node(const Node& image_dir, const std::string& digest,

@@ -1,17 +1,22 @@
 // <image>/rootfs/ (SPEC §5): the merged root filesystem of an image's layers.
 //
-// The first lookup of an image's rootfs builds its MergedTree: the config's
-// diff_ids are read, and every layer not indexed yet is fetched whole
-// (RegistryContent::blob) and indexed by the LayerStore (decompressed once,
-// diff_id checked, entry index and access points kept in the cache, see
-// cache/layer_store.h), several layers in parallel; the tree is then merged in
-// memory from the indexes and kept per image digest. A file is read through
-// its layer's LayerData (cache/layer_data.h): a pread of an uncompressed
-// layer, or decompression from the nearest access point of a compressed one
-// (a sparse file's: one read per data run it covers, holes as zeros).
-// An eStargz or zstd:chunked layer not indexed yet is read through its table
-// of contents instead (fs/tree/lazy_layers.h): no download at the merge, its
-// files' chunks fetched and verified when opened.
+// The first lookup of an image's rootfs starts building its MergedTree on
+// the view's own worker pool, one build per image however many requests
+// need it (SharedFlight): the config's diff_ids are read, and every layer not
+// indexed yet is fetched whole (RegistryContent::blob) and indexed by the
+// LayerStore (decompressed once, diff_id checked, entry index and access
+// points kept in the cache, see cache/layer_store.h), up to
+// kMaxParallelLayers layers of an image at once; the tree is then merged in
+// memory from the indexes and kept per image digest. A FUSE request waits for
+// it within its deadline (--request-timeout) and fails with ETIMEDOUT when
+// that passes, while the build goes on: a later request gets its result.
+// Content::merges() shows each layer's progress to `regfs status`. A file is
+// read through its layer's LayerData (cache/layer_data.h): a pread of an
+// uncompressed layer, or decompression from the nearest access point of a
+// compressed one (a sparse file's: one read per data run it covers, holes as
+// zeros). An eStargz or zstd:chunked layer not indexed yet is read through
+// its table of contents instead (fs/tree/lazy_layers.h): no download at the
+// merge, its files' chunks fetched and verified when opened.
 //
 // Nodes of the view carry the image's manifest digest (Node::blob), pinned
 // when `rootfs` was looked up, and their path inside the rootfs, so they never
@@ -20,6 +25,7 @@
 // of one hardlink share one inode number.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <deque>
 #include <filesystem>
@@ -34,6 +40,8 @@
 
 #include "cache/layer_store.h"
 #include "fs/source/content.h"
+#include "fs/source/single_flight.h"
+#include "fs/source/worker_pool.h"
 #include "fs/tree/image.h"
 #include "fs/tree/lazy_layers.h"
 #include "fs/tree/merged_tree.h"
@@ -44,11 +52,15 @@ namespace regfs::fs {
 class RootfsView {
  public:
   explicit RootfsView(Content& content);
+  // Stops the builds (a layer being fetched or indexed is finished first).
+  ~RootfsView();
 
-  // The merged tree of `image` (its selected platform), built on first use.
-  // Throws Error: kNotFound (no config for this platform), kUnsupported (not
-  // a container image, or a layer media type regfs cannot read), kIntegrity
-  // (a layer does not match its diff_id), and what fetching throws.
+  // The merged tree of `image` (its selected platform), built on first use
+  // in the background and waited for within the thread's deadline.
+  // Throws Error: kTimeout (the deadline passed; the build goes on),
+  // kNotFound (no config for this platform), kUnsupported (not a container
+  // image, or a layer media type regfs cannot read), kIntegrity (a layer
+  // does not match its diff_id), and what fetching throws.
   std::shared_ptr<const MergedTree> tree(RegistryContent& content, const Image& image);
 
   // The `rootfs` directory of `image_dir`, whose image has manifest `digest`.
@@ -65,14 +77,24 @@ class RootfsView {
   static std::vector<std::string> xattr_names(const Node& node, const MergedTree& tree);
 
  private:
-  std::shared_ptr<const MergedTree> build(RegistryContent& content, const Image& image);
+  class LayerJobs;
+  // Builds the tree of `image` (on a pool thread) and keeps it.
+  std::shared_ptr<const MergedTree> build(RegistryContent& content, const Image& image,
+                                          const std::string& key);
+  // Indexes every layer of `image`: this thread and helpers on pool_.
+  std::vector<std::shared_ptr<const cache::LayerIndex>> index_layers(RegistryContent& content,
+                                                                     const Image& image,
+                                                                     const std::string& where);
 
+  Content& content_;
   cache::LayerStore layers_;
-  LazyLayers lazy_;   // eStargz and zstd:chunked layers, read through their tables
-  std::mutex mutex_;  // guards trees_, order_ and building_
+  LazyLayers lazy_;                    // eStargz and zstd:chunked layers, read through their tables
+  std::atomic<bool> stopping_{false};  // set at unmount: no layer is started any more
+  std::mutex mutex_;                   // guards trees_ and order_; taken before builds_' own
   std::map<std::string, std::shared_ptr<const MergedTree>> trees_;  // by registry/repo@digest
   std::deque<std::string> order_;                                   // keys of trees_, oldest first
-  std::map<std::string, std::shared_future<std::shared_ptr<const MergedTree>>> building_;
+  SharedFlight<std::shared_ptr<const MergedTree>> builds_;          // by the same keys
+  WorkerPool pool_;  // builds and their layers; last, so joined first
 };
 
 }  // namespace regfs::fs

@@ -1,10 +1,12 @@
-// WorkerPool's delayed tasks and SingleFlight (one task per key in flight).
+// WorkerPool's delayed tasks, SingleFlight (one task per key in flight) and
+// SharedFlight (one run per key, its result shared).
 #include "fs/source/worker_pool.h"
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 
 #include "fs/source/single_flight.h"
@@ -60,6 +62,33 @@ TEST(SingleFlightTest, OneTaskPerKeyInFlight) {
     std::this_thread::sleep_for(5ms);  // "a" ends, then a new one may start
   }
   EXPECT_EQ(runs, 2);
+}
+
+TEST(SharedFlightTest, CallersMeanwhileShareOneRunAndItsError) {
+  SharedFlight<int> flight;  // outlives the pool's tasks
+  WorkerPool pool(2);
+  std::atomic<bool> release{false};
+  std::atomic<int> runs{0};
+  auto task = [&] {
+    ++runs;
+    while (!release) std::this_thread::sleep_for(1ms);
+    return 7;
+  };
+  auto first = flight.run(pool, "a", task);
+  auto second = flight.run(pool, "a", task);
+  EXPECT_EQ(first.wait_for(20ms), std::future_status::timeout);
+  release = true;
+  EXPECT_EQ(first.get(), 7);
+  EXPECT_EQ(second.get(), 7);
+  EXPECT_EQ(runs, 1);
+  auto failed = flight.run(pool, "b", []() -> int { throw std::runtime_error("no"); });
+  EXPECT_THROW(failed.get(), std::runtime_error);
+  // Once a run is over, the key runs again.
+  int again = 0;
+  for (int i = 0; i < 200 && again != 8; ++i) {
+    again = flight.run(pool, "a", [] { return 8; }).get();
+  }
+  EXPECT_EQ(again, 8);
 }
 
 }  // namespace
