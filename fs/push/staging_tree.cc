@@ -27,6 +27,8 @@ namespace {
 
 constexpr size_t kMaxSmallFile = 4 << 20;  // index.json, manifest.json
 constexpr std::string_view kBlobDir = "blobs/sha256/";
+// Tags pushed at once (each push uploads several blobs at once: Pusher).
+constexpr size_t kPushThreads = 8;
 
 [[noreturn]] void fail(int error, const std::string& message) {
   throw std::system_error(error, std::generic_category(), message);
@@ -223,7 +225,9 @@ StagingTree::StagingTree(RemoteNames& remote, Content& content, StagingOptions o
       pusher_(content, &area_),
       allow_delete_(options.allow_delete),
       push_delay_(options.push_delay),
-      build_(std::move(options.build)) {
+      build_(std::move(options.build)),
+      pushes_(kPushThreads),
+      background_(std::make_unique<WorkerPool>(1)) {
   // A push that failed while its registry was down is tried again once it
   // is back (the staged tag keeps its error until then).
   content_.on_registry_up(
@@ -245,7 +249,6 @@ StagingTree::StagingTree(RemoteNames& remote, Content& content, StagingOptions o
                                             : " (not pushed yet)");
     }
   }
-  builder_ = std::thread([this] { run_builds(); });
 }
 
 cache::StagedTag StagingTree::tag_of(const Node& node) {
@@ -810,19 +813,14 @@ void StagingTree::flush(StagedFile& file) {
   if (file.path == "config.json" && !is_build(area_.tag_dir(file.tag))) {
     check_written_config(file.tag);
   }
-  push_if_complete(file.tag);  // a layout at the close that completes it; a build later
+  // A layout at the close that completes it; a build later. close() waits
+  // for the push without a deadline (op_flush): its result is close()'s.
+  push_and_wait(file.tag);
 }
 
 void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, bool build_now) {
-  std::shared_ptr<std::mutex> push_lock;
-  {
-    std::lock_guard lock(mutex_);
-    auto& slot = push_locks_[tag];
-    if (!slot) slot = std::make_shared<std::mutex>();
-    push_lock = slot;
-  }
-  std::lock_guard lock(*push_lock);
-  // ... and one mount at a time of those sharing the cache directory.
+  // One push at a time of a tag in this mount (the push queue), and one
+  // mount at a time of those sharing the cache directory.
   auto shared_lock = area_.lock_push(tag);
   if (!shared_lock || !area_.has_tag(tag)) return;
   const std::string name = tag.registry + "/" + tag.repository + ":" + tag.tag;
@@ -1163,7 +1161,7 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
   // the same checks and push as at the close() of a file written in place.
   if (!is_build(area_.tag_dir(tag))) {
     if (to == "config.json") check_written_config(tag);
-    push_if_complete(tag);
+    push_and_wait(tag);
   }
 }
 
