@@ -39,27 +39,38 @@ void PushQueue::run_front(const std::string& key) {
     std::lock_guard lock(mutex_);
     job = lanes_.at(key).jobs.front().get();
   }
+  std::exception_ptr error;
   try {
     job->work();
-    job->done.set_value();
   } catch (...) {
-    job->done.set_exception(std::current_exception());
+    error = std::current_exception();
   }
+  // Off the lane first, so that a waiter woken by the result finds the key
+  // free (busy_keys, a next submit), then the result; drain() waits for both.
+  std::unique_ptr<Job> ended;
   bool more = false;
   {
     std::lock_guard lock(mutex_);
     auto it = lanes_.find(key);
+    ended = std::move(it->second.jobs.front());
     it->second.jobs.pop_front();
     if (it->second.jobs.empty()) {
       lanes_.erase(it);
     } else {
       more = true;
     }
-    if (lanes_.empty()) idle_.notify_all();
+    ++delivering_;
   }
   // The next one of this key goes to the back of the executor's queue, so a
   // key with many pushes does not starve the others.
   if (more) executor_.submit([this, key] { run_front(key); });
+  if (error) {
+    ended->done.set_exception(error);
+  } else {
+    ended->done.set_value();
+  }
+  std::lock_guard lock(mutex_);
+  if (--delivering_ == 0 && lanes_.empty()) idle_.notify_all();
 }
 
 void PushQueue::wait(const PushTicket& ticket, std::string_view what) {
@@ -70,7 +81,7 @@ void PushQueue::wait(const PushTicket& ticket, std::string_view what) {
 void PushQueue::drain() {
   std::unique_lock lock(mutex_);
   closed_ = true;
-  idle_.wait(lock, [&] { return lanes_.empty(); });
+  idle_.wait(lock, [&] { return lanes_.empty() && delivering_ == 0; });
 }
 
 size_t PushQueue::busy_keys() {

@@ -63,9 +63,10 @@ class PushQueue {
   };
   void run_front(const std::string& key);
 
-  std::mutex mutex_;  // guards lanes_ and closed_; never held while work runs
+  std::mutex mutex_;  // guards lanes_, delivering_ and closed_; never held while work runs
   std::condition_variable idle_;
   std::map<std::string, Lane> lanes_;  // keys with work queued or running
+  size_t delivering_ = 0;              // jobs off their lane whose result is being set
   bool closed_ = false;
   WorkerPool executor_;  // last: joined first, while the lanes still exist
 };

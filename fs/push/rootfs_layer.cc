@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "fs/push/rootfs_overlay.h"
+#include "fs/tree/path.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 #include "registry/log.h"
@@ -43,10 +44,6 @@ std::string parent_of(const std::string& path) {
 std::string name_of(const std::string& path) {
   auto slash = path.rfind('/');
   return slash == std::string::npos ? path : path.substr(slash + 1);
-}
-
-std::string join(const std::string& dir, std::string_view name) {
-  return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
 }
 
 }  // namespace

@@ -11,6 +11,7 @@
 #include <system_error>
 
 #include "cache/unique_fd.h"
+#include "fs/tree/path.h"
 #include "fs/tree/rootfs.h"
 
 namespace regfs::fs {
@@ -26,10 +27,6 @@ namespace {
 std::string parent_of(const std::string& path) {
   auto slash = path.rfind('/');
   return slash == std::string::npos ? "" : path.substr(0, slash);
-}
-
-std::string join(const std::string& dir, std::string_view name) {
-  return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
 }
 
 bool under(const std::string& key, const std::string& path) {

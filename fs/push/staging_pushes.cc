@@ -7,6 +7,7 @@
 #include <chrono>
 #include <filesystem>
 
+#include "fs/push/staged_helpers.h"
 #include "fs/push/staging_tree.h"
 #include "registry/digest.h"
 #include "registry/error.h"
@@ -17,6 +18,7 @@ namespace regfs::fs {
 namespace fsys = std::filesystem;
 using registry::Error;
 using registry::ErrorKind;
+using namespace staged;  // NOLINT: fs/push/staged_helpers.h
 
 fsys::path StagingTree::build_dir(const cache::StagedTag& tag) const {
   auto name = registry::sha256_digest(tag.registry + "/" + tag.repository + ":" + tag.tag);
@@ -226,6 +228,233 @@ void StagingTree::resume_all(const std::string& registry, bool only_failed) {
       // Recorded and logged; the next flush of a file in it or the next
       // mount tries again.
     }
+  }
+}
+
+// The planner's view of one staged tag (fs/push/push_plan.h).
+class StagingTree::Layout : public StagedLayout {
+ public:
+  Layout(StagingTree& tree, const cache::StagedTag& tag)
+      : tree_(tree), tag_(tag), state_(tree.area_.state(tag)) {}
+
+  std::optional<std::string> read_file(const std::string& path) override {
+    auto file = tree_.area_.file(tag_, path);
+    if (being_written(file)) return std::nullopt;
+    std::error_code ec;
+    auto size = fsys::file_size(file, ec);
+    if (!ec) check_manifest_size(path, static_cast<int64_t>(size));
+    return read_small(file);
+  }
+
+  std::optional<FileInfo> file_info(const std::string& path) override {
+    auto file = tree_.area_.file(tag_, path);
+    struct stat st;
+    if (::stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode) || being_written(file)) {
+      return std::nullopt;
+    }
+    return FileInfo{file, st.st_size, tree_.file_digest(file, st)};
+  }
+
+  std::optional<PlanBlob> staged_blob(const std::string& digest) override {
+    std::string path = std::string(kBlobDir) + std::string(registry::digest_hex(digest));
+    if (auto ref = state_.references.find(path); ref != state_.references.end()) {
+      return PlanBlob{digest, ref->second.size, PlanBlob::Source::kReference, {}, ref->second};
+    }
+    auto info = file_info(path);
+    if (!info) return std::nullopt;
+    if (info->digest != digest) {
+      LOG(kWarning) << "Cannot push staged " << path << ": its content is " << info->digest;
+      return std::nullopt;
+    }
+    return PlanBlob{digest, info->size, PlanBlob::Source::kStaged, info->path, {}};
+  }
+
+  std::string manifest_bytes(const PlanBlob& blob) override {
+    if (blob.source == PlanBlob::Source::kReference) {
+      return tree_.content_.registry(blob.reference.registry)
+          .manifest(blob.reference.repository, blob.digest);
+    }
+    check_manifest_size("manifest " + blob.digest, blob.size);
+    auto bytes = read_small(blob.file);
+    if (!bytes || registry::sha256_digest(*bytes) != blob.digest) {
+      throw Error(ErrorKind::kIo, "Cannot read staged manifest " + blob.file.string());
+    }
+    return *bytes;
+  }
+
+  std::string config_bytes(const PlanBlob& blob) override {
+    constexpr size_t kMaxConfig = 8 << 20;
+    switch (blob.source) {
+      case PlanBlob::Source::kInline:
+        return blob.bytes;
+      case PlanBlob::Source::kReference:
+        return tree_.content_.registry(blob.reference.registry)
+            .small_blob(blob.reference.repository, blob.digest, blob.size);
+      case PlanBlob::Source::kStaged:
+        if (auto bytes = read_small(blob.file); bytes && bytes->size() <= kMaxConfig) return *bytes;
+        break;
+      case PlanBlob::Source::kTarget: {
+        std::string bytes;
+        tree_.pusher_.client(tag_.registry)
+            .get_blob(tag_.repository, blob.digest, 0, 0, [&](const char* data, size_t size) {
+              bytes.append(data, size);
+              return bytes.size() <= kMaxConfig;
+            });
+        if (registry::sha256_digest(bytes) == blob.digest) return bytes;
+        break;
+      }
+    }
+    throw Error(ErrorKind::kIo, "Cannot read config " + blob.digest);
+  }
+
+  bool in_target(const std::string& digest) override {
+    auto [it, added] = in_target_.try_emplace(digest, false);
+    if (added) {
+      it->second = tree_.pusher_.client(tag_.registry).blob_exists(tag_.repository, digest);
+    }
+    return it->second;
+  }
+
+  std::optional<std::string> target_manifest(const std::string& digest) override {
+    try {
+      return tree_.pusher_.client(tag_.registry).get_manifest(tag_.repository, digest).bytes;
+    } catch (const Error& e) {
+      if (e.kind() == ErrorKind::kNotFound) return std::nullopt;
+      throw;
+    }
+  }
+
+ private:
+  bool being_written(const fsys::path& file) {
+    std::shared_ptr<StagedFile::PathState> state;
+    {
+      std::lock_guard lock(tree_.mutex_);
+      auto it = tree_.open_paths_.find(file.string());
+      if (it != tree_.open_paths_.end()) state = it->second.lock();
+    }
+    if (!state) return false;
+    std::lock_guard lock(state->mutex);
+    return state->dirty;
+  }
+
+  StagingTree& tree_;
+  const cache::StagedTag tag_;
+  const cache::StagedTagState state_;
+  std::map<std::string, bool> in_target_;
+};
+
+// A staged copy of an image whose config.json was written back: the plan
+// pushes that config (fs/push/config_edit.h) unless it is one the plan has.
+void StagingTree::apply_edited_config(StagedLayout& layout, PushPlan& plan) {
+  auto edited = layout.read_file("config.json");
+  if (!edited) return;
+  std::string original;
+  for (const auto& manifest : plan.manifests) {
+    if (!registry::is_manifest_media_type(manifest.media_type)) continue;
+    auto config = registry::parse_manifest(manifest.bytes).config.digest;
+    for (const auto& blob : plan.blobs) {
+      if (blob.digest != config) continue;
+      if (registry::sha256_digest(*edited) == config) return;
+      original = layout.config_bytes(blob);
+    }
+  }
+  if (apply_config_edit(plan, *edited, original)) {
+    LOG(kInfo) << "config.json was edited: pushing manifest " << plan.digest();
+  }
+}
+
+void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, bool build_now) {
+  // One push at a time of a tag in this mount (the push queue), and one
+  // mount at a time of those sharing the cache directory.
+  auto shared_lock = area_.lock_push(tag);
+  if (!shared_lock || !area_.has_tag(tag)) return;
+  const std::string name = tag.registry + "/" + tag.repository + ":" + tag.tag;
+  std::string pushed;
+  try {
+    Layout layout(*this, tag);
+    std::string waiting_for;
+    std::optional<PushPlan> plan;
+    if (is_build(area_.tag_dir(tag))) {
+      // A build waits for its quiet time, and for its files to be closed.
+      if ((!build_now && !resuming) || being_written(tag)) {
+        changed(tag);
+        return;
+      }
+      // An image layout one level down means the tag was meant as a
+      // repository: refused, rather than pushed as an image of files.
+      std::error_code ec;
+      for (const auto& entry : fsys::directory_iterator(area_.tag_dir(tag), ec)) {
+        auto has = [&](const char* name) { return fsys::exists(entry.path() / name, ec); };
+        if (entry.is_directory(ec) && (has("oci-layout") || has("index.json"))) {
+          throw Error(ErrorKind::kInvalid,
+                      "Cannot build " + tag.repository + ":" + tag.tag + ": " +
+                          entry.path().filename().string() +
+                          "/ is an image layout; copy a layout to a tag of its own "
+                          "(mkdir -p NAMESPACE/REPO, then cp -r LAYOUT NAMESPACE/REPO/TAG)");
+        }
+      }
+      while_building(tag, [&] {
+        auto options = build_;
+        options.work_dir = build_dir(tag);
+        auto state = area_.state(tag);
+        plan = plan_build(area_.tag_dir(tag), state.modes, options, state.xattrs);
+      });
+    } else {
+      // Changes in rootfs/ make a layer: pushed as a build is.
+      bool edits = has_rootfs_changes(tag);
+      if (edits && ((!build_now && !resuming) || being_written(tag))) {
+        changed(tag);
+        return;
+      }
+      plan = plan_push(layout, tag.tag, &waiting_for);
+      if (plan) apply_edited_config(layout, *plan);
+      if (plan && edits) {
+        while_building(tag, [&] { add_rootfs_layer(tag, layout, *plan); });
+      }
+    }
+    {
+      std::lock_guard lock(mutex_);
+      if (plan) {
+        waiting_.erase(tag);
+      } else {
+        waiting_[tag] = waiting_for;
+      }
+    }
+    if (!plan) return;
+    auto state = area_.state(tag);
+    if (state.pushed_digest == plan->digest() && state.error.empty() && state.pushing.empty()) {
+      return;
+    }
+    if (resuming) {
+      LOG(kInfo) << "Resuming push of " << name << " (" << plan->digest() << ")";
+    }
+    area_.update_state(tag, [&](cache::StagedTagState& s) { s.pushing = plan->digest(); });
+    pusher_.push(tag, *plan);
+    pushed = plan->digest();
+  } catch (const std::exception& e) {
+    std::string reason = e.what();
+    // As docker says it, with the account that was used (EACCES for cp).
+    if (auto* error = dynamic_cast<const Error*>(&e);
+        error && error->kind() == ErrorKind::kUnauthorized) {
+      reason = "denied: requested access to the resource is denied (pushing as " +
+               content_.account(tag.registry) + "): " + reason;
+    }
+    area_.update_state(tag, [&](cache::StagedTagState& s) {
+      s.error = reason;
+      s.pushing.clear();
+    });
+    LOG(kWarning) << "Cannot " << (resuming ? "resume push of " : "push ") << name << ": " << reason
+                  << " (the staged tag is kept; touch a file in it to retry)";
+    throw;
+  }
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    s.error.clear();
+    s.pushing.clear();
+    s.pushed_digest = pushed;
+    s.uploads.clear();
+  });
+  if (resuming) {
+    LOG(kInfo) << "Resumed push of " << name << ": pushed as " << pushed;
   }
 }
 

@@ -17,6 +17,7 @@
 #include "fs/push/build_plan.h"
 #include "fs/push/rootfs_overlay.h"
 #include "fs/push/staging_tree.h"
+#include "fs/tree/path.h"
 #include "registry/digest.h"
 #include "registry/error.h"
 #include "registry/log.h"
@@ -43,10 +44,6 @@ std::optional<std::string> read_small(const fsys::path& file) {
   std::ifstream in(file, std::ios::binary);
   if (!in) return std::nullopt;
   return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string join(const std::string& dir, std::string_view name) {
-  return dir.empty() ? std::string(name) : dir + "/" + std::string(name);
 }
 
 // The digest of the manifest a staged layout pushes as `tag`, or "".

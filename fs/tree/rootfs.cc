@@ -7,6 +7,7 @@
 #include <atomic>
 #include <nlohmann/json.hpp>
 
+#include "fs/tree/path.h"
 #include "registry/deadline.h"
 #include "registry/digest.h"
 #include "registry/error.h"
@@ -66,10 +67,6 @@ std::vector<std::string> read_diff_ids(RegistryContent& content, const Image& im
                                            std::to_string(image.layers.size()) + " layers");
   }
   return diff_ids;
-}
-
-std::string join(const std::string& path, std::string_view name) {
-  return path.empty() ? std::string(name) : path + "/" + std::string(name);
 }
 
 uint32_t index_of(const Node& node, const MergedTree& tree) {

@@ -1,0 +1,159 @@
+// What the FUSE callbacks share (fs/fuse/fuse_ops.cc: the mount, reads and
+// listings; fs/fuse/fuse_changes.cc: changes of the staged tree): the
+// mount's state, open file handles, and the helpers that reply. Only for
+// fs/fuse.
+#pragma once
+
+#define FUSE_USE_VERSION 314
+#include <fuse_lowlevel.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+
+#include "cache/layer_index.h"
+#include "fs/fuse/dir_listings.h"
+#include "fs/fuse/errno_map.h"
+#include "fs/fuse/fuse_ops.h"
+#include "fs/fuse/inode_table.h"
+#include "fs/push/staging_tree.h"
+#include "registry/deadline.h"
+
+namespace regfs::fs::glue {
+
+inline constexpr double kImmutableTimeout = 86400.0;
+inline constexpr double kNegativeTimeout = 1.0;
+inline constexpr unsigned kMaxIo = 1 << 20;
+
+struct MountState {
+  Served served;
+  std::unique_ptr<InodeTable> inodes;
+  double ttl = 30.0;
+  unsigned max_read = kMaxIo;  // as in -o max_read, which libfuse wants equal
+  uid_t uid = 0;
+  gid_t gid = 0;
+  timespec mount_time{};
+  std::unique_ptr<DirListings> listings;
+  bool no_opendir = false;  // the kernel opens directories itself
+  // The most one operation waits in total (--request-timeout, SPEC §7).
+  std::chrono::milliseconds request_timeout{30'000};
+};
+
+struct FileHandle {
+  std::shared_ptr<const std::string> bytes;
+  std::shared_ptr<BlobReader> reader;
+  std::shared_ptr<StagedFile> staged = {};  // a file under a staged tag
+  // A rootfs file: [offset, offset + length) of the open file fd.
+  int fd = -1;
+  uint64_t offset = 0;
+  uint64_t length = 0;
+  std::shared_ptr<const cache::TarEntry> sparse = {};  // a sparse rootfs file's map
+  ~FileHandle() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+
+inline MountState& state_of(fuse_req_t req) {
+  return *static_cast<MountState*>(fuse_req_userdata(req));
+}
+
+// Runs `body`, which replies on success; any exception becomes the errno reply.
+// Everything it chains shares one deadline (registry/deadline.h).
+template <typename Body>
+void guarded(fuse_req_t req, const char* operation, Body&& body) {
+  registry::ScopedDeadline deadline(state_of(req).request_timeout);
+  try {
+    body();
+  } catch (...) {
+    fuse_reply_err(req, current_exception_to_errno(operation));
+  }
+}
+
+inline NodePtr node_or_throw(MountState& s, fuse_ino_t ino) {
+  auto node = s.inodes->get(ino);
+  if (!node) throw registry::Error(registry::ErrorKind::kNotFound, "stale inode");
+  return node;
+}
+
+// `answer`: a GETATTR (the kernel asks before each listing of a directory
+// whose listing can change, so its mtime is checked then) or an entry.
+enum class AttrReply { kGetattr, kEntry };
+
+inline struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, const Attr& attr,
+                           AttrReply answer) {
+  struct stat st {};
+  st.st_ino = ino;
+  st.st_mode = attr.mode;
+  st.st_nlink = attr.nlink;
+  st.st_size = static_cast<off_t>(attr.size);
+  st.st_blocks = static_cast<blkcnt_t>((attr.size + 511) / 512);
+  st.st_blksize = 1 << 20;
+  st.st_uid = s.uid;
+  st.st_gid = s.gid;
+  st.st_atim = st.st_mtim = st.st_ctim = s.mount_time;
+  if (attr.own_metadata) {
+    st.st_uid = attr.uid;
+    st.st_gid = attr.gid;
+    st.st_rdev = static_cast<dev_t>(attr.rdev);
+    st.st_mtim = timespec{static_cast<time_t>(attr.mtime), static_cast<long>(attr.mtime_nsec)};
+    st.st_atim = st.st_ctim = st.st_mtim;
+  } else if (DirListings::can_change(node)) {
+    // See fs/fuse/dir_listings.h. An entry's attributes expire at once, so the
+    // kernel asks GETATTR before listing it: `ls -l` of a namespace need not
+    // list every repository in it.
+    st.st_mtim =
+        answer == AttrReply::kGetattr ? s.listings->mtime(node) : s.listings->last_mtime(node);
+  }
+  return st;
+}
+
+inline double entry_timeout_of(MountState& s, const Node& node) {
+  return node.immutable() ? kImmutableTimeout : s.ttl;
+}
+
+// A mutable directory's attributes are asked for before each listing, so
+// the kernel rereads a listing that changed (fs/fuse/dir_listings.h).
+// A staged file's attributes change under the kernel too (a mode set as an
+// ACL, a restored config.json, another name of a hardlink): asked each time.
+inline double attr_timeout_of(MountState& s, const Node& node) {
+  if (node.kind == NodeKind::kStaged) return 0.0;
+  return DirListings::can_change(node) ? 0.0 : entry_timeout_of(s, node);
+}
+
+// Fills `e` for a positive entry and counts the lookup.
+inline fuse_entry_param entry_of(MountState& s, const NodePtr& node, const Attr& attr) {
+  fuse_entry_param e{};
+  e.ino = s.inodes->add_lookup(node);
+  e.generation = 0;
+  e.attr = to_stat(s, e.ino, *node, attr, AttrReply::kEntry);
+  e.entry_timeout = entry_timeout_of(s, *node);
+  e.attr_timeout = attr_timeout_of(s, *node);
+  return e;
+}
+
+// Changes of the staged tree (fs/fuse/fuse_changes.cc).
+void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);
+void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t);
+void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name);
+void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name);
+void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name);
+void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
+               const char* new_name, unsigned int flags);
+void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name);
+void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
+               fuse_file_info* fi);
+void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
+              fuse_file_info* fi);
+void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi);
+void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi);
+void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*);
+void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi);
+void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
+                        fuse_ino_t, off_t off_out, fuse_file_info* fi_out, size_t len, int);
+void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
+                 int flags);
+void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name);
+
+}  // namespace regfs::fs::glue

@@ -1,0 +1,464 @@
+// StagingTree's POSIX file operations (fs/push/staging_tree.h): mkdir,
+// create, open, read, write, setattr, symlink, link, readlink, unlink,
+// rename, and copy_file_range of a blob as a reference.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <system_error>
+
+#include "fs/push/push_plan.h"
+#include "fs/push/staged_helpers.h"
+#include "fs/push/staging_tree.h"
+#include "fs/tree/path.h"
+#include "registry/digest.h"
+#include "registry/error.h"
+#include "registry/log.h"
+#include "registry/reference.h"
+
+namespace regfs::fs {
+
+namespace fsys = std::filesystem;
+using registry::Error;
+using registry::ErrorKind;
+using namespace staged;  // NOLINT: fs/push/staged_helpers.h
+
+NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mode, bool by_copy) {
+  if (auto ns = promoted_namespace(area_, parent)) return mkdir(*ns, name, mode, by_copy);
+  if (!is_name(name)) fail(EINVAL, "Cannot make directory \"" + std::string(name) + "\"");
+  check_not_whiteout(name);
+  std::string sname(name);
+  if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
+    if (tree_.lookup(parent, name)) fail(EEXIST, "Cannot make " + sname + ": it exists");
+    if (parent.path.empty()) {
+      if (!registry::is_valid_path_component(name)) {
+        throw Error(ErrorKind::kInvalid, "Cannot make namespace \"" + sname +
+                                             "\": not a valid repository name (" +
+                                             std::string(registry::kRepositoryGrammar) + ")");
+      }
+      area_.make_namespace(parent.registry, sname);
+      return namespace_node(parent, name);
+    }
+    if (!registry::is_valid_tag(name)) {
+      std::string limit = registry::name_limit_problem(parent.path, name);
+      throw Error(
+          ErrorKind::kInvalid,
+          "Cannot make \"" + sname + "\" in " + parent.path + ": " +
+              (limit.empty() ? "not a valid tag (" + std::string(registry::kTagGrammar) + ")"
+                             : limit));
+    }
+    // In a namespace that is no repository, a new directory is most likely a
+    // repository to be (mkdir -p ns/app): its name must be one.
+    if (!registry::is_valid_path_component(name) &&
+        area_.tags(parent.registry, parent.path).empty() &&
+        !tree_.is_known_repository(parent.registry, parent.path)) {
+      throw Error(ErrorKind::kInvalid, "Cannot make \"" + sname + "\" in " + parent.path +
+                                           ": not a valid repository name (" +
+                                           std::string(registry::kRepositoryGrammar) + "), and " +
+                                           parent.path + " is no repository");
+    }
+    cache::StagedTag tag{parent.registry, parent.path, sname};
+    area_.make_tag(tag);
+    area_.update_state(tag, [&](cache::StagedTagState& s) {
+      s.modes[""] = mode & 07777;
+      s.made_by_copy = by_copy;
+    });
+    return make_node(tag, "", parent.key + "/" + sname, name);
+  }
+  if (parent.kind != NodeKind::kStaged) fail(EROFS, "Cannot make " + sname + ": read-only");
+  auto tag = tag_of(parent);
+  if (parent.overlay) {
+    std::string path = join(rootfs_path_of(parent), name);
+    auto overlay = overlay_for(parent);
+    overlay->mkdir(path, mode);
+    changed(tag);
+    return rootfs_node(parent, name, path, S_IFDIR);
+  }
+  std::string path = join(parent.staged_path, name);
+  fsys::path dir = area_.file(tag, path);
+  struct stat st;
+  if (::lstat(dir.c_str(), &st) == 0) fail(EEXIST, "Cannot make " + path + ": it exists");
+  // mkdir -p ns/repo made `repo` a tag of ns: a directory in it that an
+  // image layout or a docker save directory never has says it is a namespace
+  // (a repository) after all, unless ns is a repository itself: then `repo`
+  // is its tag and the directory part of what is copied in (a build).
+  std::error_code ec;
+  if (parent.staged_path.empty() && name != "blobs" && !is_hex64(name) &&
+      fsys::is_empty(area_.tag_dir(tag), ec) && !area_.state(tag).made_by_copy &&
+      !repository_of_tags(tag)) {
+    // Refused rather than staged as a subdirectory that would never be
+    // pushed (nothing staged is silently ignored).
+    if (!registry::is_valid_path_component(tag.tag)) {
+      throw Error(ErrorKind::kInvalid, "Cannot make " + tag.repository + "/" + tag.tag + "/" +
+                                           sname + ": \"" + tag.tag +
+                                           "\" is not a valid repository name (" +
+                                           std::string(registry::kRepositoryGrammar) + ")");
+    }
+    if (!registry::is_valid_tag(name)) {
+      throw Error(ErrorKind::kInvalid, "Cannot make tag \"" + sname + "\" of " + tag.repository +
+                                           "/" + tag.tag + ": not a valid tag (" +
+                                           std::string(registry::kTagGrammar) + ")");
+    }
+    std::string limit = registry::name_limit_problem(join(tag.repository, tag.tag), name);
+    if (!limit.empty()) {
+      throw Error(ErrorKind::kInvalid,
+                  "Cannot make " + tag.repository + "/" + tag.tag + ":" + sname + ": " + limit);
+    }
+    area_.tag_to_namespace(tag);
+    cache::StagedTag child{tag.registry, join(tag.repository, tag.tag), sname};
+    area_.make_tag(child);
+    area_.update_state(child, [&](cache::StagedTagState& s) {
+      s.modes[""] = mode & 07777;
+      s.made_by_copy = by_copy;
+    });
+    LOG(kDebug) << "Staged tag " << tag.repository << ":" << tag.tag << " became a namespace";
+    return make_node(child, "", parent.key + "/" + sname, name);
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0) fail(errno, "Cannot make staged " + path);
+  area_.update_state(tag, [&](cache::StagedTagState& s) { s.modes[path] = mode & 07777; });
+  changed(tag);
+  return make_node(tag, path, parent.key + "/" + sname, name);
+}
+
+std::shared_ptr<StagedFile::PathState> StagingTree::path_state(const fsys::path& file) {
+  std::lock_guard lock(mutex_);
+  auto& slot = open_paths_[file.string()];
+  auto state = slot.lock();
+  if (!state) {
+    state = std::make_shared<StagedFile::PathState>();
+    slot = state;
+  }
+  return state;
+}
+
+std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
+                                                   const std::string& path, int flags,
+                                                   mode_t create_mode, const fsys::path& backing) {
+  auto handle = std::make_shared<StagedFile>();
+  handle->tag = tag;
+  handle->path = path;
+  handle->file = backing.empty() ? area_.file(tag, path) : backing;
+  handle->writable = (flags & O_ACCMODE) != O_RDONLY;
+  int open_flags =
+      (handle->writable ? O_RDWR : O_RDONLY) | O_CLOEXEC | (flags & (O_CREAT | O_EXCL | O_TRUNC));
+  handle->fd.reset(::open(handle->file.c_str(), open_flags, 0600));
+  if (!handle->fd) fail(errno, "Cannot open staged " + path);
+  handle->state = path_state(handle->file);
+  bool truncated = handle->writable && (flags & O_TRUNC);
+  if (backing.empty() && (flags & O_CREAT || truncated)) {
+    area_.update_state(tag, [&](cache::StagedTagState& s) {
+      if (flags & O_CREAT) s.modes[path] = create_mode & 07777;
+      if (truncated) s.references.erase(path);
+    });
+  }
+  if (truncated) {
+    std::lock_guard lock(handle->state->mutex);
+    handle->state->hasher.truncated(0);
+    handle->state->dirty = true;
+  }
+  if (!handle->writable) {
+    auto state = area_.state(tag);
+    if (auto ref = state.references.find(path); ref != state.references.end()) {
+      handle->reader = content_.registry(ref->second.registry)
+                           .open_blob(ref->second.repository, ref->second.digest, ref->second.size);
+    }
+  }
+  return handle;
+}
+
+std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_view name,
+                                                mode_t mode, int flags, NodePtr* node) {
+  if (!is_name(name)) fail(EINVAL, "Cannot create \"" + std::string(name) + "\"");
+  check_not_whiteout(name);
+  if (parent.kind == NodeKind::kNamespace) {
+    fail(EPERM, "Cannot create " + std::string(name) + ": files go in a tag directory");
+  }
+  if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
+    fail(EROFS, "Cannot create " + std::string(name) + ": read-only");
+  }
+  if (parent.overlay) return rootfs_create(parent, name, mode, flags, node);
+  auto tag = tag_of(parent);
+  std::string path = join(parent.staged_path, name);
+  auto handle = open_file(tag, path, flags | O_CREAT, mode);
+  *node = make_node(tag, path, parent.key + "/" + std::string(name), name);
+  return handle;
+}
+
+std::shared_ptr<StagedFile> StagingTree::open(const Node& node, int flags) {
+  if (node.kind != NodeKind::kStaged) fail(EROFS, "Cannot open " + node.key + " for writing");
+  if (node.overlay) return rootfs_open(node, flags);
+  return open_file(tag_of(node), node.staged_path, flags & ~(O_CREAT | O_EXCL), 0);
+}
+
+void StagingTree::write(StagedFile& file, const char* data, size_t size, uint64_t offset) {
+  {
+    std::lock_guard lock(file.state->mutex);
+    file.state->dirty = true;
+  }
+  size_t done = 0;
+  while (done < size) {
+    ssize_t n =
+        ::pwrite(file.fd.get(), data + done, size - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      if (errno == ENOSPC) throw Error(ErrorKind::kNoSpace, "Cannot stage " + file.path);
+      fail(errno, "Cannot write staged " + file.path);
+    }
+    done += static_cast<size_t>(n);
+  }
+  {
+    std::lock_guard lock(file.state->mutex);
+    file.state->hasher.wrote(offset, data, size);
+  }
+  {
+    std::lock_guard lock(builds_mutex_);
+    if (auto it = pending_.find(file.tag); it != pending_.end()) {
+      it->second = std::chrono::steady_clock::now() + push_delay_;
+    }
+  }
+  auto state = area_.state(file.tag);
+  if (state.references.count(file.path)) {
+    area_.update_state(file.tag, [&](cache::StagedTagState& s) { s.references.erase(file.path); });
+  }
+}
+
+size_t StagingTree::read(StagedFile& file, char* buffer, size_t size, uint64_t offset) {
+  if (file.range_length) {  // a file of rootfs/'s base: its range of a layer's tar
+    if (offset >= *file.range_length) return 0;
+    size = static_cast<size_t>(std::min<uint64_t>(size, *file.range_length - offset));
+    offset += file.range_offset;
+  }
+  if (file.reader) {
+    if (offset >= file.reader->size()) return 0;
+    auto lease = file.reader->read(offset, size);
+    ssize_t n = ::pread(lease.fd(), buffer, lease.length(), static_cast<off_t>(lease.offset()));
+    if (n < 0) fail(errno, "Cannot read cached blob for " + file.path);
+    return static_cast<size_t>(n);
+  }
+  ssize_t n = ::pread(file.fd.get(), buffer, size, static_cast<off_t>(offset));
+  if (n < 0) fail(errno, "Cannot read staged " + file.path);
+  return static_cast<size_t>(n);
+}
+
+Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& change) {
+  if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
+    fail(EROFS, "Cannot change " + node.key + ": read-only");
+  }
+  if (node.overlay) return rootfs_setattr(node, change);
+  auto tag = tag_of(node);
+  fsys::path path = area_.file(tag, node.staged_path);
+  if (change.size) {
+    int rc = file ? ::ftruncate(file->fd.get(), static_cast<off_t>(*change.size))
+                  : ::truncate(path.c_str(), static_cast<off_t>(*change.size));
+    if (rc != 0) fail(errno, "Cannot truncate staged " + node.staged_path);
+    auto state = path_state(path);
+    {
+      std::lock_guard lock(state->mutex);
+      state->hasher.truncated(*change.size);
+      state->dirty = true;
+    }
+    area_.update_state(tag, [&](cache::StagedTagState& s) {
+      auto ref = s.references.find(node.staged_path);
+      if (ref != s.references.end() && static_cast<uint64_t>(ref->second.size) != *change.size) {
+        s.references.erase(ref);
+      }
+    });
+  }
+  if (change.mode) {
+    area_.update_state(
+        tag, [&](cache::StagedTagState& s) { s.modes[node.staged_path] = *change.mode & 07777; });
+  }
+  if (change.atime || change.mtime) {
+    timespec times[2] = {change.atime.value_or(timespec{0, UTIME_OMIT}),
+                         change.mtime.value_or(timespec{0, UTIME_OMIT})};
+    if (::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
+      fail(errno, "Cannot set times of staged " + node.staged_path);
+    }
+  }
+  changed(tag);
+  return attr(node);
+}
+
+void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& path) {
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    std::erase_if(s.modes, [&](auto& e) { return under(e.first, path); });
+    std::erase_if(s.references, [&](auto& e) { return under(e.first, path); });
+    std::erase_if(s.xattrs, [&](auto& e) { return under(e.first, path); });
+  });
+  std::string file = area_.file(tag, path).string();
+  std::lock_guard lock(mutex_);
+  std::erase_if(hashed_, [&](auto& e) { return under(e.first, file); });
+}
+
+NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const std::string& target) {
+  if (!is_name(name)) fail(EINVAL, "Cannot make link \"" + std::string(name) + "\"");
+  check_not_whiteout(name);
+  if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
+    fail(parent.kind == NodeKind::kNamespace ? EPERM : EROFS,
+         "Cannot make link " + std::string(name) + ": links go in a tag directory");
+  }
+  auto tag = tag_of(parent);
+  if (parent.overlay) {
+    std::string path = join(rootfs_path_of(parent), name);
+    overlay_for(parent)->symlink(path, target);
+    changed(tag);
+    return rootfs_node(parent, name, path, S_IFLNK);
+  }
+  std::string path = join(parent.staged_path, name);
+  if (::symlink(target.c_str(), area_.file(tag, path).c_str()) != 0) {
+    fail(errno, "Cannot make staged link " + path);
+  }
+  changed(tag);
+  return make_node(tag, path, parent.key + "/" + std::string(name), name);
+}
+
+NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_view new_name) {
+  if (!is_name(new_name)) fail(EINVAL, "Cannot make link \"" + std::string(new_name) + "\"");
+  check_not_whiteout(new_name);
+  if (node.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged ||
+      node.staged_path.empty()) {
+    fail(node.kind == NodeKind::kStaged ? EXDEV : EROFS,
+         "Cannot link " + node.key + ": hardlinks stay within one staged tag");
+  }
+  auto tag = tag_of(node);
+  auto to_tag = tag_of(new_parent);
+  if (to_tag.registry != tag.registry || to_tag.repository != tag.repository ||
+      to_tag.tag != tag.tag || promoted_namespace(area_, new_parent)) {
+    fail(EXDEV, "Cannot link " + node.key + ": hardlinks stay within one staged tag");
+  }
+  if (node.overlay != new_parent.overlay) {
+    fail(EXDEV, "Cannot link " + node.key + ": hardlinks stay within rootfs/");
+  }
+  if (node.overlay) {
+    std::string to = join(rootfs_path_of(new_parent), new_name);
+    overlay_for(node)->link(rootfs_path_of(node), to);
+    changed(tag);
+    return rootfs_node(new_parent, new_name, to, S_IFREG);
+  }
+  std::string path = join(new_parent.staged_path, new_name);
+  if (::link(area_.file(tag, node.staged_path).c_str(), area_.file(tag, path).c_str()) != 0) {
+    fail(errno, "Cannot make staged link " + path);
+  }
+  // One inode, many names: what the state keeps by path goes with the link.
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    if (auto mode = s.modes.find(node.staged_path); mode != s.modes.end()) {
+      s.modes[path] = mode->second;
+    }
+    if (auto xattrs = s.xattrs.find(node.staged_path); xattrs != s.xattrs.end()) {
+      s.xattrs[path] = xattrs->second;
+    }
+  });
+  changed(tag);
+  return make_node(tag, path, new_parent.key + "/" + std::string(new_name), new_name);
+}
+
+std::string StagingTree::readlink(const Node& node) {
+  if (node.overlay) return overlay_for(node)->readlink(rootfs_path_of(node));
+  std::string target(4096, '\0');
+  ssize_t n =
+      ::readlink(area_.file(tag_of(node), node.staged_path).c_str(), target.data(), target.size());
+  if (n < 0) fail(errno == EINVAL ? EINVAL : errno, "Cannot read link " + node.key);
+  target.resize(static_cast<size_t>(n));
+  return target;
+}
+
+void StagingTree::unlink(const Node& parent, std::string_view name) {
+  if (parent.overlay) {
+    overlay_for(parent)->unlink(join(rootfs_path_of(parent), name));
+    changed(tag_of(parent));
+    return;
+  }
+  if (parent.kind == NodeKind::kStaged && !promoted_namespace(area_, parent)) {
+    auto tag = tag_of(parent);
+    std::string path = join(parent.staged_path, name);
+    if (::unlink(area_.file(tag, path).c_str()) != 0) fail(errno, "Cannot remove staged " + path);
+    forget_paths(tag, path);
+    changed(tag);
+    return;
+  }
+  // rm -r of a remote tag with --allow-delete: its files go with the tag
+  // (rmdir of the tag directory deletes it); alone they cannot be removed.
+  if (allow_delete_ && is_remote_image_dir(parent) && parent.is_tag_image()) return;
+  fail(EROFS, "Cannot remove " + std::string(name) + ": read-only (see --allow-delete)");
+}
+
+void StagingTree::rename(const Node& parent, std::string_view name, const Node& new_parent,
+                         std::string_view new_name) {
+  if (parent.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged) {
+    fail(parent.kind == NodeKind::kStaged ? EXDEV : EROFS, "Cannot rename " + std::string(name));
+  }
+  check_not_whiteout(new_name);
+  auto tag = tag_of(parent);
+  if (!is_name(new_name) || tag_of(new_parent).tag != tag.tag ||
+      tag_of(new_parent).repository != tag.repository || new_parent.registry != parent.registry) {
+    fail(EXDEV, "Cannot rename " + std::string(name) + " out of its staged tag");
+  }
+  if (parent.overlay != new_parent.overlay) {
+    fail(EXDEV, "Cannot rename " + std::string(name) + " into or out of rootfs/");
+  }
+  if (parent.overlay) {
+    overlay_for(parent)->rename(join(rootfs_path_of(parent), name),
+                                join(rootfs_path_of(new_parent), new_name));
+    changed(tag);
+    return;
+  }
+  std::string from = join(parent.staged_path, name);
+  std::string to = join(new_parent.staged_path, new_name);
+  if (::rename(area_.file(tag, from).c_str(), area_.file(tag, to).c_str()) != 0) {
+    fail(errno, "Cannot rename staged " + from);
+  }
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    auto move = [&](auto& map) {
+      std::erase_if(map, [&](auto& e) { return under(e.first, to); });
+      std::vector<std::pair<std::string, typename std::decay_t<decltype(map)>::mapped_type>> moved;
+      for (auto& [key, value] : map) {
+        if (under(key, from)) moved.emplace_back(to + key.substr(from.size()), value);
+      }
+      std::erase_if(map, [&](auto& e) { return under(e.first, from); });
+      for (auto& [key, value] : moved) map[key] = value;
+    };
+    move(s.modes);
+    move(s.references);
+    move(s.xattrs);
+  });
+  {
+    std::lock_guard lock(mutex_);
+    hashed_.clear();
+  }
+  changed(tag);
+  // Written under another name and renamed into place (sed -i, editors):
+  // the same checks and push as at the close() of a file written in place.
+  if (!is_build(area_.tag_dir(tag))) {
+    if (to == "config.json") check_written_config(tag);
+    push_and_wait(tag);
+  }
+}
+
+std::optional<uint64_t> StagingTree::copy_reference(const Node& source, uint64_t source_size,
+                                                    uint64_t offset_in, StagedFile& out,
+                                                    uint64_t offset_out, uint64_t length) {
+  if (source.kind != NodeKind::kBlob || offset_in != 0 || offset_out != 0 || length < source_size ||
+      !out.writable || blob_digest_of(out.path) != source.blob) {
+    return std::nullopt;
+  }
+  if (::ftruncate(out.fd.get(), static_cast<off_t>(source_size)) != 0) {
+    fail(errno, "Cannot stage " + out.path);
+  }
+  area_.update_state(out.tag, [&](cache::StagedTagState& s) {
+    s.references[out.path] = cache::BlobReference{source.registry, source.path, source.blob,
+                                                  static_cast<int64_t>(source_size)};
+  });
+  std::lock_guard lock(out.state->mutex);
+  out.state->dirty = false;
+  out.state->hasher.truncated(source_size);
+  LOG(kDebug) << "Staged " << out.path << " as a reference to " << source.registry << "/"
+              << source.path << "@" << source.blob;
+  return source_size;
+}
+
+}  // namespace regfs::fs
