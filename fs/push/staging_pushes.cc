@@ -1,8 +1,8 @@
 // StagingTree's push schedule (fs/push/staging_tree.h): every push goes
 // through the push queue (fs/push/push_queue.h); builds wait for their quiet
-// time (--push-delay) as delayed tasks of background_, `regfs push` and an
-// fsync push at once, the state each staged tag shows, and the pushes
-// resumed at mount and when a registry comes back (tasks of background_).
+// time (--push-delay) as delayed tasks of build_timers_, `regfs push` and
+// an fsync push at once, the state each staged tag shows, and the pushes
+// resumed at mount and when a registry comes back (tasks of resumes_).
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -66,7 +66,7 @@ void StagingTree::changed(const cache::StagedTag& tag) {
   auto [it, inserted] =
       pending_.insert_or_assign(tag, std::chrono::steady_clock::now() + push_delay_);
   // One timer per pending build; it looks at pending_ again when it fires.
-  if (inserted) background_->submit_after(push_delay_, [this, tag] { build_when_due(tag); });
+  if (inserted) build_timers_->submit_after(push_delay_, [this, tag] { build_when_due(tag); });
 }
 
 bool StagingTree::being_written(const cache::StagedTag& tag) {
@@ -98,7 +98,7 @@ void StagingTree::build_when_due(const cache::StagedTag& tag) {
     auto left =
         std::chrono::ceil<std::chrono::milliseconds>(it->second - std::chrono::steady_clock::now());
     if (left.count() > 0) {  // changed meanwhile: wait the rest of its quiet time
-      background_->submit_after(left, [this, tag] { build_when_due(tag); });
+      build_timers_->submit_after(left, [this, tag] { build_when_due(tag); });
       return;
     }
     pending_.erase(it);
@@ -153,7 +153,8 @@ StagingTree::~StagingTree() {
     stopping_ = true;
   }
   // The resumed push in flight ends, no other starts; timers are dropped.
-  background_.reset();
+  resumes_.reset();
+  build_timers_.reset();
   // Unmounted: the builds still waiting for their quiet time go now.
   std::vector<std::pair<cache::StagedTag, PushTicket>> tickets;
   {
@@ -212,8 +213,8 @@ std::vector<std::pair<std::string, std::string>> StagingTree::states() {
 void StagingTree::resume_pushes(const std::string& registry, bool only_failed) {
   std::lock_guard lock(builds_mutex_);
   if (stopping_) return;
-  // background_ has one thread: resumes run in turn, as they were asked for.
-  background_->submit([this, registry, only_failed] { resume_all(registry, only_failed); });
+  // resumes_ has one thread: resumes run in turn, as they were asked for.
+  resumes_->submit([this, registry, only_failed] { resume_all(registry, only_failed); });
 }
 
 void StagingTree::resume_all(const std::string& registry, bool only_failed) {
@@ -222,7 +223,7 @@ void StagingTree::resume_all(const std::string& registry, bool only_failed) {
     if (!registry.empty() && tag.registry != registry) continue;
     if (only_failed && area_.state(tag).error.empty()) continue;
     try {
-      // One tag at a time: waits for it (background_ has no deadline).
+      // One tag at a time: waits for it (resumes_ has no deadline).
       queue_push(tag, /*resuming=*/true).get();
     } catch (const std::exception&) {
       // Recorded and logged; the next flush of a file in it or the next

@@ -47,7 +47,8 @@ StagingTree::StagingTree(RemoteNames& remote, Content& content, StagingOptions o
       push_delay_(options.push_delay),
       build_(std::move(options.build)),
       pushes_(kPushThreads),
-      background_(std::make_unique<WorkerPool>(1)) {
+      build_timers_(std::make_unique<WorkerPool>(1)),
+      resumes_(std::make_unique<WorkerPool>(1)) {
   // A push that failed while its registry was down is tried again once it
   // is back (the staged tag keeps its error until then).
   content_.on_registry_up(

@@ -32,7 +32,8 @@
 // pushed. The same is done again for the failed pushes to a registry each
 // time it comes back up (registry/health.h).
 // Background work (builds waiting for --push-delay, resumed pushes) is tasks
-// of a WorkerPool (`background_`), which queue pushes like any other.
+// of WorkerPools (`build_timers_`, `resumes_`), which queue pushes like any
+// other.
 // Tags pushed without error are dropped at the next mount; rm -r discards a
 // staged tag.
 #pragma once
@@ -216,7 +217,7 @@ class StagingTree : public StagedNames {
   void changed(const cache::StagedTag& tag);
   // Whether a file of `tag` is open for writing with unchecked changes.
   bool being_written(const cache::StagedTag& tag);
-  // A task of background_, at the end of `tag`'s quiet time: queues its
+  // A task of build_timers_, at the end of `tag`'s quiet time: queues its
   // build, or waits again if it changed meanwhile.
   void build_when_due(const cache::StagedTag& tag);
   std::filesystem::path build_dir(const cache::StagedTag& tag) const;
@@ -268,17 +269,21 @@ class StagingTree : public StagedNames {
   // Lock order: builds_mutex_ before mutex_; neither is held over a push.
   std::mutex builds_mutex_;  // guards pending_, building_ and stopping_'s setting
   // Builds waiting for their quiet time: when it ends. Each has one
-  // build_when_due task waiting on background_.
+  // build_when_due task waiting on build_timers_.
   std::map<cache::StagedTag, std::chrono::steady_clock::time_point> pending_;
   std::set<cache::StagedTag> building_;  // making their layer now
   // Set under builds_mutex_ by the destructor: nothing more goes to
-  // background_, no resumed push starts.
+  // build_timers_ or resumes_, no resumed push starts.
   std::atomic<bool> stopping_{false};
 
-  // Last, so they stop first (the destructor stops them in this order).
+  // Last, so they stop first; the destructor stops resumes_ and
+  // build_timers_, then drains pushes_.
   PushQueue pushes_;  // every push (push_if_complete), one at a time per tag
-  // One thread: resumed pushes in turn, and the timers of builds.
-  std::unique_ptr<WorkerPool> background_;
+  // One thread each: the ends of builds' quiet times (delayed tasks that
+  // queue the build), and resumed pushes in turn (waiting for each), apart
+  // so that a long resumed push does not hold a build back.
+  std::unique_ptr<WorkerPool> build_timers_;
+  std::unique_ptr<WorkerPool> resumes_;
 };
 
 }  // namespace regfs::fs
