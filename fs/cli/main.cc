@@ -354,9 +354,16 @@ int run_push(const std::vector<std::string>& args) {
     });
   }
   int err = fsync_dir(path);
+  std::string state = xattr_of(path, "user.regfs.state");
+  // The daemon's wait ended at --request-timeout, its push goes on (the push
+  // queue): wait for the state to say how it ended.
+  while (err == ETIMEDOUT && (state.starts_with("pushing ") || state == "building")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    state = xattr_of(path, "user.regfs.state");
+    if (state.starts_with("pushed ")) err = 0;
+  }
   done = true;
   if (progress.joinable()) progress.join();
-  std::string state = xattr_of(path, "user.regfs.state");
   if (err == 0 && state.starts_with("pushed ")) {
     std::printf("%s\n", state.substr(7).c_str());
     return 0;

@@ -5,7 +5,7 @@
 namespace regfs::fs {
 
 DirListings::DirListings(Lister lister, size_t max_entries)
-    : lister_(std::move(lister)), max_entries_(max_entries) {}
+    : lister_(std::move(lister)), stamps_(max_entries), passes_(max_entries) {}
 
 bool DirListings::can_change(const Node& dir) {
   if (!dir.is_dir() || dir.immutable()) return false;
@@ -50,15 +50,9 @@ void DirListings::record(const Node& dir, const std::vector<NodePtr>& entries) {
   if (!can_change(dir)) return;
   size_t hash = hash_of(entries);
   std::lock_guard lock(mutex_);
-  auto it = stamps_.find(dir.key);
-  if (it != stamps_.end() && it->second.hash == hash) return;
-  if (it == stamps_.end()) {
-    // Forgetting a stamp is always safe (see the header), so a full table
-    // starts over rather than keeping an order of use.
-    if (stamps_.size() >= max_entries_) stamps_.clear();
-    it = stamps_.emplace(dir.key, Stamp{}).first;
-  }
-  it->second = Stamp{hash, fresh_time_locked()};
+  auto* stamp = stamps_.find(dir.key);
+  if (stamp && stamp->hash == hash) return;
+  stamps_.put(dir.key, Stamp{hash, fresh_time_locked()});
 }
 
 timespec DirListings::mtime(const Node& dir) {
@@ -73,21 +67,20 @@ timespec DirListings::mtime(const Node& dir) {
     // daemon's own does; the next answer tries again.
   }
   std::lock_guard lock(mutex_);
-  auto it = stamps_.find(dir.key);
-  return it == stamps_.end() ? fresh_time_locked() : it->second.mtime;
+  auto* stamp = stamps_.find(dir.key);
+  return stamp ? stamp->mtime : fresh_time_locked();
 }
 
 timespec DirListings::last_mtime(const Node& dir) {
   std::lock_guard lock(mutex_);
-  auto it = stamps_.find(dir.key);
-  return it == stamps_.end() ? fresh_time_locked() : it->second.mtime;
+  auto* stamp = stamps_.find(dir.key);
+  return stamp ? stamp->mtime : fresh_time_locked();
 }
 
 DirListings::Listing DirListings::list(uint64_t ino, const Node& dir, long offset) {
   if (offset > 0) {
     std::lock_guard lock(mutex_);
-    auto it = passes_.find(ino);
-    if (it != passes_.end()) return it->second;
+    if (auto* listing = passes_.find(ino)) return *listing;
   }
   auto listing = std::make_shared<const std::vector<NodePtr>>(lister_(dir));
   record(dir, *listing);
@@ -100,8 +93,7 @@ void DirListings::served(uint64_t ino, const Listing& listing, bool reached_end)
     passes_.erase(ino);
     return;
   }
-  if (passes_.size() >= max_entries_) passes_.clear();
-  passes_[ino] = listing;
+  passes_.put(ino, listing);
 }
 
 }  // namespace regfs::fs

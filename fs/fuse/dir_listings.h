@@ -28,6 +28,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "fs/source/bounded_map.h"
 #include "fs/tree/tree.h"
 
 namespace regfs::fs {
@@ -70,10 +71,11 @@ class DirListings {
   void record(const Node& dir, const std::vector<NodePtr>& entries);
 
   Lister lister_;
-  const size_t max_entries_;
-  std::mutex mutex_;                               // guards all below; never held while listing
-  std::unordered_map<std::string, Stamp> stamps_;  // by Node::key, mutable directories only
-  std::unordered_map<uint64_t, Listing> passes_;   // by inode, listings mid-pass
+  std::mutex mutex_;  // guards all below; never held while listing
+  // Forgetting either is always safe (see above): bounded, least recently
+  // used forgotten first.
+  BoundedMap<std::string, Stamp> stamps_;  // by Node::key, mutable directories only
+  BoundedMap<uint64_t, Listing> passes_;   // by inode, listings mid-pass
   timespec last_time_{};
 };
 

@@ -6,8 +6,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <future>
+#include <memory>
 #include <system_error>
-#include <thread>
 
 #include "cache/unique_fd.h"
 #include "registry/core/error.h"
@@ -44,7 +45,10 @@ Error as_push_error(const Error& e) {
 }  // namespace
 
 Pusher::Pusher(Content& content, cache::StagingArea* area, size_t parallel)
-    : content_(content), area_(area), parallel_(std::max<size_t>(parallel, 1)) {}
+    : content_(content),
+      area_(area),
+      parallel_(std::max<size_t>(parallel, 1)),
+      uploads_(std::max<size_t>(parallel, 2) - 1) {}
 
 registry::Client& Pusher::client(const std::string& name) {
   std::lock_guard lock(mutex_);
@@ -177,11 +181,20 @@ void Pusher::push_plan(const cache::StagedTag& target, const PushPlan& plan) {
       }
     }
   };
-  std::vector<std::thread> threads;
+  // Helpers on uploads_ take blobs as this thread does; it waits for them
+  // (a helper that starts late finds nothing left and ends at once).
+  std::vector<std::future<void>> helpers;
   size_t count = std::min(parallel_, plan.blobs.size());
-  for (size_t i = 1; i < count; ++i) threads.emplace_back(work);
+  for (size_t i = 1; i < count; ++i) {
+    auto done = std::make_shared<std::promise<void>>();
+    helpers.push_back(done->get_future());
+    uploads_.submit([&work, done] {
+      work();
+      done->set_value();
+    });
+  }
   work();
-  for (auto& t : threads) t.join();
+  for (auto& helper : helpers) helper.wait();
   if (error) std::rethrow_exception(error);
 
   for (size_t i = 0; i + 1 < plan.manifests.size(); ++i) {

@@ -93,7 +93,9 @@ void StagingTree::flush(StagedFile& file) {
   if (file.path == "config.json" && !is_build(area_.tag_dir(file.tag))) {
     check_written_config(file.tag);
   }
-  push_if_complete(file.tag);  // a layout at the close that completes it; a build later
+  // A layout at the close that completes it; a build later. close() waits
+  // for the push without a deadline (op_flush): its result is close()'s.
+  push_and_wait(file.tag);
 }
 
 }  // namespace regfs::fs

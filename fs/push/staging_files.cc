@@ -452,7 +452,7 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
   // the same checks and push as at the close() of a file written in place.
   if (!is_build(area_.tag_dir(tag))) {
     if (to == "config.json") check_written_config(tag);
-    push_if_complete(tag);
+    push_and_wait(tag);
   }
 }
 

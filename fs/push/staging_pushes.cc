@@ -1,7 +1,8 @@
-// StagingTree's push schedule (fs/push/staging_tree.h): builds wait for their
-// quiet time (--push-delay) on a builder thread, `regfs push` and an fsync
-// push at once, the state each staged tag shows, and the pushes resumed at
-// mount and when a registry comes back.
+// StagingTree's push schedule (fs/push/staging_tree.h): every push goes
+// through the push queue (fs/push/push_queue.h); builds wait for their quiet
+// time (--push-delay) as delayed tasks of build_timers_, `regfs push` and
+// an fsync push at once, the state each staged tag shows, and the pushes
+// resumed at mount and when a registry comes back (tasks of resumes_).
 #include <algorithm>
 #include <chrono>
 #include <filesystem>
@@ -40,13 +41,32 @@ void StagingTree::while_building(const cache::StagedTag& tag, const std::functio
   work();
 }
 
+namespace {
+
+std::string name_of(const cache::StagedTag& tag) {
+  return tag.registry + "/" + tag.repository + ":" + tag.tag;
+}
+
+}  // namespace
+
+PushTicket StagingTree::queue_push(const cache::StagedTag& tag, bool resuming, bool build_now) {
+  return pushes_.submit(name_of(tag), [this, tag, resuming, build_now] {
+    push_if_complete(tag, resuming, build_now);
+  });
+}
+
+void StagingTree::push_and_wait(const cache::StagedTag& tag, bool build_now) {
+  PushQueue::wait(queue_push(tag, /*resuming=*/false, build_now), "push " + name_of(tag));
+}
+
 void StagingTree::changed(const cache::StagedTag& tag) {
   if (!is_build(area_.tag_dir(tag)) && !has_rootfs_changes(tag)) return;
-  {
-    std::lock_guard lock(builds_mutex_);
-    pending_[tag] = std::chrono::steady_clock::now() + push_delay_;
-  }
-  builds_changed_.notify_all();
+  std::lock_guard lock(builds_mutex_);
+  if (stopping_) return;  // the destructor pushes pending_
+  auto [it, inserted] =
+      pending_.insert_or_assign(tag, std::chrono::steady_clock::now() + push_delay_);
+  // One timer per pending build; it looks at pending_ again when it fires.
+  if (inserted) build_timers_->submit_after(push_delay_, [this, tag] { build_when_due(tag); });
 }
 
 bool StagingTree::being_written(const cache::StagedTag& tag) {
@@ -69,39 +89,23 @@ bool StagingTree::being_written(const cache::StagedTag& tag) {
   return false;
 }
 
-void StagingTree::run_builds() {
-  std::unique_lock lock(builds_mutex_);
-  while (!stopping_) {
-    auto now = std::chrono::steady_clock::now();
-    std::vector<cache::StagedTag> due;
-    auto next = std::chrono::steady_clock::time_point::max();
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      if (it->second <= now) {
-        due.push_back(it->first);
-        it = pending_.erase(it);
-      } else {
-        next = std::min(next, it->second);
-        ++it;
-      }
+void StagingTree::build_when_due(const cache::StagedTag& tag) {
+  {
+    std::lock_guard lock(builds_mutex_);
+    if (stopping_) return;
+    auto it = pending_.find(tag);
+    if (it == pending_.end()) return;  // pushed meanwhile (regfs push)
+    auto left =
+        std::chrono::ceil<std::chrono::milliseconds>(it->second - std::chrono::steady_clock::now());
+    if (left.count() > 0) {  // changed meanwhile: wait the rest of its quiet time
+      build_timers_->submit_after(left, [this, tag] { build_when_due(tag); });
+      return;
     }
-    if (due.empty()) {
-      if (next == std::chrono::steady_clock::time_point::max()) {
-        builds_changed_.wait(lock);
-      } else {
-        builds_changed_.wait_until(lock, next);
-      }
-      continue;
-    }
-    lock.unlock();
-    for (auto& tag : due) {
-      try {
-        push_if_complete(tag, /*resuming=*/false, /*build_now=*/true);
-      } catch (const std::exception&) {
-        // Recorded in the tag's state and logged; a change or `regfs push` retries.
-      }
-    }
-    lock.lock();
+    pending_.erase(it);
   }
+  // Not waited for: a failure is recorded in the tag's state and logged; a
+  // change or `regfs push` retries.
+  queue_push(tag, /*resuming=*/false, /*build_now=*/true);
 }
 
 void StagingTree::push_now(const Node& dir) {
@@ -111,7 +115,7 @@ void StagingTree::push_now(const Node& dir) {
       std::lock_guard lock(builds_mutex_);
       pending_.erase(tag);
     }
-    push_if_complete(tag, /*resuming=*/false, /*build_now=*/true);
+    push_and_wait(tag, /*build_now=*/true);
     auto state = state_of(tag);
     if (being_written(tag)) state = "files are still being written (" + state + ")";
     if (!state.starts_with("pushed ")) {
@@ -128,10 +132,13 @@ void StagingTree::push_now(const Node& dir) {
     for (auto& [tag, _] : pending_) due.push_back(tag);
     pending_.clear();
   }
+  // Queued together (they push side by side), then waited for in turn.
+  std::vector<std::pair<cache::StagedTag, PushTicket>> tickets;
+  for (auto& tag : due) tickets.emplace_back(tag, queue_push(tag, false, /*build_now=*/true));
   std::exception_ptr first;
-  for (auto& tag : due) {
+  for (auto& [tag, ticket] : tickets) {
     try {
-      push_if_complete(tag, /*resuming=*/false, /*build_now=*/true);
+      PushQueue::wait(ticket, "push " + name_of(tag));
     } catch (...) {
       if (!first) first = std::current_exception();
     }
@@ -142,24 +149,23 @@ void StagingTree::push_now(const Node& dir) {
 StagingTree::~StagingTree() {
   content_.on_registry_up(nullptr);
   {
-    std::scoped_lock lock(builds_mutex_, resume_mutex_);
+    std::lock_guard lock(builds_mutex_);
     stopping_ = true;
   }
-  builds_changed_.notify_all();
-  resume_ready_.notify_all();
-  if (resumer_.joinable()) resumer_.join();
-  if (builder_.joinable()) builder_.join();
+  // The resumed push in flight ends, no other starts; timers are dropped.
+  resumes_.reset();
+  build_timers_.reset();
   // Unmounted: the builds still waiting for their quiet time go now.
-  std::vector<cache::StagedTag> due;
-  for (auto& [tag, _] : pending_) due.push_back(tag);
-  pending_.clear();
-  for (auto& tag : due) {
-    try {
-      push_if_complete(tag, /*resuming=*/false, /*build_now=*/true);
-    } catch (const std::exception&) {
-      // Recorded and logged; the next mount resumes it.
-    }
+  std::vector<std::pair<cache::StagedTag, PushTicket>> tickets;
+  {
+    std::lock_guard lock(builds_mutex_);
+    for (auto& [tag, _] : pending_) tickets.emplace_back(tag, PushTicket{});
+    pending_.clear();
   }
+  for (auto& [tag, ticket] : tickets) ticket = queue_push(tag, false, /*build_now=*/true);
+  // Every push queued (by close()s still waiting, or above) runs to its end.
+  pushes_.drain();
+  // (Failures are recorded and logged; the next mount resumes them.)
   // Nothing staged is silently left behind: say what was not pushed.
   for (auto& [name, state] : states()) {
     if (state.starts_with("pushed ")) continue;
@@ -205,27 +211,10 @@ std::vector<std::pair<std::string, std::string>> StagingTree::states() {
 }
 
 void StagingTree::resume_pushes(const std::string& registry, bool only_failed) {
-  {
-    std::lock_guard lock(resume_mutex_);
-    if (stopping_) return;
-    resume_queue_.emplace_back(registry, only_failed);
-    if (!resumer_.joinable()) resumer_ = std::thread([this] { resume_loop(); });
-  }
-  resume_ready_.notify_one();
-}
-
-void StagingTree::resume_loop() {
-  while (true) {
-    std::pair<std::string, bool> next;
-    {
-      std::unique_lock lock(resume_mutex_);
-      resume_ready_.wait(lock, [&] { return stopping_ || !resume_queue_.empty(); });
-      if (stopping_) return;
-      next = std::move(resume_queue_.front());
-      resume_queue_.pop_front();
-    }
-    resume_all(next.first, next.second);
-  }
+  std::lock_guard lock(builds_mutex_);
+  if (stopping_) return;
+  // resumes_ has one thread: resumes run in turn, as they were asked for.
+  resumes_->submit([this, registry, only_failed] { resume_all(registry, only_failed); });
 }
 
 void StagingTree::resume_all(const std::string& registry, bool only_failed) {
@@ -234,7 +223,8 @@ void StagingTree::resume_all(const std::string& registry, bool only_failed) {
     if (!registry.empty() && tag.registry != registry) continue;
     if (only_failed && area_.state(tag).error.empty()) continue;
     try {
-      push_if_complete(tag, /*resuming=*/true);
+      // One tag at a time: waits for it (resumes_ has no deadline).
+      queue_push(tag, /*resuming=*/true).get();
     } catch (const std::exception&) {
       // Recorded and logged; the next flush of a file in it or the next
       // mount tries again.
@@ -379,15 +369,8 @@ void StagingTree::apply_edited_config(StagedLayout& layout, PushPlan& plan) {
 }
 
 void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, bool build_now) {
-  std::shared_ptr<std::mutex> push_lock;
-  {
-    std::lock_guard lock(mutex_);
-    auto& slot = push_locks_[tag];
-    if (!slot) slot = std::make_shared<std::mutex>();
-    push_lock = slot;
-  }
-  std::lock_guard lock(*push_lock);
-  // ... and one mount at a time of those sharing the cache directory.
+  // One push at a time of a tag in this mount (the push queue), and one
+  // mount at a time of those sharing the cache directory.
   auto shared_lock = area_.lock_push(tag);
   if (!shared_lock || !area_.has_tag(tag)) return;
   const std::string name = tag.registry + "/" + tag.repository + ":" + tag.tag;

@@ -31,6 +31,13 @@ using registry::Error;
 using registry::ErrorKind;
 using namespace staged;  // NOLINT: fs/push/staged_helpers.h
 
+namespace {
+
+// Tags pushed at once (each push uploads several blobs at once: Pusher).
+constexpr size_t kPushThreads = 8;
+
+}  // namespace
+
 StagingTree::StagingTree(RemoteNames& remote, Content& content, StagingOptions options)
     : tree_(remote),
       content_(content),
@@ -38,7 +45,10 @@ StagingTree::StagingTree(RemoteNames& remote, Content& content, StagingOptions o
       pusher_(content, &area_),
       allow_delete_(options.allow_delete),
       push_delay_(options.push_delay),
-      build_(std::move(options.build)) {
+      build_(std::move(options.build)),
+      pushes_(kPushThreads),
+      build_timers_(std::make_unique<WorkerPool>(1)),
+      resumes_(std::make_unique<WorkerPool>(1)) {
   // A push that failed while its registry was down is tried again once it
   // is back (the staged tag keeps its error until then).
   content_.on_registry_up(
@@ -60,7 +70,6 @@ StagingTree::StagingTree(RemoteNames& remote, Content& content, StagingOptions o
                                             : " (not pushed yet)");
     }
   }
-  builder_ = std::thread([this] { run_builds(); });
 }
 
 cache::StagedTag StagingTree::tag_of(const Node& node) {

@@ -14,22 +14,26 @@
 //                                      as written and checked at close()
 //
 // Every flush of a file opened for writing checks whether its tag is
-// complete (fs/push/push_plan.h) and, if so, pushes it there and then (fs/push/pusher.h),
-// returning the push's result to close(). A pushed tag keeps accepting files
+// complete (fs/push/push_plan.h) and, if so, pushes it (fs/push/pusher.h).
+// Pushes run on the push queue (fs/push/push_queue.h), one at a time per
+// tag, never on a FUSE thread; the close() that completes the tag waits for
+// its push and returns the push's result. A pushed tag keeps accepting files
 // (cp -r writes manifest.json and oci-layout after index.json): it is pushed
 // again only if what it would push changes. A failed push keeps the tag,
 // records why (xattr user.regfs.error, the log) and is retried at the next
 // flush of a file in it. A push records its digest in the tag's state before
 // it starts and clears it when it ends, so one the daemon never finished
 // (kill -9, a crash) is known at the next mount; there resume_pushes() pushes
-// again, on a thread of its own, every complete tag not pushed as it is (a
+// again, in the background, every complete tag not pushed as it is (a
 // failed or an interrupted push, or one never started): blobs the registry
 // got before are skipped (HEAD), a chunked upload goes on from where the
 // registry holds its session (kept in the tag's state; a new session if the
 // registry kept none), and the tag's manifest goes last, so no tag is half
-// pushed. The same thread tries again the failed pushes to a registry each
+// pushed. The same is done again for the failed pushes to a registry each
 // time it comes back up (registry/health.h).
-// Flushes and resumes of a tag take its push lock, so it is pushed once.
+// Background work (builds waiting for --push-delay, resumed pushes) is tasks
+// of WorkerPools (`build_timers_`, `resumes_`), which queue pushes like any
+// other.
 // Tags pushed without error are dropped at the next mount; rm -r discards a
 // staged tag.
 #pragma once
@@ -38,8 +42,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <condition_variable>
-#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -48,13 +50,13 @@
 #include <set>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "cache/staging.h"
 #include "cache/unique_fd.h"
 #include "fs/push/build_plan.h"
 #include "fs/push/config_edit.h"
+#include "fs/push/push_queue.h"
 #include "fs/push/pusher.h"
 #include "fs/push/rootfs_overlay.h"
 #include "fs/tree/tree.h"
@@ -103,8 +105,8 @@ class StagingTree : public StagedNames {
  public:
   // `remote`: the names the mount shows (Tree), which must outlive this.
   StagingTree(RemoteNames& remote, Content& content, StagingOptions options);
-  // Waits for the resumed pushes (the one in flight ends, no other starts),
-  // then pushes the builds still pending.
+  // Stops the background work (the resumed push in flight ends, no other
+  // starts), pushes the builds still pending, and drains the push queue.
   ~StagingTree() override;
   StagingTree(const StagingTree&) = delete;
   StagingTree& operator=(const StagingTree&) = delete;
@@ -144,8 +146,9 @@ class StagingTree : public StagedNames {
 
   // fsync of a directory (`regfs push PATH`, `sync -f`, `regfs umount`): a
   // staged tag's directory is pushed now (a build without waiting for
-  // --push-delay); the mount's root pushes every pending build. Waits;
-  // throws the push's error, or Error(kInvalid) if the tag is incomplete.
+  // --push-delay); the mount's root pushes every pending build. Waits, within
+  // the request deadline (then Error(kTimeout); the push goes on); throws
+  // the push's error, or Error(kInvalid) if the tag is incomplete.
   void push_now(const Node& dir);
 
   // Changes; `parent` may be any node (remote ones answer EROFS).
@@ -157,7 +160,9 @@ class StagingTree : public StagedNames {
   std::shared_ptr<StagedFile> open(const Node& node, int flags);
   void write(StagedFile& file, const char* data, size_t size, uint64_t offset);
   size_t read(StagedFile& file, char* buffer, size_t size, uint64_t offset);
-  // Checks a written blob, then the tag's completeness; pushes when complete.
+  // Checks a written blob, then the tag's completeness on the push queue;
+  // pushes when complete, and waits for it (no deadline: close() returns the
+  // push's result).
   void flush(StagedFile& file);
   Attr setattr(const Node& node, StagedFile* file, const SetAttr& change);
   // A symlink `name` -> `target` (kept unchanged) in a staged tag.
@@ -194,22 +199,30 @@ class StagingTree : public StagedNames {
   void check_blob(StagedFile& file);
   void check_written_config(const cache::StagedTag& tag);
   void apply_edited_config(StagedLayout& layout, PushPlan& plan);
-  // Under the tag's push lock: pushes it if complete and not pushed as it is.
-  // Throws the push's error after recording it. `resuming` is for the log.
-  // A build is pushed only when `build_now` (its quiet time passed, or a
-  // push was asked for); otherwise it is (re)scheduled.
+  // Runs on the push queue only (one at a time per tag): pushes `tag` if
+  // complete and not pushed as it is. Throws the push's error after
+  // recording it. `resuming` is for the log. A build is pushed only when
+  // `build_now` (its quiet time passed, or a push was asked for); otherwise
+  // it is (re)scheduled.
   void push_if_complete(const cache::StagedTag& tag, bool resuming = false, bool build_now = false);
+  // Queues push_if_complete(tag, ...) on the push queue; the ticket gives
+  // its result.
+  PushTicket queue_push(const cache::StagedTag& tag, bool resuming = false, bool build_now = false);
+  // Queues the push of `tag` and waits for it (within the calling thread's
+  // request deadline, if any: Error(kTimeout), the push goes on); throws its
+  // error.
+  void push_and_wait(const cache::StagedTag& tag, bool build_now = false);
   // Runs `work` with `tag` marked building (its state says so meanwhile).
   void while_building(const cache::StagedTag& tag, const std::function<void()>& work);
   // A change in `tag`: a build waits --push-delay from now.
   void changed(const cache::StagedTag& tag);
   // Whether a file of `tag` is open for writing with unchecked changes.
   bool being_written(const cache::StagedTag& tag);
-  // The builder thread: pushes builds whose quiet time has passed.
-  void run_builds();
+  // A task of build_timers_, at the end of `tag`'s quiet time: queues its
+  // build, or waits again if it changed meanwhile.
+  void build_when_due(const cache::StagedTag& tag);
   std::filesystem::path build_dir(const cache::StagedTag& tag) const;
   void resume_all(const std::string& registry, bool only_failed);
-  void resume_loop();
   // The digest of a complete staged file, cached by size and mtime.
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);
   void forget_paths(const cache::StagedTag& tag, const std::string& path);
@@ -249,25 +262,29 @@ class StagingTree : public StagedNames {
     std::string digest;
   };
   std::map<std::string, Hashed> hashed_;  // by backing path
-  std::map<cache::StagedTag, std::shared_ptr<std::mutex>> push_locks_;
   // Held over each change of a tag's rootfs/ (fs/push/rootfs_overlay.h).
   std::map<cache::StagedTag, std::shared_ptr<std::recursive_mutex>> rootfs_locks_;
   // What each incomplete tag waited for at its last check (plan_push).
   std::map<cache::StagedTag, std::string> waiting_;
 
-  std::atomic<bool> stopping_{false};  // no resumed push starts once set
-  std::mutex resume_mutex_;            // guards resume_queue_ and resumer_
-  std::condition_variable resume_ready_;
-  std::deque<std::pair<std::string, bool>> resume_queue_;  // resume_pushes' arguments
-  std::thread resumer_;  // resume_loop(), joined by the destructor
-
   // Lock order: builds_mutex_ before mutex_; neither is held over a push.
-  std::mutex builds_mutex_;  // guards pending_, building_
-  std::condition_variable builds_changed_;
-  // Builds waiting for their quiet time: when it ends.
+  std::mutex builds_mutex_;  // guards pending_, building_ and stopping_'s setting
+  // Builds waiting for their quiet time: when it ends. Each has one
+  // build_when_due task waiting on build_timers_.
   std::map<cache::StagedTag, std::chrono::steady_clock::time_point> pending_;
   std::set<cache::StagedTag> building_;  // making their layer now
-  std::thread builder_;                  // run_builds(), joined by the destructor
+  // Set under builds_mutex_ by the destructor: nothing more goes to
+  // build_timers_ or resumes_, no resumed push starts.
+  std::atomic<bool> stopping_{false};
+
+  // Last, so they stop first; the destructor stops resumes_ and
+  // build_timers_, then drains pushes_.
+  PushQueue pushes_;  // every push (push_if_complete), one at a time per tag
+  // One thread each: the ends of builds' quiet times (delayed tasks that
+  // queue the build), and resumed pushes in turn (waiting for each), apart
+  // so that a long resumed push does not hold a build back.
+  std::unique_ptr<WorkerPool> build_timers_;
+  std::unique_ptr<WorkerPool> resumes_;
 };
 
 }  // namespace regfs::fs

@@ -65,8 +65,10 @@ std::set<std::string> KnownNames::children(const std::string& registry,
 
 bool KnownNames::first_hint(const std::string& registry, const std::string& path) {
   std::lock_guard lock(mutex_);
-  if (hinted_.size() >= kMaxHints) hinted_.clear();
-  return hinted_.insert(key_of(registry, path)).second;
+  auto key = key_of(registry, path);
+  if (hinted_.contains(key)) return false;
+  hinted_.put(key, true);
+  return true;
 }
 
 }  // namespace regfs::fs
