@@ -13,6 +13,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 
+#include "cache/archive_write.h"
 #include "cache/temp_file.h"
 #include "cache/toc.h"
 #include "cache/unique_fd.h"
@@ -87,27 +88,10 @@ class MemberSink {
   registry::Sha256 digest_;
 };
 
-struct Context {
-  MemberSink* sink;
-  std::exception_ptr error;
-};
-
-la_ssize_t on_write(archive*, void* data, const void* buffer, size_t size) {
-  auto* context = static_cast<Context*>(data);
-  try {
-    context->sink->write(static_cast<const char*>(buffer), size);
-    return static_cast<la_ssize_t>(size);
-  } catch (...) {
-    context->error = std::current_exception();
-    return -1;
-  }
-}
-
+using Context = ArchiveWriteContext<MemberSink>;
+constexpr auto on_write = archive_write_to_sink<MemberSink>;
 void check(archive* a, int rc, Context& context, const std::string& what) {
-  if (rc >= ARCHIVE_WARN) return;
-  if (context.error) std::rethrow_exception(context.error);
-  throw Error(ErrorKind::kIo, "Cannot write " + what + " to the layer: " +
-                                  (archive_error_string(a) ? archive_error_string(a) : "?"));
+  check_archive(a, rc, context, what);
 }
 
 std::string rfc3339(int64_t seconds) {

@@ -13,6 +13,7 @@
 #include <memory>
 #include <thread>
 
+#include "cache/archive_write.h"
 #include "cache/estargz_writer.h"
 #include "cache/parallel_gzip.h"
 #include "cache/temp_file.h"
@@ -107,29 +108,11 @@ struct EntryFree {
   void operator()(archive_entry* e) const { archive_entry_free(e); }
 };
 
-// libarchive's write callback: the tar's bytes go to the sink. An error
-// thrown here cannot cross libarchive's C frames: it is kept and rethrown.
-struct WriteContext {
-  CompressedSink* sink;
-  std::exception_ptr error;
-};
-
-la_ssize_t on_write(archive*, void* data, const void* buffer, size_t size) {
-  auto* context = static_cast<WriteContext*>(data);
-  try {
-    context->sink->write(static_cast<const char*>(buffer), size);
-    return static_cast<la_ssize_t>(size);
-  } catch (...) {
-    context->error = std::current_exception();
-    return -1;
-  }
-}
-
+// libarchive's write callback: the tar's bytes go to the sink (cache/archive_write.h).
+using WriteContext = ArchiveWriteContext<CompressedSink>;
+constexpr auto on_write = archive_write_to_sink<CompressedSink>;
 void check(archive* a, int rc, WriteContext& context, const std::string& what) {
-  if (rc >= ARCHIVE_WARN) return;
-  if (context.error) std::rethrow_exception(context.error);
-  throw Error(ErrorKind::kIo, "Cannot write " + what + " to the layer: " +
-                                  (archive_error_string(a) ? archive_error_string(a) : "?"));
+  check_archive(a, rc, context, what);
 }
 
 void add_entry(archive* a, const LayerEntry& e, WriteContext& context, std::string& buffer) {

@@ -1,7 +1,7 @@
 #include "fs/push/push_queue.h"
 
-#include "registry/deadline.h"
-#include "registry/error.h"
+#include "registry/core/deadline.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 

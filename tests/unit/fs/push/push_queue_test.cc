@@ -12,8 +12,8 @@
 #include <thread>
 #include <vector>
 
-#include "registry/deadline.h"
-#include "registry/error.h"
+#include "registry/core/deadline.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 namespace {
