@@ -43,6 +43,12 @@ void check_config(const std::string& bytes) {
   for (const char* key : {"architecture", "os", "variant", "created", "author"}) {
     if (doc.contains(key) && !doc[key].is_string()) invalid(std::string(key) + " is not a string");
   }
+  // Required by the image spec (config.md: architecture, os).
+  for (const char* key : {"architecture", "os"}) {
+    if (!doc.contains(key) || doc[key].get<std::string>().empty()) {
+      invalid(std::string(key) + " is missing (the image spec requires it)");
+    }
+  }
   if (!doc.contains("config") || doc["config"].is_null()) return;
   const auto& config = doc["config"];
   if (!config.is_object()) invalid("config is not an object");

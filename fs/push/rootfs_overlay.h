@@ -121,6 +121,9 @@ class RootfsOverlay {
   cache::RootfsChanges changes() const;
   // Marks `dir`'s upper copy changed (its listing changed): mtime now.
   void touch(const std::string& dir);
+  // Gives the hardlinks of `path` in the upper directory its metadata (mode,
+  // owner, xattrs): one inode, one set (fs/push/staged_helpers.h).
+  void share_with_links(const std::string& path);
 
   cache::StagingArea& area_;
   const cache::StagedTag tag_;

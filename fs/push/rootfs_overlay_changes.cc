@@ -14,6 +14,7 @@
 #include "cache/unique_fd.h"
 #include "fs/push/rootfs_overlay.h"
 #include "fs/push/rootfs_overlay_paths.h"
+#include "fs/push/staged_helpers.h"
 #include "fs/tree/path.h"
 #include "fs/tree/rootfs.h"
 
@@ -302,6 +303,7 @@ void RootfsOverlay::chmod(const std::string& path, mode_t mode) {
   std::lock_guard lock(*changing_);
   copy_up(path, true);
   update([&](cache::RootfsChanges& c) { c.entries[path].mode = mode & 07777; });
+  share_with_links(path);
 }
 
 void RootfsOverlay::chown(const std::string& path, std::optional<uint32_t> uid,
@@ -313,6 +315,7 @@ void RootfsOverlay::chown(const std::string& path, std::optional<uint32_t> uid,
     if (uid) meta.uid = *uid;
     if (gid) meta.gid = *gid;
   });
+  share_with_links(path);
 }
 
 void RootfsOverlay::truncate(const std::string& path, uint64_t size) {
@@ -345,6 +348,7 @@ void RootfsOverlay::setxattr(const std::string& path, const std::string& name,
   if ((flags & XATTR_REPLACE) && !present) fail(ENODATA, "Cannot replace " + name + ": not set");
   copy_up(path, true);
   update([&](cache::RootfsChanges& c) { c.entries[path].xattrs[name] = value; });
+  share_with_links(path);
 }
 
 void RootfsOverlay::removexattr(const std::string& path, const std::string& name) {
@@ -352,6 +356,16 @@ void RootfsOverlay::removexattr(const std::string& path, const std::string& name
   if (!xattr(path, name)) fail(ENODATA, "Cannot remove " + name + " of rootfs/" + path);
   copy_up(path, true);
   update([&](cache::RootfsChanges& c) { c.entries[path].xattrs.erase(name); });
+  share_with_links(path);
+}
+
+void RootfsOverlay::share_with_links(const std::string& path) {
+  auto names = staged::other_names_of(upper(""), path);
+  if (names.empty()) return;
+  update([&](cache::RootfsChanges& c) {
+    auto meta = c.entries[path];
+    for (const auto& name : names) c.entries[name] = meta;
+  });
 }
 
 bool RootfsOverlay::has_changes() const {

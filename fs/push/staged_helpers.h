@@ -9,10 +9,12 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <system_error>
+#include <vector>
 
 #include "fs/push/staging_tree.h"
 #include "fs/tree/path.h"
@@ -62,13 +64,22 @@ inline bool is_name(std::string_view name) {
   return !name.empty() && name != "." && name != ".." && name.find('/') == std::string::npos;
 }
 
-// A staged file named .wh.* would be a whiteout in a layer (OCI image-spec
-// changesets): it would delete, not add. No layout or docker save has one.
-inline void check_not_whiteout(std::string_view name) {
+// Throws Error(kInvalid) for a name no staged tag can keep: .wh.* would be a
+// whiteout in a layer (OCI image-spec changesets), deleting rather than
+// adding (no layout or docker save has one); a name not UTF-8 (below).
+inline void check_stageable_name(std::string_view name) {
   if (name.starts_with(".wh.")) {
     fail(registry::ErrorKind::kInvalid,
          "Cannot stage \"" + std::string(name) +
              "\": names starting with .wh. are whiteouts in an image layer");
+  }
+  // The staged tag's state is JSON and a layer's PAX path is UTF-8 (POSIX
+  // pax, "path" keyword): a name that is not UTF-8 cannot be kept in either.
+  try {
+    (void)nlohmann::json(std::string(name)).dump();
+  } catch (const nlohmann::json::type_error&) {
+    fail(registry::ErrorKind::kInvalid,
+         "Cannot stage a name that is not UTF-8 (image layers keep UTF-8 paths)");
   }
 }
 
@@ -129,6 +140,32 @@ inline NodePtr promoted_namespace(const cache::StagingArea& area, const Node& no
   ns->registry = node.registry;
   ns->path = path;
   return ns;
+}
+
+// The other names of the regular file `path` (relative to `root`) under
+// `root`: its hardlinks, found by inode when it has more than one link; empty
+// otherwise. One inode has one mode, owner and set of xattrs, so a change of
+// one name's is made to every name's (a layer stores a hardlink's metadata
+// once, on the first name).
+inline std::vector<std::string> other_names_of(const std::filesystem::path& root,
+                                               const std::string& path) {
+  struct stat st;
+  if (::lstat((root / path).c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink < 2) {
+    return {};
+  }
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (auto it = std::filesystem::recursive_directory_iterator(root, ec);
+       !ec && it != std::filesystem::recursive_directory_iterator(); it.increment(ec)) {
+    struct stat other;
+    if (::lstat(it->path().c_str(), &other) != 0 || other.st_ino != st.st_ino ||
+        other.st_dev != st.st_dev) {
+      continue;
+    }
+    auto name = it->path().lexically_relative(root).string();
+    if (name != path) names.push_back(name);
+  }
+  return names;
 }
 
 }  // namespace regfs::fs::staged

@@ -32,7 +32,7 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
   if (auto ns = promoted_namespace(area_, parent)) return mkdir(*ns, name, mode, by_copy);
   if (!is_name(name))
     fail(ErrorKind::kInvalid, "Cannot make directory \"" + std::string(name) + "\"");
-  check_not_whiteout(name);
+  check_stageable_name(name);
   std::string sname(name);
   if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
     if (tree_.lookup(parent, name))
@@ -182,7 +182,7 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
 std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_view name,
                                                 mode_t mode, int flags, NodePtr* node) {
   if (!is_name(name)) fail(ErrorKind::kInvalid, "Cannot create \"" + std::string(name) + "\"");
-  check_not_whiteout(name);
+  check_stageable_name(name);
   if (parent.kind == NodeKind::kNamespace) {
     fail(ErrorKind::kNotPermitted,
          "Cannot create " + std::string(name) + ": files go in a tag directory");
@@ -284,6 +284,7 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
   if (change.mode) {
     area_.update_state(
         tag, [&](cache::StagedTagState& s) { s.modes[node.staged_path] = *change.mode & 07777; });
+    share_with_links(tag, node.staged_path);
   }
   if (change.atime || change.mtime) {
     timespec times[2] = {change.atime.value_or(timespec{0, UTIME_OMIT}),
@@ -294,6 +295,27 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
   }
   changed(tag);
   return attr(node);
+}
+
+void StagingTree::share_with_links(const cache::StagedTag& tag, const std::string& path) {
+  auto names = other_names_of(area_.tag_dir(tag), path);
+  if (names.empty()) return;
+  area_.update_state(tag, [&](cache::StagedTagState& s) {
+    auto mode = s.modes.find(path);
+    auto xattrs = s.xattrs.find(path);
+    for (const auto& name : names) {
+      if (mode != s.modes.end()) {
+        s.modes[name] = mode->second;
+      } else {
+        s.modes.erase(name);
+      }
+      if (xattrs != s.xattrs.end()) {
+        s.xattrs[name] = xattrs->second;
+      } else {
+        s.xattrs.erase(name);
+      }
+    }
+  });
 }
 
 void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& path) {
@@ -309,7 +331,7 @@ void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& p
 
 NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const std::string& target) {
   if (!is_name(name)) fail(ErrorKind::kInvalid, "Cannot make link \"" + std::string(name) + "\"");
-  check_not_whiteout(name);
+  check_stageable_name(name);
   if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
     fail(parent.kind == NodeKind::kNamespace ? ErrorKind::kNotPermitted : ErrorKind::kReadOnly,
          "Cannot make link " + std::string(name) + ": links go in a tag directory");
@@ -332,7 +354,7 @@ NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const st
 NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_view new_name) {
   if (!is_name(new_name))
     fail(ErrorKind::kInvalid, "Cannot make link \"" + std::string(new_name) + "\"");
-  check_not_whiteout(new_name);
+  check_stageable_name(new_name);
   if (node.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged ||
       node.staged_path.empty()) {
     fail(node.kind == NodeKind::kStaged ? ErrorKind::kCrossDevice : ErrorKind::kReadOnly,
@@ -409,7 +431,7 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
     fail(parent.kind == NodeKind::kStaged ? ErrorKind::kCrossDevice : ErrorKind::kReadOnly,
          "Cannot rename " + std::string(name));
   }
-  check_not_whiteout(new_name);
+  check_stageable_name(new_name);
   auto tag = tag_of(parent);
   if (!is_name(new_name) || tag_of(new_parent).tag != tag.tag ||
       tag_of(new_parent).repository != tag.repository || new_parent.registry != parent.registry) {

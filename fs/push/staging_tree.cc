@@ -255,6 +255,7 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
       uint32_t special = old != s.modes.end() ? old->second & 07000 : 0;
       s.modes[node.staged_path] = special | *mode;
     });
+    share_with_links(tag, node.staged_path);
     changed(tag);
     return;
   }
@@ -273,6 +274,7 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
     if (names.empty()) s.xattrs.erase(node.staged_path);
   });
   if (error) fail_errno(error, "Cannot set " + name + " on " + node.key);
+  share_with_links(tag, node.staged_path);
   changed(tag);
 }
 
@@ -300,6 +302,7 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
   });
   if (!removed && name.starts_with("system.posix_acl_")) return;  // cp -a removes them: none kept
   if (!removed) fail_errno(ENODATA, "Cannot remove " + name + " of " + node.key + ": not set");
+  share_with_links(tag, node.staged_path);
   changed(tag);
 }
 

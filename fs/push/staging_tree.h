@@ -226,6 +226,9 @@ class StagingTree : public StagedNames {
   // The digest of a complete staged file, cached by size and mtime.
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);
   void forget_paths(const cache::StagedTag& tag, const std::string& path);
+  // Gives the hardlinks of `path` its mode and xattrs (staged_helpers.h's
+  // other_names_of): after a change of them.
+  void share_with_links(const cache::StagedTag& tag, const std::string& path);
 
   // rootfs/ of a staged copy of an image (fs/push/staging_rootfs.cc): the
   // overlay on its base, nullptr where there is none (a build, no config).

@@ -5,6 +5,7 @@ root), pushed once the tag has been quiet for --push-delay, at once by
 build survives kill -9. Every pushed image is read back with skopeo and
 unpacked with umoci (or read through rootfs/ where umoci cannot: zstd)."""
 
+import errno
 import json
 import os
 import shutil
@@ -384,3 +385,47 @@ def test_whiteout_names_are_refused(mount, plain_registry, tmp_path):
     os.makedirs(m / "builds/wh")
     result = _copy(src, m / "builds/wh/v1")
     assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
+
+
+def test_a_name_not_utf8_is_refused_and_not_staged(mount, plain_registry, tmp_path):
+    """The state and the layer keep UTF-8 paths: another name is EINVAL at
+    create, and nothing of it is left in the staged tag."""
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/names")
+    tag = m / "builds/names/v1"
+    os.mkdir(tag)
+    (tag / "ok").write_text("ok\n")
+    with pytest.raises(OSError) as raised:
+        open(os.fsencode(str(tag)) + b"/bad\xffname", "w").close()
+    assert raised.value.errno == errno.EINVAL
+    assert os.listdir(tag) == ["ok"]
+
+
+def test_hardlinks_share_their_mode_and_xattrs(mount, plain_registry, run_regfs, tmp_path):
+    """One inode, one mode: a chmod or setfattr of one name of a hardlinked
+    file is every name's, in the mount and in the pushed layer (which keeps
+    a hardlink's metadata on its first name)."""
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/links")
+    src = tmp_path / "links"
+    src.mkdir()
+    (src / "a").write_text("shared\n")
+    assert _copy(src, m / "builds/links/v1").returncode == 0
+    tag = m / "builds/links/v1"
+    os.link(tag / "a", tag / "b")
+    os.chmod(tag / "b", 0o700)
+    os.setxattr(tag / "b", "user.note", b"both")
+    for name in ("a", "b"):
+        assert stat.S_IMODE(os.stat(tag / name).st_mode) == 0o700, name
+        assert os.getxattr(tag / name, "user.note") == b"both", name
+    proc = run_regfs("push", tag)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(plain_registry.client.manifest("builds/links", "v1")[0])
+    layer = plain_registry.client.blob("builds/links", manifest["layers"][0]["digest"])
+    out = tmp_path / "out"
+    out.mkdir()
+    subprocess.run(["tar", "-xzf", "-", "--xattrs", "--xattrs-include=user.*", "-C", str(out)],
+                   input=layer, check=True, timeout=60)
+    assert os.stat(out / "a").st_ino == os.stat(out / "b").st_ino
+    assert stat.S_IMODE(os.stat(out / "b").st_mode) == 0o700
+    assert os.getxattr(out / "a", "user.note") == b"both"

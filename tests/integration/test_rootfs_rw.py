@@ -330,3 +330,37 @@ def test_modes_set_as_acls_and_whiteout_names(mount, plain_registry, run_regfs, 
             (rootfs / "etc" / name).write_text("x")
         assert e.value.errno == errno.EINVAL, name
     assert (rootfs / "etc/os-release").exists()
+
+
+def test_hardlinks_in_rootfs_share_their_metadata(mount, plain_registry, run_regfs):
+    """A chmod, chown or setfattr of one name of a hardlinked file is every
+    name's: what the mount shows is what is pushed (a layer keeps a
+    hardlink's metadata once)."""
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "layered/links")
+    assert _cp(m / "demo/hello/v2", m / "layered/links/v1").returncode == 0
+    tag = m / "layered/links/v1"
+    root = tag / "rootfs"
+    os.link(root / "usr/bin/su", root / "usr/bin/su2")  # a base file: copied up, then linked
+    os.chmod(root / "usr/bin/su2", 0o755)                # the setuid bit goes for both names
+    (root / "new.txt").write_text("new\n")
+    os.link(root / "new.txt", root / "hard.txt")
+    os.chmod(root / "new.txt", 0o4711)
+    os.chown(root / "hard.txt", 1234, 5678)
+    os.setxattr(root / "new.txt", "user.k", b"v")
+    for r in (root,):
+        assert stat.S_IMODE(os.stat(r / "usr/bin/su").st_mode) == 0o755
+        for name in ("new.txt", "hard.txt"):
+            st = os.stat(r / name)
+            assert (st.st_uid, st.st_gid) == (1234, 5678), name
+            assert os.getxattr(r / name, "user.k") == b"v", name
+    proc = run_regfs("push", tag)
+    assert proc.returncode == 0, proc.stderr
+    m2 = mount(plain_registry.host)
+    root2 = m2 / "layered/links/v1/rootfs"
+    assert stat.S_IMODE(os.stat(root2 / "usr/bin/su").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(root2 / "usr/bin/su2").st_mode) == 0o755
+    for name in ("new.txt", "hard.txt"):
+        st = os.stat(root2 / name)
+        assert (st.st_uid, st.st_gid) == (1234, 5678), name
+        assert os.getxattr(root2 / name, "user.k") == b"v", name

@@ -67,9 +67,15 @@ TEST(ConfigEdit, TheSameBytesChangeNothing) {
 }
 
 TEST(ConfigEdit, InvalidConfigsAreRefusedWithAReason) {
-  for (const char* bad : {"not json", "[1]", R"({"config":{"Cmd":"sh"}})",
-                          R"({"config":{"Env":["NOEQUALS"]}})", R"({"config":{"Labels":{"a":1}}})",
-                          R"({"config":{"User":5}})", R"({"config":[]})", R"({"os":1})"}) {
+  const std::string platform = R"("architecture":"amd64","os":"linux",)";
+  for (const std::string& bad :
+       {std::string("not json"), std::string("[1]"), "{" + platform + R"("config":{"Cmd":"sh"}})",
+        "{" + platform + R"("config":{"Env":["NOEQUALS"]}})",
+        "{" + platform + R"("config":{"Labels":{"a":1}}})",
+        "{" + platform + R"("config":{"User":5}})", "{" + platform + R"("config":[]})",
+        std::string(R"({"architecture":"amd64","os":1})"),
+        std::string(R"({"os":"linux","config":{}})"),
+        std::string(R"({"architecture":"amd64","os":"","config":{}})")}) {
     auto plan = plan_of(kOriginal);
     try {
       apply_config_edit(plan, bad, kOriginal);
@@ -79,11 +85,17 @@ TEST(ConfigEdit, InvalidConfigsAreRefusedWithAReason) {
       EXPECT_NE(std::string(e.what()).find("config.json"), std::string::npos) << e.what();
     }
   }
-  EXPECT_NO_THROW(check_config(R"({"config":null})"));
+  try {
+    check_config(R"({"os":"linux","config":{}})");
+    ADD_FAILURE() << "a config without architecture";
+  } catch (const registry::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("architecture is missing"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(check_config(R"({"architecture":"arm64","os":"linux","config":null})"));
   EXPECT_NO_THROW(check_config(kOriginal));
 }
 
-TEST(ConfigEdit, AMultiPlatformPlanIsNotEditedYet) {
+TEST(ConfigEdit, APlanOfAnIndexIsRefused) {
   auto plan = plan_of(kOriginal);
   plan.manifests.push_back({"sha256:" + std::string(64, 'c'),
                             "application/vnd.oci.image.index.v1+json", R"({"manifests":[]})"});
