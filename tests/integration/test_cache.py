@@ -70,8 +70,9 @@ def test_bound_holds_while_reading_a_blob_larger_than_it(mount, large_registry):
     r = large_registry
     m = mount(r.host, "--cache-size", "16M")
     assert sha256_file(blob_path(m, r)) == r.large_bytes_sha
-    # One chunk (2 MiB) may be in flight past the bound, plus small metadata.
-    assert cache_bytes(m.cache_dir, "partial", "blobs") <= 18 * MIB
+    # One chunk (2 MiB) may be in flight past the bound, plus small metadata
+    # (the chunk log, a few blocks).
+    assert cache_bytes(m.cache_dir, "partial", "blobs") <= 18 * MIB + 64 * 1024
 
 
 def test_three_concurrent_readers_cost_no_more_requests_than_one(mount, large_registry):
