@@ -6,9 +6,11 @@
 #include <algorithm>
 #include <cstring>
 #include <ctime>
+#include <limits>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <type_traits>
 
 #include "registry/core/digest.h"
 #include "registry/core/error.h"
@@ -130,20 +132,37 @@ EntryType entry_type(const std::string& type) {
   return it->second;
 }
 
+// `key` of `j` as a T, `fallback` if absent or null. An integer field must
+// hold a JSON integer T can represent (nlohmann would convert a float or
+// wrap an out-of-range value): otherwise the table is invalid.
 template <typename T>
 T get_or(const nlohmann::json& j, const char* key, T fallback) {
   auto it = j.find(key);
   if (it == j.end() || it->is_null()) return fallback;
-  return it->get<T>();
+  if constexpr (std::is_integral_v<T>) {
+    if (!it->is_number_integer()) invalid(std::string(key) + " is not an integer");
+    if (it->is_number_unsigned()) {
+      auto value = it->get<uint64_t>();
+      if (value > static_cast<uint64_t>(std::numeric_limits<T>::max())) {
+        invalid(std::string(key) + " is out of range");
+      }
+      return static_cast<T>(value);
+    }
+    auto value = it->get<int64_t>();
+    if (value < 0 && std::is_unsigned_v<T>) invalid(std::string(key) + " is negative");
+    return static_cast<T>(value);
+  } else {
+    return it->get<T>();
+  }
 }
 
 TarEntry entry_of(const nlohmann::json& j) {
   TarEntry e;
   e.path = clean_path(j.at("name").get<std::string>());
   e.type = entry_type(j.at("type").get<std::string>());
-  e.mode = static_cast<uint32_t>(get_or<int64_t>(j, "mode", 0) & 07777);
-  e.uid = static_cast<uint32_t>(get_or<int64_t>(j, "uid", 0));
-  e.gid = static_cast<uint32_t>(get_or<int64_t>(j, "gid", 0));
+  e.mode = get_or<uint32_t>(j, "mode", 0) & 07777;
+  e.uid = get_or<uint32_t>(j, "uid", 0);
+  e.gid = get_or<uint32_t>(j, "gid", 0);
   if (auto t = parse_rfc3339(get_or<std::string>(j, "modtime", ""))) {
     e.mtime = t->first;
     e.mtime_nsec = t->second;
@@ -151,8 +170,8 @@ TarEntry entry_of(const nlohmann::json& j) {
   if (e.type == EntryType::kFile) e.size = get_or<uint64_t>(j, "size", 0);
   e.link = get_or<std::string>(j, "linkName", "");
   if (e.type == EntryType::kHardlink) e.link = clean_path(e.link);
-  e.dev_major = static_cast<uint32_t>(get_or<int64_t>(j, "devMajor", 0));
-  e.dev_minor = static_cast<uint32_t>(get_or<int64_t>(j, "devMinor", 0));
+  e.dev_major = get_or<uint32_t>(j, "devMajor", 0);
+  e.dev_minor = get_or<uint32_t>(j, "devMinor", 0);
   if (auto x = j.find("xattrs"); x != j.end() && x->is_object()) {
     for (const auto& [k, v] : x->items())
       e.xattrs.emplace_back(k, base64_decode(v.get<std::string>()));

@@ -150,6 +150,15 @@ TEST(TocTest, BadChunksAndTablesAreRefused) {
                registry::Error);  // chunks do not cover the size
   EXPECT_THROW(parse_toc(TocFormat::kZstdChunked, R"({"entries":[{"name":"x","type":"sock"}]})", 0),
                registry::Error);
+  // Integer fields hold integers T can represent (fuzz_toc found a float uid).
+  for (const char* uid : {"2.2e20", "1.5", "-1", "18446744073709551615"}) {
+    EXPECT_THROW(parse_toc(TocFormat::kEstargz,
+                           std::string(R"({"version":1,"entries":[{"name":"etc/","type":"dir",)") +
+                               R"("uid":)" + uid + "}]}",
+                           0),
+                 registry::Error)
+        << uid;
+  }
 }
 
 TEST(TocTest, EstargzTableMemberGivesJsonAndItsTarEntry) {
