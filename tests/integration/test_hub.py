@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.parse
 
 import pytest
 
@@ -305,3 +306,52 @@ def test_multi_registry_mode(mount, hub, layout, tmp_path):
     assert (root / "library/hello/latest/manifest.json").read_bytes() == \
         hub.anonymous.manifest("library/hello", "latest")[0]
     assert _errno(root / "nosuch/v1") == errno.ENOENT
+
+
+def test_builds_layers_and_lazy_reads_on_a_hub_like_registry(mount, hub, tmp_path, run_regfs):
+    """This session's behaviour where names are not listed and a missing one
+    answers 401: a plain directory built as eStargz and pushed by `regfs
+    push`, read back lazily (ranged GETs under a bearer token) by a fresh
+    mount; a layer on a library/ base with hardlinked names sharing one
+    mode; a name that is not UTF-8 refused before anything is staged."""
+    home = _login(_home(tmp_path, "carol"), hub, "carol")
+    m = mount(hub.host, "--push-delay", "600", "--layer-compression", "estargz", home=home)
+    app = tmp_path / "app"
+    (app / "bin").mkdir(parents=True)
+    (app / "bin/run").write_text("#!/bin/sh\necho run\n")
+    (app / "data.bin").write_bytes(os.urandom(3 << 20))
+    os.makedirs(m / "carol/lazyapp", exist_ok=True)
+    assert _cp_r(app, m / "carol/lazyapp/v1").returncode == 0
+    with pytest.raises(OSError) as raised:
+        open(os.fsencode(str(m / "carol/lazyapp/v1")) + b"/bad\xffname", "w").close()
+    assert raised.value.errno == errno.EINVAL
+    proc = run_regfs("push", m / "carol/lazyapp/v1")
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(hub.client.manifest("carol/lazyapp", "v1")[0])
+    layer = manifest["layers"][0]
+    assert "containerd.io/snapshot/stargz/toc.digest" in layer.get("annotations", {})
+
+    m2 = mount(hub.host, home=home)
+    offset = hub.log_offset()
+    root = m2 / "carol/lazyapp/v1/rootfs"
+    assert (root / "bin/run").read_text() == "#!/bin/sh\necho run\n"
+    assert (root / "data.bin").read_bytes() == (app / "data.bin").read_bytes()
+    assert {"bin", "data.bin"} <= set(os.listdir(root))
+    assert any(layer["digest"] in p for _, p in hub.requests_since(offset))
+
+    # A layer on library/'s base: base layers mounted, not sent; a hardlink's
+    # chmod is every name's, in the mount and in what is pushed.
+    assert _cp_r(m / "library/alpine-like/3", m / "carol/layered/v1").returncode == 0
+    tag = m / "carol/layered/v1"
+    os.link(tag / "rootfs/usr/bin/su", tag / "rootfs/usr/bin/su2")
+    os.chmod(tag / "rootfs/usr/bin/su2", 0o755)
+    assert os.stat(tag / "rootfs/usr/bin/su").st_mode & 0o7777 == 0o755
+    offset = hub.log_offset()
+    proc = run_regfs("push", tag)
+    assert proc.returncode == 0, proc.stderr
+    base = json.loads(hub.client.manifest("library/alpine-like", "3")[0])
+    sent = urllib.parse.unquote(" ".join(p for _, p in _uploads(hub, offset)))
+    assert not any(d["digest"] in sent for d in base["layers"])
+    m3 = mount(hub.host, home=home)
+    for name in ("su", "su2"):
+        assert os.stat(m3 / "carol/layered/v1/rootfs/usr/bin" / name).st_mode & 0o7777 == 0o755
