@@ -84,4 +84,11 @@ Index parse_index(std::string_view bytes);
 // any variant (arm64 defaults to v8, as containerd matches). nullptr if none.
 const Descriptor* select_platform(const Index& index, const Platform& want);
 
+// Whether the nested index `child` of an index is searched for the platform's
+// image: it is the entry select_platform chose (`chosen`), or none was chosen
+// and it names no platform (the rule containerd follows for nested indexes).
+inline bool searched_for_platform(const Descriptor& child, const Descriptor* chosen) {
+  return &child == chosen || (!chosen && !child.platform);
+}
+
 }  // namespace regfs::registry

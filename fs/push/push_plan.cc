@@ -244,7 +244,7 @@ std::string narrow_to_platform(PushPlan& plan, const registry::Platform& platfor
     }
     for (const auto& child : index.manifests) {
       if (!registry::is_index_media_type(child.media_type)) continue;
-      if (&child != chosen && (chosen || child.platform)) continue;
+      if (!registry::searched_for_platform(child, chosen)) continue;
       if (const auto* nested = bytes_of(child.digest)) {
         if (const auto* found = choose(*nested)) return found;
       }

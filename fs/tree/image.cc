@@ -65,7 +65,7 @@ class IndexWalk {
       if (!is_index && !registry::is_manifest_media_type(child.media_type)) continue;
       auto child_bytes = content_.manifest(image_.repository, child.digest);
       if (is_index) {
-        bool pick = choose && !found && (&child == chosen || (!chosen && !child.platform));
+        bool pick = choose && !found && registry::searched_for_platform(child, chosen);
         if (add(child.digest, child_bytes, pick, depth + 1) && pick) found = true;
         continue;
       }
