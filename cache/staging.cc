@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "cache/unique_fd.h"
@@ -30,129 +31,6 @@ constexpr std::string_view kRepositoryMark = "%%repository";
 [[noreturn]] void throw_io(const std::string& what, const std::error_code& ec) {
   throw Error(ec.value() == ENOSPC ? ErrorKind::kNoSpace : ErrorKind::kIo,
               "Cannot " + what + ": " + ec.message());
-}
-
-std::string to_hex(const std::string& bytes) {
-  static const char kDigits[] = "0123456789abcdef";
-  std::string out;
-  for (unsigned char c : bytes) {
-    out.push_back(kDigits[c >> 4]);
-    out.push_back(kDigits[c & 15]);
-  }
-  return out;
-}
-
-std::string from_hex(const std::string& text) {
-  auto nibble = [](char c) { return c <= '9' ? c - '0' : c - 'a' + 10; };
-  std::string out;
-  for (size_t i = 0; i + 1 < text.size(); i += 2) {
-    out.push_back(static_cast<char>(nibble(text[i]) << 4 | nibble(text[i + 1])));
-  }
-  return out;
-}
-
-nlohmann::json to_json(const StagedTagState& state) {
-  nlohmann::json doc = nlohmann::json::object();
-  doc["modes"] = state.modes;
-  auto& refs = doc["references"] = nlohmann::json::object();
-  for (auto& [path, ref] : state.references) {
-    refs[path] = {{"registry", ref.registry},
-                  {"repository", ref.repository},
-                  {"digest", ref.digest},
-                  {"size", ref.size}};
-  }
-  auto& xattrs = doc["xattrs"] = nlohmann::json::object();
-  for (auto& [path, names] : state.xattrs) {
-    auto& entry = xattrs[path] = nlohmann::json::object();
-    for (auto& [name, value] : names) entry[name] = to_hex(value);  // values may be binary
-  }
-  doc["error"] = state.error;
-  doc["pushed"] = state.pushed_digest;
-  doc["pushing"] = state.pushing;
-  if (state.made_by_copy) doc["made_by_copy"] = true;
-  const auto& changes = state.rootfs;
-  if (!changes.whiteouts.empty() || !changes.opaque.empty() || !changes.entries.empty()) {
-    auto& rootfs = doc["rootfs"] = nlohmann::json::object();
-    rootfs["whiteouts"] = changes.whiteouts;
-    rootfs["opaque"] = changes.opaque;
-    auto& entries = rootfs["entries"] = nlohmann::json::object();
-    for (auto& [path, meta] : changes.entries) {
-      auto& entry = entries[path] = {{"mode", meta.mode}, {"uid", meta.uid}, {"gid", meta.gid}};
-      auto& xattrs = entry["xattrs"] = nlohmann::json::object();
-      for (auto& [name, value] : meta.xattrs) xattrs[name] = to_hex(value);
-    }
-  }
-  auto& uploads = doc["uploads"] = nlohmann::json::object();
-  for (auto& [digest, u] : state.uploads) {
-    uploads[digest] = {{"url", u.url}, {"offset", u.offset}, {"size", u.size}};
-  }
-  return doc;
-}
-
-StagedTagState from_json(const nlohmann::json& doc) {
-  StagedTagState state;
-  if (!doc.is_object()) return state;
-  if (auto it = doc.find("modes"); it != doc.end() && it->is_object()) {
-    for (auto& [path, mode] : it->items()) {
-      if (mode.is_number_unsigned()) state.modes[path] = mode.get<uint32_t>();
-    }
-  }
-  if (auto it = doc.find("references"); it != doc.end() && it->is_object()) {
-    for (auto& [path, ref] : it->items()) {
-      BlobReference r;
-      r.registry = ref.value("registry", "");
-      r.repository = ref.value("repository", "");
-      r.digest = ref.value("digest", "");
-      r.size = ref.value("size", int64_t{0});
-      if (registry::is_valid_digest(r.digest)) state.references[path] = r;
-    }
-  }
-  if (auto it = doc.find("xattrs"); it != doc.end() && it->is_object()) {
-    for (auto& [path, names] : it->items()) {
-      if (!names.is_object()) continue;
-      for (auto& [name, value] : names.items()) {
-        if (value.is_string()) state.xattrs[path][name] = from_hex(value.get<std::string>());
-      }
-    }
-  }
-  state.error = doc.value("error", "");
-  state.pushed_digest = doc.value("pushed", "");
-  state.pushing = doc.value("pushing", "");
-  state.made_by_copy = doc.value("made_by_copy", false);
-  if (auto it = doc.find("rootfs"); it != doc.end() && it->is_object()) {
-    for (const char* key : {"whiteouts", "opaque"}) {
-      auto& set = std::string_view(key) == "opaque" ? state.rootfs.opaque : state.rootfs.whiteouts;
-      if (auto list = it->find(key); list != it->end() && list->is_array()) {
-        for (auto& path : *list) {
-          if (path.is_string()) set.insert(path.get<std::string>());
-        }
-      }
-    }
-    if (auto entries = it->find("entries"); entries != it->end() && entries->is_object()) {
-      for (auto& [path, entry] : entries->items()) {
-        if (!entry.is_object()) continue;
-        RootfsEntryMeta meta;
-        meta.mode = entry.value("mode", uint32_t{0});
-        meta.uid = entry.value("uid", uint32_t{0});
-        meta.gid = entry.value("gid", uint32_t{0});
-        if (auto x = entry.find("xattrs"); x != entry.end() && x->is_object()) {
-          for (auto& [name, value] : x->items()) {
-            if (value.is_string()) meta.xattrs[name] = from_hex(value.get<std::string>());
-          }
-        }
-        state.rootfs.entries[path] = meta;
-      }
-    }
-  }
-  if (auto uploads = doc.find("uploads"); uploads != doc.end() && uploads->is_object()) {
-    for (auto& [digest, u] : uploads->items()) {
-      if (!registry::is_valid_digest(digest) || !u.is_object()) continue;
-      UploadSession session{u.value("url", ""), u.value("offset", uint64_t{0}),
-                            u.value("size", uint64_t{0})};
-      if (!session.url.empty()) state.uploads[digest] = session;
-    }
-  }
-  return state;
 }
 
 }  // namespace
@@ -183,6 +61,10 @@ fsys::path StagingArea::file(const StagedTag& tag, std::string_view relative) co
 
 fsys::path StagingArea::state_path(const StagedTag& tag) const {
   return namespace_dir(tag.registry, tag.repository) / (kStatePrefix + tag.tag + ".json");
+}
+
+fsys::path StagingArea::journal_path(const StagedTag& tag) const {
+  return namespace_dir(tag.registry, tag.repository) / (kStatePrefix + tag.tag + ".journal");
 }
 
 bool StagingArea::has_namespace(std::string_view registry, std::string_view path) const {
@@ -262,6 +144,7 @@ void StagingArea::discard_tag(const StagedTag& tag) {
   fsys::remove_all(tag_dir(tag), ec);
   fsys::remove_all(upper_dir(tag), ec);
   fsys::remove(state_path(tag), ec);
+  fsys::remove(journal_path(tag), ec);
   states_.erase(tag);
 }
 
@@ -273,6 +156,7 @@ void StagingArea::tag_to_namespace(const StagedTag& tag) {
   if (ec) throw_io("make " + tag.tag + " a namespace", ec);
   std::ofstream(ns / kRepositoryMark).close();
   fsys::remove(state_path(tag), ec);
+  fsys::remove(journal_path(tag), ec);
   states_.erase(tag);
 }
 
@@ -295,14 +179,25 @@ std::vector<StagedTag> StagingArea::all_tags() const {
   return out;
 }
 
-StagedTagState StagingArea::read_state(const StagedTag& tag) const {
+StagingArea::HeldState& StagingArea::held_state(const StagedTag& tag) const {
   if (auto it = states_.find(tag); it != states_.end()) return it->second;
-  StagedTagState state;
+  HeldState held;
+  held.on_disk = files_of(tag);
   if (std::ifstream in(state_path(tag)); in) {
-    state = from_json(nlohmann::json::parse(in, nullptr, false));
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    held.state = state_from_json(nlohmann::json::parse(text, nullptr, false), &held.generation);
   }
-  states_[tag] = state;
-  return state;
+  if (std::ifstream in(journal_path(tag)); in) {
+    std::string line;
+    while (std::getline(in, line)) {
+      // A torn last line (a crash mid-append) does not parse; lines of an
+      // older generation were left by a crash right after a rewrite.
+      auto change = nlohmann::json::parse(line, nullptr, false);
+      if (change.is_discarded()) break;
+      apply_state_change(held.state, change, held.generation);
+    }
+  }
+  return states_[tag] = std::move(held);
 }
 
 UniqueFd StagingArea::lock_push(const StagedTag& tag) {
@@ -317,38 +212,68 @@ UniqueFd StagingArea::lock_push(const StagedTag& tag) {
   while (::flock(dir.get(), LOCK_EX) != 0) {
     if (errno != EINTR) fail();
   }
+  // Read again if another mount of the cache directory changed it.
   std::lock_guard lock(mutex_);
-  states_.erase(tag);
+  if (auto it = states_.find(tag); it != states_.end() && !(it->second.on_disk == files_of(tag))) {
+    states_.erase(it);
+  }
   return dir;
 }
 
 StagedTagState StagingArea::state(const StagedTag& tag) const {
   std::lock_guard lock(mutex_);
-  return read_state(tag);
+  return held_state(tag).state;
 }
 
 void StagingArea::update_state(const StagedTag& tag,
                                const std::function<void(StagedTagState&)>& change) {
-  std::lock_guard lock(mutex_);
-  if (!has_tag(tag)) return;
-  StagedTagState state = read_state(tag);
-  change(state);
-  write_state(tag, state);
+  update_state_if(tag, [&](StagedTagState& s) {
+    change(s);
+    return true;
+  });
 }
 
 void StagingArea::update_state_if(const StagedTag& tag,
                                   const std::function<bool(StagedTagState&)>& change) {
   std::lock_guard lock(mutex_);
   if (!has_tag(tag)) return;
-  StagedTagState state = read_state(tag);
-  if (change(state)) write_state(tag, state);
+  HeldState& held = held_state(tag);
+  StagedTagState next = held.state;
+  if (!change(next)) return;
+  auto line = state_change(held.state, next, held.generation);
+  if (line && line->empty()) return;  // nothing changed
+  std::string text = line ? line->dump() + "\n" : std::string();
+  // The journal may grow to the document's size (at least kMinJournal), so
+  // appends and rewrites together write O(n) bytes for n changes.
+  if (line && held.on_disk.journal_bytes + text.size() <=
+                  std::max(held.on_disk.document_bytes, kMinJournal)) {
+    append_journal(tag, text);
+    held.on_disk.journal_bytes += text.size();
+  } else {
+    write_document(tag, next, held);
+  }
+  held.state = std::move(next);
 }
 
-void StagingArea::write_state(const StagedTag& tag, const StagedTagState& state) {
+void StagingArea::append_journal(const StagedTag& tag, const std::string& text) {
+  fsys::path path = journal_path(tag);
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) throw_io("write " + path.string(), std::error_code(errno, std::generic_category()));
+  size_t done = 0;
+  while (done < text.size()) {
+    ssize_t n = ::write(fd.get(), text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw_io("write " + path.string(), std::error_code(errno, std::generic_category()));
+    done += static_cast<size_t>(n);
+  }
+}
+
+void StagingArea::write_document(const StagedTag& tag, const StagedTagState& state,
+                                 HeldState& held) {
   fsys::path path = state_path(tag);
   fsys::path tmp = path;
   tmp += ".tmp";
-  std::string text = to_json(state).dump();
+  std::string text = state_to_json(state, held.generation + 1).dump();
   {
     std::ofstream out(tmp, std::ios::trunc);
     out << text;
@@ -360,7 +285,24 @@ void StagingArea::write_state(const StagedTag& tag, const StagedTagState& state)
   std::error_code ec;
   fsys::rename(tmp, path, ec);
   if (ec) throw_io("write " + path.string(), ec);
-  states_[tag] = state;
+  // Lines left now are of the old generation: ignored if a crash keeps them.
+  fsys::remove(journal_path(tag), ec);
+  held.generation += 1;
+  held.on_disk = files_of(tag);
+}
+
+StagingArea::StateFiles StagingArea::files_of(const StagedTag& tag) const {
+  StateFiles files;
+  struct stat st;
+  if (::stat(state_path(tag).c_str(), &st) == 0) {
+    files.document_ino = st.st_ino;
+    files.document_bytes = static_cast<uint64_t>(st.st_size);
+    files.document_mtime_ns = st.st_mtim.tv_sec * 1'000'000'000LL + st.st_mtim.tv_nsec;
+  }
+  if (::stat(journal_path(tag).c_str(), &st) == 0) {
+    files.journal_bytes = static_cast<uint64_t>(st.st_size);
+  }
+  return files;
 }
 
 void WriteHasher::wrote(uint64_t offset, const char* data, size_t size) {

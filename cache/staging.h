@@ -4,6 +4,7 @@
 //   <root>/<registry>/<repository>/@<tag>/...      a staged tag: the files
 //                                                  and directories written
 //   <root>/<registry>/<repository>/%<tag>.json     its state (below)
+//   <root>/<registry>/<repository>/%<tag>.journal  changes since the state
 //   <root>/<registry>/<repository>/%<tag>.upper/   the upper directory of
 //                                                  its writable rootfs/
 // ('@' and '%' cannot start a repository component, so tags, states and
@@ -14,8 +15,12 @@
 // digest) over a sparse file of the blob's size: no bytes are stored.
 // Everything is rebuilt from disk at mount, so staged tags survive unmount,
 // crash and remount. The area lies outside the LRU cache: staged content is
-// never evicted. States are written to a temporary name and renamed.
+// never evicted. States are written to a temporary name and renamed; changes
+// of per-path metadata are appended to a journal beside the state
+// (`%<tag>.journal`, cache/staged_state.h) until it outgrows the state.
 #pragma once
+
+#include <sys/types.h>
 
 #include <cstdint>
 #include <filesystem>
@@ -29,66 +34,11 @@
 #include <tuple>
 #include <vector>
 
+#include "cache/staged_state.h"
 #include "cache/unique_fd.h"
 #include "registry/core/digest.h"
 
 namespace regfs::cache {
-
-// Bytes that are blob `digest` of registry/repository, not stored locally.
-struct BlobReference {
-  std::string registry;
-  std::string repository;
-  std::string digest;
-  int64_t size = 0;
-  bool operator==(const BlobReference&) const = default;
-};
-
-// Metadata of an entry in the upper directory of a staged tag's rootfs/
-// (the backing files stay the daemon's, owned by it and writable).
-struct RootfsEntryMeta {
-  uint32_t mode = 0;  // permission bits, setuid/setgid/sticky included
-  uint32_t uid = 0;
-  uint32_t gid = 0;
-  std::map<std::string, std::string> xattrs;  // name -> value
-  bool operator==(const RootfsEntryMeta&) const = default;
-};
-
-// Changes to a staged copy of an image's rootfs/ besides the upper files
-// (fs/push/rootfs_overlay.h), by path inside the rootfs.
-struct RootfsChanges {
-  std::set<std::string> whiteouts;                 // removed from the base
-  std::set<std::string> opaque;                    // upper directories hiding the base's entries
-  std::map<std::string, RootfsEntryMeta> entries;  // upper entries' metadata
-};
-
-// A chunked blob upload in flight, so that the next process resumes it
-// (registry::UploadProgress): the registry's session URL for the next step,
-// the bytes the session holds, and the blob's size.
-struct UploadSession {
-  std::string url;
-  uint64_t offset = 0;
-  uint64_t size = 0;
-};
-
-// What is remembered of a staged tag besides its files.
-struct StagedTagState {
-  std::map<std::string, uint32_t> modes;            // path in the tag -> permission bits
-  std::map<std::string, BlobReference> references;  // path in the tag -> blob
-  // path in the tag -> extended attributes set on it (name -> value)
-  std::map<std::string, std::map<std::string, std::string>> xattrs;
-  std::string error;          // why the last push failed; empty if it did not
-  std::string pushed_digest;  // manifest digest last pushed; empty if none
-  // The manifest digest of a push begun and not finished: set only while a
-  // push runs, so a non-empty one at mount says the daemon died mid-push.
-  std::string pushing;
-  // Made by a program that copies trees (cp, rsync, tar): a tag, and the
-  // directories made in it its content. A tag made otherwise (mkdir -p
-  // ns/repo) may be a repository to be: a directory made in it while it is
-  // empty makes it one.
-  bool made_by_copy = false;
-  RootfsChanges rootfs;                          // edits of rootfs/ (a staged copy of an image)
-  std::map<std::string, UploadSession> uploads;  // blob digest -> its upload in flight
-};
 
 // Coordinates of a staged tag.
 struct StagedTag {
@@ -136,7 +86,7 @@ class StagingArea {
   // Waits for, and holds until the result goes, the tag's push lock: an
   // flock on the tag's directory, so mounts sharing this cache directory
   // push a tag one at a time. Once it is held the tag's state is read
-  // again from disk, where another mount may have recorded a push. An
+  // again from disk if another mount changed it (recorded a push). An
   // empty result: the tag is not staged (any more).
   UniqueFd lock_push(const StagedTag& tag);
 
@@ -150,13 +100,37 @@ class StagingArea {
   void update_state_if(const StagedTag& tag, const std::function<bool(StagedTagState&)>& change);
 
  private:
+  // What a state's files on disk were when last read or written by this
+  // area: another mount of the cache directory changes them.
+  struct StateFiles {
+    ino_t document_ino = 0;       // of %<tag>.json (a rewrite is a rename)
+    uint64_t document_bytes = 0;  // of %<tag>.json
+    int64_t document_mtime_ns = 0;
+    uint64_t journal_bytes = 0;  // of %<tag>.journal
+    bool operator==(const StateFiles&) const = default;
+  };
+  // A state as read or last written.
+  struct HeldState {
+    StagedTagState state;
+    uint64_t generation = 0;  // of the document (cache/staged_state.h)
+    StateFiles on_disk;
+  };
+  static constexpr uint64_t kMinJournal = 64 << 10;
+
   std::filesystem::path state_path(const StagedTag& tag) const;
-  StagedTagState read_state(const StagedTag& tag) const;
-  void write_state(const StagedTag& tag, const StagedTagState& state);
+  std::filesystem::path journal_path(const StagedTag& tag) const;
+  StateFiles files_of(const StagedTag& tag) const;
+  // The state of `tag` (the document and its journal, read once); mutex_ held.
+  HeldState& held_state(const StagedTag& tag) const;
+  // Appends `text` (journal lines) to the tag's journal. Throws Error.
+  void append_journal(const StagedTag& tag, const std::string& text);
+  // Rewrites the document of `held` as `state`, a generation on, and drops
+  // the journal. Throws Error.
+  void write_document(const StagedTag& tag, const StagedTagState& state, HeldState& held);
 
   std::filesystem::path root_;
-  mutable std::mutex mutex_;                            // guards states_; serialises state changes
-  mutable std::map<StagedTag, StagedTagState> states_;  // read so far
+  mutable std::mutex mutex_;                       // guards states_; serialises state changes
+  mutable std::map<StagedTag, HeldState> states_;  // read so far
 };
 
 // The SHA-256 of a staged file as it is written: writes in order extend the

@@ -121,6 +121,84 @@ TEST_F(StagingTest, PushLockIsSharedByMountsAndRereadsTheState) {
   EXPECT_FALSE(first.lock_push(tag)) << "a tag no longer staged";
 }
 
+// Per-path changes (a cp of many files) are appended to the journal; the
+// state read again is the same, removals included.
+TEST_F(StagingTest, PerPathChangesAreJournaledAndSurviveReopen) {
+  StagedTag tag{"r", "app", "v1"};
+  StagedTagState expected;
+  {
+    StagingArea area(dir_ / "staging");
+    area.make_tag(tag);
+    for (int i = 0; i < 3000; ++i) {
+      std::string path = "dir/file" + std::to_string(i);
+      area.update_state(tag, [&](StagedTagState& s) { s.modes[path] = 0755; });
+      if (i % 3 == 0) {
+        area.update_state(tag, [&](StagedTagState& s) { s.xattrs[path]["user.n"] = "\x01\xff"; });
+      }
+      if (i % 7 == 0) {
+        area.update_state(tag, [&](StagedTagState& s) {
+          s.rootfs.entries[path] = RootfsEntryMeta{0600, 1, 2, {{"user.a", "b"}}};
+        });
+      }
+    }
+    area.update_state(tag, [](StagedTagState& s) {
+      s.modes.erase("dir/file1");
+      s.xattrs.erase("dir/file3");
+      s.rootfs.entries.erase("dir/file7");
+      s.references["blobs/x"] = {"r", "a", registry::sha256_digest("x"), 1};
+    });
+    expected = area.state(tag);
+  }
+  EXPECT_EQ(expected.modes.size(), 2999u);
+  EXPECT_FALSE(expected.xattrs.contains("dir/file3"));
+  auto journal = dir_ / "staging/r/app/%v1.journal";
+  auto document = dir_ / "staging/r/app/%v1.json";
+  ASSERT_TRUE(fsys::exists(document)) << "the journal outgrew its limit and was folded in";
+  EXPECT_LE(fsys::exists(journal) ? fsys::file_size(journal) : 0,
+            std::max<uintmax_t>(fsys::file_size(document), 64 << 10));
+  StagingArea area(dir_ / "staging");
+  auto state = area.state(tag);
+  EXPECT_EQ(state.modes, expected.modes);
+  EXPECT_EQ(state.xattrs, expected.xattrs);
+  EXPECT_EQ(state.rootfs, expected.rootfs);
+  EXPECT_EQ(state.references, expected.references);
+}
+
+// A crash mid-append leaves a torn line; a crash right after a rewrite
+// leaves lines of the older document: both are ignored.
+TEST_F(StagingTest, ATornOrOutdatedJournalLineIsIgnored) {
+  StagedTag tag{"r", "app", "v1"};
+  auto journal = dir_ / "staging/r/app/%v1.journal";
+  {
+    StagingArea area(dir_ / "staging");
+    area.make_tag(tag);
+    area.update_state(tag, [](StagedTagState& s) { s.modes["a"] = 0700; });
+    area.update_state(tag, [](StagedTagState& s) { s.modes["b"] = 0700; });
+    ASSERT_TRUE(fsys::exists(journal));
+    std::ofstream(journal, std::ios::app) << R"({"modes":{"c":)";
+  }
+  {
+    StagingArea area(dir_ / "staging");
+    auto state = area.state(tag);
+    EXPECT_EQ(state.modes, (std::map<std::string, uint32_t>{{"a", 0700}, {"b", 0700}}));
+  }
+  fsys::copy_file(journal, dir_ / "old-journal");
+  {
+    StagingArea area(dir_ / "staging");
+    // Not a per-path change: the document is rewritten, the journal dropped.
+    area.update_state(tag, [](StagedTagState& s) {
+      s.error = "denied";
+      s.modes.erase("a");
+    });
+    EXPECT_FALSE(fsys::exists(journal));
+  }
+  fsys::copy_file(dir_ / "old-journal", journal);  // as if the removal never happened
+  StagingArea area(dir_ / "staging");
+  auto state = area.state(tag);
+  EXPECT_EQ(state.error, "denied");
+  EXPECT_EQ(state.modes, (std::map<std::string, uint32_t>{{"b", 0700}}));
+}
+
 TEST_F(StagingTest, EmptyTagBecomesNamespace) {
   StagingArea area(dir_ / "staging");
   StagedTag tag{"r", "ns", "app"};
