@@ -78,6 +78,10 @@ std::string hash_file(int fd, uint64_t size) {
 
 }  // namespace
 
+ReadLease::~ReadLease() {
+  if (lender_) lender_->take_back_fd(fd_, lock_start_, lock_length_);
+}
+
 CachedBlob::CachedBlob(BlobAccounting& cache, std::string digest, uint64_t size)
     : cache_(cache),
       digest_(std::move(digest)),
@@ -103,6 +107,7 @@ CachedBlob::~CachedBlob() {
     }
     if (!unhashed.empty()) cache_.note_unhashed(digest_, size_, unhashed);
   }
+  spare_fds_.clear();
   fd_.reset();
   log_fd_.reset();
   hash_fd_.reset();
@@ -556,26 +561,53 @@ int CachedBlob::reopen_own_file(int flags) const {
   return ::open(("/proc/self/fd/" + std::to_string(fd_.get())).c_str(), flags | O_CLOEXEC);
 }
 
+int CachedBlob::lend_fd() {
+  {
+    std::lock_guard lock(mutex_);
+    if (!spare_fds_.empty()) {
+      UniqueFd spare = std::move(spare_fds_.back());
+      spare_fds_.pop_back();
+      return spare.release();
+    }
+  }
+  return reopen_own_file(O_RDONLY);
+}
+
+void CachedBlob::take_back_fd(int fd, uint64_t start, uint64_t length) {
+  constexpr size_t kMaxSpare = 4;  // READs served at once, commonly
+  UniqueFd owned(fd);
+  if (!ofd_lock(fd, F_UNLCK, start, length)) return;  // closed: its locks go with it
+  std::lock_guard lock(mutex_);
+  if (!complete_ && !failed_ && spare_fds_.size() < kMaxSpare)
+    spare_fds_.push_back(std::move(owned));
+}
+
 std::optional<ReadLease> CachedBlob::lease(uint64_t offset, size_t length) {
   {
     std::lock_guard lock(mutex_);
     if (failed_) std::rethrow_exception(failed_);
-    if (complete_) return ReadLease(fd_.get(), false, offset, length);
+    if (complete_) return ReadLease(fd_.get(), offset, length);
   }
-  if (length == 0 || offset >= size_) return ReadLease(fd_.get(), false, offset, 0);
+  if (length == 0 || offset >= size_) return ReadLease(fd_.get(), offset, 0);
   length = static_cast<size_t>(std::min<uint64_t>(length, size_ - offset));
   size_t first = chunk_of(offset);
   size_t last = chunk_of(offset + length - 1);
   // The file this instance writes, whatever its name now (another instance
   // may have completed or dropped the partial file), as an open file
   // description of the lease's own for its OFD lock.
-  int fd = reopen_own_file(O_RDONLY);
+  int fd = lend_fd();
   if (fd < 0) throw io_error("open cache file " + partial_path_.string(), errno);
-  ReadLease lease(fd, true, offset, length);
-  uint64_t start = first * chunk_size_;
-  if (!ofd_lock(fd, F_RDLCK, start, (last + 1) * chunk_size_ - start)) {
-    throw io_error("lock cache file " + partial_path_.string(), errno);
+  const uint64_t start = first * chunk_size_;
+  const uint64_t lock_length = (last + 1) * chunk_size_ - start;
+  if (!ofd_lock(fd, F_RDLCK, start, lock_length)) {
+    int error = errno;
+    ::close(fd);
+    throw io_error("lock cache file " + partial_path_.string(), error);
   }
+  ReadLease lease(fd, offset, length);
+  lease.lender_ = this;
+  lease.lock_start_ = start;
+  lease.lock_length_ = lock_length;
   std::lock_guard lock(mutex_);
   bool intact = true;
   for (size_t i = first; i <= last; ++i) {

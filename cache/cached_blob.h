@@ -39,25 +39,39 @@
 
 namespace regfs::cache {
 
+class CachedBlob;
+
 // Read access to [offset, offset+length) of a blob's local file. For a
-// partial blob it owns its own descriptor holding OFD read locks on the
-// range, so no eviction punches it while the bytes are copied out.
+// partial blob it holds a descriptor of its own open file description, lent
+// by the blob and given back unlocked when the lease goes, with OFD read
+// locks on the range, so no eviction punches it while the bytes are copied
+// out. It must not outlive its blob.
 class ReadLease {
  public:
-  // `fd` is closed with the lease (dropping its OFD locks) if `owns_fd`.
-  ReadLease(int fd, bool owns_fd, uint64_t offset, size_t length)
-      : fd_(fd), owned_(owns_fd ? fd : -1), offset_(offset), length_(length) {}
-  ReadLease(ReadLease&& other) noexcept = default;
+  // `fd` is the blob's own (no locks): a complete blob, or nothing to read.
+  ReadLease(int fd, uint64_t offset, size_t length) : fd_(fd), offset_(offset), length_(length) {}
+  ReadLease(ReadLease&& other) noexcept
+      : fd_(other.fd_),
+        offset_(other.offset_),
+        length_(other.length_),
+        lender_(std::exchange(other.lender_, nullptr)),
+        lock_start_(other.lock_start_),
+        lock_length_(other.lock_length_) {}
   ReadLease& operator=(ReadLease&&) = delete;
+  ~ReadLease();
   int fd() const { return fd_; }
   uint64_t offset() const { return offset_; }
   size_t length() const { return length_; }
 
  private:
+  friend class CachedBlob;
   int fd_;
-  UniqueFd owned_;
   uint64_t offset_;
   size_t length_;
+  // A descriptor lent by `lender_`, locked on [lock_start_, +lock_length_).
+  CachedBlob* lender_ = nullptr;
+  uint64_t lock_start_ = 0;
+  uint64_t lock_length_ = 0;
 };
 
 class CachedBlob {
@@ -141,6 +155,12 @@ class CachedBlob {
   void append_log(const std::string& line);
   void mark_absent_locked(size_t index);
   int reopen_own_file(int flags) const;
+  // A descriptor of the file for a lease: a spare one, or opened anew (an
+  // open file description of its own, for its OFD locks); -1 with errno.
+  int lend_fd();
+  // Takes back a lent descriptor, dropping its locks on [start, +length).
+  void take_back_fd(int fd, uint64_t start, uint64_t length);
+  friend class ReadLease;
   bool all_present_locked() const;
   bool chunk_intact_locked(int fd, size_t index);
   enum class HashResult { kPending, kCompleted, kFailed };
@@ -174,6 +194,8 @@ class CachedBlob {
   UniqueFd fd_;       // the complete file, or the partial file
   UniqueFd log_fd_;   // partial only
   UniqueFd hash_fd_;  // partial only: the hashing thread's own descriptor (OFD locks)
+  // Descriptors leases gave back, unlocked: one open per reader, not per READ.
+  std::vector<UniqueFd> spare_fds_;
   bool complete_ = false;
   std::exception_ptr failed_;  // whole-blob integrity failure
   std::vector<State> states_;

@@ -26,6 +26,8 @@ class UniqueFd {
     if (fd_ >= 0) ::close(fd_);
     fd_ = fd;
   }
+  // Gives the descriptor up to the caller, who closes it.
+  int release() { return std::exchange(fd_, -1); }
   // Closes now and reports close()'s result (0, or -1 with errno).
   int close() { return ::close(std::exchange(fd_, -1)); }
 

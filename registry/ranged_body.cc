@@ -51,6 +51,7 @@ void RangedBody::prepare(HttpRequest* request, bool check_content_range) {
     data += dropped;
     size -= dropped;
     skip_ -= dropped;
+    const size_t received = size;
     if (length_ != 0) size = static_cast<size_t>(std::min<uint64_t>(size, length_ - delivered_));
     if (size > 0 && !sink_(data, size)) {
       stopped_ = true;
@@ -58,7 +59,10 @@ void RangedBody::prepare(HttpRequest* request, bool check_content_range) {
     }
     delivered_ += size;
     complete_ = length_ != 0 && delivered_ >= length_;
-    return !complete_;
+    // Bytes past the range (a registry that ignored it) end the transfer; a
+    // range that ends with the body lets curl finish it, keeping the
+    // connection for the next request (an aborted one closes it).
+    return size == received;
   };
 }
 

@@ -96,6 +96,30 @@ def test_three_concurrent_readers_cost_no_more_requests_than_one(mount, large_re
     assert 0 < three <= one
 
 
+def test_ranged_reads_one_after_another_share_a_connection(mount, large_registry):
+    """A blob range that ends with the response is not aborted: the next
+    request goes over the same connection (no new TCP or TLS handshake per
+    request)."""
+    r = large_registry
+    m = mount(r.host)
+    path = blob_path(m, r)
+    os.stat(path)
+    whole = r.client.blob("big/blob", r.large["digest"])
+    offset = r.log_offset()
+    for at in (10 * MIB, 30 * MIB, 50 * MIB):  # one chunk each, not a stream
+        with open(path, "rb") as f:
+            f.seek(at)
+            assert f.read(4096) == whole[at:at + 4096]
+    with open(r.info["log"], "rb") as f:
+        f.seek(offset)
+        lines = f.read().decode(errors="replace").splitlines()
+    peers = [line.split('http.request.remoteaddr="', 1)[1].split('"', 1)[0] for line in lines
+             if 'msg="response completed"' in line and "http.request.method=GET" in line
+             and r.large["digest"] in line]
+    assert len(peers) == 3, lines
+    assert len(set(peers)) == 1, peers
+
+
 def test_complete_blob_is_verified_and_kept(mount, large_registry):
     r = large_registry
     m = mount(r.host)
