@@ -13,6 +13,7 @@
 #include <set>
 
 #include "cache/tag_store.h"
+#include "fs/source/content.h"
 #include "fs/tree/path.h"
 #include "registry/core/error.h"
 
