@@ -441,7 +441,13 @@ class FakeTree {
     auto out = listing(dir);
     return {out.begin(), out.end()};
   }
-  std::set<std::string> names(const std::string& path) { return names(*at(path)); }
+  // The node at `path`; throws (failing the test, not crashing it) if none.
+  NodePtr must(const std::string& path) {
+    auto node = at(path);
+    if (!node) throw std::runtime_error("No " + path + " in the tree");
+    return node;
+  }
+  std::set<std::string> names(const std::string& path) { return names(*must(path)); }
   // The error kind `f` throws; a test fails if it throws none.
   template <typename F>
   static std::optional<ErrorKind> kind_thrown(F f) {

@@ -56,8 +56,9 @@ class ImageDirTest : public ::testing::Test {
     reg_.put_tag("app", "multi", index_.digest);
   }
   NodePtr at(const std::string& path) { return fake_.at(path); }
+  NodePtr must(const std::string& path) { return fake_.must(path); }
   Tree& tree() { return *fake_.tree; }
-  std::string open(const std::string& path) { return read_all(tree().open(*at(path))); }
+  std::string open(const std::string& path) { return read_all(tree().open(*fake_.must(path))); }
   // The descriptor a manifest names as its config.
   nlohmann::json config_of(const std::string& manifest_digest) {
     auto manifest = nlohmann::json::parse(reg_.manifest("app", manifest_digest));
@@ -70,10 +71,10 @@ class ImageDirTest : public ::testing::Test {
 };
 
 TEST_F(ImageDirTest, AnImageDirectoryListsTheLayoutFilesAndBlobs) {
-  EXPECT_EQ(fake_.listing(*at("app/v1")),
+  EXPECT_EQ(fake_.listing(*must("app/v1")),
             (std::vector<std::string>{"blobs", "config.json", "index.json", "manifest.json",
                                       "oci-layout"}));
-  EXPECT_EQ(fake_.listing(*at("app/v1/blobs")), std::vector<std::string>{"sha256"});
+  EXPECT_EQ(fake_.listing(*must("app/v1/blobs")), std::vector<std::string>{"sha256"});
   auto config = config_of(image_.digest)["digest"].get<std::string>();
   EXPECT_EQ(fake_.names("app/v1/blobs/sha256"),
             (Set{hex(image_.digest), hex(config), hex(layer_a_.digest), hex(layer_b_.digest)}));
@@ -100,48 +101,48 @@ TEST_F(ImageDirTest, TheLayoutFilesSayWhatTheImageIs) {
 }
 
 TEST_F(ImageDirTest, AttrsGiveEachFilesSize) {
-  auto size = [&](const std::string& path) { return tree().attr(*at(path)).size; };
+  auto size = [&](const std::string& path) { return tree().attr(*must(path)).size; };
   for (std::string name : {"oci-layout", "index.json", "manifest.json", "config.json"}) {
-    auto attr = tree().attr(*at("app/v1/" + name));
+    auto attr = tree().attr(*must("app/v1/" + name));
     EXPECT_EQ(attr.mode, S_IFREG | 0444) << name;
     EXPECT_EQ(attr.size, open("app/v1/" + name).size()) << name;
   }
   EXPECT_EQ(size("app/v1/blobs/sha256/" + hex(layer_a_.digest)), 13u);
-  EXPECT_EQ(tree().attr(*at("app/v1/blobs")).mode, S_IFDIR | 0555);
-  EXPECT_EQ(tree().attr(*at("app/v1")).nlink, 2u);
+  EXPECT_EQ(tree().attr(*must("app/v1/blobs")).mode, S_IFDIR | 0555);
+  EXPECT_EQ(tree().attr(*must("app/v1")).nlink, 2u);
 }
 
 TEST_F(ImageDirTest, BlobsAreReadThroughTheCache) {
-  auto layer = tree().open(*at("app/v1/blobs/sha256/" + hex(layer_a_.digest)));
+  auto layer = tree().open(*must("app/v1/blobs/sha256/" + hex(layer_a_.digest)));
   ASSERT_NE(layer.reader, nullptr) << "a layer is read lazily, not held in memory";
   EXPECT_EQ(read_all(layer), "layer a bytes");
   EXPECT_TRUE(layer.reader->verified());
   EXPECT_EQ(reg_.calls("fetch " + layer_a_.digest), 1);
   EXPECT_EQ(open("app/v1/blobs/sha256/" + hex(layer_a_.digest)), "layer a bytes");
   EXPECT_EQ(reg_.calls("fetch " + layer_a_.digest), 1) << "the second read is the cache's";
-  auto manifest = tree().open(*at("app/v1/blobs/sha256/" + hex(image_.digest)));
+  auto manifest = tree().open(*must("app/v1/blobs/sha256/" + hex(image_.digest)));
   ASSERT_NE(manifest.bytes, nullptr) << "manifests come whole from the manifests endpoint";
   EXPECT_EQ(*manifest.bytes, reg_.manifest("app", image_.digest));
 }
 
 TEST_F(ImageDirTest, XattrsNameTheManifest) {
-  auto dir = at("app/v1");
+  auto dir = must("app/v1");
   EXPECT_EQ(tree().xattr(*dir, "user.regfs.digest").value_or("none"), image_.digest);
-  EXPECT_EQ(tree().xattr(*at("app/v1/manifest.json"), "user.regfs.mediaType").value_or("none"),
+  EXPECT_EQ(tree().xattr(*must("app/v1/manifest.json"), "user.regfs.mediaType").value_or("none"),
             registry::media_type::kOciManifest);
   EXPECT_FALSE(tree().xattr(*dir, "user.other"));
-  EXPECT_FALSE(tree().xattr(*at("app/v1/oci-layout"), "user.regfs.digest"));
+  EXPECT_FALSE(tree().xattr(*must("app/v1/oci-layout"), "user.regfs.digest"));
   EXPECT_EQ(tree().xattr_names(*dir),
             (std::vector<std::string>{"user.regfs.digest", "user.regfs.mediaType"}));
 }
 
 TEST_F(ImageDirTest, AnIndexShowsEveryBlobAndThePlatformsConfig) {
-  EXPECT_EQ(tree().xattr(*at("app/multi"), "user.regfs.mediaType").value_or("none"),
+  EXPECT_EQ(tree().xattr(*must("app/multi"), "user.regfs.mediaType").value_or("none"),
             registry::media_type::kOciIndex);
   EXPECT_EQ(open("app/multi/manifest.json"), reg_.manifest("app", index_.digest));
   auto amd64_config = config_of(amd64_.digest);
   auto arm64_config = config_of(arm64_.digest);
-  EXPECT_EQ(tree().attr(*at("app/multi/config.json")).size, amd64_config["size"]);
+  EXPECT_EQ(tree().attr(*must("app/multi/config.json")).size, amd64_config["size"]);
   EXPECT_EQ(nlohmann::json::parse(open("app/multi/config.json"))["architecture"], "amd64");
   auto blobs = fake_.names("app/multi/blobs/sha256");
   for (const std::string digest :
@@ -159,7 +160,7 @@ class NoPlatformTest : public ImageDirTest {
 };
 
 TEST_F(NoPlatformTest, AnIndexWithoutThePlatformHasNoConfigNorRootfs) {
-  EXPECT_EQ(fake_.listing(*at("app/multi")),
+  EXPECT_EQ(fake_.listing(*must("app/multi")),
             (std::vector<std::string>{"blobs", "index.json", "manifest.json", "oci-layout"}));
   EXPECT_EQ(at("app/multi/config.json"), nullptr);
   EXPECT_EQ(at("app/multi/rootfs"), nullptr);
@@ -176,9 +177,9 @@ TEST_F(ImageDirTest, AMissingManifestIsNotFound) {
 }
 
 TEST_F(ImageDirTest, ADigestDirectoryIsServedOnceLoadedWhileTheRegistryIsDown) {
-  auto pinned = at("app/" + image_.digest + "/manifest.json");
+  auto pinned = must("app/" + image_.digest + "/manifest.json");
   auto manifest = read_all(tree().open(*pinned));
-  auto tag_file = at("app/v1/manifest.json");
+  auto tag_file = must("app/v1/manifest.json");
   reg_.down = ErrorKind::kUnavailable;
   EXPECT_EQ(read_all(tree().open(*pinned)), manifest) << "the image is kept by digest";
   EXPECT_EQ(FakeTree::kind_thrown([&] { tree().attr(*tag_file); }), ErrorKind::kUnavailable)
@@ -187,16 +188,16 @@ TEST_F(ImageDirTest, ADigestDirectoryIsServedOnceLoadedWhileTheRegistryIsDown) {
 
 TEST_F(ImageDirTest, TheStatusFileIsTheSourcesDocument) {
   fake_.staged.tag_states = {{"reg.test:5000/app:new", "staged"}};
-  auto status = at(std::string(kControlDirName) + "/status");
+  auto status = must(std::string(kControlDirName) + "/status");
   EXPECT_EQ(read_all(tree().open(*status)), "{\"what\":\"reg.test:5000\"}");
   EXPECT_EQ(fake_.source.status_staged, fake_.staged.tag_states);
 }
 
 TEST_F(ImageDirTest, DirectoriesCannotBeOpenedNorFilesListed) {
-  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().open(*at("app/v1")); }), ErrorKind::kInvalid);
-  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().list(*at("app/v1/oci-layout")); }),
+  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().open(*must("app/v1")); }), ErrorKind::kInvalid);
+  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().list(*must("app/v1/oci-layout")); }),
             ErrorKind::kInvalid);
-  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().readlink(*at("app/v1/oci-layout")); }),
+  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().readlink(*must("app/v1/oci-layout")); }),
             ErrorKind::kInvalid);
 }
 

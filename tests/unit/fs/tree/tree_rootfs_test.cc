@@ -83,10 +83,11 @@ class RootfsTest : public ::testing::Test {
     reg_.put_tag("app", "v1", image_.digest);
   }
   NodePtr at(const std::string& path) { return fake_.at("app/v1/rootfs" + path); }
+  NodePtr must(const std::string& path) { return fake_.must("app/v1/rootfs" + path); }
   Tree& tree() { return *fake_.tree; }
-  Set names(const std::string& path) { return fake_.names(*at(path)); }
+  Set names(const std::string& path) { return fake_.names(*must(path)); }
   std::string read(const std::string& path) {
-    auto node = at(path);
+    auto node = must(path);
     return read_file(tree().open(*node), tree().attr(*node).size);
   }
   // An image of `layers` with config type `config` under app:bad.
@@ -121,7 +122,7 @@ TEST_F(RootfsTest, TheLayersAreMergedWithTheirWhiteouts) {
 }
 
 TEST_F(RootfsTest, FilesCarryTheirLayersMetadataAndBytes) {
-  auto hosts = tree().attr(*at("/etc/hosts"));
+  auto hosts = tree().attr(*must("/etc/hosts"));
   EXPECT_TRUE(hosts.own_metadata);
   EXPECT_EQ(hosts.mode, S_IFREG | 0600) << "the upper layer's";
   EXPECT_EQ(hosts.uid, 1000u);
@@ -130,31 +131,31 @@ TEST_F(RootfsTest, FilesCarryTheirLayersMetadataAndBytes) {
   EXPECT_EQ(hosts.size, 15u);
   EXPECT_EQ(read("/etc/hosts"), "10.0.0.1 upper\n");
   EXPECT_EQ(read("/opt/new"), "new");
-  EXPECT_EQ(tree().attr(*at("/usr")).mode, S_IFDIR | 0755);
+  EXPECT_EQ(tree().attr(*must("/usr")).mode, S_IFDIR | 0755);
 }
 
 TEST_F(RootfsTest, SymlinksAndHardlinks) {
-  auto link = at("/etc/localtime");
+  auto link = must("/etc/localtime");
   EXPECT_EQ(tree().attr(*link).mode, S_IFLNK | 0777);
   EXPECT_EQ(tree().readlink(*link), "/usr/share/zoneinfo/UTC");
   EXPECT_EQ(tree().attr(*link).size, std::string("/usr/share/zoneinfo/UTC").size());
-  auto tool = at("/usr/bin/tool");
-  auto hardlink = at("/usr/bin/tool-link");
+  auto tool = must("/usr/bin/tool");
+  auto hardlink = must("/usr/bin/tool-link");
   EXPECT_EQ(tool->key, hardlink->key) << "one inode for the paths of a hardlink";
   EXPECT_EQ(tree().attr(*tool).nlink, 2u);
   EXPECT_EQ(tree().attr(*hardlink).mode, S_IFREG | 0755);
   EXPECT_EQ(read("/usr/bin/tool-link"), "#!/bin/sh\necho tool\n");
   EXPECT_EQ(FakeTree::kind_thrown([&] { tree().readlink(*tool); }), ErrorKind::kInvalid);
-  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().open(*at("/etc")); }), ErrorKind::kInvalid);
+  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().open(*must("/etc")); }), ErrorKind::kInvalid);
 }
 
 TEST_F(RootfsTest, NodesArePinnedToTheImageDigest) {
-  auto file = at("/etc/hosts");
+  auto file = must("/etc/hosts");
   EXPECT_TRUE(file->immutable());
   auto pinned = fake_.at("app/" + image_.digest + "/rootfs/etc/hosts");
   ASSERT_NE(pinned, nullptr);
   EXPECT_EQ(read_file(tree().open(*pinned), 15), "10.0.0.1 upper\n");
-  EXPECT_FALSE(at("")->immutable()) << "rootfs/ under a tag follows the tag";
+  EXPECT_FALSE(must("")->immutable()) << "rootfs/ under a tag follows the tag";
 }
 
 TEST_F(RootfsTest, EachLayerIsFetchedOnce) {
@@ -209,7 +210,7 @@ TEST_F(RootfsTest, ALayerTheRegistryLacksFailsTheMerge) {
 }
 
 TEST_F(RootfsTest, AnUnreachableRegistryFailsTheMerge) {
-  auto image_dir = fake_.at("app/" + image_.digest);
+  auto image_dir = fake_.must("app/" + image_.digest);
   fake_.names(*image_dir);  // the image is loaded: the merge is what asks next
   reg_.down = ErrorKind::kUnavailable;
   EXPECT_EQ(FakeTree::kind_thrown([&] { tree().lookup(*image_dir, "rootfs"); }),

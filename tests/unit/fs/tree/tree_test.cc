@@ -35,6 +35,7 @@ class TreeTest : public ::testing::Test {
     reg_.put_tag("team/tools/cli", "latest", digest_);
   }
   NodePtr at(const std::string& path) { return fake_.at(path); }
+  NodePtr must(const std::string& path) { return fake_.must(path); }
   Set names(const Node& dir) { return fake_.names(dir); }
   Tree& tree() { return *fake_.tree; }
 
@@ -60,8 +61,8 @@ TEST_F(TreeTest, NamespacesAndRepositoriesAreLookedUpByPath) {
   EXPECT_EQ(base->path, "lib/base");
   EXPECT_EQ(base->key, "lib/base");
   EXPECT_EQ(at("nothing"), nullptr);
-  EXPECT_EQ(at("team/tools")->path, "team/tools");
-  EXPECT_EQ(names(*at("team/tools")), Set{"cli"});
+  EXPECT_EQ(must("team/tools")->path, "team/tools");
+  EXPECT_EQ(names(*must("team/tools")), Set{"cli"});
   EXPECT_EQ(at("team/tool"), nullptr) << "a prefix of a name is no name";
 }
 
@@ -80,14 +81,14 @@ TEST_F(TreeTest, ARepositoryListsItsTags) {
 TEST_F(TreeTest, ATagHidesTheNamespaceOfTheSameName) {
   reg_.put_tag("app", "sub", digest_);
   reg_.put_tag("app/sub", "1", digest_);
-  EXPECT_EQ(fake_.listing(*at("app")), (std::vector<std::string>{"sub", "v1", "v2"}));
-  EXPECT_EQ(at("app/sub")->kind, NodeKind::kImage);
+  EXPECT_EQ(fake_.listing(*must("app")), (std::vector<std::string>{"sub", "v1", "v2"}));
+  EXPECT_EQ(must("app/sub")->kind, NodeKind::kImage);
 }
 
 TEST_F(TreeTest, ATagMissingFromTheListIsAskedByItsManifest) {
   EXPECT_EQ(at("app/new"), nullptr);
   EXPECT_EQ(reg_.calls("resolve app:new"), 1) << "HEAD of the manifest before ENOENT";
-  EXPECT_EQ(at("app/v1")->kind, NodeKind::kImage);
+  EXPECT_EQ(must("app/v1")->kind, NodeKind::kImage);
   EXPECT_EQ(reg_.calls("resolve app:v1"), 0) << "in the tag list: nothing asked";
 }
 
@@ -97,7 +98,7 @@ TEST_F(TreeTest, DigestDirectoriesAreImmutableImages) {
   EXPECT_EQ(node->kind, NodeKind::kImage);
   EXPECT_FALSE(node->is_tag_image());
   EXPECT_TRUE(node->immutable());
-  EXPECT_EQ(names(*at("app")).count(digest_), 0u) << "digest directories are not listed";
+  EXPECT_EQ(names(*must("app")).count(digest_), 0u) << "digest directories are not listed";
   EXPECT_EQ(FakeTree::kind_thrown([&] { at("app/sha256:" + std::string(64, '0')); }),
             ErrorKind::kNotFound);
   EXPECT_EQ(at("app/sha256:xyz"), nullptr);
@@ -126,7 +127,7 @@ TEST_F(TreeTest, ErrorsOfTheSourceReachTheCaller) {
   EXPECT_NE(at("app"), nullptr) << "the catalog names it";
   EXPECT_EQ(FakeTree::kind_thrown([&] { at("app/v1"); }), ErrorKind::kUnauthorized)
       << "a repository known to exist that refuses the read: EACCES, not ENOENT";
-  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().list(*at("app")); }), ErrorKind::kUnauthorized);
+  EXPECT_EQ(FakeTree::kind_thrown([&] { tree().list(*must("app")); }), ErrorKind::kUnauthorized);
   reg_.down = ErrorKind::kTimeout;
   EXPECT_EQ(FakeTree::kind_thrown([&] { at("lib"); }), ErrorKind::kTimeout);
   EXPECT_EQ(FakeTree::kind_thrown([&] { tree().list(*tree().root()); }), ErrorKind::kTimeout);
@@ -134,32 +135,32 @@ TEST_F(TreeTest, ErrorsOfTheSourceReachTheCaller) {
 
 TEST_F(TreeTest, StagedNamesAreAmongANamespacesNames) {
   fake_.staged.tags = {{kRegistry, "app:new"}};
-  EXPECT_EQ(names(*at("app")), (Set{"new", "v1", "v2"}));
+  EXPECT_EQ(names(*must("app")), (Set{"new", "v1", "v2"}));
   auto node = at("app/new");
   ASSERT_NE(node, nullptr);
   EXPECT_EQ(node->kind, NodeKind::kStaged);
   EXPECT_EQ(node->key, "app/new");
   EXPECT_EQ(reg_.calls("resolve app:new"), 0) << "the staged side answers first";
   EXPECT_EQ(at("lib/base/new"), nullptr) << "staged in app only";
-  EXPECT_EQ(at("app/v1")->kind, NodeKind::kImage) << "the remote tags stay";
+  EXPECT_EQ(must("app/v1")->kind, NodeKind::kImage) << "the remote tags stay";
 }
 
 TEST_F(TreeTest, AStagedTagShadowsTheRemoteOneOfItsName) {
   fake_.staged.tags = {{kRegistry, "app:v1"}};
-  EXPECT_EQ(at("app/v1")->kind, NodeKind::kStaged);
+  EXPECT_EQ(must("app/v1")->kind, NodeKind::kStaged);
   std::map<std::string, NodeKind> kinds;
-  for (auto& node : tree().list(*at("app"))) kinds[node->name] = node->kind;
+  for (auto& node : tree().list(*must("app"))) kinds[node->name] = node->kind;
   EXPECT_EQ(kinds,
             (std::map<std::string, NodeKind>{{"v1", NodeKind::kStaged}, {"v2", NodeKind::kImage}}));
 }
 
 TEST_F(TreeTest, StagedNamespacesAreListedWhereTheyWereMade) {
   fake_.staged.namespaces = {{kRegistry, "lib/new"}, {kRegistry, "fresh"}};
-  EXPECT_EQ(names(*at("lib")), (Set{"base", "new"}));
+  EXPECT_EQ(names(*must("lib")), (Set{"base", "new"}));
   EXPECT_EQ(names(*tree().root()), (Set{"app", "fresh", "lib", "team"}));
-  EXPECT_EQ(at("fresh")->kind, NodeKind::kNamespace);
-  EXPECT_EQ(at("lib/new")->path, "lib/new");
-  EXPECT_EQ(names(*at("app")), (Set{"v1", "v2"}));
+  EXPECT_EQ(must("fresh")->kind, NodeKind::kNamespace);
+  EXPECT_EQ(must("lib/new")->path, "lib/new");
+  EXPECT_EQ(names(*must("app")), (Set{"v1", "v2"}));
 }
 
 // A registry that serves no catalog, answering 404 for what it lacks: a
@@ -177,9 +178,9 @@ class NoCatalogTest : public ::testing::Test {
 };
 
 TEST_F(NoCatalogTest, RepositoriesAreProvenByTheirTags) {
-  EXPECT_EQ(fake_.at("org/app")->kind, NodeKind::kNamespace);
+  EXPECT_EQ(fake_.must("org/app")->kind, NodeKind::kNamespace);
   EXPECT_EQ(fake_.names("org/app"), Set{"v1"});
-  EXPECT_EQ(fake_.at("org/app/v1")->kind, NodeKind::kImage);
+  EXPECT_EQ(fake_.must("org/app/v1")->kind, NodeKind::kImage);
   EXPECT_EQ(fake_.at("org/app/nope"), nullptr) << "a repository holds tags, not namespaces";
   EXPECT_EQ(fake_.names("solo"), Set{"1"});
   EXPECT_TRUE(fake_.tree->is_known_repository(kRegistry, "org/app"));
@@ -233,9 +234,9 @@ TEST_F(HubTest, LibraryIsListedAndItsRepositoriesProven) {
   auto library = fake_.at("library");
   ASSERT_NE(library, nullptr);
   EXPECT_EQ(hub_.calls("tags library"), 0) << "a first level is never a repository here";
-  EXPECT_EQ(fake_.at("library/alpine")->path, "library/alpine");
+  EXPECT_EQ(fake_.must("library/alpine")->path, "library/alpine");
   EXPECT_EQ(fake_.names("library/alpine"), Set{"3.19"});
-  EXPECT_EQ(fake_.at("library/alpine/3.19")->kind, NodeKind::kImage);
+  EXPECT_EQ(fake_.must("library/alpine/3.19")->kind, NodeKind::kImage);
   EXPECT_EQ(fake_.at("library/alpine/deeper"), nullptr) << "nothing below namespace/name";
   EXPECT_EQ(fake_.names("library"), Set{"alpine"});
 }
@@ -244,7 +245,7 @@ TEST_F(HubTest, ARefusedNameIsNoNameUnlessNamed) {
   fake_.source.named["docker.io"] = {"mine"};  // read at the registry's first lookup
   EXPECT_NE(fake_.at("someone"), nullptr);
   EXPECT_EQ(fake_.at("someone/private"), nullptr) << "401: it may not exist";
-  EXPECT_EQ(fake_.at("someone/tool")->kind, NodeKind::kNamespace);
+  EXPECT_EQ(fake_.must("someone/tool")->kind, NodeKind::kNamespace);
   EXPECT_EQ(fake_.at("someone/other"), nullptr) << "a proven namespace anchors nothing on the Hub";
   EXPECT_NE(fake_.at("mine/private"), nullptr) << "a namespace the credentials name anchors";
 }
