@@ -5,10 +5,14 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <filesystem>
+#include <fstream>
 #include <set>
+#include <sstream>
 #include <string>
 #include <vector>
 
+#include "cache/estargz_writer.h"
 #include "fake_source.h"
 #include "fs/tree/merged_tree.h"
 #include "fs/tree/tree.h"
@@ -215,6 +219,31 @@ TEST_F(RootfsTest, AnUnreachableRegistryFailsTheMerge) {
   reg_.down = ErrorKind::kUnavailable;
   EXPECT_EQ(FakeTree::kind_thrown([&] { tree().lookup(*image_dir, "rootfs"); }),
             ErrorKind::kUnavailable);
+}
+
+TEST_F(RootfsTest, AnEstargzLayerIsReadByRangesNeverWhole) {
+  // The layer written as regfs pushes it (cache/estargz_writer.h), from a file.
+  auto dir = std::filesystem::temp_directory_path() / ("regfs-estargz-" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / "hello.txt") << "hello, lazily\n";
+  cache::LayerEntry file{"hello.txt", S_IFREG, 0644};
+  file.source = dir / "hello.txt";
+  auto written = cache::write_estargz_layer({file}, dir / "layer");
+  std::stringstream bytes;
+  bytes << std::ifstream(dir / "layer", std::ios::binary).rdbuf();
+  std::filesystem::remove_all(dir);
+  auto layer = reg_.put_blob(bytes.str(), written.media_type);
+  layer.annotations = written.annotations;
+  ASSERT_FALSE(layer.annotations.empty());
+  reg_.put_tag(
+      "app", "lazy",
+      reg_.put_manifest({layer}, testing::kAmd64, std::string(registry::media_type::kOciConfig),
+                        std::vector<std::string>{written.diff_id})
+          .digest);
+  auto hello = fake_.must("app/lazy/rootfs/hello.txt");
+  EXPECT_EQ(read_file(tree().open(*hello), tree().attr(*hello).size), "hello, lazily\n");
+  EXPECT_EQ(reg_.calls("blob " + layer.digest), 0) << "never fetched whole";
+  EXPECT_GE(reg_.calls("range " + layer.digest), 2) << "its footer and table, then the file";
 }
 
 }  // namespace
