@@ -1,7 +1,7 @@
-// A blob read for one open file (BlobReader), and where the chunks it lacks
-// come from (ChunkFetcher): RegistryContent fetches them with HTTP ranges on
-// its worker pool (fs/source/blob_source.cc); the tree's unit tests from
-// memory. The reader is in fs/source/blob_source.cc.
+// A blob read for one open file (BlobReader, written in
+// fs/source/blob_source.cc), and where the chunks it lacks come from
+// (ChunkFetcher): RegistryContent fetches them with HTTP ranges on its worker
+// pool; the tree's unit tests from memory (tests/unit/fs/tree/fake_source.h).
 #pragma once
 
 #include <chrono>
