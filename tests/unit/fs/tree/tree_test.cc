@@ -117,8 +117,15 @@ TEST_F(TreeTest, TheControlDirectoryIsThereButUnlisted) {
 }
 
 TEST_F(TreeTest, WithoutAStagedSideANewNameIsAskedOfTheRegistry) {
-  // Nothing staged answers first: an unreachable registry is an error, not a name.
+  // A tree given no staged side (set_staged) shows no staged names: a new
+  // name is the registry's to answer, and an unreachable one is an error.
+  Tree bare(TreeOptions{kRegistry, testing::kAmd64, {}}, fake_.source);
+  auto app = bare.lookup(*bare.root(), "app");
+  ASSERT_NE(app, nullptr);
+  EXPECT_EQ(bare.lookup(*app, "new"), nullptr);
+  EXPECT_EQ(reg_.calls("resolve app:new"), 1);
   reg_.down = ErrorKind::kUnavailable;
+  EXPECT_EQ(FakeTree::kind_thrown([&] { bare.lookup(*app, "new"); }), ErrorKind::kUnavailable);
   EXPECT_EQ(FakeTree::kind_thrown([&] { at("app/new"); }), ErrorKind::kUnavailable);
 }
 
