@@ -125,9 +125,9 @@ void RegistryContent::fetch_run(const std::string& repository,
   transfers_.end(id);
 }
 
-BlobReader::BlobReader(RegistryContent& content, std::string repository,
+BlobReader::BlobReader(ChunkFetcher& fetcher, std::string repository,
                        std::shared_ptr<cache::CachedBlob> blob)
-    : content_(content), repository_(std::move(repository)), blob_(std::move(blob)) {}
+    : fetcher_(fetcher), repository_(std::move(repository)), blob_(std::move(blob)) {}
 
 std::pair<size_t, size_t> BlobReader::claim_range(uint64_t offset, size_t length, size_t first,
                                                   size_t last) {
@@ -199,10 +199,10 @@ cache::ReadLease BlobReader::read_chunks(uint64_t offset, size_t length, size_t 
   // The chunks of this read stay out of eviction until the lease holds them
   // (its OFD lock then keeps them): other readers' fetches in a small cache
   // would otherwise punch them between their arrival and this read.
-  auto pin = content_.cache().pin_chunks(blob_->digest(), first, last);
+  auto pin = fetcher_.cache().pin_chunks(blob_->digest(), first, last);
   for (int attempt = 0; attempt < 8; ++attempt) {
     for (auto [a, b] : blob_->claim(claim_first, claim_last)) {
-      content_.fetch(repository_, blob_, a, b);
+      fetcher_.fetch(repository_, blob_, a, b);
     }
     claim_first = first;
     claim_last = last;
@@ -226,7 +226,7 @@ void BlobReader::read_all() {
   }
   size_t last = blob_->chunk_count() - 1;
   for (int attempt = 0; attempt < 8; ++attempt) {
-    for (auto [a, b] : blob_->claim(0, last)) content_.fetch(repository_, blob_, a, b);
+    for (auto [a, b] : blob_->claim(0, last)) fetcher_.fetch(repository_, blob_, a, b);
     if (blob_->wait(0, last) && blob_->await_complete()) return;
   }
   throw Error(ErrorKind::kIo, "Cannot read blob " + blob_->digest() + " whole");

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "fs/source/status.h"
 #include "registry/core/digest.h"
 #include "registry/core/log.h"
 #include "registry/foreign_blob.h"
@@ -355,6 +356,16 @@ std::string Content::account(const std::string& registry) const {
     return "an identity token" + from;
   }
   return "user " + credential->username + from;
+}
+
+std::vector<std::string> Content::credential_namespaces(const std::string& registry) const {
+  if (!options_.credentials) return {};
+  return options_.credentials->namespaces(registry);
+}
+
+std::string Content::status(const std::string& what,
+                            const std::vector<std::pair<std::string, std::string>>& staged) {
+  return status_json(*this, what, staged);
 }
 
 std::vector<std::string> Content::registries_in_use() {

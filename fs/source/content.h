@@ -1,6 +1,6 @@
-// Content of one registry as the tree needs it, with the caches in front of
-// the network: tag answers, catalog and tag lists (trusted for --tag-ttl;
-// past it the last answer is given at once while one refresh per key runs
+// Content of one registry as the tree needs it (the RegistrySource of
+// fs/source/source.h), with the caches in front of the network: tag answers, catalog and tag lists
+// (trusted for --tag-ttl; past it the last answer is given at once while one refresh per key runs
 // on a background worker, so a changed answer shows at the next lookup or
 // listing; --tag-ttl 0 asks every time), manifests and configs kept whole,
 // blobs read lazily by chunks (HTTP ranges on a worker pool, with readahead
@@ -25,13 +25,12 @@
 #include "cache/tag_store.h"
 #include "fs/source/merge_progress.h"
 #include "fs/source/single_flight.h"
+#include "fs/source/source.h"
 #include "fs/source/worker_pool.h"
 #include "registry/client.h"
 #include "registry/core/error.h"
 
 namespace regfs::fs {
-
-using Names = std::shared_ptr<const std::vector<std::string>>;
 
 // Transfers in flight, for `regfs status`.
 class Transfers {
@@ -53,50 +52,7 @@ class Transfers {
   std::map<uint64_t, Info> active_;
 };
 
-class RegistryContent;
-
-// Reads one blob for one open file: waits for the chunks a read covers and
-// keeps a readahead window that doubles while reads are sequential.
-class BlobReader {
- public:
-  BlobReader(RegistryContent& content, std::string repository,
-             std::shared_ptr<cache::CachedBlob> blob);
-  uint64_t size() const { return blob_->size(); }
-  // Its digest checked: what was read of it is right.
-  bool verified() const { return blob_->verified(); }
-  // [offset, offset+length) is local for as long as the lease lives.
-  cache::ReadLease read(uint64_t offset, size_t length);
-  // Fetches every chunk and waits (rootfs indexing reads whole layers).
-  void read_all();
-  // Bytes of the blob here now (fetched or cached before).
-  uint64_t present_bytes() const { return blob_->present_bytes(); }
-
- private:
-  // The chunks to claim for a read of chunks [first, last]. Random reads
-  // take just those; sequential ones whole aligned extents, the one read and
-  // a readahead window of extents that doubles while reads stay sequential.
-  // Aligned extents make concurrent readers of a blob claim the same ranges,
-  // so they share requests instead of splitting them.
-  std::pair<size_t, size_t> claim_range(uint64_t offset, size_t length, size_t first, size_t last);
-  void drop_behind(size_t first);
-  cache::ReadLease read_chunks(uint64_t offset, size_t length, size_t first, size_t last);
-
-  RegistryContent& content_;
-  const std::string repository_;
-  const std::shared_ptr<cache::CachedBlob> blob_;
-  std::mutex mutex_;  // guards the readahead state
-  uint64_t next_offset_ = 0;
-  size_t window_ = 0;      // extents of readahead
-  uint64_t streamed_ = 0;  // bytes read in sequence up to next_offset_
-  size_t dropped_ = 0;     // chunks [0, dropped_) were given to drop_pages
-  // The last read that gave up at its deadline waiting for chunk
-  // gave_up_chunk_: the kernel repeats a failed read at once, and that
-  // repeat fails at once rather than waiting a second deadline.
-  std::chrono::steady_clock::time_point gave_up_at_{};
-  size_t gave_up_chunk_ = 0;
-};
-
-class RegistryContent {
+class RegistryContent final : public RegistrySource, public ChunkFetcher {
  public:
   // `pool` fetches blobs; `background` runs refreshes and health probes (so
   // that they never queue behind bulk transfers). `follow_urls`: a foreign
@@ -105,38 +61,40 @@ class RegistryContent {
   RegistryContent(registry::ClientOptions options, cache::BlobCache& cache, cache::TagStore& tags,
                   std::chrono::seconds tag_ttl, WorkerPool& pool, WorkerPool& background,
                   Transfers& transfers, bool follow_urls = true);
-  ~RegistryContent();
+  ~RegistryContent() override;
 
-  const std::string& name() const { return client_.registry(); }
-  bool is_docker_hub() const;
+  // RegistrySource (fs/source/source.h says what each takes, gives, throws).
+  const std::string& name() const override { return client_.registry(); }
+  bool is_docker_hub() const override;
 
   const std::shared_ptr<registry::Health>& health() const { return health_; }
 
   // The manifest digest a tag points at (within the TTL; past it, the last
   // answer while a refresh runs behind).
-  cache::TagRecord resolve_tag(const std::string& repository, const std::string& tag);
+  cache::TagRecord resolve_tag(const std::string& repository, const std::string& tag) override;
   // Manifest bytes, verified against `digest`.
-  std::string manifest(const std::string& repository, const std::string& digest);
+  std::string manifest(const std::string& repository, const std::string& digest) override;
   // A small blob (a config) in memory, verified.
-  std::string small_blob(const std::string& repository, const std::string& digest, int64_t size);
+  std::string small_blob(const std::string& repository, const std::string& digest,
+                         int64_t size) override;
   // A reader of the blob; nothing is fetched until it reads.
   std::shared_ptr<BlobReader> open_blob(const std::string& repository, const std::string& digest,
-                                        int64_t size);
+                                        int64_t size) override;
   // The path of the complete, verified blob in the cache, fetched if needed;
   // `opened` sees its reader first (to follow the fetch's progress).
   // Throws Error(kNoSpace) if the blob cannot fit in the cache bound.
   std::filesystem::path blob(
       const std::string& repository, const std::string& digest, int64_t size,
-      const std::function<void(const std::shared_ptr<BlobReader>&)>& opened = {});
+      const std::function<void(const std::shared_ptr<BlobReader>&)>& opened = {}) override;
   // Bytes [offset, offset+length) of blob `digest`, fetched now by one HTTP
   // range into memory, not cached and not verified (a lazy layer's table and
   // chunks, which the caller checks against their own digests).
   std::string read_range(const std::string& repository, const std::string& digest, uint64_t offset,
-                         uint64_t length);
+                         uint64_t length) override;
   // Every repository, sorted; nullptr if the registry serves no catalog to us.
-  Names catalog();
+  Names catalog() override;
   // Every tag of `repository`, sorted. Throws Error(kNotFound) if no such.
-  Names tags(const std::string& repository);
+  Names tags(const std::string& repository) override;
   // After a push or delete of `tag`: records what it points at now (a
   // default record: unknown, asked again) and adds it to (or removes it
   // from) the repository's tag list and the catalog as they are known, so
@@ -145,15 +103,18 @@ class RegistryContent {
                    const cache::TagRecord& record);
 
   // Repositories the cache recorded answers for in earlier mounts.
-  std::vector<std::string> cached_repositories() const { return tags_.repositories(name()); }
+  std::vector<std::string> cached_repositories() const override {
+    return tags_.repositories(name());
+  }
   // Where blob `digest` (a foreign layer) may be fetched if the registry
   // lacks it: its descriptor's urls, as a manifest lists them.
-  void add_foreign_urls(const std::string& digest, const std::vector<std::string>& urls);
+  void add_foreign_urls(const std::string& digest, const std::vector<std::string>& urls) override;
 
-  cache::BlobCache& cache() { return cache_; }
-  // For BlobReader: fetches the claimed chunks [first, last] in the background.
+  // ChunkFetcher, for BlobReader: the claimed chunks [first, last] fetched
+  // by ranged GETs on the worker pool, in the background.
+  cache::BlobCache& cache() override { return cache_; }
   void fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob, size_t first,
-             size_t last);
+             size_t last) override;
 
  private:
   struct Listing {
@@ -238,13 +199,14 @@ enum class ClientUse { kRead, kPush };
 registry::ClientOptions client_options(const ContentOptions& options, const std::string& name,
                                        ClientUse use);
 
-// Every registry the mount has touched, made on first use.
-class Content {
+// Every registry the mount has touched, made on first use: the Source of
+// fs/source/source.h, and what the push side needs besides (health, options).
+class Content final : public Source {
  public:
   explicit Content(ContentOptions options);
-  RegistryContent& registry(const std::string& name);
+  RegistryContent& registry(const std::string& name) override;
   // Registries made so far, sorted.
-  std::vector<std::string> registries_in_use();
+  std::vector<std::string> registries_in_use() override;
   // The health of `registry`, shared by every client of it (Pusher's too).
   std::shared_ptr<registry::Health> health(const std::string& registry);
   // Each registry in use and its health, sorted by name.
@@ -256,16 +218,21 @@ class Content {
   const ContentOptions& options() const { return options_; }
   // Who the mount is to `registry`, for messages: "user NAME (from FILE)",
   // "an identity token (from FILE)" or "anonymous". Never a secret.
-  std::string account(const std::string& registry) const;
+  std::string account(const std::string& registry) const override;
+  // The namespaces of `registry` that the credentials name.
+  std::vector<std::string> credential_namespaces(const std::string& registry) const override;
 
   // Where blob `digest` (a foreign layer) may be fetched if the registry
   // lacks it: its descriptor's urls, as a manifest lists them.
   void add_foreign_urls(const std::string& digest, const std::vector<std::string>& urls);
 
-  cache::BlobCache& cache() { return cache_; }
+  cache::BlobCache& cache() override { return cache_; }
   Transfers& transfers() { return transfers_; }
-  // The rootfs merges running (fs/rootfs.h), for `regfs status`.
-  MergeProgress& merges() { return merges_; }
+  // The rootfs merges running (fs/tree/rootfs.h), for `regfs status`.
+  MergeProgress& merges() override { return merges_; }
+  // status_json (fs/source/status.h) of this content.
+  std::string status(const std::string& what,
+                     const std::vector<std::pair<std::string, std::string>>& staged) override;
 
  private:
   ContentOptions options_;

@@ -21,7 +21,7 @@ void add_blob(Image& image, const registry::Descriptor& d) {
 
 // Adds a manifest's config and layers (and where its foreign layers may be
 // fetched from); returns the parsed manifest.
-registry::Manifest add_manifest(RegistryContent& content, Image& image, const std::string& bytes) {
+registry::Manifest add_manifest(RegistrySource& content, Image& image, const std::string& bytes) {
   auto manifest = registry::parse_manifest(bytes);
   add_blob(image, manifest.config);
   for (const auto& layer : manifest.layers) {
@@ -39,7 +39,7 @@ registry::Manifest add_manifest(RegistryContent& content, Image& image, const st
 // twice is followed once.
 class IndexWalk {
  public:
-  IndexWalk(RegistryContent& content, Image& image, const registry::Platform& platform)
+  IndexWalk(RegistrySource& content, Image& image, const registry::Platform& platform)
       : content_(content), image_(image), platform_(platform) {}
 
   // Adds what index `digest` (`bytes`) reaches; with `choose`, picks the
@@ -80,7 +80,7 @@ class IndexWalk {
   }
 
  private:
-  RegistryContent& content_;
+  RegistrySource& content_;
   Image& image_;
   const registry::Platform& platform_;
   std::set<std::string> visited_;
@@ -88,7 +88,7 @@ class IndexWalk {
 
 }  // namespace
 
-std::shared_ptr<const Image> load_image(RegistryContent& content, const std::string& repository,
+std::shared_ptr<const Image> load_image(RegistrySource& content, const std::string& repository,
                                         const std::string& digest,
                                         const registry::Platform& platform) {
   auto image = std::make_shared<Image>();

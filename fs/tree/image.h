@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "fs/source/content.h"
+#include "fs/source/source.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {
@@ -37,7 +37,7 @@ struct Image {
 
 // Loads the image `digest` of `repository`: fetches the manifest and, for an
 // index, every child manifest (not configs, not layers).
-std::shared_ptr<const Image> load_image(RegistryContent& content, const std::string& repository,
+std::shared_ptr<const Image> load_image(RegistrySource& content, const std::string& repository,
                                         const std::string& digest,
                                         const registry::Platform& platform);
 

@@ -20,7 +20,7 @@ void LazyLayers::fall_back(const registry::Descriptor& layer, const std::string&
                 << "; reading it whole";
 }
 
-std::shared_ptr<const cache::LayerIndex> LazyLayers::open(RegistryContent& content,
+std::shared_ptr<const cache::LayerIndex> LazyLayers::open(RegistrySource& content,
                                                           const std::string& repository,
                                                           const registry::Descriptor& layer,
                                                           const std::string& diff_id) {
@@ -81,7 +81,7 @@ std::shared_ptr<const cache::LayerIndex> LazyLayers::open(RegistryContent& conte
     cache::LayerIndex index;
     index.diff_id = diff_id;
     index.entries = std::move(toc.entries);
-    auto& cache = content.cache();
+    auto& cache = chunks_;
     cache::LazyLayer::ChunkStore chunks{
         [&cache](const std::string& digest) {
           return cache.read_small(digest, cache::LazyLayer::kMaxKeptChunk);

@@ -21,19 +21,22 @@
 #include <set>
 #include <string>
 
+#include "cache/blob_cache.h"
 #include "cache/layer_index.h"
-#include "fs/source/content.h"
+#include "fs/source/source.h"
 #include "registry/manifest.h"
 
 namespace regfs::fs {
 
 class LazyLayers {
  public:
+  // Chunks of lazy layers are kept in `chunks` as small blobs.
+  explicit LazyLayers(cache::BlobCache& chunks) : chunks_(chunks) {}
   // The index of `layer` (of image `repository`, uncompressed digest
   // `diff_id`) read through its table, or nullptr if it is to be read whole
   // (no table annotation; a table missing or wrong, logged once). Throws
   // what fetching the footer and table throws when the registry fails.
-  std::shared_ptr<const cache::LayerIndex> open(RegistryContent& content,
+  std::shared_ptr<const cache::LayerIndex> open(RegistrySource& content,
                                                 const std::string& repository,
                                                 const registry::Descriptor& layer,
                                                 const std::string& diff_id);
@@ -41,6 +44,7 @@ class LazyLayers {
  private:
   void fall_back(const registry::Descriptor& layer, const std::string& why);
 
+  cache::BlobCache& chunks_;
   std::mutex mutex_;              // guards warned_
   std::set<std::string> warned_;  // layer digests whose fallback was logged
 };

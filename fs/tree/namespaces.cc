@@ -55,7 +55,7 @@ bool is_unauthorized(const Error& e) { return e.kind() == ErrorKind::kUnauthoriz
 // True if `tag` names an image of `repo`: in the tag list, or (the list may
 // be older than the tag) found by a HEAD of the manifest. A repository known
 // to exist that refuses the read is EACCES, not a missing tag.
-bool Tree::has_tag(RegistryContent& reg, const std::string& repo, const Names& tags,
+bool Tree::has_tag(RegistrySource& reg, const std::string& repo, const Names& tags,
                    const std::string& tag) {
   if (tags && std::binary_search(tags->begin(), tags->end(), tag)) return true;
   try {
@@ -67,7 +67,7 @@ bool Tree::has_tag(RegistryContent& reg, const std::string& repo, const Names& t
   }
 }
 
-Names Tree::probe_repository(RegistryContent& reg, const std::string& path,
+Names Tree::probe_repository(RegistrySource& reg, const std::string& path,
                              std::optional<Error>* refused) {
   try {
     auto tags = reg.tags(path);
@@ -81,7 +81,7 @@ Names Tree::probe_repository(RegistryContent& reg, const std::string& path,
 }
 
 // Once per name: why a name a 401/403 left unproven does not exist.
-void Tree::hint(RegistryContent& reg, const std::string& path, const Error& refused) {
+void Tree::hint(RegistrySource& reg, const std::string& path, const Error& refused) {
   if (!known_.first_hint(reg.name(), path)) return;
   // refused.what() carries docker's hint: it may not exist, or may need a login.
   LOG(kWarning) << "No repository " << reg.name() << "/" << path << " for "
@@ -94,7 +94,7 @@ bool Tree::is_known_repository(const std::string& registry, const std::string& p
   return catalog && std::binary_search(catalog->begin(), catalog->end(), path);
 }
 
-void Tree::learn_registry(RegistryContent& reg) {
+void Tree::learn_registry(RegistrySource& reg) {
   {
     std::lock_guard lock(mutex_);
     if (!learned_.insert(reg.name()).second) return;
@@ -102,12 +102,10 @@ void Tree::learn_registry(RegistryContent& reg) {
   // Repositories answered in earlier mounts: proven then (listed, and no
   // anchor for invented names even while this account cannot read them).
   for (auto& repository : reg.cached_repositories()) known_.proven(reg.name(), repository);
-  if (const auto& credentials = content_.options().credentials) {
-    for (auto& path : credentials->namespaces(reg.name())) known_.named(reg.name(), path);
-  }
+  for (auto& path : content_.credential_namespaces(reg.name())) known_.named(reg.name(), path);
 }
 
-bool Tree::is_anchor(RegistryContent& reg, const std::string& path, bool proven_repository) {
+bool Tree::is_anchor(RegistrySource& reg, const std::string& path, bool proven_repository) {
   if (path.empty()) return true;
   // A new name in a repository is a tag to be, also in one proven before.
   if (proven_repository || known_.is_proven_repository(reg.name(), path)) return false;
@@ -150,7 +148,7 @@ NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
   return make_namespace(dir.registry, child, name, dir.key);
 }
 
-NodePtr Tree::lookup_in_catalog(const Node& dir, RegistryContent& reg,
+NodePtr Tree::lookup_in_catalog(const Node& dir, RegistrySource& reg,
                                 const std::vector<std::string>& catalog, const std::string& name) {
   if (!dir.path.empty() && registry::is_valid_tag(name) &&
       std::binary_search(catalog.begin(), catalog.end(), dir.path)) {

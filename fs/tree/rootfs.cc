@@ -54,7 +54,7 @@ cache::Compression compression_of(const std::string& type) {
   return it->second;
 }
 
-std::vector<std::string> read_diff_ids(RegistryContent& content, const Image& image) {
+std::vector<std::string> read_diff_ids(RegistrySource& content, const Image& image) {
   const auto& config = *image.config;
   auto bytes = content.small_blob(image.repository, config.digest, config.size);
   std::vector<std::string> diff_ids;
@@ -109,20 +109,21 @@ const MergedNode& node_of(const Node& node, const MergedTree& tree) {
 
 }  // namespace
 
-RootfsView::RootfsView(Content& content)
+RootfsView::RootfsView(Source& content)
     : content_(content),
-      layers_(cache::CacheLayout(content.options().cache_dir).layers(),
+      layers_(content.cache().layout().layers(),
               cache::FileHooks{
                   [&content](const auto& p) { content.cache().track_file(p); },
                   [&content](const auto& p) { content.cache().pin_file(p); },
                   [&content](const auto& p) { content.cache().unpin_file(p); },
                   [&content](const auto& p) { content.cache().hold_complete(blob_digest(p)); },
                   [&content](const auto& p) { content.cache().release_complete(blob_digest(p)); }}),
+      lazy_(content.cache()),
       pool_(kBuildThreads) {}
 
 RootfsView::~RootfsView() { stopping_ = true; }
 
-std::shared_ptr<const MergedTree> RootfsView::tree(RegistryContent& content, const Image& image) {
+std::shared_ptr<const MergedTree> RootfsView::tree(RegistrySource& content, const Image& image) {
   std::string key = content.name() + "/" + image.repository + "@" + image.digest;
   std::shared_future<std::shared_ptr<const MergedTree>> work;
   {
@@ -180,7 +181,7 @@ class RootfsView::LayerJobs {
   std::vector<std::shared_ptr<const cache::LayerIndex>> indexes_;
 };
 
-std::shared_ptr<const MergedTree> RootfsView::build(RegistryContent& content, const Image& image,
+std::shared_ptr<const MergedTree> RootfsView::build(RegistrySource& content, const Image& image,
                                                     const std::string& key) {
   std::shared_ptr<const MergedTree> tree;
   try {
@@ -209,7 +210,7 @@ std::shared_ptr<const MergedTree> RootfsView::build(RegistryContent& content, co
 }
 
 std::vector<std::shared_ptr<const cache::LayerIndex>> RootfsView::index_layers(
-    RegistryContent& content, const Image& image, const std::string& where) {
+    RegistrySource& content, const Image& image, const std::string& where) {
   auto diff_ids = read_diff_ids(content, image);
   std::vector<cache::Compression> compressions;
   std::vector<std::pair<std::string, uint64_t>> blobs;

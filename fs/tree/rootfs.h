@@ -3,14 +3,14 @@
 // The first lookup of an image's rootfs starts building its MergedTree on
 // the view's own worker pool, one build per image however many requests
 // need it (SharedFlight): the config's diff_ids are read, and every layer not
-// indexed yet is fetched whole (RegistryContent::blob) and indexed by the
+// indexed yet is fetched whole (RegistrySource::blob) and indexed by the
 // LayerStore (decompressed once, diff_id checked, entry index and access
 // points kept in the cache, see cache/layer_store.h), up to
 // kMaxParallelLayers layers of an image at once; the tree is then merged in
 // memory from the indexes and kept per image digest. A FUSE request waits for
 // it within its deadline (--request-timeout) and fails with ETIMEDOUT when
 // that passes, while the build goes on: a later request gets its result.
-// Content::merges() shows each layer's progress to `regfs status`. A file is
+// Source::merges() shows each layer's progress to `regfs status`. A file is
 // read through its layer's LayerData (cache/layer_data.h): a pread of an
 // uncompressed layer, or decompression from the nearest access point of a
 // compressed one (a sparse file's: one read per data run it covers, holes as
@@ -39,8 +39,8 @@
 #include <vector>
 
 #include "cache/layer_store.h"
-#include "fs/source/content.h"
 #include "fs/source/single_flight.h"
+#include "fs/source/source.h"
 #include "fs/source/worker_pool.h"
 #include "fs/tree/image.h"
 #include "fs/tree/lazy_layers.h"
@@ -51,7 +51,8 @@ namespace regfs::fs {
 
 class RootfsView {
  public:
-  explicit RootfsView(Content& content);
+  // Layer indexes are kept under `source`'s cache, which must outlive the view.
+  explicit RootfsView(Source& source);
   // Stops the builds (a layer being fetched or indexed is finished first).
   ~RootfsView();
 
@@ -61,7 +62,7 @@ class RootfsView {
   // kNotFound (no config for this platform), kUnsupported (not a container
   // image, or a layer media type regfs cannot read), kIntegrity (a layer
   // does not match its diff_id), and what fetching throws.
-  std::shared_ptr<const MergedTree> tree(RegistryContent& content, const Image& image);
+  std::shared_ptr<const MergedTree> tree(RegistrySource& content, const Image& image);
 
   // The `rootfs` directory of `image_dir`, whose image has manifest `digest`.
   static NodePtr root_node(const Node& image_dir, const std::string& digest,
@@ -79,14 +80,14 @@ class RootfsView {
  private:
   class LayerJobs;
   // Builds the tree of `image` (on a pool thread) and keeps it.
-  std::shared_ptr<const MergedTree> build(RegistryContent& content, const Image& image,
+  std::shared_ptr<const MergedTree> build(RegistrySource& content, const Image& image,
                                           const std::string& key);
   // Indexes every layer of `image`: this thread and helpers on pool_.
-  std::vector<std::shared_ptr<const cache::LayerIndex>> index_layers(RegistryContent& content,
+  std::vector<std::shared_ptr<const cache::LayerIndex>> index_layers(RegistrySource& content,
                                                                      const Image& image,
                                                                      const std::string& where);
 
-  Content& content_;
+  Source& content_;
   cache::LayerStore layers_;
   LazyLayers lazy_;                    // eStargz and zstd:chunked layers, read through their tables
   std::atomic<bool> stopping_{false};  // set at unmount: no layer is started any more

@@ -5,7 +5,6 @@
 #include <algorithm>
 
 #include "cache/layout.h"
-#include "fs/source/status.h"
 #include "fs/tree/known_names.h"
 #include "fs/tree/path.h"
 #include "fs/tree/rootfs.h"
@@ -74,10 +73,10 @@ mode_t Node::type_bits() const {
   return is_dir() ? S_IFDIR : S_IFREG;
 }
 
-Tree::Tree(TreeOptions options, Content& content)
+Tree::Tree(TreeOptions options, Source& source)
     : options_(std::move(options)),
-      content_(content),
-      rootfs_(std::make_shared<RootfsView>(content)),
+      content_(source),
+      rootfs_(std::make_shared<RootfsView>(source)),
       staging_(&no_staged_names) {
   auto root = std::make_shared<Node>();
   root->key = "/";
@@ -310,9 +309,8 @@ OpenedFile Tree::open(const Node& node) {
     return OpenedFile{std::make_shared<const std::string>(std::move(s)), {}};
   };
   if (node.kind == NodeKind::kStatusFile) {
-    return bytes(status_json(content_,
-                             options_.registry.empty() ? "all registries" : options_.registry,
-                             staging_->states()));
+    return bytes(content_.status(options_.registry.empty() ? "all registries" : options_.registry,
+                                 staging_->states()));
   }
   auto& reg = content_.registry(node.registry);
   switch (node.kind) {

@@ -6,12 +6,12 @@
 //     rootfs/ (unlisted)                    the merged layers (fs/tree/rootfs.h)
 //
 // A Node is a value naming what an entry is (its kind and coordinates); the
-// Tree answers lookup/list/attr/open for it through Content, so the FUSE glue
-// only translates. Directories of a repository list tags from tags/list and
-// child namespaces from the catalog; where a registry serves no catalog
-// (Docker Hub, or a token without catalog scope) a name exists only when
-// something proves it, as fs/tree/known_names.h says, and directories list what
-// is known.
+// Tree answers lookup/list/attr/open for it through a Source (the narrow
+// interface of fs/source/source.h, which Content implements), so the FUSE
+// glue only translates and unit tests run the tree on a fake source. Directories of a repository
+// list tags from tags/list and child namespaces from the catalog; where a registry serves no
+// catalog (Docker Hub, or a token without catalog scope) a name exists only when something proves
+// it, as fs/tree/known_names.h says, and directories list what is known.
 #pragma once
 
 #include <sys/types.h>
@@ -31,7 +31,7 @@
 #include "cache/layer_writer.h"
 #include "cache/lru_index.h"
 #include "cache/tar_reader.h"
-#include "fs/source/content.h"
+#include "fs/source/source.h"
 #include "fs/tree/image.h"
 #include "fs/tree/known_names.h"
 #include "fs/tree/names.h"
@@ -117,7 +117,8 @@ struct TreeOptions {
 
 class Tree : public RemoteNames {
  public:
-  Tree(TreeOptions options, Content& content);
+  // `source` must outlive the tree.
+  Tree(TreeOptions options, Source& source);
   ~Tree() override;
 
   NodePtr root() const { return root_; }
@@ -151,22 +152,22 @@ class Tree : public RemoteNames {
   NodePtr lookup_namespace(const Node& dir, std::string_view name);
   NodePtr lookup_image_entry(const Node& dir, std::string_view name);
   std::vector<NodePtr> list_namespace(const Node& dir);
-  NodePtr lookup_in_catalog(const Node& dir, RegistryContent& reg,
+  NodePtr lookup_in_catalog(const Node& dir, RegistrySource& reg,
                             const std::vector<std::string>& catalog, const std::string& name);
-  bool has_tag(RegistryContent& reg, const std::string& repo, const Names& tags,
+  bool has_tag(RegistrySource& reg, const std::string& repo, const Names& tags,
                const std::string& tag);
   // The tags of `path` if the registry proves it a repository (tags/list
   // answers); nullptr if it answers 401/403/404 (not proven: the name may
   // not exist, or not for this account; `refused` gets a 401/403). Other
   // errors throw.
-  Names probe_repository(RegistryContent& reg, const std::string& path,
+  Names probe_repository(RegistrySource& reg, const std::string& path,
                          std::optional<registry::Error>* refused = nullptr);
-  void hint(RegistryContent& reg, const std::string& path, const registry::Error& refused);
+  void hint(RegistrySource& reg, const std::string& path, const registry::Error& refused);
   // Once per registry: what the cache and the credentials name (known_).
-  void learn_registry(RegistryContent& reg);
+  void learn_registry(RegistrySource& reg);
   // Whether an unproven name may stand as a namespace under `path`
   // (fs/tree/known_names.h); `proven_repository`: `path` answered tags/list.
-  bool is_anchor(RegistryContent& reg, const std::string& path, bool proven_repository);
+  bool is_anchor(RegistrySource& reg, const std::string& path, bool proven_repository);
 
   NodePtr make_namespace(const std::string& registry, const std::string& path,
                          std::string_view name, const std::string& parent_key);
@@ -179,7 +180,7 @@ class Tree : public RemoteNames {
   std::string digest_of(const Node& node);
 
   const TreeOptions options_;
-  Content& content_;
+  Source& content_;
   NodePtr root_;
   std::shared_ptr<RootfsView> rootfs_;
   StagedNames* staging_;  // never null: a StagedNames without names until set_staged
