@@ -24,10 +24,10 @@
 #include "cache/blob_cache.h"
 #include "cache/tag_store.h"
 #include "fs/source/merge_progress.h"
-#include "fs/source/single_flight.h"
 #include "fs/source/worker_pool.h"
 #include "registry/client.h"
 #include "registry/core/error.h"
+#include "registry/core/single_flight.h"
 
 namespace regfs::fs {
 
@@ -196,7 +196,7 @@ class RegistryContent {
   WorkerPool& pool_;
   WorkerPool& background_;
   Transfers& transfers_;
-  SingleFlight refreshes_;
+  registry::SingleFlight refreshes_;
   std::atomic<bool> stopping_{false};  // no probe is scheduled once set
 
   const bool follow_urls_;
