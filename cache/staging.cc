@@ -10,6 +10,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "cache/temp_file.h"
 #include "cache/unique_fd.h"
 #include "registry/core/error.h"
 #include "registry/core/log.h"
@@ -28,8 +29,7 @@ constexpr char kStatePrefix = '%';
 constexpr std::string_view kRepositoryMark = "%%repository";
 
 [[noreturn]] void throw_io(const std::string& what, const std::error_code& ec) {
-  throw Error(ec.value() == ENOSPC ? ErrorKind::kNoSpace : ErrorKind::kIo,
-              "Cannot " + what + ": " + ec.message());
+  throw io_error(what, ec.value());
 }
 
 std::string to_hex(const std::string& bytes) {
