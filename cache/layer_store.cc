@@ -32,26 +32,15 @@ LayerStore::LayerStore(std::filesystem::path root, FileHooks hooks, uint64_t spa
     : root_(std::move(root)), hooks_(std::move(hooks)), spacing_(spacing), max_span_(max_span) {
   make_private_dir(CacheLayout::layer_digests(root_));
   make_private_dir(CacheLayout::layer_tmp(root_));
-  remove_older_versions();
 }
 
-void LayerStore::remove_older_versions() const {
+void LayerStore::remove_older_version(const std::string& diff_id) const {
+  LOG(kInfo) << "Removing the layer index of " << diff_id
+             << " of an older version (and its uncompressed copy)";
   std::error_code ec;
-  for (const auto& file :
-       std::filesystem::directory_iterator(CacheLayout::layer_digests(root_), ec)) {
-    if (file.path().extension() != ".index") continue;
-    char head[64] = {};
-    UniqueFd fd(::open(file.path().c_str(), O_RDONLY | O_CLOEXEC));
-    ssize_t n = fd ? ::read(fd.get(), head, sizeof head) : -1;
-    if (n < 0 || is_current_index(std::string_view(head, static_cast<size_t>(n)))) continue;
-    auto tar = file.path();
-    tar.replace_extension(".tar");
-    LOG(kInfo) << "Removing the layer index " << file.path().filename().string()
-               << " of an older version (and its uncompressed copy)";
-    for (const auto& path : {tar, file.path()}) {
-      std::filesystem::remove(path, ec);
-      hook(hooks_.track, path);  // forgotten
-    }
+  for (const auto& path : {tar_path(diff_id), index_path(diff_id)}) {
+    std::filesystem::remove(path, ec);
+    hook(hooks_.track, path);  // forgotten
   }
 }
 
@@ -116,10 +105,13 @@ std::shared_ptr<const LayerIndex> LayerStore::load(const std::string& diff_id,
   hook(hooks_.pin, idx);
   std::shared_ptr<const LayerIndex> result;
   auto bytes = read_small_file(idx, kMaxIndexFile);
-  auto index = bytes ? parse_index(*bytes) : std::nullopt;
-  if (!index || index->diff_id != diff_id) {
+  bool older = bytes && !is_current_index(*bytes);
+  auto index = bytes && !older ? parse_index(*bytes) : std::nullopt;
+  if (older) {
+    // Removed below, with the copy older versions kept of every layer.
+  } else if (!index || index->diff_id != diff_id) {
     LOG(kWarning) << "Cannot use the layer index of " << diff_id
-                  << ": incomplete or of an older version; re-indexing";
+                  << ": incomplete or damaged; re-indexing";
   } else if (index->compression != compression || index->blob != blob.filename().string()) {
     LOG(kInfo) << "The layer index of " << diff_id << " is of another blob; re-indexing";
   } else {
@@ -131,6 +123,7 @@ std::shared_ptr<const LayerIndex> LayerStore::load(const std::string& diff_id,
   }
   hook(hooks_.unpin, tar);
   hook(hooks_.unpin, idx);
+  if (older) remove_older_version(diff_id);
   return result;
 }
 
@@ -144,35 +137,16 @@ std::shared_ptr<const LayerIndex> LayerStore::get(
     const std::string& diff_id, Compression compression,
     const std::function<std::filesystem::path()>& blob, std::atomic<uint64_t>* entries) {
   if (auto index = find(diff_id)) return index;
-  std::promise<std::shared_ptr<const LayerIndex>> promise;
-  std::shared_future<std::shared_ptr<const LayerIndex>> work;
-  bool leader = false;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = in_flight_.find(diff_id);
-    if (it != in_flight_.end()) {
-      work = it->second;
-    } else {
-      work = promise.get_future().share();
-      in_flight_.emplace(diff_id, work);
-      leader = true;
+  // Loaded or made on this thread, unless another caller does it already.
+  auto work = indexing_.run_here(diff_id, [&]() -> std::shared_ptr<const LayerIndex> {
+    auto path = blob();
+    if (auto index = load(diff_id, compression, path)) {
+      std::lock_guard lock(mutex_);
+      loaded_[diff_id] = index;
+      return index;
     }
-  }
-  if (leader) {
-    try {
-      auto path = blob();
-      auto index = load(diff_id, compression, path);
-      if (index) {
-        std::lock_guard lock(mutex_);
-        loaded_[diff_id] = index;
-      }
-      promise.set_value(index ? index : this->index(path, compression, diff_id, entries));
-    } catch (...) {
-      promise.set_exception(std::current_exception());
-    }
-    std::lock_guard lock(mutex_);
-    in_flight_.erase(diff_id);
-  }
+    return this->index(path, compression, diff_id, entries);
+  });
   registry::wait_within_deadline(work, "index layer " + diff_id + " (another reader indexes it)");
   return work.get();
 }

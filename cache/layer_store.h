@@ -32,15 +32,17 @@
 // Error(kIntegrity) is thrown. Entries are keyed by diff_id, so every image
 // with the layer shares them, and they outlive the mount: a remount only
 // reads the index (and the blob, found in the blob store). An index made for
-// another blob of the same diff_id (other compression) is made again.
-// Concurrent requests for one layer index it once.
+// another blob of the same diff_id (other compression) is made again, and
+// one of an older version is removed, with its uncompressed copy, when its
+// layer is first asked for (nothing is read at start-up; the ones never
+// asked for again go as the cache's bound evicts them).
+// Concurrent requests for one layer index it once (registry::SharedFlight).
 #pragma once
 
 #include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
-#include <future>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -48,6 +50,7 @@
 
 #include "cache/decompress.h"
 #include "cache/layer_index.h"
+#include "registry/core/single_flight.h"
 
 namespace regfs::cache {
 
@@ -103,9 +106,9 @@ class LayerStore {
   // Decompresses `blob` once more into a committed copy at tar_path().
   void write_copy(const std::filesystem::path& blob, Compression compression,
                   const std::string& diff_id, const std::string& suffix) const;
-  // Removes the indexes of older versions and the uncompressed copies they
-  // all had (version 2 kept every layer's tar).
-  void remove_older_versions() const;
+  // Removes the index of `diff_id`, of an older version, and the
+  // uncompressed copy those all had (version 2 kept every layer's tar).
+  void remove_older_version(const std::string& diff_id) const;
   void hook(const std::function<void(const std::filesystem::path&)>& f,
             const std::filesystem::path& path) const;
 
@@ -113,9 +116,9 @@ class LayerStore {
   FileHooks hooks_;
   uint64_t spacing_;
   uint64_t max_span_;
-  std::mutex mutex_;  // guards loaded_ and in_flight_
+  std::mutex mutex_;  // guards loaded_
   std::map<std::string, std::weak_ptr<const LayerIndex>> loaded_;
-  std::map<std::string, std::shared_future<std::shared_ptr<const LayerIndex>>> in_flight_;
+  registry::SharedFlight<std::shared_ptr<const LayerIndex>> indexing_;  // by diff_id
 };
 
 }  // namespace regfs::cache

@@ -11,6 +11,7 @@
 #include <iterator>
 #include <nlohmann/json.hpp>
 
+#include "cache/temp_file.h"
 #include "cache/unique_fd.h"
 #include "registry/core/error.h"
 #include "registry/core/log.h"
@@ -29,8 +30,7 @@ constexpr char kStatePrefix = '%';
 constexpr std::string_view kRepositoryMark = "%%repository";
 
 [[noreturn]] void throw_io(const std::string& what, const std::error_code& ec) {
-  throw Error(ec.value() == ENOSPC ? ErrorKind::kNoSpace : ErrorKind::kIo,
-              "Cannot " + what + ": " + ec.message());
+  throw io_error(what, ec.value());
 }
 
 }  // namespace

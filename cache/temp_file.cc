@@ -14,9 +14,13 @@ namespace regfs::cache {
 using registry::Error;
 using registry::ErrorKind;
 
-Error write_error(const std::filesystem::path& path, int err) {
+Error io_error(const std::string& what, int err) {
   return Error(err == ENOSPC || err == EDQUOT ? ErrorKind::kNoSpace : ErrorKind::kIo,
-               "Cannot write cache file " + path.string() + ": " + std::strerror(err));
+               "Cannot " + what + ": " + std::strerror(err));
+}
+
+Error write_error(const std::filesystem::path& path, int err) {
+  return io_error("write cache file " + path.string(), err);
 }
 
 void make_private_dir(const std::filesystem::path& dir) {

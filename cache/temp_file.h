@@ -16,7 +16,10 @@
 
 namespace regfs::cache {
 
-// Error(kNoSpace) for ENOSPC/EDQUOT, Error(kIo) else, naming `path`.
+// The one mapping of a cache file's errno `err` to an Error: kNoSpace for
+// ENOSPC/EDQUOT, kIo else; reads "Cannot <what>: <strerror>".
+registry::Error io_error(const std::string& what, int err);
+// io_error("write cache file <path>", err).
 registry::Error write_error(const std::filesystem::path& path, int err);
 
 // Creates `dir` and its parents, mode 0700; throws Error(kIo).

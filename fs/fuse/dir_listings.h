@@ -28,8 +28,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "fs/source/bounded_map.h"
 #include "fs/tree/tree.h"
+#include "registry/core/bounded_map.h"
 
 namespace regfs::fs {
 
@@ -74,8 +74,8 @@ class DirListings {
   std::mutex mutex_;  // guards all below; never held while listing
   // Forgetting either is always safe (see above): bounded, least recently
   // used forgotten first.
-  BoundedMap<std::string, Stamp> stamps_;  // by Node::key, mutable directories only
-  BoundedMap<uint64_t, Listing> passes_;   // by inode, listings mid-pass
+  registry::BoundedMap<std::string, Stamp> stamps_;  // by Node::key, mutable directories only
+  registry::BoundedMap<uint64_t, Listing> passes_;   // by inode, listings mid-pass
   timespec last_time_{};
 };
 

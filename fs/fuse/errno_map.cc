@@ -39,6 +39,9 @@ constexpr KindErrno kKindErrnos[] = {
     {ErrorKind::kBusy, EBUSY},
     {ErrorKind::kNotPermitted, EPERM},
     {ErrorKind::kCrossDevice, EXDEV},
+    {ErrorKind::kIsDirectory, EISDIR},
+    {ErrorKind::kNotDirectory, ENOTDIR},
+    {ErrorKind::kNoAttribute, ENODATA},
     {ErrorKind::kIo, EIO},
 };
 static_assert(std::size(kKindErrnos) == static_cast<size_t>(ErrorKind::kIo) + 1,

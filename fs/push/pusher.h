@@ -37,7 +37,7 @@ class Pusher {
   // answers say what was pushed.
   void push(const cache::StagedTag& target, const PushPlan& plan);
   // Deletes a remote tag (--allow-delete): by tag where the registry can,
-  // else by digest, refused with EBUSY (std::system_error) when other tags
+  // else by digest, refused with Error(kBusy) when other tags
   // share the manifest.
   void delete_tag(const std::string& registry, const std::string& repository,
                   const std::string& tag);

@@ -12,8 +12,8 @@
 #include <ctime>
 #include <map>
 #include <nlohmann/json.hpp>
-#include <system_error>
 
+#include "fs/push/push_errors.h"
 #include "fs/push/rootfs_overlay.h"
 #include "fs/tree/path.h"
 #include "registry/core/digest.h"
@@ -31,10 +31,6 @@ namespace {
 
 constexpr std::string_view kWhiteoutPrefix = ".wh.";
 constexpr std::string_view kOpaqueMarker = ".wh..wh..opq";
-
-[[noreturn]] void fail(int error, const std::string& message) {
-  throw std::system_error(error, std::generic_category(), message);
-}
 
 std::string parent_of(const std::string& path) {
   auto slash = path.rfind('/');
@@ -65,14 +61,14 @@ std::vector<cache::LayerEntry> RootfsOverlay::layer_entries(int64_t* newest) con
          !ec && it != fsys::recursive_directory_iterator(); it.increment(ec)) {
       paths.push_back(it->path().lexically_relative(root).string());
     }
-    if (ec) fail(ec.value(), "Cannot list the changes of rootfs/: " + ec.message());
+    if (ec) fail_errno(ec.value(), "Cannot list the changes of rootfs/: " + ec.message());
   }
   std::sort(paths.begin(), paths.end());
   cache::HardlinkMap first_link;
   for (const auto& path : paths) {
     fsys::path file = root / path;
     struct stat st;
-    if (::lstat(file.c_str(), &st) != 0) fail(errno, "Cannot stat rootfs/" + path);
+    if (::lstat(file.c_str(), &st) != 0) fail_errno(errno, "Cannot stat rootfs/" + path);
     auto entry = cache::entry_of_file(path, file, st, first_link);
     if (!entry) {
       LOG(kWarning) << "Cannot put rootfs/" << path << " in a layer: not a file, directory or link";

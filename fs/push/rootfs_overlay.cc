@@ -8,7 +8,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
-#include <system_error>
 
 #include "cache/unique_fd.h"
 #include "fs/push/rootfs_overlay_paths.h"
@@ -20,6 +19,7 @@ namespace regfs::fs {
 namespace fsys = std::filesystem;
 
 using namespace overlay;  // NOLINT: fs/push/rootfs_overlay_paths.h
+using registry::ErrorKind;
 
 RootfsOverlay::RootfsOverlay(cache::StagingArea& area, cache::StagedTag tag,
                              std::shared_ptr<const MergedTree> lower,
@@ -90,7 +90,7 @@ std::vector<std::pair<std::string, mode_t>> RootfsOverlay::list(const std::strin
         names.emplace(entry.path().filename(), st.st_mode & S_IFMT);
       }
     }
-    if (ec) fail(ec.value(), "Cannot list rootfs/" + dir);
+    if (ec) fail_errno(ec.value(), "Cannot list rootfs/" + dir);
   }
   if (auto index = lower_at(dir, state); index && !state.opaque.count(dir)) {
     for (const auto& [name, child] : lower_->node(*index).children) {
@@ -105,7 +105,7 @@ std::vector<std::pair<std::string, mode_t>> RootfsOverlay::list(const std::strin
 Attr RootfsOverlay::attr(const std::string& path) const {
   auto state = changes();
   auto found = find(path, state);
-  if (!found) fail(ENOENT, "No rootfs/" + path);
+  if (!found) fail(ErrorKind::kNotFound, "No rootfs/" + path);
   if (!found->upper) {
     if (!lower_) {
       Attr attr;
@@ -117,7 +117,7 @@ Attr RootfsOverlay::attr(const std::string& path) const {
     return RootfsView::attr(lower_node(path), *lower_);
   }
   struct stat st;
-  if (::lstat(upper(path).c_str(), &st) != 0) fail(errno, "Cannot stat rootfs/" + path);
+  if (::lstat(upper(path).c_str(), &st) != 0) fail_errno(errno, "Cannot stat rootfs/" + path);
   Attr attr;
   attr.own_metadata = true;
   mode_t perms = S_ISDIR(st.st_mode) ? 0755 : S_ISLNK(st.st_mode) ? 0777 : 0644;
@@ -135,7 +135,7 @@ Attr RootfsOverlay::attr(const std::string& path) const {
 }
 
 OpenedFile RootfsOverlay::open_lower(const std::string& path) const {
-  if (!lower_) fail(ENOENT, "No rootfs/" + path);
+  if (!lower_) fail(ErrorKind::kNotFound, "No rootfs/" + path);
   return RootfsView::open(lower_node(path), *lower_);
 }
 
@@ -143,11 +143,11 @@ std::string RootfsOverlay::readlink(const std::string& path) const {
   if (in_upper(path)) {
     std::string target(4096, '\0');
     ssize_t n = ::readlink(upper(path).c_str(), target.data(), target.size());
-    if (n < 0) fail(errno, "Cannot read link rootfs/" + path);
+    if (n < 0) fail_errno(errno, "Cannot read link rootfs/" + path);
     target.resize(static_cast<size_t>(n));
     return target;
   }
-  if (!lower_has(path)) fail(ENOENT, "No rootfs/" + path);
+  if (!lower_has(path)) fail(ErrorKind::kNotFound, "No rootfs/" + path);
   return RootfsView::readlink(lower_node(path), *lower_);
 }
 
@@ -155,7 +155,7 @@ std::optional<std::string> RootfsOverlay::xattr(const std::string& path,
                                                 const std::string& name) const {
   auto state = changes();
   auto found = find(path, state);
-  if (!found) fail(ENOENT, "No rootfs/" + path);
+  if (!found) fail(ErrorKind::kNotFound, "No rootfs/" + path);
   if (!found->upper) {
     if (!lower_) return std::nullopt;
     return RootfsView::xattr(lower_node(path), *lower_, name);
@@ -170,7 +170,7 @@ std::optional<std::string> RootfsOverlay::xattr(const std::string& path,
 std::vector<std::string> RootfsOverlay::xattr_names(const std::string& path) const {
   auto state = changes();
   auto found = find(path, state);
-  if (!found) fail(ENOENT, "No rootfs/" + path);
+  if (!found) fail(ErrorKind::kNotFound, "No rootfs/" + path);
   if (!found->upper) {
     if (!lower_) return {};
     return RootfsView::xattr_names(lower_node(path), *lower_);

@@ -76,7 +76,8 @@ class RootfsOverlay {
   std::optional<std::string> xattr(const std::string& path, const std::string& name) const;
   std::vector<std::string> xattr_names(const std::string& path) const;
 
-  // Changes; errors are std::system_error(errno).
+  // Changes; errors are registry::Error, or std::system_error for an errno the
+  // upper tree's disk gave.
   // Makes `path` (and its parents) an upper entry; a file with its bytes
   // unless `data` is false (it is about to be truncated).
   void copy_up(const std::string& path, bool data = true);

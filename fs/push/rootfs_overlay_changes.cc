@@ -9,7 +9,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <map>
-#include <system_error>
 
 #include "cache/unique_fd.h"
 #include "fs/push/rootfs_overlay.h"
@@ -23,6 +22,7 @@ namespace regfs::fs {
 namespace fsys = std::filesystem;
 
 using namespace overlay;  // NOLINT: fs/push/rootfs_overlay_paths.h
+using registry::ErrorKind;
 
 namespace {
 
@@ -66,7 +66,7 @@ void move_under(Container& container, const std::string& from, const std::string
 // Writes the content of the base's file `from` to the new file `to`.
 void copy_bytes(const OpenedFile& from, const fsys::path& to, const std::string& what) {
   cache::UniqueFd out(::open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!out) fail(errno, "Cannot copy up " + what);
+  if (!out) fail_errno(errno, "Cannot copy up " + what);
   std::string buffer(from.bytes ? 0 : 1 << 20, '\0');
   uint64_t size = from.bytes ? from.bytes->size() : from.entry->size;
   try {
@@ -77,11 +77,11 @@ void copy_bytes(const OpenedFile& from, const fsys::path& to, const std::string&
       size_t n = from.bytes
                      ? static_cast<size_t>(size - done)
                      : from.layer->read_entry(*from.entry, done, buffer.data(), buffer.size());
-      if (n == 0) fail(EIO, "Cannot read " + what + " of the base");
+      if (n == 0) fail(ErrorKind::kIo, "Cannot read " + what + " of the base");
       for (size_t written = 0; written < n;) {
         ssize_t w = ::write(out.get(), data + written, n - written);
         if (w < 0 && errno == EINTR) continue;
-        if (w < 0) fail(errno, "Cannot copy up " + what);
+        if (w < 0) fail_errno(errno, "Cannot copy up " + what);
         written += static_cast<size_t>(w);
       }
       done += n;
@@ -99,8 +99,8 @@ void RootfsOverlay::check_writable(const std::string& path) const {
   // it would delete, not add. Refused rather than changed in meaning.
   std::string name = path.substr(path.rfind('/') == std::string::npos ? 0 : path.rfind('/') + 1);
   if (name.starts_with(".wh.")) {
-    fail(EINVAL, "Cannot make rootfs/" + path +
-                     ": names starting with .wh. are whiteouts in an image layer");
+    fail(ErrorKind::kInvalid, "Cannot make rootfs/" + path +
+                                  ": names starting with .wh. are whiteouts in an image layer");
   }
 }
 
@@ -115,7 +115,7 @@ void RootfsOverlay::copy_up(const std::string& path, bool data) {
   if (in_upper(path)) return;
   auto state = changes();
   auto found = find(path, state);
-  if (!found) fail(ENOENT, "No rootfs/" + path);
+  if (!found) fail(ErrorKind::kNotFound, "No rootfs/" + path);
   if (!path.empty()) copy_up(parent_of(path), false);
   fsys::path target = upper(path);
   cache::RootfsEntryMeta meta;
@@ -152,9 +152,9 @@ void RootfsOverlay::copy_up(const std::string& path, bool data) {
       rc = ::mkfifo(target.c_str(), 0600);
       break;
     default:
-      fail(EOPNOTSUPP, "Cannot change rootfs/" + path + ": a device of the base");
+      fail(ErrorKind::kUnsupported, "Cannot change rootfs/" + path + ": a device of the base");
   }
-  if (rc != 0) fail(errno, "Cannot copy up rootfs/" + path);
+  if (rc != 0) fail_errno(errno, "Cannot copy up rootfs/" + path);
   timespec times[2] = {{attr.mtime, static_cast<long>(attr.mtime_nsec)},
                        {attr.mtime, static_cast<long>(attr.mtime_nsec)}};
   ::utimensat(AT_FDCWD, target.c_str(), times, AT_SYMLINK_NOFOLLOW);
@@ -175,9 +175,9 @@ fsys::path RootfsOverlay::create(const std::string& path, mode_t mode) {
 void RootfsOverlay::mkdir(const std::string& path, mode_t mode) {
   std::lock_guard lock(*changing_);
   check_writable(path);
-  if (type(path)) fail(EEXIST, "Cannot make rootfs/" + path + ": it exists");
+  if (type(path)) fail(ErrorKind::kExists, "Cannot make rootfs/" + path + ": it exists");
   copy_up(parent_of(path), false);
-  if (::mkdir(upper(path).c_str(), 0700) != 0) fail(errno, "Cannot make rootfs/" + path);
+  if (::mkdir(upper(path).c_str(), 0700) != 0) fail_errno(errno, "Cannot make rootfs/" + path);
   update([&](cache::RootfsChanges& c) {
     // Where the base had a directory that was removed: a new one, opaque.
     if (c.whiteouts.erase(path)) c.opaque.insert(path);
@@ -188,10 +188,10 @@ void RootfsOverlay::mkdir(const std::string& path, mode_t mode) {
 void RootfsOverlay::symlink(const std::string& path, const std::string& target) {
   std::lock_guard lock(*changing_);
   check_writable(path);
-  if (type(path)) fail(EEXIST, "Cannot make rootfs/" + path + ": it exists");
+  if (type(path)) fail(ErrorKind::kExists, "Cannot make rootfs/" + path + ": it exists");
   copy_up(parent_of(path), false);
   if (::symlink(target.c_str(), upper(path).c_str()) != 0) {
-    fail(errno, "Cannot make link rootfs/" + path);
+    fail_errno(errno, "Cannot make link rootfs/" + path);
   }
   update([&](cache::RootfsChanges& c) {
     c.whiteouts.erase(path);
@@ -203,13 +203,13 @@ void RootfsOverlay::link(const std::string& from, const std::string& to) {
   std::lock_guard lock(*changing_);
   check_writable(to);
   auto source = type(from);
-  if (!source) fail(ENOENT, "No rootfs/" + from);
-  if (*source == S_IFDIR) fail(EPERM, "Cannot link directory rootfs/" + from);
-  if (type(to)) fail(EEXIST, "Cannot link rootfs/" + to + ": it exists");
+  if (!source) fail(ErrorKind::kNotFound, "No rootfs/" + from);
+  if (*source == S_IFDIR) fail(ErrorKind::kNotPermitted, "Cannot link directory rootfs/" + from);
+  if (type(to)) fail(ErrorKind::kExists, "Cannot link rootfs/" + to + ": it exists");
   copy_up(from, true);
   copy_up(parent_of(to), false);
   if (::link(upper(from).c_str(), upper(to).c_str()) != 0) {
-    fail(errno, "Cannot link rootfs/" + to);
+    fail_errno(errno, "Cannot link rootfs/" + to);
   }
   update([&](cache::RootfsChanges& c) {
     c.whiteouts.erase(to);
@@ -221,11 +221,11 @@ void RootfsOverlay::unlink(const std::string& path) {
   std::lock_guard lock(*changing_);
   check_writable(path);
   auto found = type(path);
-  if (!found) fail(ENOENT, "No rootfs/" + path);
-  if (*found == S_IFDIR) fail(EISDIR, "Cannot unlink directory rootfs/" + path);
+  if (!found) fail(ErrorKind::kNotFound, "No rootfs/" + path);
+  if (*found == S_IFDIR) fail(ErrorKind::kIsDirectory, "Cannot unlink directory rootfs/" + path);
   bool whiteout = lower_has(path);
   if (in_upper(path) && ::unlink(upper(path).c_str()) != 0) {
-    fail(errno, "Cannot remove rootfs/" + path);
+    fail_errno(errno, "Cannot remove rootfs/" + path);
   }
   if (whiteout) copy_up(parent_of(path), false);  // the layer has the whiteout's directory
   update([&](cache::RootfsChanges& c) {
@@ -238,14 +238,16 @@ void RootfsOverlay::unlink(const std::string& path) {
 void RootfsOverlay::rmdir(const std::string& path) {
   std::lock_guard lock(*changing_);
   check_writable(path);
-  if (path.empty()) fail(EBUSY, "Cannot remove rootfs/");
+  if (path.empty()) fail(ErrorKind::kBusy, "Cannot remove rootfs/");
   auto found = type(path);
-  if (!found) fail(ENOENT, "No rootfs/" + path);
-  if (*found != S_IFDIR) fail(ENOTDIR, "Cannot remove rootfs/" + path + ": not a directory");
-  if (!list(path).empty()) fail(ENOTEMPTY, "Cannot remove rootfs/" + path + ": not empty");
+  if (!found) fail(ErrorKind::kNotFound, "No rootfs/" + path);
+  if (*found != S_IFDIR)
+    fail(ErrorKind::kNotDirectory, "Cannot remove rootfs/" + path + ": not a directory");
+  if (!list(path).empty())
+    fail(ErrorKind::kNotEmpty, "Cannot remove rootfs/" + path + ": not empty");
   bool whiteout = lower_has(path);
   if (in_upper(path) && ::rmdir(upper(path).c_str()) != 0) {
-    fail(errno, "Cannot remove rootfs/" + path);
+    fail_errno(errno, "Cannot remove rootfs/" + path);
   }
   if (whiteout) copy_up(parent_of(path), false);
   update([&](cache::RootfsChanges& c) {
@@ -262,10 +264,10 @@ void RootfsOverlay::rename(const std::string& from, const std::string& to) {
   std::lock_guard lock(*changing_);
   check_writable(to);
   if (from == to) return;
-  if (under(to, from)) fail(EINVAL, "Cannot move rootfs/" + from + " into itself");
+  if (under(to, from)) fail(ErrorKind::kInvalid, "Cannot move rootfs/" + from + " into itself");
   auto state = changes();
   auto source = find(from, state);
-  if (!source) fail(ENOENT, "No rootfs/" + from);
+  if (!source) fail(ErrorKind::kNotFound, "No rootfs/" + from);
   auto target = find(to, state);
   bool from_lower = lower_at(from, state).has_value();
   bool to_lower = lower_at(to, state).has_value();
@@ -273,17 +275,19 @@ void RootfsOverlay::rename(const std::string& from, const std::string& to) {
     // Its entries in the base would have to move too (overlayfs's
     // redirect_dir): EXDEV, and mv copies and deletes instead.
     if (from_lower && !state.opaque.count(from)) {
-      fail(EXDEV, "Cannot rename rootfs/" + from + ": a directory of the base");
+      fail(ErrorKind::kCrossDevice, "Cannot rename rootfs/" + from + ": a directory of the base");
     }
-    if (target && target->type != S_IFDIR) fail(ENOTDIR, "Cannot rename over rootfs/" + to);
-    if (target && !list(to).empty()) fail(ENOTEMPTY, "Cannot rename over rootfs/" + to);
+    if (target && target->type != S_IFDIR)
+      fail(ErrorKind::kNotDirectory, "Cannot rename over rootfs/" + to);
+    if (target && !list(to).empty()) fail(ErrorKind::kNotEmpty, "Cannot rename over rootfs/" + to);
   } else {
-    if (target && target->type == S_IFDIR) fail(EISDIR, "Cannot rename over rootfs/" + to);
+    if (target && target->type == S_IFDIR)
+      fail(ErrorKind::kIsDirectory, "Cannot rename over rootfs/" + to);
     copy_up(from, true);
   }
   copy_up(parent_of(to), false);
   if (::rename(upper(from).c_str(), upper(to).c_str()) != 0) {
-    fail(errno, "Cannot rename rootfs/" + from);
+    fail_errno(errno, "Cannot rename rootfs/" + from);
   }
   update([&](cache::RootfsChanges& c) {
     erase_under(c.entries, to);
@@ -322,7 +326,7 @@ void RootfsOverlay::truncate(const std::string& path, uint64_t size) {
   std::lock_guard lock(*changing_);
   copy_up(path, size > 0);
   if (::truncate(upper(path).c_str(), static_cast<off_t>(size)) != 0) {
-    fail(errno, "Cannot truncate rootfs/" + path);
+    fail_errno(errno, "Cannot truncate rootfs/" + path);
   }
   update([](cache::RootfsChanges&) {});
 }
@@ -334,7 +338,7 @@ void RootfsOverlay::set_times(const std::string& path, std::optional<timespec> a
   timespec times[2] = {atime.value_or(timespec{0, UTIME_OMIT}),
                        mtime.value_or(timespec{0, UTIME_OMIT})};
   if (::utimensat(AT_FDCWD, upper(path).c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-    fail(errno, "Cannot set times of rootfs/" + path);
+    fail_errno(errno, "Cannot set times of rootfs/" + path);
   }
   update([](cache::RootfsChanges&) {});
 }
@@ -344,8 +348,10 @@ void RootfsOverlay::setxattr(const std::string& path, const std::string& name,
   std::lock_guard lock(*changing_);
   if (name.starts_with("user.regfs.")) return;  // the mount's own: accepted, not stored
   auto present = xattr(path, name).has_value();
-  if ((flags & XATTR_CREATE) && present) fail(EEXIST, "Cannot set " + name + ": it is set");
-  if ((flags & XATTR_REPLACE) && !present) fail(ENODATA, "Cannot replace " + name + ": not set");
+  if ((flags & XATTR_CREATE) && present)
+    fail(ErrorKind::kExists, "Cannot set " + name + ": it is set");
+  if ((flags & XATTR_REPLACE) && !present)
+    fail(ErrorKind::kNoAttribute, "Cannot replace " + name + ": not set");
   copy_up(path, true);
   update([&](cache::RootfsChanges& c) { c.entries[path].xattrs[name] = value; });
   share_with_links(path);
@@ -353,7 +359,8 @@ void RootfsOverlay::setxattr(const std::string& path, const std::string& name,
 
 void RootfsOverlay::removexattr(const std::string& path, const std::string& name) {
   std::lock_guard lock(*changing_);
-  if (!xattr(path, name)) fail(ENODATA, "Cannot remove " + name + " of rootfs/" + path);
+  if (!xattr(path, name))
+    fail(ErrorKind::kNoAttribute, "Cannot remove " + name + " of rootfs/" + path);
   copy_up(path, true);
   update([&](cache::RootfsChanges& c) { c.entries[path].xattrs.erase(name); });
   share_with_links(path);

@@ -3,15 +3,11 @@
 #pragma once
 
 #include <string>
-#include <system_error>
 
+#include "fs/push/push_errors.h"
 #include "fs/tree/tree.h"
 
 namespace regfs::fs::overlay {
-
-[[noreturn]] inline void fail(int error, const std::string& message) {
-  throw std::system_error(error, std::generic_category(), message);
-}
 
 // "a/b/c" -> "a/b"; "c" -> "".
 inline std::string parent_of(const std::string& path) {

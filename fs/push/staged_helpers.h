@@ -16,6 +16,7 @@
 #include <system_error>
 #include <vector>
 
+#include "fs/push/push_errors.h"
 #include "fs/push/staging_tree.h"
 #include "fs/tree/path.h"
 #include "registry/core/error.h"
@@ -38,16 +39,6 @@ inline bool set_mode(std::map<std::string, uint32_t>& modes, const std::string& 
   if (added || it->second == mode) return added;
   it->second = mode;
   return true;
-}
-
-// A product error: fs/fuse/errno_map.cc chooses its errno.
-[[noreturn]] inline void fail(registry::ErrorKind kind, const std::string& message) {
-  throw registry::Error(kind, message);
-}
-// An errno the system gave, or one the xattr calls define (ENODATA, EEXIST of
-// XATTR_CREATE): passed on as it is.
-[[noreturn]] inline void fail_errno(int error, const std::string& message) {
-  throw std::system_error(error, std::generic_category(), message);
 }
 
 inline bool is_hex64(std::string_view name) {

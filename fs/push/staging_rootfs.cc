@@ -15,6 +15,7 @@
 #include <system_error>
 
 #include "fs/push/build_plan.h"
+#include "fs/push/push_errors.h"
 #include "fs/push/rootfs_overlay.h"
 #include "fs/push/staging_tree.h"
 #include "fs/tree/path.h"
@@ -32,9 +33,6 @@ using registry::ErrorKind;
 namespace {
 
 constexpr size_t kMaxLayoutFile = 4 << 20;  // index.json, manifest.json
-
-// A product error: fs/errno_map.cc chooses its errno.
-[[noreturn]] void fail(ErrorKind kind, const std::string& message) { throw Error(kind, message); }
 
 std::optional<std::string> read_small(const fsys::path& file) {
   std::error_code ec;

@@ -260,20 +260,20 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
     return;
   }
   if (name == "system.posix_acl_default") return;  // no place in an image layer
-  int error = 0;
+  std::optional<ErrorKind> error;
   area_.update_state(tag, [&](cache::StagedTagState& s) {
     auto& names = s.xattrs[node.staged_path];
     bool present = names.count(name) > 0;
     if ((flags & XATTR_CREATE) && present) {
-      error = EEXIST;
+      error = ErrorKind::kExists;
     } else if ((flags & XATTR_REPLACE) && !present) {
-      error = ENODATA;
+      error = ErrorKind::kNoAttribute;
     } else {
       names[name] = value;
     }
     if (names.empty()) s.xattrs.erase(node.staged_path);
   });
-  if (error) fail_errno(error, "Cannot set " + name + " on " + node.key);
+  if (error) fail(*error, "Cannot set " + name + " on " + node.key);
   share_with_links(tag, node.staged_path);
   changed(tag);
 }
@@ -286,9 +286,9 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
   if (node.overlay) {
     try {
       overlay_for(node)->removexattr(rootfs_path_of(node), name);
-    } catch (const std::system_error& e) {
+    } catch (const Error& e) {
       // cp -a removes ACLs it did not find: none is kept, so none is missing.
-      if (!name.starts_with("system.posix_acl_") || e.code().value() != ENODATA) throw;
+      if (!name.starts_with("system.posix_acl_") || e.kind() != ErrorKind::kNoAttribute) throw;
     }
     changed(tag);
     return;
@@ -301,7 +301,8 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
     if (entry->second.empty()) s.xattrs.erase(entry);
   });
   if (!removed && name.starts_with("system.posix_acl_")) return;  // cp -a removes them: none kept
-  if (!removed) fail_errno(ENODATA, "Cannot remove " + name + " of " + node.key + ": not set");
+  if (!removed)
+    fail(ErrorKind::kNoAttribute, "Cannot remove " + name + " of " + node.key + ": not set");
   share_with_links(tag, node.staged_path);
   changed(tag);
 }

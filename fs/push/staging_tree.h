@@ -1,7 +1,8 @@
 // The writable part of the tree (SPEC §4): namespaces, repositories and tags
 // made with mkdir, and the files written under a new tag, kept in the
 // cache's StagingArea until pushed. FUSE-free: the glue calls these and
-// replies; errors are registry::Error or std::system_error(errno).
+// replies; errors are registry::Error, or std::system_error for an errno the
+// disk of a staged file gave (fs/push/push_errors.h).
 //
 //   mkdir in a registry root           a namespace (local until pushed to)
 //   mkdir in a namespace               a staged tag of that repository

@@ -24,11 +24,11 @@
 #include "cache/blob_cache.h"
 #include "cache/tag_store.h"
 #include "fs/source/merge_progress.h"
-#include "fs/source/single_flight.h"
 #include "fs/source/source.h"
 #include "fs/source/worker_pool.h"
 #include "registry/client.h"
 #include "registry/core/error.h"
+#include "registry/core/single_flight.h"
 
 namespace regfs::fs {
 
@@ -157,7 +157,7 @@ class RegistryContent final : public RegistrySource, public ChunkFetcher {
   WorkerPool& pool_;
   WorkerPool& background_;
   Transfers& transfers_;
-  SingleFlight refreshes_;
+  registry::SingleFlight refreshes_;
   std::atomic<bool> stopping_{false};  // no probe is scheduled once set
 
   const bool follow_urls_;

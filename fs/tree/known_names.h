@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include "fs/source/bounded_map.h"
+#include "registry/core/bounded_map.h"
 
 namespace regfs::fs {
 
@@ -53,10 +53,10 @@ class KnownNames {
 
   mutable std::mutex mutex_;  // guards the members below
   // Keys are "registry/path".
-  std::set<std::string> proven_;                     // proven repositories and their ancestors
-  std::set<std::string> repositories_;               // proven repositories
-  std::set<std::string> named_;                      // named namespaces and their ancestors
-  BoundedMap<std::string, bool> hinted_{kMaxHints};  // names explained once
+  std::set<std::string> proven_;        // proven repositories and their ancestors
+  std::set<std::string> repositories_;  // proven repositories
+  std::set<std::string> named_;         // named namespaces and their ancestors
+  registry::BoundedMap<std::string, bool> hinted_{kMaxHints};  // names explained once
 };
 
 }  // namespace regfs::fs

@@ -119,6 +119,7 @@ RootfsView::RootfsView(Source& content)
                   [&content](const auto& p) { content.cache().hold_complete(blob_digest(p)); },
                   [&content](const auto& p) { content.cache().release_complete(blob_digest(p)); }}),
       lazy_(content.cache()),
+      trees_(kMaxTrees),
       pool_(kBuildThreads) {}
 
 RootfsView::~RootfsView() { stopping_ = true; }
@@ -130,7 +131,7 @@ std::shared_ptr<const MergedTree> RootfsView::tree(RegistrySource& content, cons
     // Held while joining or starting a build, so that a build that just
     // kept its tree is found here, never started again.
     std::lock_guard lock(mutex_);
-    if (auto it = trees_.find(key); it != trees_.end()) return it->second;
+    if (auto* tree = trees_.find(key)) return *tree;
     auto copy = std::make_shared<const Image>(image);
     work =
         builds_.run(pool_, key, [this, &content, copy, key] { return build(content, *copy, key); });
@@ -200,12 +201,7 @@ std::shared_ptr<const MergedTree> RootfsView::build(RegistrySource& content, con
   LOG(kInfo) << "Merged the rootfs of " << key << ": " << image.layers.size() << " layers, "
              << tree->size() << " entries";
   std::lock_guard lock(mutex_);
-  trees_[key] = tree;
-  order_.push_back(key);
-  while (order_.size() > kMaxTrees) {
-    trees_.erase(order_.front());
-    order_.pop_front();
-  }
+  trees_.put(key, tree);
   return tree;
 }
 

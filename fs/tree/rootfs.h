@@ -2,10 +2,10 @@
 //
 // The first lookup of an image's rootfs starts building its MergedTree on
 // the view's own worker pool, one build per image however many requests
-// need it (SharedFlight): the config's diff_ids are read, and every layer not
-// indexed yet is fetched whole (RegistrySource::blob) and indexed by the
-// LayerStore (decompressed once, diff_id checked, entry index and access
-// points kept in the cache, see cache/layer_store.h), up to
+// need it (registry::SharedFlight): the config's diff_ids are read, and
+// every layer not indexed yet is fetched whole (RegistrySource::blob) and
+// indexed by the LayerStore (decompressed once, diff_id checked, entry
+// index and access points kept in the cache, see cache/layer_store.h), up to
 // kMaxParallelLayers layers of an image at once; the tree is then merged in
 // memory from the indexes and kept per image digest. A FUSE request waits for
 // it within its deadline (--request-timeout) and fails with ETIMEDOUT when
@@ -27,7 +27,6 @@
 
 #include <atomic>
 #include <cstddef>
-#include <deque>
 #include <filesystem>
 #include <future>
 #include <map>
@@ -39,13 +38,14 @@
 #include <vector>
 
 #include "cache/layer_store.h"
-#include "fs/source/single_flight.h"
 #include "fs/source/source.h"
 #include "fs/source/worker_pool.h"
 #include "fs/tree/image.h"
 #include "fs/tree/lazy_layers.h"
 #include "fs/tree/merged_tree.h"
 #include "fs/tree/tree.h"
+#include "registry/core/bounded_map.h"
+#include "registry/core/single_flight.h"
 
 namespace regfs::fs {
 
@@ -91,10 +91,11 @@ class RootfsView {
   cache::LayerStore layers_;
   LazyLayers lazy_;                    // eStargz and zstd:chunked layers, read through their tables
   std::atomic<bool> stopping_{false};  // set at unmount: no layer is started any more
-  std::mutex mutex_;                   // guards trees_ and order_; taken before builds_' own
-  std::map<std::string, std::shared_ptr<const MergedTree>> trees_;  // by registry/repo@digest
-  std::deque<std::string> order_;                                   // keys of trees_, oldest first
-  SharedFlight<std::shared_ptr<const MergedTree>> builds_;          // by the same keys
+  std::mutex mutex_;                   // guards trees_; taken before builds_' own
+  // Merged trees kept, by registry/repo@digest, the least recently used
+  // forgotten first (they are cheap to rebuild from the indexes).
+  registry::BoundedMap<std::string, std::shared_ptr<const MergedTree>> trees_;
+  registry::SharedFlight<std::shared_ptr<const MergedTree>> builds_;  // by the same keys
   WorkerPool pool_;  // builds and their layers; last, so joined first
 };
 

@@ -153,6 +153,12 @@ std::string_view to_string(ErrorKind kind) {
       return "not permitted";
     case ErrorKind::kCrossDevice:
       return "crosses a boundary";
+    case ErrorKind::kIsDirectory:
+      return "is a directory";
+    case ErrorKind::kNotDirectory:
+      return "not a directory";
+    case ErrorKind::kNoAttribute:
+      return "no such attribute";
     case ErrorKind::kIo:
       return "I/O error";
   }

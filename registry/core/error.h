@@ -29,6 +29,9 @@ enum class ErrorKind {
   kBusy,             // in use: a tag deleted while another tag shares its manifest
   kNotPermitted,     // an operation the place refuses (files outside a tag)
   kCrossDevice,      // a link or rename out of its staged tag or rootfs/
+  kIsDirectory,      // a file operation on a staged directory (unlink, rename over)
+  kNotDirectory,     // a directory operation on a staged file (rmdir, rename over)
+  kNoAttribute,      // an xattr removed or replaced that is not set
   kIo,               // anything else
 };
 

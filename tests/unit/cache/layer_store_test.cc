@@ -5,6 +5,7 @@
 #include <zlib.h>
 #include <zstd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <random>
@@ -181,7 +182,7 @@ TEST_F(LayerStoreTest, ADamagedIndexIsRebuilt) {
   EXPECT_NE(read(index_file()), "garbage");
 }
 
-TEST_F(LayerStoreTest, AnIndexOfAnOlderVersionIsRemovedWithItsTar) {
+TEST_F(LayerStoreTest, AnIndexOfAnOlderVersionIsReplacedWhenFirstUsed) {
   auto path = blob(gzip(tar_));
   {
     LayerStore store(dir_ / "layers");
@@ -200,16 +201,30 @@ TEST_F(LayerStoreTest, AnIndexOfAnOlderVersionIsRemovedWithItsTar) {
   FileHooks hooks;
   hooks.track = [&](const auto& p) { tracked.push_back(p.filename().string()); };
   LayerStore again(dir_ / "layers", hooks);
-  EXPECT_FALSE(std::filesystem::exists(old_tar));
-  EXPECT_FALSE(std::filesystem::exists(index_file()));
-  EXPECT_EQ(tracked.size(), 2u);  // both forgotten by the cache's bound
+  // Nothing is read at start-up: the old files wait for their layer's first use.
+  EXPECT_TRUE(std::filesystem::exists(old_tar));
+  EXPECT_TRUE(tracked.empty());
   int fetches = 0;
   expect_layer(*again.get(diff_id_, Compression::kGzip, [&] {
     ++fetches;
     return path;
   }));
   EXPECT_EQ(fetches, 1);
-  EXPECT_EQ(read(index_file()).substr(0, v3.size()), v3);
+  EXPECT_EQ(read(index_file()).substr(0, v3.size()), v3);  // indexed again
+  EXPECT_FALSE(std::filesystem::exists(old_tar));          // access points, no copy
+  auto tar_name = old_tar.filename().string();
+  auto index_name = index_file().filename().string();
+  // The old files forgotten by the cache's bound, the new index tracked.
+  EXPECT_EQ(std::count(tracked.begin(), tracked.end(), tar_name), 1);
+  EXPECT_GE(std::count(tracked.begin(), tracked.end(), index_name), 2);
+  // A remount uses the new index as it is.
+  struct stat before;
+  ASSERT_EQ(::stat(index_file().c_str(), &before), 0);
+  LayerStore third(dir_ / "layers");
+  expect_layer(*third.get(diff_id_, Compression::kGzip, [&] { return path; }));
+  struct stat after;
+  ASSERT_EQ(::stat(index_file().c_str(), &after), 0);
+  EXPECT_EQ(after.st_ino, before.st_ino);
 }
 
 TEST_F(LayerStoreTest, ConcurrentRequestsIndexOnce) {

@@ -25,6 +25,9 @@ TEST(ErrnoMapTest, TheKindsOfTheTreeHaveTheirErrnos) {
   EXPECT_EQ(to_errno(ErrorKind::kBusy), EBUSY);
   EXPECT_EQ(to_errno(ErrorKind::kNotPermitted), EPERM);
   EXPECT_EQ(to_errno(ErrorKind::kCrossDevice), EXDEV);
+  EXPECT_EQ(to_errno(ErrorKind::kIsDirectory), EISDIR);
+  EXPECT_EQ(to_errno(ErrorKind::kNotDirectory), ENOTDIR);
+  EXPECT_EQ(to_errno(ErrorKind::kNoAttribute), ENODATA);
   EXPECT_EQ(to_errno(ErrorKind::kNotFound), ENOENT);
   EXPECT_EQ(to_errno(ErrorKind::kReadOnly), EROFS);
   EXPECT_EQ(to_errno(ErrorKind::kTimeout), ETIMEDOUT);
@@ -34,10 +37,10 @@ TEST(ErrnoMapTest, TheKindsOfTheTreeHaveTheirErrnos) {
 TEST(ErrnoMapTest, ThrownKindsAndSystemErrorsMapInOnePlace) {
   EXPECT_EQ(errno_of(std::make_exception_ptr(Error(ErrorKind::kExists, "Cannot make x"))), EEXIST);
   EXPECT_EQ(errno_of(std::make_exception_ptr(Error(ErrorKind::kUnauthorized, "denied"))), EACCES);
-  // An errno the system or the xattr protocol gave passes through.
+  // An errno the system gave (a staged file's disk) passes through.
   EXPECT_EQ(errno_of(std::make_exception_ptr(
-                std::system_error(ENODATA, std::generic_category(), "Cannot remove x"))),
-            ENODATA);
+                std::system_error(ENAMETOOLONG, std::generic_category(), "Cannot make x"))),
+            ENAMETOOLONG);
   EXPECT_EQ(errno_of(std::make_exception_ptr(std::runtime_error("?"))), EIO);
 }
 

@@ -12,9 +12,9 @@
 
 #include <fstream>
 #include <map>
-#include <system_error>
 
 #include "cache/tar_reader.h"
+#include "registry/core/error.h"
 
 namespace regfs::fs {
 namespace {
@@ -93,7 +93,12 @@ TEST_F(RootfsOverlayTest, RemovalsAreWhiteoutsAndANewDirectoryOverARemovedOneIsO
   EXPECT_EQ(names(overlay, "etc"), (std::vector<std::string>{"b"}));
   // rm -r usr/share: the children, then the directories.
   overlay.unlink("usr/share/doc/y");
-  EXPECT_THROW(overlay.rmdir("usr/share"), std::system_error);  // not empty
+  try {
+    overlay.rmdir("usr/share");
+    FAIL() << "a directory that is not empty was removed";
+  } catch (const registry::Error& e) {
+    EXPECT_EQ(e.kind(), registry::ErrorKind::kNotEmpty);
+  }
   overlay.rmdir("usr/share/doc");
   overlay.rmdir("usr/share");
   EXPECT_FALSE(overlay.type("usr/share"));
@@ -161,8 +166,8 @@ TEST_F(RootfsOverlayTest, ChangesSurviveARemountAndRenamesFollowTheRules) {
     try {
       overlay.rename("usr/share", "usr/other");
       FAIL() << "a directory of the base was renamed";
-    } catch (const std::system_error& e) {
-      EXPECT_EQ(e.code().value(), EXDEV);
+    } catch (const registry::Error& e) {
+      EXPECT_EQ(e.kind(), registry::ErrorKind::kCrossDevice);
     }
   }
   cache::StagingArea again(dir_ / "staging");

@@ -1,8 +1,8 @@
 // A map that keeps at most `capacity` entries, forgetting the least
-// recently used one to make room: the one bounded-cache helper of fs/ (for
-// what is safe to forget: listing stamps and passes, name hints). Not
-// thread-safe: its owner's mutex guards it. The cache's blobs are bounded
-// by bytes instead (cache/lru_index.h).
+// recently used one to make room: the one bounded-cache helper of regfs
+// for what is safe to forget (listing stamps and passes, name hints, merged
+// rootfs trees). Not thread-safe: its owner's mutex guards it. The cache's
+// blobs and files are bounded by bytes instead (cache/lru_index.h).
 #pragma once
 
 #include <cstddef>
@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <utility>
 
-namespace regfs::fs {
+namespace regfs::registry {
 
 template <typename Key, typename Value>
 class BoundedMap {
@@ -55,4 +55,4 @@ class BoundedMap {
   std::unordered_map<Key, typename std::list<Entry>::iterator> index_;
 };
 
-}  // namespace regfs::fs
+}  // namespace regfs::registry

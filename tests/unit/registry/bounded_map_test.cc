@@ -1,12 +1,12 @@
-// BoundedMap (fs/source/bounded_map.h): at most `capacity` entries, the least
+// BoundedMap (registry/core/bounded_map.h): at most `capacity` entries, the least
 // recently used forgotten first.
-#include "fs/source/bounded_map.h"
+#include "registry/core/bounded_map.h"
 
 #include <gtest/gtest.h>
 
 #include <string>
 
-namespace regfs::fs {
+namespace regfs::registry {
 namespace {
 
 TEST(BoundedMapTest, ForgetsTheLeastRecentlyUsedWhenFull) {
@@ -42,4 +42,4 @@ TEST(BoundedMapTest, AZeroCapacityKeepsOne) {
 }
 
 }  // namespace
-}  // namespace regfs::fs
+}  // namespace regfs::registry
