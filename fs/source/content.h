@@ -151,6 +151,8 @@ class RegistryContent {
   void add_foreign_urls(const std::string& digest, const std::vector<std::string>& urls);
 
   cache::BlobCache& cache() { return cache_; }
+  // The pool that fetches blobs (and lazy layers' chunks).
+  WorkerPool& pool() { return pool_; }
   // For BlobReader: fetches the claimed chunks [first, last] in the background.
   void fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob, size_t first,
              size_t last);
