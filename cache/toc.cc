@@ -235,22 +235,43 @@ void check_file(const TarEntry& e, const TocFile& f) {
 
 }  // namespace
 
-std::optional<TocRange> estargz_toc_range(std::string_view f, uint64_t blob_size) {
-  if (f.size() != kEstargzFooterSize || blob_size < kEstargzFooterSize) return std::nullopt;
-  if (static_cast<unsigned char>(f[0]) != 0x1f || static_cast<unsigned char>(f[1]) != 0x8b ||
-      f[2] != 8 || !(f[3] & 4) || f[10] != 26 || f[11] != 0 || f[12] != 'S' || f[13] != 'G' ||
-      f[14] != 22 || f[15] != 0 || f.substr(32, 6) != "STARGZ") {
-    return std::nullopt;
-  }
+namespace {
+
+// The offset in the 16 hex digits at `hex`, then "STARGZ"; nullopt if not.
+std::optional<uint64_t> stargz_offset(std::string_view hex_then_magic) {
+  if (hex_then_magic.substr(16, 6) != "STARGZ") return std::nullopt;
   uint64_t offset = 0;
-  for (char c : f.substr(16, 16)) {
+  for (char c : hex_then_magic.substr(0, 16)) {
     int d = (c >= '0' && c <= '9') ? c - '0' : (c >= 'a' && c <= 'f') ? c - 'a' + 10 : -1;
     if (d < 0) return std::nullopt;
     offset = offset * 16 + static_cast<uint64_t>(d);
   }
-  uint64_t end = blob_size - kEstargzFooterSize;
-  if (offset >= end || end - offset > kMaxTocSize) return std::nullopt;
-  return TocRange{offset, end - offset};
+  return offset;
+}
+
+// A gzip header with only FEXTRA (RFC 1952) whose XLEN is `xlen`.
+bool gzip_extra_header(std::string_view f, unsigned xlen) {
+  return static_cast<unsigned char>(f[0]) == 0x1f && static_cast<unsigned char>(f[1]) == 0x8b &&
+         f[2] == 8 && (f[3] & 4) && static_cast<unsigned char>(f[10]) == xlen && f[11] == 0;
+}
+
+}  // namespace
+
+std::optional<TocRange> estargz_toc_range(std::string_view f, uint64_t blob_size) {
+  if (f.size() != kEstargzFooterSize || blob_size < kEstargzFooterSize) return std::nullopt;
+  std::optional<uint64_t> offset;
+  uint64_t end = 0;
+  if (gzip_extra_header(f, 26) && f[12] == 'S' && f[13] == 'G' && f[14] == 22 && f[15] == 0) {
+    offset = stargz_offset(f.substr(16, 22));
+    end = blob_size - kEstargzFooterSize;
+  }
+  auto legacy = f.substr(kEstargzFooterSize - kLegacyStargzFooterSize);
+  if (!offset && gzip_extra_header(legacy, 22)) {
+    offset = stargz_offset(legacy.substr(12, 22));
+    end = blob_size - kLegacyStargzFooterSize;
+  }
+  if (!offset || *offset >= end || end - *offset > kMaxTocSize) return std::nullopt;
+  return TocRange{*offset, end - *offset};
 }
 
 std::optional<TocRange> zstd_chunked_footer_range(std::string_view f) {
@@ -346,7 +367,13 @@ Toc parse_toc(TocFormat format, std::string_view json, uint64_t toc_offset) {
   }
   fill_ends(toc, toc_offset);
   for (size_t i = 0; i < toc.entries.size(); ++i) {
-    if (toc.entries[i].type == EntryType::kFile) check_file(toc.entries[i], toc.files[i]);
+    if (toc.entries[i].type != EntryType::kFile) continue;
+    auto& file = toc.files[i];
+    check_file(toc.entries[i], file);
+    // One chunk covers the whole file: the file's digest is the chunk's.
+    if (file.chunks.size() == 1 && file.chunks[0].digest.empty() && !file.chunks[0].zeros) {
+      file.chunks[0].digest = file.digest;
+    }
   }
   return toc;
 }

@@ -1,6 +1,7 @@
 // Tables of contents of lazily readable layers: eStargz (a gzip layer whose
 // files start new gzip members, with a JSON table `stargz.index.json` in its
-// last member and a 51-byte footer holding the table's offset) and
+// last member and a 51-byte footer holding the table's offset; the original
+// stargz format of CRFS has a 47-byte footer instead) and
 // zstd:chunked (a zstd layer whose files are frames of their own, with a
 // zstd-compressed JSON table in a skippable frame and a 72-byte footer).
 // Both tables list every tar entry (type, name, mode, owner, mtime, link,
@@ -33,6 +34,7 @@ inline constexpr std::string_view kZstdChunkedPosition =
     "io.github.containers.zstd-chunked.manifest-position";
 
 inline constexpr size_t kEstargzFooterSize = 51;
+inline constexpr size_t kLegacyStargzFooterSize = 47;
 inline constexpr size_t kZstdChunkedFooterSize = 72;
 
 // One chunk of a regular file: `size` uncompressed bytes at `file_offset` in
@@ -69,8 +71,10 @@ struct TocRange {
 };
 
 // The table's range from the last 51 bytes of an eStargz blob of `blob_size`
-// bytes: the footer member's extra field "%016x" offset + "STARGZ"; the
-// table runs up to the footer. nullopt if `footer` is not an eStargz footer.
+// bytes: the footer member's extra subfield 'S','G' holding "%016x" offset +
+// "STARGZ"; or, in the last 47 of them, the legacy stargz footer (CRFS: an
+// empty gzip member whose whole extra field is "%016x" + "STARGZ"). The table
+// runs up to the footer. nullopt if `footer` ends with neither footer.
 std::optional<TocRange> estargz_toc_range(std::string_view footer, uint64_t blob_size);
 // The table's range from the last 72 bytes of a zstd:chunked blob (a
 // skippable frame: offset, compressed and uncompressed lengths, type 1,

@@ -113,6 +113,7 @@ class RegistryContent final : public RegistrySource, public ChunkFetcher {
   // ChunkFetcher, for BlobReader: the claimed chunks [first, last] fetched
   // by ranged GETs on the worker pool, in the background.
   cache::BlobCache& cache() override { return cache_; }
+  void submit(std::function<void()> task) override { pool_.submit(std::move(task)); }
   void fetch(const std::string& repository, std::shared_ptr<cache::CachedBlob> blob, size_t first,
              size_t last) override;
 

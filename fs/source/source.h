@@ -70,6 +70,9 @@ class RegistrySource {
   virtual std::filesystem::path blob(
       const std::string& repository, const std::string& digest, int64_t size,
       const std::function<void(const std::shared_ptr<BlobReader>&)>& opened = {}) = 0;
+  // Runs `task` on the pool that fetches this registry's blobs (a lazy
+  // layer's chunk fetches, so no FUSE thread does them).
+  virtual void submit(std::function<void()> task) = 0;
   // Bytes [offset, offset+length) of blob `digest`, fetched now, not cached
   // and not verified (a lazy layer's footer, table and chunks, which the
   // caller checks against their own digests). Throws kIo if fewer came.

@@ -89,8 +89,9 @@ std::shared_ptr<const cache::LayerIndex> LazyLayers::open(RegistrySource& conten
         [&cache](const std::string& digest, std::string_view bytes) {
           cache.put_small(digest, bytes);
         }};
-    index.lazy = std::make_shared<const cache::LazyLayer>(layer.digest, format,
-                                                          std::move(toc.files), read, chunks);
+    auto submit = [&content](std::function<void()> task) { content.submit(std::move(task)); };
+    index.lazy = std::make_shared<const cache::LazyLayer>(
+        layer.digest, format, std::move(toc.files), read, chunks, submit);
     LOG(kInfo) << "Reading layer " << layer.digest << " lazily ("
                << (format == cache::TocFormat::kEstargz ? "eStargz" : "zstd:chunked")
                << "): " << index.entries.size() << " entries from a " << range->length

@@ -1,14 +1,20 @@
 // Layers read lazily through their tables of contents (SPEC §5): an eStargz
 // layer (descriptor annotation containerd.io/snapshot/stargz/toc.digest) or a
 // zstd:chunked one (io.github.containers.zstd-chunked.manifest-checksum) is
-// not downloaded whole. Its footer is fetched by HTTP range, then the table
+// not downloaded whole. Its footer is fetched by HTTP range (eStargz's 51
+// bytes, or the legacy stargz 47-byte footer in their tail), then the table
 // it points at (or the one the manifest-position annotation names); the
 // table is checked against the annotation's digest (which the manifest
-// digest covers), and its entries become the layer's LayerIndex. A file's
-// chunks are fetched by range when it is opened (cache/lazy_layer.h), each
-// verified, and kept in the blob cache as a small blob keyed by the chunk's
-// digest (bounded with the rest, shared by every layer holding that chunk).
-// A corrupt range is EIO for the files whose chunks it holds, nothing else.
+// digest covers), and its entries become the layer's LayerIndex. A READ of
+// a file fetches by range only the chunks it covers (cache/lazy_layer.h),
+// on the blob fetch pool (RegistrySource::submit) while the FUSE thread waits
+// within its deadline, each chunk verified against its chunk digest before
+// it is served and kept in the blob cache as a small blob keyed by that
+// digest (bounded with the rest, shared by every layer holding that chunk);
+// a file with a chunk lacking a digest is fetched and verified whole at its
+// first READ. A corrupt chunk is EIO for the reads that need it, nothing
+// else. A legacy stargz layer is read lazily only if it carries the toc.digest
+// annotation too (the table must be verifiable); otherwise it is read whole.
 //
 // A layer without a table, or whose table is missing, unparsable or does
 // not match its digest, is read whole as before; that is logged once per

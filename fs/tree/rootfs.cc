@@ -321,14 +321,10 @@ OpenedFile RootfsView::open(const Node& node, const MergedTree& tree) {
   }
   OpenedFile file;
   if (const auto& lazy = tree.layer(n.layer).lazy) {
+    // Its chunks are fetched and verified as READs need them.
     auto index = static_cast<size_t>(n.entry - tree.layer(n.layer).entries.data());
-    try {
-      file.bytes = std::make_shared<const std::string>(lazy->read_file(index, n.entry->size));
-    } catch (const Error& e) {
-      LOG(kError) << "Cannot read " << node.rootfs_path << ": " << e.what();
-      if (e.kind() != ErrorKind::kInvalid) throw;
-      throw Error(ErrorKind::kIntegrity, "Cannot read " + node.rootfs_path + ": " + e.what());
-    }
+    file.layer = lazy->open_file(index, n.entry->size);
+    file.entry = std::make_shared<const cache::TarEntry>(*n.entry);
     return file;
   }
   file.layer = tree.layer(n.layer).data;

@@ -8,7 +8,12 @@ kind of test_rootfs, pushed to a real docker-registry and mounted:
     layer decompresses to exactly the original tar);
   - plain gzip layers mixed in the same image keep working;
   - a `cat` of one file fetches a few ranges, not the layer (registry log);
-  - a corrupted chunk gives EIO for that file only;
+  - a corrupted chunk gives EIO for that file only, and for the reads of
+    its range only: the file's other chunks still read;
+  - a read of one page of a big file fetches only the chunk covering it;
+    readers of one chunk fetch it once; a read whose chunk hangs fails with
+    ETIMEDOUT at the request deadline and a later read gets it;
+  - the legacy stargz footer (47 bytes, CRFS) is read too;
   - a table that does not match its annotation, is not JSON, or is missing
     (no footer) falls back to reading the layer whole, with one log line,
     and the content is right.
@@ -16,6 +21,8 @@ kind of test_rootfs, pushed to a real docker-registry and mounted:
 
 import errno
 import gzip
+import threading
+import time
 import io
 import json
 import os
@@ -25,6 +32,7 @@ import tarfile
 
 import pytest
 
+from fault_front import FaultFront
 from harness import Mounter, reglib, start_registry
 from regfs_scripts import lazyimage, mkimage
 from test_rootfs import assert_same, every_type_layers, listing, umoci_unpack
@@ -74,6 +82,8 @@ VARIANTS = {
     "no-table": (every_type_layers, ["estargz", "zstd:chunked", None],
                  {0: "no-table", 1: "toc-digest"}),
     "corrupt": (every_type_layers, ["estargz", "zstd:chunked", None], None),
+    "big-corrupt": (big_layers, ["estargz", None], None),
+    "stargz-legacy": (every_type_layers, ["stargz", "stargz", "stargz"], None),
 }
 
 
@@ -125,6 +135,27 @@ def blob_bytes_since(registry, offset, digest):
             if m and digest in m.group(1) and m.group(2) in ("200", "206"):
                 total += int(m.group(3))
     return total
+
+
+def blob_gets_since(registry, offset, digest):
+    """GETs of blob digest the registry answered after log offset."""
+    with open(registry.info["log"], "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    return len([m for m in re.finditer(r'"GET (\S+) HTTP/[\d.]+" (\d+) (\d+)', text)
+                if digest in m.group(1) and m.group(2) in ("200", "206")])
+
+
+def pread(path, offset, size):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.pread(fd, size, offset)
+    finally:
+        os.close(fd)
+
+
+MIB = 1 << 20
+BIG = mkimage.RandomReader(BIG_MIB << 20, 3).read()
 
 
 def test_estargz_rootfs_matches_umoci(mnt, images, work):
@@ -306,3 +337,131 @@ def test_rootfs_of_a_staged_copy_of_a_lazy_image_is_writable(mounter, registry, 
     base = manifest_of(images, "mixed")["layers"]
     pushed = json.loads(registry.client.manifest("lazy/edited", "v1")[0])["layers"]
     assert pushed[:3] == base and len(pushed) == 4
+
+
+@pytest.mark.parametrize("name", ["big-estargz", "big-zstdchunked"])
+def test_a_page_read_fetches_only_its_chunk(mounter, registry, images, name):
+    """dd bs=4k skip=N count=1 of a 24-chunk file: one range, about one
+    chunk's bytes, not the file."""
+    m = mounter.mount(registry.host)
+    big = m / f"lazy/{name}/v1/rootfs/opt/big.bin"
+    assert big.stat().st_size == BIG_MIB << 20  # the tree: footer and table
+    lazy = manifest_of(images, name)["layers"][0]
+    start = registry.log_offset()
+    skip = 5 * 256 + 100  # 4 KiB pages: in chunk 5 (1 MiB chunks)
+    proc = subprocess.run(["dd", f"if={big}", "bs=4k", f"skip={skip}", "count=1",
+                           "status=none"], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == BIG[skip * 4096:(skip + 1) * 4096]
+    fetched = blob_bytes_since(registry, start, lazy["digest"])
+    assert blob_gets_since(registry, start, lazy["digest"]) == 1
+    assert MIB // 2 < fetched < MIB + MIB // 4, f"{fetched} bytes for one page"
+    # The same chunk again (another page of it): nothing more is fetched.
+    assert pread(big, 5 * MIB + 800 * 1024, 4096) == BIG[5 * MIB + 800 * 1024:][:4096]
+    assert blob_gets_since(registry, start, lazy["digest"]) == 1
+
+
+def test_readers_of_one_chunk_fetch_it_once(mounter, registry, images):
+    m = mounter.mount(registry.host)
+    big = m / "lazy/big-zstdchunked/v1/rootfs/opt/big.bin"
+    assert big.stat().st_size == BIG_MIB << 20
+    lazy = manifest_of(images, "big-zstdchunked")["layers"][0]
+    start = registry.log_offset()
+    # Eight opens reading eight pages of chunk 9 at once: separate READs.
+    offsets = [9 * MIB + i * 128 * 1024 for i in range(8)]
+    results = {}
+    barrier = threading.Barrier(len(offsets))
+
+    def reader(offset):
+        fd = os.open(big, os.O_RDONLY)
+        try:
+            barrier.wait()
+            results[offset] = os.pread(fd, 4096, offset)
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=reader, args=(o,)) for o in offsets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    for offset in offsets:
+        assert results[offset] == BIG[offset:offset + 4096]
+    assert blob_gets_since(registry, start, lazy["digest"]) == 1
+
+
+def test_a_corrupted_chunk_fails_only_the_reads_of_its_range(mounter, registry, images):
+    """Chunk 10 of opt/big.bin flipped in the registry: reads in it are EIO,
+    reads of the file's other chunks still return the right bytes."""
+    layout, _, _ = images["big-corrupt"]
+    layer = manifest_of(images, "big-corrupt")["layers"][0]
+    hexd = layer["digest"].split(":", 1)[1]
+    with open(os.path.join(layout, "blobs", "sha256", hexd), "rb") as f:
+        toc = _table(f.read(), layer)
+    chunk = next(e for e in toc["entries"]
+                 if e["name"] == "opt/big.bin" and e.get("chunkOffset") == 10 * MIB)
+    path = os.path.join(registry.dir, "data", "docker", "registry", "v2", "blobs", "sha256",
+                        hexd[:2], hexd, "data")
+    with open(path, "r+b") as f:
+        f.seek(chunk["offset"] + 5000)
+        byte = f.read(1)
+        f.seek(chunk["offset"] + 5000)
+        f.write(bytes([byte[0] ^ 0xFF]))
+    m = mounter.mount(registry.host)
+    big = m / "lazy/big-corrupt/v1/rootfs/opt/big.bin"
+    for offset in (10 * MIB, 10 * MIB + 512 * 1024):
+        with pytest.raises(OSError) as e:
+            pread(big, offset, 4096)
+        assert e.value.errno == errno.EIO
+    for offset in (0, 9 * MIB + 4096, 11 * MIB, (BIG_MIB - 1) * MIB):
+        assert pread(big, offset, 4096) == BIG[offset:offset + 4096], offset
+    with pytest.raises(OSError) as e:
+        big.read_bytes()
+    assert e.value.errno == errno.EIO
+    assert "Cannot use a chunk of layer " + layer["digest"] in \
+        (m.cache_dir / "regfs.log").read_text()
+
+
+def test_a_read_whose_chunk_hangs_times_out_and_a_later_read_gets_it(mounter, registry,
+                                                                      images):
+    front = FaultFront(registry.url).start()
+    try:
+        m = mounter.mount(front.host, "-o", "request_timeout=3")
+        big = m / "lazy/big-estargz/v1/rootfs/opt/big.bin"
+        assert big.stat().st_size == BIG_MIB << 20
+        lazy = manifest_of(images, "big-estargz")["layers"][0]
+        front.add("hang", path=lazy["digest"])
+        began = time.monotonic()
+        with pytest.raises(OSError) as e:
+            pread(big, 7 * MIB, 4096)
+        took = time.monotonic() - began
+        assert e.value.errno == errno.ETIMEDOUT
+        assert took < 3 + 5, f"{took:.1f} s for a 3 s deadline"
+        front.clear()  # the hanging request is cut: the fetch tries again
+        # A later read gets the chunk (once regfs sees the registry up again,
+        # if the cut request had it marked down).
+        deadline = time.monotonic() + 45
+        while True:
+            try:
+                got = pread(big, 7 * MIB, 4096)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(1)
+        assert got == BIG[7 * MIB:7 * MIB + 4096]
+        assert pread(big, 12 * MIB, 4096) == BIG[12 * MIB:12 * MIB + 4096]
+    finally:
+        front.stop()
+
+
+def test_legacy_stargz_footer_is_read_lazily(mnt, images, gzip_unpack, registry):
+    """A legacy stargz layer (47-byte footer, files without chunk digests,
+    read and verified whole) reads through its table and equals umoci."""
+    got = listing(mnt / "lazy/stargz-legacy/v1/rootfs")
+    assert got.pop("stargz.index.json")["type"] == "file"
+    assert_same(got, gzip_unpack)
+    log = (mnt.cache_dir / "regfs.log").read_text()
+    for layer in manifest_of(images, "stargz-legacy")["layers"]:
+        assert "Reading layer " + layer["digest"] + " lazily (eStargz)" in log
+        assert "Cannot read layer " + layer["digest"] not in log

@@ -11,6 +11,11 @@ writes a new manifest and config under out_tag:
     end; a 51-byte footer member carries the table's offset in its extra
     field ("%016x" + "STARGZ"). Layer annotation
     containerd.io/snapshot/stargz/toc.digest = sha256 of the JSON.
+  legacy stargz (CRFS, the format eStargz grew from; "stargz" below): the
+    same layout with a 47-byte footer whose gzip extra field is the 22
+    bytes "%016x" + "STARGZ" alone (no 'S','G' subfield header), and no
+    chunkDigest (only a regular file's whole `digest`). Carries the
+    eStargz annotation so that its table can be checked.
   zstd:chunked (containers/storage pkg/chunked): a zstd layer whose file
     chunks are zstd frames of their own and whose tar headers go in frames
     between them; then skippable frames with the zstd-compressed table
@@ -25,7 +30,7 @@ RFC 3339 mtime, link name, device numbers, base64 xattrs; a regular file's
 first chunk is on its entry and further chunks follow as "chunk" entries,
 each with offset, chunkOffset, chunkSize and chunkDigest.
 
-formats: one per layer, "estargz", "zstd:chunked" or None (kept as is).
+formats: one per layer, "estargz", "stargz", "zstd:chunked" or None (kept as is).
 damage: {layer index: "toc-digest" (annotation names another digest) |
 "toc-json" (the table is not JSON; the annotation matches it) | "no-table"
 (a plain gzip layer carrying the eStargz annotation: no footer, no table)}.
@@ -111,7 +116,7 @@ def _chunks(data, chunk_size):
     return [data[i:i + chunk_size] for i in range(0, len(data), chunk_size)] or [b""]
 
 
-def _file_entries(m, data, offsets, chunk_size, ends=None):
+def _file_entries(m, data, offsets, chunk_size, ends=None, chunk_digests=True):
     """The table entries of regular file m: its own with the first chunk, then
     "chunk" entries. offsets[i] (and ends[i]) is chunk i's compressed range."""
     entries = []
@@ -120,15 +125,18 @@ def _file_entries(m, data, offsets, chunk_size, ends=None):
         if i == 0:
             e["digest"] = _sha(data)
         e.update({"offset": offsets[i], "chunkOffset": i * chunk_size,
-                  "chunkSize": len(chunk), "chunkDigest": _sha(chunk)})
+                  "chunkSize": len(chunk)})
+        if chunk_digests:
+            e["chunkDigest"] = _sha(chunk)
         if ends is not None:
             e["endOffset"] = ends[-1] if i == 0 else ends[i]
         entries.append(e)
     return entries
 
 
-def estargz(tar_bytes, chunk_size=CHUNK_SIZE, damage=None):
-    """(blob, uncompressed tar, annotations) of tar_bytes as an eStargz layer."""
+def estargz(tar_bytes, chunk_size=CHUNK_SIZE, damage=None, legacy=False):
+    """(blob, uncompressed tar, annotations) of tar_bytes as an eStargz layer
+    (legacy: as a legacy stargz one)."""
     members, _ = _members(tar_bytes)
     blob, plain, pending, entries = io.BytesIO(), io.BytesIO(), [], []
 
@@ -148,7 +156,8 @@ def estargz(tar_bytes, chunk_size=CHUNK_SIZE, damage=None):
                 offsets.append(blob.tell())
                 pending.append(chunk)
                 flush()
-            entries.extend(_file_entries(m, data, offsets, chunk_size))
+            entries.extend(_file_entries(m, data, offsets, chunk_size,
+                                         chunk_digests=not legacy))
         else:
             entries.append(_entry(m))
         pending.append(pad)
@@ -163,7 +172,9 @@ def estargz(tar_bytes, chunk_size=CHUNK_SIZE, damage=None):
     toc_offset = blob.tell()
     blob.write(gzip.compress(toc_tar, compresslevel=6, mtime=0))
     plain.write(toc_tar)
-    extra = b"SG" + struct.pack("<H", 22) + b"%016xSTARGZ" % toc_offset
+    extra = b"%016xSTARGZ" % toc_offset
+    if not legacy:
+        extra = b"SG" + struct.pack("<H", 22) + extra
     blob.write(b"\x1f\x8b\x08\x04\0\0\0\0\0\xff" + struct.pack("<H", len(extra)) + extra
                + b"\x01\x00\x00\xff\xff" + b"\0" * 8)
     digest = _sha(toc) if damage != "toc-digest" else _sha(b"another table")
@@ -245,7 +256,8 @@ def convert(src, tag, out, out_tag, formats, damage=None, chunk_size=CHUNK_SIZE)
             layers.append(desc)
             diff_ids.append(config["rootfs"]["diff_ids"][i])
             continue
-        writer = {"estargz": estargz, "zstd:chunked": zstd_chunked}[fmt]
+        writer = {"estargz": estargz, "zstd:chunked": zstd_chunked,
+                  "stargz": lambda *a: estargz(*a, legacy=True)}[fmt]
         if damage.get(i) == "no-table":
             plain = _layer_tar(source, desc)
             blob = gzip.compress(plain, compresslevel=6, mtime=0)
@@ -253,7 +265,7 @@ def convert(src, tag, out, out_tag, formats, damage=None, chunk_size=CHUNK_SIZE)
         else:
             blob, plain, notes = writer(_layer_tar(source, desc), chunk_size, damage.get(i))
         digest, size = target.put_bytes(blob)
-        media = mkimage.OCI_LAYER["gzip" if fmt == "estargz" else "zstd"]
+        media = mkimage.OCI_LAYER["zstd" if fmt == "zstd:chunked" else "gzip"]
         layers.append({"mediaType": media, "digest": digest, "size": size,
                        "annotations": notes})
         diff_ids.append(_sha(plain))

@@ -62,6 +62,33 @@ TEST(TocTest, EstargzFooterGivesTheTableRange) {
   EXPECT_FALSE(estargz_toc_range(f, 2000));
 }
 
+// The legacy stargz (CRFS) footer: the extra field is the 22 bytes alone.
+std::string legacy_footer(uint64_t offset) {
+  char hex[17];
+  snprintf(hex, sizeof hex, "%016llx", static_cast<unsigned long long>(offset));
+  std::string f = {'\x1f', '\x8b', '\x08', '\x04', 0, 0, 0, 0, 0, '\xff', 22, 0};
+  f += hex;
+  f += "STARGZ";
+  f += std::string("\x01\x00\x00\xff\xff", 5) + std::string(8, '\0');
+  return f;
+}
+
+TEST(TocTest, LegacyStargzFooterGivesTheTableRange) {
+  auto legacy = legacy_footer(1000);
+  ASSERT_EQ(legacy.size(), kLegacyStargzFooterSize);
+  // The last 51 bytes of the blob: 4 bytes of the table's member, then the footer.
+  auto f = std::string("\x12\x34\x00\x00", 4) + legacy;
+  auto range = estargz_toc_range(f, 2000);
+  ASSERT_TRUE(range);
+  EXPECT_EQ(range->offset, 1000u);
+  EXPECT_EQ(range->length, 2000u - 47 - 1000);
+  f[4 + 12] = 'g';  // not a hex digit
+  EXPECT_FALSE(estargz_toc_range(f, 2000));
+  f = std::string(4, '\0') + legacy;
+  f[4 + 10] = 26;  // the length eStargz has, without its subfield
+  EXPECT_FALSE(estargz_toc_range(f, 2000));
+}
+
 TEST(TocTest, ZstdChunkedFooterAndAnnotation) {
   std::string f;
   auto put32 = [&](uint32_t v) {

@@ -34,6 +34,7 @@
 
 #include "cache/blob_cache.h"
 #include "fs/source/source.h"
+#include "fs/source/worker_pool.h"
 #include "fs/tree/names.h"
 #include "fs/tree/path.h"
 #include "fs/tree/tree.h"
@@ -172,6 +173,7 @@ class FakeRegistry final : public RegistrySource, public ChunkFetcher {
     if (auto path = cache_.store().find(digest)) return *path;
     throw Error(ErrorKind::kNoSpace, "Cannot keep blob " + digest);
   }
+  void submit(std::function<void()> task) override { pool_.submit(std::move(task)); }
   std::string read_range(const std::string& repository, const std::string& digest, uint64_t offset,
                          uint64_t length) override {
     repository_for(repository, "range " + digest);
@@ -262,6 +264,7 @@ class FakeRegistry final : public RegistrySource, public ChunkFetcher {
   std::map<std::string, std::map<std::string, std::string>> repositories_;  // tag -> digest
   std::map<std::string, std::string> blobs_;                                // by digest
   std::map<std::string, int> calls_;
+  WorkerPool pool_{2};  // lazy layers' chunk fetches
 };
 
 class FakeSource final : public Source {
