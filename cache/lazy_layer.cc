@@ -198,41 +198,29 @@ std::vector<LazyLayer::Pending> LazyLayer::chunks(size_t index,
   const auto& chunks = files_[index].chunks;
   std::vector<Pending> out(which.size());
   std::vector<size_t> claimed;
-  std::vector<std::shared_ptr<std::promise<Bytes>>> promises;
-  std::vector<std::string> keys;
-  {
-    std::lock_guard lock(mutex_);
-    for (size_t k = 0; k < which.size(); ++k) {
-      const auto& key = chunks[which[k]].digest;
-      if (auto it = flights_.find(key); it != flights_.end()) {
-        out[k] = it->second;
-        continue;
-      }
-      auto promise = std::make_shared<std::promise<Bytes>>();
-      out[k] = promise->get_future().share();
-      flights_.emplace(key, out[k]);
-      claimed.push_back(which[k]);
-      promises.push_back(std::move(promise));
-      keys.push_back(key);
-    }
+  auto claims = std::make_shared<Claims>();
+  for (size_t k = 0; k < which.size(); ++k) {
+    auto [result, claim] = flights_.claim(chunks[which[k]].digest);
+    out[k] = std::move(result);
+    if (!claim) continue;  // joined to a fetch in flight
+    claimed.push_back(which[k]);
+    claims->push_back(std::move(claim));
   }
   if (!claimed.empty()) {
     auto self = shared_from_this();
-    run([self, index, claimed, promises, keys] { self->fetch(index, claimed, promises, keys); });
+    run([self, index, claimed, claims] { self->fetch(index, claimed, *claims); });
   }
   return out;
 }
 
-void LazyLayer::fetch(size_t index, const std::vector<size_t>& which,
-                      const std::vector<std::shared_ptr<std::promise<Bytes>>>& promises,
-                      const std::vector<std::string>& keys) const {
+void LazyLayer::fetch(size_t index, const std::vector<size_t>& which, const Claims& claims) const {
   const auto& chunks = files_[index].chunks;
   std::vector<bool> set(which.size(), false);
   auto settle = [&](size_t k, Bytes bytes, std::exception_ptr error) {
     if (error) {
-      promises[k]->set_exception(error);
+      claims[k]->set_exception(error);
     } else {
-      promises[k]->set_value(std::move(bytes));
+      claims[k]->set_value(std::move(bytes));
     }
     set[k] = true;
   };
@@ -301,33 +289,22 @@ void LazyLayer::fetch(size_t index, const std::vector<size_t>& which,
       settle(k, std::move(bytes), nullptr);
     }
   }
-  std::lock_guard lock(mutex_);
-  for (const auto& key : keys) flights_.erase(key);
 }
 
 LazyLayer::Pending LazyLayer::whole(size_t index, uint64_t size) const {
-  std::string key = "file:" + std::to_string(index);
-  auto promise = std::make_shared<std::promise<Bytes>>();
-  Pending out;
-  {
-    std::lock_guard lock(mutex_);
-    if (auto it = flights_.find(key); it != flights_.end()) return it->second;
-    out = promise->get_future().share();
-    flights_.emplace(key, out);
-  }
+  auto [out, claim] = flights_.claim("file:" + std::to_string(index));
+  if (!claim) return out;  // joined
   auto self = shared_from_this();
-  run([self, index, size, key, promise] {
+  run([self, index, size, claim = std::shared_ptr(std::move(claim))] {
     try {
       try {
-        promise->set_value(std::make_shared<const std::string>(self->read_file(index, size)));
+        claim->set_value(std::make_shared<const std::string>(self->read_file(index, size)));
       } catch (...) {
         rethrow_as_integrity();
       }
     } catch (...) {
-      promise->set_exception(std::current_exception());
+      claim->set_exception(std::current_exception());
     }
-    std::lock_guard lock(self->mutex_);
-    self->flights_.erase(key);
   });
   return out;
 }

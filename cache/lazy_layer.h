@@ -41,6 +41,7 @@
 
 #include "cache/layer_data.h"
 #include "cache/toc.h"
+#include "registry/core/single_flight.h"
 
 namespace regfs::cache {
 
@@ -94,11 +95,10 @@ class LazyLayer : public std::enable_shared_from_this<LazyLayer> {
   std::vector<Pending> chunks(size_t index, const std::vector<size_t>& which) const;
   // The whole of file `index`, verified, on the same terms.
   Pending whole(size_t index, uint64_t size) const;
+  using Claims = std::vector<std::unique_ptr<registry::SharedFlight<Bytes>::Claim>>;
   // On a Submit task: fetches chunks `which` of file `index` (from the store
-  // or by ranges) and sets `promises` (parallel), then ends their flights.
-  void fetch(size_t index, const std::vector<size_t>& which,
-             const std::vector<std::shared_ptr<std::promise<Bytes>>>& promises,
-             const std::vector<std::string>& keys) const;
+  // or by ranges) and settles their `claims` (parallel).
+  void fetch(size_t index, const std::vector<size_t>& which, const Claims& claims) const;
   void run(std::function<void()> task) const;
 
   std::string blob_digest_;
@@ -107,8 +107,8 @@ class LazyLayer : public std::enable_shared_from_this<LazyLayer> {
   ReadRange read_;
   ChunkStore chunks_;
   Submit submit_;
-  mutable std::mutex mutex_;                        // guards flights_
-  mutable std::map<std::string, Pending> flights_;  // fetches in flight, by chunk digest
+  // Fetches in flight, by chunk digest ("file:<index>" for a whole file).
+  mutable registry::SharedFlight<Bytes> flights_;
 };
 
 }  // namespace regfs::cache

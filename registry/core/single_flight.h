@@ -6,7 +6,9 @@
 // meanwhile waits for the same result (SharedFlight). The work runs on the
 // executor the caller names: anything with submit(std::function<void()>)
 // (fs/source/worker_pool.h's WorkerPool), or the calling thread
-// (SharedFlight::run_here). Header-only, no I/O.
+// (SharedFlight::run_here), or the caller's own (SharedFlight::claim: a lazy
+// layer's chunks, several fetched in one range, cache/lazy_layer.h).
+// Header-only, no I/O.
 #pragma once
 
 #include <exception>
@@ -71,25 +73,63 @@ class SharedFlight {
     return start(key, std::move(task), [](std::function<void()> job) { job(); });
   }
 
+  // A key claimed by claim(), whose run the caller does itself: it sets the
+  // result once (set_value or set_exception), which frees the key. One left
+  // unset frees it with a broken_promise error when it goes.
+  class Claim {
+   public:
+    Claim(SharedFlight& owner, std::string key, std::shared_ptr<std::promise<T>> promise)
+        : owner_(owner), key_(std::move(key)), promise_(std::move(promise)) {}
+    Claim(const Claim&) = delete;
+    Claim& operator=(const Claim&) = delete;
+    ~Claim() {
+      if (promise_)
+        set_exception(std::make_exception_ptr(std::future_error(std::future_errc::broken_promise)));
+    }
+    void set_value(T value) {
+      promise_->set_value(std::move(value));
+      release();
+    }
+    void set_exception(std::exception_ptr error) {
+      promise_->set_exception(std::move(error));
+      release();
+    }
+
+   private:
+    void release() {
+      promise_.reset();
+      std::lock_guard lock(owner_.mutex_);
+      owner_.running_.erase(key_);
+    }
+    SharedFlight& owner_;
+    std::string key_;
+    std::shared_ptr<std::promise<T>> promise_;
+  };
+
+  // The result to come of `key`, and no claim if a run is in flight (joined);
+  // else the key is claimed for the caller, who runs the work as it likes
+  // (several keys in one task, say) and settles the claim. The SharedFlight
+  // must outlive its claims.
+  std::pair<std::shared_future<T>, std::unique_ptr<Claim>> claim(const std::string& key) {
+    auto promise = std::make_shared<std::promise<T>>();
+    std::lock_guard lock(mutex_);
+    if (auto it = running_.find(key); it != running_.end()) return {it->second, nullptr};
+    auto result = promise->get_future().share();
+    running_.emplace(key, result);
+    return {result, std::make_unique<Claim>(*this, key, std::move(promise))};
+  }
+
  private:
   template <typename Start>
   std::shared_future<T> start(const std::string& key, std::function<T()> task, Start&& begin) {
-    auto promise = std::make_shared<std::promise<T>>();
-    std::shared_future<T> result;
-    {
-      std::lock_guard lock(mutex_);
-      if (auto it = running_.find(key); it != running_.end()) return it->second;
-      result = promise->get_future().share();
-      running_.emplace(key, result);
-    }
-    begin([this, key, promise, task = std::move(task)] {
+    auto [result, claimed] = claim(key);
+    if (!claimed) return result;
+    begin([claimed = std::shared_ptr<Claim>(std::move(claimed)), task = std::move(task)] {
       try {
-        promise->set_value(task());
+        claimed->set_value(task());
       } catch (...) {
-        promise->set_exception(std::current_exception());
+        claimed->set_exception(std::current_exception());
       }
-      std::lock_guard lock(mutex_);
-      running_.erase(key);
     });
     return result;
   }
