@@ -116,3 +116,22 @@ TEST(SharedFlightTest, RunHereRunsOnTheCallerAndOthersJoinIt) {
 
 }  // namespace
 }  // namespace regfs::registry
+
+// claim(): the caller runs the work; others join until it settles; a claim
+// dropped unsettled frees the key with an error rather than hanging.
+TEST(SharedFlightClaimTest, JoinedUntilSettledAndFreedWhenDropped) {
+  regfs::registry::SharedFlight<int> flight;
+  auto [first, claim] = flight.claim("chunk");
+  ASSERT_TRUE(claim);
+  auto [joined, none] = flight.claim("chunk");
+  EXPECT_FALSE(none) << "in flight: joined, not claimed again";
+  claim->set_value(7);
+  EXPECT_EQ(first.get(), 7);
+  EXPECT_EQ(joined.get(), 7);
+  auto [again, reclaimed] = flight.claim("chunk");
+  ASSERT_TRUE(reclaimed) << "settled: the key is free";
+  reclaimed.reset();
+  EXPECT_THROW(again.get(), std::future_error);
+  auto [after, free_again] = flight.claim("chunk");
+  EXPECT_TRUE(free_again) << "a dropped claim frees its key";
+}
