@@ -28,7 +28,7 @@
 #include "fs/cli/login_command.h"
 #include "fs/cli/options.h"
 #include "fs/fuse/fuse_ops.h"
-#include "fs/push/staging_tree.h"
+#include "fs/push/mount_tree.h"
 #include "fs/source/content.h"
 #include "fs/source/status.h"
 #include "fs/tree/tree.h"
@@ -279,7 +279,6 @@ int run_mount(const std::vector<std::string>& args) {
                         unreachable->kind() == registry::ErrorKind::kTimeout)) {
       served.content->health(options.registry)->failed(*unreachable);
     }
-    served.tree = std::make_unique<Tree>(tree, *served.content);
     StagingOptions staging;
     staging.root = cache::CacheLayout(served.content->options().cache_dir).staging();
     staging.allow_delete = options.allow_delete;
@@ -291,13 +290,12 @@ int run_mount(const std::vector<std::string>& args) {
                                     : cache::LayerCompression::kGzip;
     staging.build.compression_level = options.layer_compression_level;
     staging.build.work_dir = cache::CacheLayout(served.content->options().cache_dir).builds();
-    served.staging = std::make_unique<StagingTree>(*served.tree, *served.content, staging);
-    served.tree->set_staged(*served.staging);
+    served.tree = std::make_unique<MountTree>(tree, *served.content, staging);
     LOG(kInfo) << "Serving " << (options.registry.empty() ? "all registries" : options.registry)
                << " at " << options.mountpoint << " (cache " << options.cache_dir << ")";
     // The mount is up: staged pushes to what it shows that a failure or a
     // dead daemon left behind go on in the background.
-    served.staging->resume_pushes(served.tree->root()->registry);
+    served.tree->resume_pushes(served.tree->root()->registry);
     return served;
   });
 }

@@ -19,15 +19,15 @@
 #include "fs/fuse/errno_map.h"
 #include "fs/fuse/glue.h"
 #include "fs/fuse/inode_table.h"
-#include "fs/push/staging_tree.h"
+#include "fs/push/mount_tree.h"
 #include "registry/core/deadline.h"
 #include "registry/core/log.h"
 
 namespace regfs::fs::glue {
 
 // Changes (SPEC §4): namespaces, tags and files made under the mount are
-// staged and pushed by the FUSE-free StagingTree (fs/push/staging_tree.h); it
-// answers EROFS for remote content.
+// staged and pushed by the FUSE-free staged tree behind MountTree
+// (fs/push/mount_tree.h); it answers EROFS for remote content.
 void reply_entry(fuse_req_t req, MountState& s, const NodePtr& node) {
   auto e = entry_of(s, node, s.served.tree->attr(*node));
   if (fuse_reply_entry(req, &e) != 0) s.inodes->forget(e.ino, 1);
@@ -49,7 +49,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
   auto& s = state_of(req);
   guarded(req, "mkdir", [&] {
     reply_entry(req, s,
-                s.served.staging->mkdir(*node_or_throw(s, parent), name, mode, asked_by_copy(req)));
+                s.served.tree->mkdir(*node_or_throw(s, parent), name, mode, asked_by_copy(req)));
   });
 }
 void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
@@ -60,23 +60,23 @@ template <typename Change>
 void staged_change(fuse_req_t req, const char* operation, fuse_ino_t ino, Change&& change) {
   auto& s = state_of(req);
   guarded(req, operation, [&] {
-    change(*s.served.staging, *node_or_throw(s, ino));
+    change(*s.served.tree, *node_or_throw(s, ino));
     fuse_reply_err(req, 0);
   });
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
   staged_change(req, "unlink", parent,
-                [&](StagingTree& staging, const Node& dir) { staging.unlink(dir, name); });
+                [&](MountTree& tree, const Node& dir) { tree.unlink(dir, name); });
 }
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
   staged_change(req, "rmdir", parent,
-                [&](StagingTree& staging, const Node& dir) { staging.rmdir(dir, name); });
+                [&](MountTree& tree, const Node& dir) { tree.rmdir(dir, name); });
 }
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
   auto& s = state_of(req);
   guarded(req, "symlink", [&] {
-    reply_entry(req, s, s.served.staging->symlink(*node_or_throw(s, parent), name, target));
+    reply_entry(req, s, s.served.tree->symlink(*node_or_throw(s, parent), name, target));
   });
 }
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
@@ -93,7 +93,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
       throw registry::Error(registry::ErrorKind::kExists,
                             "Cannot rename to " + std::string(new_name) + ": it exists");
     }
-    s.served.staging->rename(*from, name, *to, new_name);
+    s.served.tree->rename(*from, name, *to, new_name);
     // Nodes name paths: the kernel's inode of the moved entry follows it.
     if (auto moved = s.served.tree->lookup(*to, new_name)) {
       s.inodes->moved(from->key + "/" + name, moved);
@@ -106,7 +106,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* 
   guarded(req, "link", [&] {
     reply_entry(
         req, s,
-        s.served.staging->link(*node_or_throw(s, ino), *node_or_throw(s, new_parent), new_name));
+        s.served.tree->link(*node_or_throw(s, ino), *node_or_throw(s, new_parent), new_name));
   });
 }
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
@@ -115,8 +115,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
   guarded(req, "create", [&] {
     NodePtr node;
     auto handle = std::make_unique<FileHandle>();
-    handle->staged =
-        s.served.staging->create(*node_or_throw(s, parent), name, mode, fi->flags, &node);
+    handle->staged = s.served.tree->create(*node_or_throw(s, parent), name, mode, fi->flags, &node);
     auto e = entry_of(s, node, s.served.tree->attr(*node));
     fi->fh = reinterpret_cast<uint64_t>(handle.get());
     if (fuse_reply_create(req, &e, fi) == 0) {
@@ -134,7 +133,7 @@ void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t of
     return;
   }
   guarded(req, "write", [&] {
-    state_of(req).served.staging->write(*handle->staged, buf, size, static_cast<uint64_t>(off));
+    state_of(req).served.tree->write(*handle->staged, buf, size, static_cast<uint64_t>(off));
     fuse_reply_write(req, size);
   });
 }
@@ -150,7 +149,7 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
     // The push this close() completes takes what it takes: its result is
     // close()'s (SPEC §4), and its requests keep their own timeouts.
     registry::NoDeadline unbounded;
-    state_of(req).served.staging->flush(*handle->staged);
+    state_of(req).served.tree->flush(*handle->staged);
     fuse_reply_err(req, 0);
   });
 }
@@ -167,9 +166,9 @@ void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
 // pushes take what they take, as a push a close() completes (op_flush): a
 // 1 GiB build outlasts --request-timeout.
 void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
-  staged_change(req, "fsyncdir", ino, [](StagingTree& staging, const Node& dir) {
+  staged_change(req, "fsyncdir", ino, [](MountTree& tree, const Node& dir) {
     registry::NoDeadline unbounded;
-    staging.push_now(dir);
+    tree.push_now(dir);
   });
 }
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
@@ -192,7 +191,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
     auto* handle = fi ? reinterpret_cast<FileHandle*>(fi->fh) : nullptr;
     StagedFile* file = handle && handle->staged ? handle->staged.get() : nullptr;
     auto st =
-        to_stat(s, ino, *node, s.served.staging->setattr(*node, file, change), AttrReply::kGetattr);
+        to_stat(s, ino, *node, s.served.tree->setattr(*node, file, change), AttrReply::kGetattr);
     fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
   });
 }
@@ -206,11 +205,10 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
     auto* out = reinterpret_cast<FileHandle*>(fi_out->fh);
     auto source = node_or_throw(s, ino_in);
     std::optional<uint64_t> copied;
-    if (out->staged && source->kind == NodeKind::kBlob) {
+    if (out->staged) {
       registry::NoDeadline unbounded;  // may complete the tag, and push it (see op_flush)
-      copied = s.served.staging->copy_reference(*source, s.served.tree->attr(*source).size,
-                                                static_cast<uint64_t>(off_in), *out->staged,
-                                                static_cast<uint64_t>(off_out), len);
+      copied = s.served.tree->copy_reference(*source, static_cast<uint64_t>(off_in), *out->staged,
+                                             static_cast<uint64_t>(off_out), len);
     }
     if (copied) {
       fuse_reply_write(req, *copied);
@@ -221,13 +219,13 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
 }
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                  int flags) {
-  staged_change(req, "setxattr", ino, [&](StagingTree& staging, const Node& node) {
-    staging.setxattr(node, name, std::string(value, size), flags);
+  staged_change(req, "setxattr", ino, [&](MountTree& tree, const Node& node) {
+    tree.setxattr(node, name, std::string(value, size), flags);
   });
 }
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
   staged_change(req, "removexattr", ino,
-                [&](StagingTree& staging, const Node& node) { staging.removexattr(node, name); });
+                [&](MountTree& tree, const Node& node) { tree.removexattr(node, name); });
 }
 
 }  // namespace regfs::fs::glue

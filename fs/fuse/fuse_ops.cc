@@ -12,6 +12,7 @@
 #include <cstring>
 #include <ctime>
 #include <fstream>
+#include <utility>
 
 #include "cache/layer_data.h"
 #include "cache/layer_index.h"
@@ -19,7 +20,7 @@
 #include "fs/fuse/errno_map.h"
 #include "fs/fuse/glue.h"
 #include "fs/fuse/inode_table.h"
-#include "fs/push/staging_tree.h"
+#include "fs/push/mount_tree.h"
 #include "registry/core/deadline.h"
 #include "registry/core/log.h"
 
@@ -174,18 +175,15 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto& s = state_of(req);
   guarded(req, "open", [&] {
     auto node = node_or_throw(s, ino);
-    if (node->kind == NodeKind::kStaged) {
+    auto file = s.served.tree->open(*node, fi->flags);
+    if (file.staged) {
       auto handle = std::make_unique<FileHandle>();
-      handle->staged = s.served.staging->open(*node, fi->flags);
+      handle->staged = std::move(file.staged);
       fi->fh = reinterpret_cast<uint64_t>(handle.get());
       if (fuse_reply_open(req, fi) == 0) handle.release();
       return;
     }
-    if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC)) {
-      throw registry::Error(registry::ErrorKind::kReadOnly,
-                            "Cannot open " + node->key + " for writing: remote content");
-    }
-    auto opened = s.served.tree->open(*node);
+    auto& opened = file.remote;
     auto handle = std::make_unique<FileHandle>(FileHandle{opened.bytes, opened.reader});
     if (opened.layer) {
       handle->layer = opened.layer;
@@ -209,8 +207,8 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
   if (handle->staged) {
     guarded(req, "read", [&] {
       std::string buffer(size, '\0');
-      size_t n = state_of(req).served.staging->read(*handle->staged, buffer.data(), size,
-                                                    static_cast<uint64_t>(off));
+      size_t n = state_of(req).served.tree->read(*handle->staged, buffer.data(), size,
+                                                 static_cast<uint64_t>(off));
       fuse_reply_buf(req, buffer.data(), n);
     });
     return;

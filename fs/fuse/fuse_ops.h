@@ -1,23 +1,23 @@
 // The FUSE glue: the only code that includes libfuse. Each callback unpacks
-// the request, calls the FUSE-free Tree, and replies exactly once; no
-// exception crosses into C (errors become errnos in fs/fuse/errno_map.cc).
+// the request, calls the FUSE-free MountTree (fs/push/mount_tree.h), the one
+// tree it sees, and replies exactly once; no exception crosses into C (errors
+// become errnos in fs/fuse/errno_map.cc).
 #pragma once
 
 #include <functional>
 #include <memory>
 
 #include "fs/cli/options.h"
-#include "fs/push/staging_tree.h"
+#include "fs/push/mount_tree.h"
 #include "fs/source/content.h"
-#include "fs/tree/tree.h"
 
 namespace regfs::fs {
 
-// What a mount serves; destroyed staged side first, content last.
+// What a mount serves: the one tree the glue sees, over `content` (destroyed
+// last).
 struct Served {
   std::unique_ptr<Content> content;
-  std::unique_ptr<Tree> tree;
-  std::unique_ptr<StagingTree> staging;  // set_staged of `tree`
+  std::unique_ptr<MountTree> tree;
 };
 
 // Mounts options.mountpoint, daemonizes unless options.foreground (the parent

@@ -19,7 +19,6 @@
 #include "fs/fuse/errno_map.h"
 #include "fs/fuse/fuse_ops.h"
 #include "fs/fuse/inode_table.h"
-#include "fs/push/staging_tree.h"
 #include "registry/core/deadline.h"
 
 namespace regfs::fs::glue {

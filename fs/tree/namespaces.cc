@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <set>
 
+#include "fs/tree/image_dirs.h"
 #include "fs/tree/known_names.h"
 #include "fs/tree/path.h"
 #include "fs/tree/tree.h"
@@ -115,14 +117,29 @@ bool Tree::is_anchor(RegistrySource& reg, const std::string& path, bool proven_r
   return !reg.is_docker_hub() && known_.is_proven(reg.name(), path);
 }
 
+NodePtr Tree::lookup_root(std::string_view name) {
+  if (!registry::looks_like_registry(name)) return nullptr;
+  std::string canonical = registry::canonical_registry(name);
+  return make_namespace(canonical, "", name, "/");
+}
+
+std::vector<NodePtr> Tree::list_root() {
+  std::set<std::string> names(options_.listed_registries.begin(), options_.listed_registries.end());
+  names.insert(std::string(registry::kDockerHub));
+  for (auto& name : content_.registries_in_use()) names.insert(name);
+  std::vector<NodePtr> entries;
+  for (auto& name : names) entries.push_back(make_namespace(name, "", name, "/"));
+  return entries;
+}
+
 NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
   if (auto staged = staging_->lookup_in_namespace(dir, name)) return staged;
   auto& reg = content_.registry(dir.registry);
   std::string sname(name);
   if (!dir.path.empty() && sname.rfind(kDigestPrefix, 0) == 0) {
     if (!registry::is_valid_digest(sname)) return nullptr;
-    auto node = make_child(dir, NodeKind::kImage, name);
-    image_of(*node);  // throws kNotFound if the manifest is not there
+    auto node = ImageDirs::image_node(dir, name);
+    images_->image_of(*node);  // throws kNotFound if the manifest is not there
     return node;
   }
   if (auto catalog = reg.catalog()) return lookup_in_catalog(dir, reg, *catalog, sname);
@@ -134,7 +151,7 @@ NodePtr Tree::lookup_namespace(const Node& dir, std::string_view name) {
   if (!dir.path.empty() && (!hub || depth(dir.path) == 2)) {
     dir_tags = probe_repository(reg, dir.path);
     if (dir_tags && registry::is_valid_tag(sname) && has_tag(reg, dir.path, dir_tags, sname)) {
-      return make_child(dir, NodeKind::kImage, name);
+      return ImageDirs::image_node(dir, name);
     }
   }
   std::string child = join(dir.path, sname);
@@ -158,7 +175,7 @@ NodePtr Tree::lookup_in_catalog(const Node& dir, RegistrySource& reg,
     } catch (const Error& e) {
       if (e.kind() != ErrorKind::kNotFound && !is_unauthorized(e)) throw;
     }
-    if (has_tag(reg, dir.path, tags, name)) return make_child(dir, NodeKind::kImage, name);
+    if (has_tag(reg, dir.path, tags, name)) return ImageDirs::image_node(dir, name);
   }
   if (!registry::is_valid_path_component(name)) return nullptr;
   std::string child = join(dir.path, name);
@@ -186,7 +203,7 @@ std::vector<NodePtr> Tree::list_namespace(const Node& dir) {
   }
   if (tags) {
     for (auto& tag : *tags) {
-      if (registry::is_valid_tag(tag)) entries.push_back(make_child(dir, NodeKind::kImage, tag));
+      if (registry::is_valid_tag(tag)) entries.push_back(ImageDirs::image_node(dir, tag));
     }
   }
   for (auto& name : namespaces) {

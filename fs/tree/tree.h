@@ -6,12 +6,15 @@
 //     rootfs/ (unlisted)                    the merged layers (fs/tree/rootfs.h)
 //
 // A Node is a value naming what an entry is (its kind and coordinates); the
-// Tree answers lookup/list/attr/open for it through a Source (the narrow
-// interface of fs/source/source.h, which Content implements), so the FUSE
-// glue only translates and unit tests run the tree on a fake source. Directories of a repository
-// list tags from tags/list and child namespaces from the catalog; where a registry serves no
-// catalog (Docker Hub, or a token without catalog scope) a name exists only when something proves
-// it, as fs/tree/known_names.h says, and directories list what is known.
+// Tree answers lookup/list/attr/open for it, each node kind by one part
+// (namespaces, image directories, the rootfs view, the staged tree), through
+// a Source (the narrow interface of fs/source/source.h, which Content
+// implements, so unit tests run the tree on a fake source); the FUSE glue
+// sees it through MountTree (fs/push/mount_tree.h). Directories of a
+// repository list tags from tags/list and child namespaces from the catalog;
+// where a registry serves no catalog (Docker Hub, or a token without catalog
+// scope) a name exists only when something proves it, as
+// fs/tree/known_names.h says, and directories list what is known.
 #pragma once
 
 #include <sys/types.h>
@@ -39,8 +42,8 @@
 
 namespace regfs::fs {
 
+class ImageDirs;
 class MergedTree;
-class RootfsView;
 
 enum class NodeKind {
   kRoot,          // multi-registry root
@@ -148,9 +151,17 @@ class Tree : public RemoteNames {
   void set_staged(StagedNames& staged) { staging_ = &staged; }
 
  private:
+  // The parts of the tree, each answering for its nodes: the remote tree of
+  // registries and namespaces (fs/tree/namespaces.cc), image directories
+  // (fs/tree/image_dirs.h), the rootfs view (fs/tree/rootfs.h), the staged
+  // tree (StagedNames) and the control directory.
+  enum class Part { kNamespaces, kImages, kRootfs, kStaged, kControl };
+  static Part part_of(NodeKind kind);
+
+  // The remote tree (fs/tree/namespaces.cc).
   NodePtr lookup_root(std::string_view name);
+  std::vector<NodePtr> list_root();
   NodePtr lookup_namespace(const Node& dir, std::string_view name);
-  NodePtr lookup_image_entry(const Node& dir, std::string_view name);
   std::vector<NodePtr> list_namespace(const Node& dir);
   NodePtr lookup_in_catalog(const Node& dir, RegistrySource& reg,
                             const std::vector<std::string>& catalog, const std::string& name);
@@ -171,27 +182,18 @@ class Tree : public RemoteNames {
 
   NodePtr make_namespace(const std::string& registry, const std::string& path,
                          std::string_view name, const std::string& parent_key);
-  NodePtr make_child(const Node& parent, NodeKind kind, std::string_view name,
-                     std::string blob = {});
-  static constexpr uint64_t kMaxImages = 1024;
-  std::shared_ptr<const Image> image_of(const Node& node);
-  std::shared_ptr<const Image> image_at(const Node& node, const std::string& digest);
-  std::shared_ptr<const MergedTree> rootfs_of(const Node& node);
-  std::string digest_of(const Node& node);
+  // MOUNT/.regfs (`dir` the root) or MOUNT/.regfs/status (`dir` .regfs).
+  static NodePtr control_node(const Node& dir, std::string_view name);
 
   const TreeOptions options_;
   Source& content_;
   NodePtr root_;
-  std::shared_ptr<RootfsView> rootfs_;
+  std::unique_ptr<ImageDirs> images_;
   StagedNames* staging_;  // never null: a StagedNames without names until set_staged
 
   KnownNames known_;
 
-  std::mutex mutex_;  // guards images_, image_order_ and learned_
-  // Loaded images by registry/repo@digest, the most recently used kept (a
-  // count bound: an evicted image is loaded again from the cached manifests).
-  std::map<std::string, std::shared_ptr<const Image>> images_;
-  cache::LruIndex image_order_{kMaxImages};
+  std::mutex mutex_;               // guards learned_
   std::set<std::string> learned_;  // registries learn_registry() has read
 };
 
