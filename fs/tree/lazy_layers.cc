@@ -1,5 +1,9 @@
 #include "fs/tree/lazy_layers.h"
 
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
 #include "cache/lazy_layer.h"
 #include "cache/toc.h"
 #include "registry/core/digest.h"
@@ -10,6 +14,42 @@ namespace regfs::fs {
 
 using registry::Error;
 using registry::ErrorKind;
+
+namespace {
+
+namespace fsys = std::filesystem;
+
+// A table kept from an earlier fetch (`layers/<hex of its digest>.toc`:
+// "<offset> <length>\n" and the compressed table as the blob holds it), so a
+// later mount needs no registry for it; checked against its digest as a
+// fetched one is. nullopt if there is none (or it is unreadable).
+std::optional<std::pair<cache::TocRange, std::string>> read_kept_table(const fsys::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  cache::TocRange range{};
+  if (!(in >> range.offset >> range.length) || in.get() != '\n') return std::nullopt;
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (bytes.size() != range.length) return std::nullopt;
+  return std::make_pair(range, std::move(bytes));
+}
+
+void keep_table(cache::BlobCache& cache, const fsys::path& path, const cache::TocRange& range,
+                const std::string& compressed) {
+  fsys::path tmp = path;
+  tmp += ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+    out << range.offset << ' ' << range.length << '\n' << compressed;
+    if (!out.flush()) {
+      LOG(kWarning) << "Cannot keep the table of contents in " << path << " (fetched again later)";
+      return;
+    }
+  }
+  std::error_code ec;
+  fsys::rename(tmp, path, ec);
+  if (!ec) cache.track_file(path);
+}
+
+}  // namespace
 
 void LazyLayers::fall_back(const registry::Descriptor& layer, const std::string& why) {
   {
@@ -40,26 +80,38 @@ std::shared_ptr<const cache::LayerIndex> LazyLayers::open(RegistrySource& conten
   };
   auto blob_size = static_cast<uint64_t>(layer.size);
   std::optional<cache::TocRange> range;
-  if (format == cache::TocFormat::kZstdChunked) {
-    auto position = notes.find(std::string(cache::kZstdChunkedPosition));
-    if (position != notes.end()) range = cache::zstd_chunked_annotation_range(position->second);
+  std::string compressed;
+  const fsys::path kept =
+      chunks_.layout().layers() / (std::string(registry::digest_hex(want)) + ".toc");
+  auto kept_table = read_kept_table(kept);
+  if (kept_table && kept_table->first.offset + kept_table->first.length > blob_size) {
+    kept_table.reset();
   }
-  if (!range) {
-    size_t footer_size = format == cache::TocFormat::kEstargz ? cache::kEstargzFooterSize
-                                                              : cache::kZstdChunkedFooterSize;
-    if (blob_size < footer_size) {
-      fall_back(layer, "it is too small to have a footer");
+  if (kept_table) {
+    range = kept_table->first;
+    compressed = std::move(kept_table->second);
+  } else {
+    if (format == cache::TocFormat::kZstdChunked) {
+      auto position = notes.find(std::string(cache::kZstdChunkedPosition));
+      if (position != notes.end()) range = cache::zstd_chunked_annotation_range(position->second);
+    }
+    if (!range) {
+      size_t footer_size = format == cache::TocFormat::kEstargz ? cache::kEstargzFooterSize
+                                                                : cache::kZstdChunkedFooterSize;
+      if (blob_size < footer_size) {
+        fall_back(layer, "it is too small to have a footer");
+        return nullptr;
+      }
+      auto footer = read(blob_size - footer_size, footer_size);
+      range = format == cache::TocFormat::kEstargz ? cache::estargz_toc_range(footer, blob_size)
+                                                   : cache::zstd_chunked_footer_range(footer);
+    }
+    if (!range || range->offset + range->length > blob_size) {
+      fall_back(layer, "no footer pointing at a table of contents");
       return nullptr;
     }
-    auto footer = read(blob_size - footer_size, footer_size);
-    range = format == cache::TocFormat::kEstargz ? cache::estargz_toc_range(footer, blob_size)
-                                                 : cache::zstd_chunked_footer_range(footer);
+    compressed = read(range->offset, range->length);
   }
-  if (!range || range->offset + range->length > blob_size) {
-    fall_back(layer, "no footer pointing at a table of contents");
-    return nullptr;
-  }
-  auto compressed = read(range->offset, range->length);
   try {
     auto bytes = cache::extract_toc(format, compressed);
     registry::Sha256 hash;
@@ -67,10 +119,13 @@ std::shared_ptr<const cache::LayerIndex> LazyLayers::open(RegistrySource& conten
                                                      : std::string_view(compressed));
     auto actual = hash.digest();
     if (actual != want) {
+      std::error_code ec;
+      if (kept_table) fsys::remove(kept, ec);  // fetched again next time
       fall_back(layer,
                 "its table of contents has digest " + actual + ", the annotation says " + want);
       return nullptr;
     }
+    if (!kept_table) keep_table(chunks_, kept, *range, compressed);
     auto toc = cache::parse_toc(format, bytes.json, range->offset);
     if (bytes.toc_entry) {  // the table's own tar entry, as the layer's tar holds it
       cache::TocFile file;

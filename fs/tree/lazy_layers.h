@@ -5,7 +5,10 @@
 // bytes, or the legacy stargz 47-byte footer in their tail), then the table
 // it points at (or the one the manifest-position annotation names); the
 // table is checked against the annotation's digest (which the manifest
-// digest covers), and its entries become the layer's LayerIndex. A READ of
+// digest covers), and its entries become the layer's LayerIndex. The table
+// is kept in the cache (`layers/<hex of its digest>.toc`, bounded with the
+// rest, checked again when read), so a later mount reads a layer whose
+// chunks are cached with no registry at all. A READ of
 // a file fetches by range only the chunks it covers (cache/lazy_layer.h),
 // on the blob fetch pool (RegistrySource::submit) while the FUSE thread waits
 // within its deadline, each chunk verified against its chunk digest before

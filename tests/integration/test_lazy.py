@@ -465,3 +465,27 @@ def test_legacy_stargz_footer_is_read_lazily(mnt, images, gzip_unpack, registry)
     for layer in manifest_of(images, "stargz-legacy")["layers"]:
         assert "Reading layer " + layer["digest"] + " lazily (eStargz)" in log
         assert "Cannot read layer " + layer["digest"] not in log
+
+
+def test_a_lazy_image_read_before_reads_with_the_registry_down_after_a_remount(mounter, registry):
+    """The table of contents is kept in the cache with the chunks: a later
+    mount of the same cache serves what was read with no registry at all."""
+    front = FaultFront(registry.url).start()
+    try:
+        m = mounter.mount(front.host, "-o", "request_timeout=5")
+        root = m / "lazy/big-estargz/v1/rootfs"
+        assert (root / "etc/os-release").read_text() == "NAME=lazy\n"
+        assert pread(root / "opt/big.bin", 7 * MIB, 4096) == BIG[7 * MIB:7 * MIB + 4096]
+        m.unmount()
+    finally:
+        front.stop()  # the registry is gone for the next mount
+    proc = subprocess.run(m.argv, env=m.env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        assert (root / "etc/os-release").read_text() == "NAME=lazy\n"
+        assert pread(root / "opt/big.bin", 7 * MIB, 4096) == BIG[7 * MIB:7 * MIB + 4096]
+        with pytest.raises(OSError):  # never read: not in the cache
+            pread(root / "opt/big.bin", 20 * MIB, 4096)
+    finally:
+        m.unmount()
