@@ -65,6 +65,10 @@ bool Tree::has_tag(RegistrySource& reg, const std::string& repo, const Names& ta
     return true;
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kNotFound) return false;
+    // The registry is down and keeps no answer for this tag: a tag its kept
+    // list lacks is taken for none, so what is cached below a namespace of
+    // the same name (repository `a` beside repository `a/b`) stays readable.
+    if (e.kind() == ErrorKind::kUnavailable) return false;
     throw;
   }
 }

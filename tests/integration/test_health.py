@@ -426,3 +426,22 @@ def test_flapping_registry(mount, front, registry, tmp_path):
     assert lines[0] >= 1 and lines[0] - lines[1] in (0, 1), lines
     text = json.dumps(registry_health(m))
     assert front.host in text
+
+
+def test_a_repository_below_a_repository_reads_from_the_cache_while_down(mount, front, registry):
+    """`public` is a repository and a namespace (`public/hello`): while the
+    registry is down, `hello` in `public` is not taken for an unknown tag of
+    `public` that would need the registry (EIO); the cached image reads."""
+    subprocess.run(["skopeo", "copy", "--quiet", "--src-tls-verify=false",
+                    "--dest-tls-verify=false", f"docker://{registry.host}/public/hello:v1",
+                    f"docker://{registry.host}/public:latest"], check=True, timeout=120)
+    m = hmount(mount, front)
+    assert "latest" in listing(m / "public") and "hello" in listing(m / "public")
+    manifest = m / "public/hello/v1/manifest.json"
+    data = read_result(manifest)
+    assert isinstance(data, bytes), data
+    time.sleep(TTL + 0.5)  # every answer is stale
+    front.go_down("refuse")
+    assert read_result(manifest) == data
+    assert read_result(manifest) == data  # known down now, still
+    front.go_up()
