@@ -60,7 +60,8 @@ void InodeTable::moved(const std::string& old_key, const NodePtr& node) {
   std::lock_guard lock(mutex_);
   auto top = by_key_.find(old_key);
   if (top == by_key_.end() || node->key == old_key) return;
-  const std::string old_staged = by_ino_[top->second].node->staged_path;
+  const Node& old_top = *by_ino_[top->second].node;
+  const std::string old_staged = old_top.kind == NodeKind::kStaged ? old_top.staged().path : "";
   std::vector<std::pair<std::string, uint64_t>> moving;
   for (const auto& [key, ino] : by_key_) {
     if (key == old_key || key.starts_with(old_key + "/")) moving.emplace_back(key, ino);
@@ -74,8 +75,9 @@ void InodeTable::moved(const std::string& old_key, const NodePtr& node) {
     } else {
       auto copy = std::make_shared<Node>(*entry.node);
       copy->key = new_key;
-      if (copy->staged_path.starts_with(old_staged + "/")) {
-        copy->staged_path = node->staged_path + copy->staged_path.substr(old_staged.size());
+      if (copy->kind == NodeKind::kStaged && node->kind == NodeKind::kStaged &&
+          copy->staged().path.starts_with(old_staged + "/")) {
+        copy->staged().path = node->staged().path + copy->staged().path.substr(old_staged.size());
       }
       entry.node = copy;
     }

@@ -28,7 +28,7 @@ class InodeTable {
   // The node of `ino`, or nullptr if the kernel forgot it.
   NodePtr get(uint64_t ino) const;
   // After a rename: the inode of `old_key`, and those under it, now stand
-  // for `node` and its entries (their key and staged_path follow), so the
+  // for `node` and its entries (their key and staged path follow), so the
   // kernel's inode of a moved entry keeps working. A replaced target's
   // inode keeps its node, with no key, until forgotten.
   void moved(const std::string& old_key, const NodePtr& node);

@@ -19,7 +19,7 @@ inline std::string parent_of(const std::string& path) {
 inline Node lower_node(const std::string& path) {
   Node node;
   node.kind = NodeKind::kRootfs;
-  node.rootfs_path = path;
+  node.at = Node::RootfsAt{{}, path, 0};
   return node;
 }
 

@@ -120,7 +120,7 @@ inline bool is_remote_image_dir(const Node& node) {
 // A staged tag that turned into a namespace (mkdir -p ns/repo): its node is
 // answered as that namespace.
 inline NodePtr promoted_namespace(const cache::StagingArea& area, const Node& node) {
-  if (node.kind != NodeKind::kStaged || !node.staged_path.empty()) return nullptr;
+  if (node.kind != NodeKind::kStaged || !node.staged().path.empty()) return nullptr;
   if (area.has_tag({node.registry, node.path, node.reference})) return nullptr;
   std::string path = join(node.path, node.reference);
   if (!area.has_namespace(node.registry, path)) return nullptr;

@@ -31,14 +31,14 @@ using namespace staged;  // NOLINT: fs/push/staged_helpers.h
 void StagingTree::rmdir(const Node& parent, std::string_view name) {
   if (auto ns = promoted_namespace(area_, parent)) return rmdir(*ns, name);
   std::string sname(name);
-  if (parent.overlay) {
+  if (parent.is_overlay()) {
     overlay_for(parent)->rmdir(join(rootfs_path_of(parent), name));
     changed(tag_of(parent));
     return;
   }
   if (parent.kind == NodeKind::kStaged) {
     auto tag = tag_of(parent);
-    std::string path = join(parent.staged_path, name);
+    std::string path = join(parent.staged().path, name);
     if (::rmdir(area_.file(tag, path).c_str()) != 0)
       fail_errno(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);

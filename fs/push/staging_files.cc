@@ -75,14 +75,14 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
   if (parent.kind != NodeKind::kStaged)
     fail(ErrorKind::kReadOnly, "Cannot make " + sname + ": read-only");
   auto tag = tag_of(parent);
-  if (parent.overlay) {
+  if (parent.is_overlay()) {
     std::string path = join(rootfs_path_of(parent), name);
     auto overlay = overlay_for(parent);
     overlay->mkdir(path, mode);
     changed(tag);
     return rootfs_node(parent, name, path, S_IFDIR);
   }
-  std::string path = join(parent.staged_path, name);
+  std::string path = join(parent.staged().path, name);
   fsys::path dir = area_.file(tag, path);
   struct stat st;
   if (::lstat(dir.c_str(), &st) == 0)
@@ -92,7 +92,7 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
   // (a repository) after all, unless ns is a repository itself: then `repo`
   // is its tag and the directory part of what is copied in (a build).
   std::error_code ec;
-  if (parent.staged_path.empty() && name != "blobs" && !is_hex64(name) &&
+  if (parent.staged().path.empty() && name != "blobs" && !is_hex64(name) &&
       fsys::is_empty(area_.tag_dir(tag), ec) && !area_.state(tag).made_by_copy &&
       !repository_of_tags(tag)) {
     // Refused rather than staged as a subdirectory that would never be
@@ -190,9 +190,9 @@ std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_
   if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
     fail(ErrorKind::kReadOnly, "Cannot create " + std::string(name) + ": read-only");
   }
-  if (parent.overlay) return rootfs_create(parent, name, mode, flags, node);
+  if (parent.is_overlay()) return rootfs_create(parent, name, mode, flags, node);
   auto tag = tag_of(parent);
-  std::string path = join(parent.staged_path, name);
+  std::string path = join(parent.staged().path, name);
   auto handle = open_file(tag, path, flags | O_CREAT, mode);
   *node = make_node(tag, path, parent.key + "/" + std::string(name), name);
   return handle;
@@ -201,8 +201,8 @@ std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_
 std::shared_ptr<StagedFile> StagingTree::open(const Node& node, int flags) {
   if (node.kind != NodeKind::kStaged)
     fail(ErrorKind::kReadOnly, "Cannot open " + node.key + " for writing");
-  if (node.overlay) return rootfs_open(node, flags);
-  return open_file(tag_of(node), node.staged_path, flags & ~(O_CREAT | O_EXCL), 0);
+  if (node.is_overlay()) return rootfs_open(node, flags);
+  return open_file(tag_of(node), node.staged().path, flags & ~(O_CREAT | O_EXCL), 0);
 }
 
 void StagingTree::write(StagedFile& file, const char* data, size_t size, uint64_t offset) {
@@ -261,13 +261,13 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
   if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
     fail(ErrorKind::kReadOnly, "Cannot change " + node.key + ": read-only");
   }
-  if (node.overlay) return rootfs_setattr(node, change);
+  if (node.is_overlay()) return rootfs_setattr(node, change);
   auto tag = tag_of(node);
-  fsys::path path = area_.file(tag, node.staged_path);
+  fsys::path path = area_.file(tag, node.staged().path);
   if (change.size) {
     int rc = file ? ::ftruncate(file->fd.get(), static_cast<off_t>(*change.size))
                   : ::truncate(path.c_str(), static_cast<off_t>(*change.size));
-    if (rc != 0) fail_errno(errno, "Cannot truncate staged " + node.staged_path);
+    if (rc != 0) fail_errno(errno, "Cannot truncate staged " + node.staged().path);
     auto state = path_state(path);
     {
       std::lock_guard lock(state->mutex);
@@ -275,7 +275,7 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
       state->dirty = true;
     }
     area_.update_state(tag, [&](cache::StagedTagState& s) {
-      auto ref = s.references.find(node.staged_path);
+      auto ref = s.references.find(node.staged().path);
       if (ref != s.references.end() && static_cast<uint64_t>(ref->second.size) != *change.size) {
         s.references.erase(ref);
       }
@@ -283,14 +283,14 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
   }
   if (change.mode) {
     area_.update_state(
-        tag, [&](cache::StagedTagState& s) { s.modes[node.staged_path] = *change.mode & 07777; });
-    share_with_links(tag, node.staged_path);
+        tag, [&](cache::StagedTagState& s) { s.modes[node.staged().path] = *change.mode & 07777; });
+    share_with_links(tag, node.staged().path);
   }
   if (change.atime || change.mtime) {
     timespec times[2] = {change.atime.value_or(timespec{0, UTIME_OMIT}),
                          change.mtime.value_or(timespec{0, UTIME_OMIT})};
     if (::utimensat(AT_FDCWD, path.c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
-      fail_errno(errno, "Cannot set times of staged " + node.staged_path);
+      fail_errno(errno, "Cannot set times of staged " + node.staged().path);
     }
   }
   changed(tag);
@@ -337,13 +337,13 @@ NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const st
          "Cannot make link " + std::string(name) + ": links go in a tag directory");
   }
   auto tag = tag_of(parent);
-  if (parent.overlay) {
+  if (parent.is_overlay()) {
     std::string path = join(rootfs_path_of(parent), name);
     overlay_for(parent)->symlink(path, target);
     changed(tag);
     return rootfs_node(parent, name, path, S_IFLNK);
   }
-  std::string path = join(parent.staged_path, name);
+  std::string path = join(parent.staged().path, name);
   if (::symlink(target.c_str(), area_.file(tag, path).c_str()) != 0) {
     fail_errno(errno, "Cannot make staged link " + path);
   }
@@ -356,7 +356,7 @@ NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_
     fail(ErrorKind::kInvalid, "Cannot make link \"" + std::string(new_name) + "\"");
   check_stageable_name(new_name);
   if (node.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged ||
-      node.staged_path.empty()) {
+      node.staged().path.empty()) {
     fail(node.kind == NodeKind::kStaged ? ErrorKind::kCrossDevice : ErrorKind::kReadOnly,
          "Cannot link " + node.key + ": hardlinks stay within one staged tag");
   }
@@ -367,25 +367,25 @@ NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_
     fail(ErrorKind::kCrossDevice,
          "Cannot link " + node.key + ": hardlinks stay within one staged tag");
   }
-  if (node.overlay != new_parent.overlay) {
+  if (node.is_overlay() != new_parent.is_overlay()) {
     fail(ErrorKind::kCrossDevice, "Cannot link " + node.key + ": hardlinks stay within rootfs/");
   }
-  if (node.overlay) {
+  if (node.is_overlay()) {
     std::string to = join(rootfs_path_of(new_parent), new_name);
     overlay_for(node)->link(rootfs_path_of(node), to);
     changed(tag);
     return rootfs_node(new_parent, new_name, to, S_IFREG);
   }
-  std::string path = join(new_parent.staged_path, new_name);
-  if (::link(area_.file(tag, node.staged_path).c_str(), area_.file(tag, path).c_str()) != 0) {
+  std::string path = join(new_parent.staged().path, new_name);
+  if (::link(area_.file(tag, node.staged().path).c_str(), area_.file(tag, path).c_str()) != 0) {
     fail_errno(errno, "Cannot make staged link " + path);
   }
   // One inode, many names: what the state keeps by path goes with the link.
   area_.update_state(tag, [&](cache::StagedTagState& s) {
-    if (auto mode = s.modes.find(node.staged_path); mode != s.modes.end()) {
+    if (auto mode = s.modes.find(node.staged().path); mode != s.modes.end()) {
       s.modes[path] = mode->second;
     }
-    if (auto xattrs = s.xattrs.find(node.staged_path); xattrs != s.xattrs.end()) {
+    if (auto xattrs = s.xattrs.find(node.staged().path); xattrs != s.xattrs.end()) {
       s.xattrs[path] = xattrs->second;
     }
   });
@@ -394,24 +394,24 @@ NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_
 }
 
 std::string StagingTree::readlink(const Node& node) {
-  if (node.overlay) return overlay_for(node)->readlink(rootfs_path_of(node));
+  if (node.is_overlay()) return overlay_for(node)->readlink(rootfs_path_of(node));
   std::string target(4096, '\0');
-  ssize_t n =
-      ::readlink(area_.file(tag_of(node), node.staged_path).c_str(), target.data(), target.size());
+  ssize_t n = ::readlink(area_.file(tag_of(node), node.staged().path).c_str(), target.data(),
+                         target.size());
   if (n < 0) fail_errno(errno, "Cannot read link " + node.key);
   target.resize(static_cast<size_t>(n));
   return target;
 }
 
 void StagingTree::unlink(const Node& parent, std::string_view name) {
-  if (parent.overlay) {
+  if (parent.is_overlay()) {
     overlay_for(parent)->unlink(join(rootfs_path_of(parent), name));
     changed(tag_of(parent));
     return;
   }
   if (parent.kind == NodeKind::kStaged && !promoted_namespace(area_, parent)) {
     auto tag = tag_of(parent);
-    std::string path = join(parent.staged_path, name);
+    std::string path = join(parent.staged().path, name);
     if (::unlink(area_.file(tag, path).c_str()) != 0)
       fail_errno(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);
@@ -437,17 +437,17 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
       tag_of(new_parent).repository != tag.repository || new_parent.registry != parent.registry) {
     fail(ErrorKind::kCrossDevice, "Cannot rename " + std::string(name) + " out of its staged tag");
   }
-  if (parent.overlay != new_parent.overlay) {
+  if (parent.is_overlay() != new_parent.is_overlay()) {
     fail(ErrorKind::kCrossDevice, "Cannot rename " + std::string(name) + " into or out of rootfs/");
   }
-  if (parent.overlay) {
+  if (parent.is_overlay()) {
     overlay_for(parent)->rename(join(rootfs_path_of(parent), name),
                                 join(rootfs_path_of(new_parent), new_name));
     changed(tag);
     return;
   }
-  std::string from = join(parent.staged_path, name);
-  std::string to = join(new_parent.staged_path, new_name);
+  std::string from = join(parent.staged().path, name);
+  std::string to = join(new_parent.staged().path, new_name);
   if (::rename(area_.file(tag, from).c_str(), area_.file(tag, to).c_str()) != 0) {
     fail_errno(errno, "Cannot rename staged " + from);
   }
@@ -482,21 +482,21 @@ std::optional<uint64_t> StagingTree::copy_reference(const Node& source, uint64_t
                                                     uint64_t offset_in, StagedFile& out,
                                                     uint64_t offset_out, uint64_t length) {
   if (source.kind != NodeKind::kBlob || offset_in != 0 || offset_out != 0 || length < source_size ||
-      !out.writable || blob_digest_of(out.path) != source.blob) {
+      !out.writable || blob_digest_of(out.path) != source.blob().digest) {
     return std::nullopt;
   }
   if (::ftruncate(out.fd.get(), static_cast<off_t>(source_size)) != 0) {
     fail_errno(errno, "Cannot stage " + out.path);
   }
   area_.update_state(out.tag, [&](cache::StagedTagState& s) {
-    s.references[out.path] = cache::BlobReference{source.registry, source.path, source.blob,
-                                                  static_cast<int64_t>(source_size)};
+    s.references[out.path] = cache::BlobReference{
+        source.registry, source.path, source.blob().digest, static_cast<int64_t>(source_size)};
   });
   std::lock_guard lock(out.state->mutex);
   out.state->dirty = false;
   out.state->hasher.truncated(source_size);
   LOG(kDebug) << "Staged " << out.path << " as a reference to " << source.registry << "/"
-              << source.path << "@" << source.blob;
+              << source.path << "@" << source.blob().digest;
   return source_size;
 }
 

@@ -109,7 +109,7 @@ void StagingTree::build_when_due(const cache::StagedTag& tag) {
 }
 
 void StagingTree::push_now(const Node& dir) {
-  if (dir.kind == NodeKind::kStaged && dir.staged_path.empty() && area_.has_tag(tag_of(dir))) {
+  if (dir.kind == NodeKind::kStaged && dir.staged().path.empty() && area_.has_tag(tag_of(dir))) {
     auto tag = tag_of(dir);
     {
       std::lock_guard lock(builds_mutex_);

@@ -108,8 +108,8 @@ std::shared_ptr<RootfsOverlay> StagingTree::overlay_for(const Node& node) {
 }
 
 std::string StagingTree::rootfs_path_of(const Node& node) {
-  return node.staged_path.size() > kRootfsName.size()
-             ? node.staged_path.substr(kRootfsName.size() + 1)
+  return node.staged().path.size() > kRootfsName.size()
+             ? node.staged().path.substr(kRootfsName.size() + 1)
              : "";
 }
 
@@ -117,21 +117,19 @@ NodePtr StagingTree::rootfs_node(const Node& parent, std::string_view name, cons
                                  mode_t type) {
   auto node = std::make_shared<Node>();
   node->kind = NodeKind::kStaged;
-  node->overlay = true;
   node->name = name;
   node->key = parent.key + "/" + std::string(name);
   node->registry = parent.registry;
   node->path = parent.path;
   node->reference = parent.reference;
-  node->staged_path = join(std::string(kRootfsName), path);
-  node->rootfs_type = type;
+  node->at = Node::StagedAt{join(std::string(kRootfsName), path), type, true};
   return node;
 }
 
 NodePtr StagingTree::rootfs_lookup(const Node& dir, std::string_view name) {
   auto overlay = overlay_of(tag_of(dir));
   if (!overlay) return nullptr;
-  std::string path = dir.overlay ? join(rootfs_path_of(dir), name) : "";
+  std::string path = dir.is_overlay() ? join(rootfs_path_of(dir), name) : "";
   auto type = overlay->type(path);
   if (!type) return nullptr;
   return rootfs_node(dir, name, path, *type);
@@ -159,12 +157,12 @@ std::shared_ptr<StagedFile> StagingTree::rootfs_open(const Node& node, int flags
     changed(tag);
   }
   if (overlay->in_upper(path)) {
-    return open_file(tag, node.staged_path, flags & ~(O_CREAT | O_EXCL), 0, overlay->upper(path));
+    return open_file(tag, node.staged().path, flags & ~(O_CREAT | O_EXCL), 0, overlay->upper(path));
   }
   auto lower = overlay->open_lower(path);
   auto handle = std::make_shared<StagedFile>();
   handle->tag = tag;
-  handle->path = node.staged_path;
+  handle->path = node.staged().path;
   handle->lower = lower.layer;
   handle->lower_entry = lower.entry;
   handle->lower_bytes = lower.bytes;

@@ -87,8 +87,7 @@ NodePtr StagingTree::make_node(const cache::StagedTag& tag, std::string path, st
   node->registry = tag.registry;
   node->path = tag.repository;
   node->reference = tag.tag;
-  node->staged_path = std::move(path);
-  node->rootfs_type = st.st_mode & S_IFMT;
+  node->at = Node::StagedAt{std::move(path), st.st_mode & S_IFMT};
   return node;
 }
 
@@ -151,28 +150,28 @@ void StagingTree::add_to_listing(const Node& dir, std::vector<NodePtr>* entries)
 NodePtr StagingTree::lookup(const Node& dir, std::string_view name) {
   if (auto ns = promoted_namespace(area_, dir)) return tree_.lookup(*ns, name);
   if (!is_name(name)) return nullptr;
-  if (dir.overlay) return rootfs_lookup(dir, name);
-  auto node =
-      make_node(tag_of(dir), join(dir.staged_path, name), dir.key + "/" + std::string(name), name);
+  if (dir.is_overlay()) return rootfs_lookup(dir, name);
+  auto node = make_node(tag_of(dir), join(dir.staged().path, name),
+                        dir.key + "/" + std::string(name), name);
   // rootfs/ of a staged copy of an image: unlisted, writable (fs/push/rootfs_overlay.h).
-  if (!node && dir.staged_path.empty() && name == kRootfsName) return rootfs_lookup(dir, name);
+  if (!node && dir.staged().path.empty() && name == kRootfsName) return rootfs_lookup(dir, name);
   return node;
 }
 
 std::vector<NodePtr> StagingTree::list(const Node& dir) {
   if (auto ns = promoted_namespace(area_, dir)) return tree_.list(*ns);
-  if (dir.overlay) return rootfs_list(dir);
+  if (dir.is_overlay()) return rootfs_list(dir);
   auto tag = tag_of(dir);
   std::vector<std::string> names;
   std::error_code ec;
-  for (auto& entry : fsys::directory_iterator(area_.file(tag, dir.staged_path), ec)) {
+  for (auto& entry : fsys::directory_iterator(area_.file(tag, dir.staged().path), ec)) {
     names.push_back(entry.path().filename());
   }
   if (ec) fail_errno(ec.value(), "Cannot list staged " + dir.key);
   std::sort(names.begin(), names.end());
   std::vector<NodePtr> entries;
   for (auto& name : names) {
-    if (auto node = make_node(tag, join(dir.staged_path, name), dir.key + "/" + name, name)) {
+    if (auto node = make_node(tag, join(dir.staged().path, name), dir.key + "/" + name, name)) {
       entries.push_back(node);
     }
   }
@@ -181,14 +180,14 @@ std::vector<NodePtr> StagingTree::list(const Node& dir) {
 
 Attr StagingTree::attr(const Node& node) {
   if (auto ns = promoted_namespace(area_, node)) return tree_.attr(*ns);
-  if (node.overlay) return overlay_for(node)->attr(rootfs_path_of(node));
+  if (node.is_overlay()) return overlay_for(node)->attr(rootfs_path_of(node));
   auto tag = tag_of(node);
   struct stat st;
-  if (::lstat(area_.file(tag, node.staged_path).c_str(), &st) != 0) {
+  if (::lstat(area_.file(tag, node.staged().path).c_str(), &st) != 0) {
     fail_errno(errno, "Cannot stat staged " + node.key);
   }
   auto state = area_.state(tag);
-  auto mode = state.modes.find(node.staged_path);
+  auto mode = state.modes.find(node.staged().path);
   Attr attr;
   mode_t perms = S_ISDIR(st.st_mode)   ? kDefaultDirMode
                  : S_ISLNK(st.st_mode) ? 0777
@@ -207,10 +206,10 @@ Attr StagingTree::attr(const Node& node) {
 
 std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view name) {
   if (node.kind != NodeKind::kStaged) return std::nullopt;
-  if (node.overlay) return overlay_for(node)->xattr(rootfs_path_of(node), std::string(name));
-  if (!node.staged_path.empty() || !std::string_view(name).starts_with("user.regfs.")) {
+  if (node.is_overlay()) return overlay_for(node)->xattr(rootfs_path_of(node), std::string(name));
+  if (!node.staged().path.empty() || !std::string_view(name).starts_with("user.regfs.")) {
     auto state = area_.state(tag_of(node));
-    auto entry = state.xattrs.find(node.staged_path);
+    auto entry = state.xattrs.find(node.staged().path);
     if (entry == state.xattrs.end()) return std::nullopt;
     auto value = entry->second.find(std::string(name));
     if (value == entry->second.end()) return std::nullopt;
@@ -231,7 +230,7 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
   }
   if (name.starts_with("user.regfs.")) return;  // the mount's own (cp -a of an image dir)
   auto tag = tag_of(node);
-  if (node.overlay) {
+  if (node.is_overlay()) {
     auto overlay = overlay_for(node);
     auto path = rootfs_path_of(node);
     if (name == "system.posix_acl_access") {  // a mode, as below
@@ -251,18 +250,18 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
     auto mode = mode_of_acl(value);
     if (!mode) fail(ErrorKind::kInvalid, "Cannot set " + name + " on " + node.key + ": not an ACL");
     area_.update_state(tag, [&](cache::StagedTagState& s) {
-      auto old = s.modes.find(node.staged_path);
+      auto old = s.modes.find(node.staged().path);
       uint32_t special = old != s.modes.end() ? old->second & 07000 : 0;
-      s.modes[node.staged_path] = special | *mode;
+      s.modes[node.staged().path] = special | *mode;
     });
-    share_with_links(tag, node.staged_path);
+    share_with_links(tag, node.staged().path);
     changed(tag);
     return;
   }
   if (name == "system.posix_acl_default") return;  // no place in an image layer
   std::optional<ErrorKind> error;
   area_.update_state(tag, [&](cache::StagedTagState& s) {
-    auto& names = s.xattrs[node.staged_path];
+    auto& names = s.xattrs[node.staged().path];
     bool present = names.count(name) > 0;
     if ((flags & XATTR_CREATE) && present) {
       error = ErrorKind::kExists;
@@ -271,10 +270,10 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
     } else {
       names[name] = value;
     }
-    if (names.empty()) s.xattrs.erase(node.staged_path);
+    if (names.empty()) s.xattrs.erase(node.staged().path);
   });
   if (error) fail(*error, "Cannot set " + name + " on " + node.key);
-  share_with_links(tag, node.staged_path);
+  share_with_links(tag, node.staged().path);
   changed(tag);
 }
 
@@ -283,7 +282,7 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
     fail(ErrorKind::kReadOnly, "Cannot remove " + name + " of " + node.key + ": read-only");
   }
   auto tag = tag_of(node);
-  if (node.overlay) {
+  if (node.is_overlay()) {
     try {
       overlay_for(node)->removexattr(rootfs_path_of(node), name);
     } catch (const Error& e) {
@@ -295,7 +294,7 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
   }
   bool removed = false;
   area_.update_state(tag, [&](cache::StagedTagState& s) {
-    auto entry = s.xattrs.find(node.staged_path);
+    auto entry = s.xattrs.find(node.staged().path);
     if (entry == s.xattrs.end()) return;
     removed = entry->second.erase(name) > 0;
     if (entry->second.empty()) s.xattrs.erase(entry);
@@ -303,19 +302,19 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
   if (!removed && name.starts_with("system.posix_acl_")) return;  // cp -a removes them: none kept
   if (!removed)
     fail(ErrorKind::kNoAttribute, "Cannot remove " + name + " of " + node.key + ": not set");
-  share_with_links(tag, node.staged_path);
+  share_with_links(tag, node.staged().path);
   changed(tag);
 }
 
 std::vector<std::string> StagingTree::xattr_names(const Node& node) {
-  if (node.overlay) return overlay_for(node)->xattr_names(rootfs_path_of(node));
+  if (node.is_overlay()) return overlay_for(node)->xattr_names(rootfs_path_of(node));
   std::vector<std::string> names;
   if (node.kind == NodeKind::kStaged) {
     auto state = area_.state(tag_of(node));
-    if (auto entry = state.xattrs.find(node.staged_path); entry != state.xattrs.end()) {
+    if (auto entry = state.xattrs.find(node.staged().path); entry != state.xattrs.end()) {
       for (auto& [name, _] : entry->second) names.push_back(name);
     }
-    if (!node.staged_path.empty()) return names;
+    if (!node.staged().path.empty()) return names;
   }
   for (const char* name : {"user.regfs.digest", "user.regfs.error", "user.regfs.state"}) {
     if (xattr(node, name)) names.push_back(name);

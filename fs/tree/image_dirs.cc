@@ -37,7 +37,7 @@ NodePtr ImageDirs::make_child(const Node& parent, NodeKind kind, std::string_vie
   node->registry = parent.registry;
   node->path = parent.path;
   node->reference = kind == NodeKind::kImage ? std::string(name) : parent.reference;
-  node->blob = std::move(blob);
+  if (kind == NodeKind::kBlob) node->at = Node::BlobAt{std::move(blob)};
   return node;
 }
 
@@ -52,7 +52,7 @@ std::shared_ptr<const Image> ImageDirs::image_of(const Node& node) {
 
 std::shared_ptr<const MergedTree> ImageDirs::rootfs_of(const Node& node) {
   return rootfs_->tree(content_.registry(node.registry),
-                       *image_at(node.registry, node.path, node.blob));
+                       *image_at(node.registry, node.path, node.rootfs().image_digest));
 }
 
 std::shared_ptr<const MergedTree> ImageDirs::image_rootfs(const std::string& registry,
@@ -163,8 +163,10 @@ Attr ImageDirs::attr(const Node& node) {
     }
     case NodeKind::kBlob: {
       auto image = image_of(node);
-      auto it = image->blobs.find(node.blob);
-      if (it == image->blobs.end()) throw Error(ErrorKind::kNotFound, "No blob " + node.blob);
+      auto it = image->blobs.find(node.blob().digest);
+      if (it == image->blobs.end()) {
+        throw Error(ErrorKind::kNotFound, "No blob " + node.blob().digest);
+      }
       attr.size = static_cast<uint64_t>(it->second.size);
       break;
     }
@@ -194,16 +196,17 @@ OpenedFile ImageDirs::open(const Node& node) {
     }
     case NodeKind::kBlob: {
       auto image = image_of(node);
-      auto it = image->blobs.find(node.blob);
-      if (it == image->blobs.end()) throw Error(ErrorKind::kNotFound, "No blob " + node.blob);
+      const auto& digest = node.blob().digest;
+      auto it = image->blobs.find(digest);
+      if (it == image->blobs.end()) throw Error(ErrorKind::kNotFound, "No blob " + digest);
       // Manifests come from the manifests endpoint (not every registry serves
       // them as blobs), verified and kept whole: served from memory, so an
       // eviction of the cached copy cannot send the read to the blob endpoint.
       if (registry::is_index_media_type(it->second.media_type) ||
           registry::is_manifest_media_type(it->second.media_type)) {
-        return bytes(reg.manifest(node.path, node.blob));
+        return bytes(reg.manifest(node.path, digest));
       }
-      return OpenedFile{nullptr, reg.open_blob(node.path, node.blob, it->second.size)};
+      return OpenedFile{nullptr, reg.open_blob(node.path, digest, it->second.size)};
     }
     default:
       throw Error(ErrorKind::kInvalid, "Cannot open " + node.key + ": not a file");

@@ -77,23 +77,21 @@ std::vector<std::string> read_diff_ids(RegistrySource& content, const Image& ima
 }
 
 uint32_t index_of(const Node& node, const MergedTree& tree) {
-  auto index = tree.find(node.rootfs_path);
-  if (!index) throw Error(ErrorKind::kNotFound, "No " + node.rootfs_path + " in the rootfs");
+  auto index = tree.find(node.rootfs().path);
+  if (!index) throw Error(ErrorKind::kNotFound, "No " + node.rootfs().path + " in the rootfs");
   return *index;
 }
 
-NodePtr make_node(const Node& like, const MergedTree& tree, uint32_t index, std::string_view name,
-                  std::string rootfs_path) {
+NodePtr make_node(const Node& like, const std::string& image_digest, const MergedTree& tree,
+                  uint32_t index, std::string_view name, std::string rootfs_path) {
   auto node = std::make_shared<Node>();
   node->kind = NodeKind::kRootfs;
   node->name = name;
   node->registry = like.registry;
   node->path = like.path;
   node->reference = like.reference;
-  node->blob = like.blob;
-  node->rootfs_path = std::move(rootfs_path);
-  node->rootfs_type = tree.node(index).type_bits();
-  node->key = "rootfs:" + like.registry + "/" + like.path + "@" + like.blob + "#" +
+  node->at = Node::RootfsAt{image_digest, std::move(rootfs_path), tree.node(index).type_bits()};
+  node->key = "rootfs:" + like.registry + "/" + like.path + "@" + image_digest + "#" +
               std::to_string(tree.node(index).inode);
   return node;
 }
@@ -267,9 +265,7 @@ std::vector<std::shared_ptr<const cache::LayerIndex>> RootfsView::index_layers(
 
 NodePtr RootfsView::root_node(const Node& image_dir, const std::string& digest,
                               const MergedTree& tree) {
-  Node like = image_dir;
-  like.blob = digest;
-  auto node = make_node(like, tree, MergedTree::kRoot, "rootfs", "");
+  auto node = make_node(image_dir, digest, tree, MergedTree::kRoot, "rootfs", "");
   // Under a tag the rootfs is the tag's image now: its own inode per image dir.
   std::const_pointer_cast<Node>(node)->key = image_dir.key + "/rootfs@" + digest;
   return node;
@@ -278,16 +274,18 @@ NodePtr RootfsView::root_node(const Node& image_dir, const std::string& digest,
 NodePtr RootfsView::lookup(const Node& dir, const MergedTree& tree, std::string_view name) {
   auto child = tree.child(index_of(dir, tree), name);
   if (!child) return nullptr;
-  return make_node(dir, tree, *child, name, join(dir.rootfs_path, name));
+  const auto& at = dir.rootfs();
+  return make_node(dir, at.image_digest, tree, *child, name, join(at.path, name));
 }
 
 std::vector<NodePtr> RootfsView::list(const Node& dir, const MergedTree& tree) {
   const auto& node = node_of(dir, tree);
-  if (!node.is_dir()) throw Error(ErrorKind::kInvalid, "Cannot list " + dir.rootfs_path);
+  const auto& at = dir.rootfs();
+  if (!node.is_dir()) throw Error(ErrorKind::kInvalid, "Cannot list " + at.path);
   std::vector<NodePtr> entries;
   entries.reserve(node.children.size());
   for (const auto& [name, child] : node.children) {
-    entries.push_back(make_node(dir, tree, child, name, join(dir.rootfs_path, name)));
+    entries.push_back(make_node(dir, at.image_digest, tree, child, name, join(at.path, name)));
   }
   return entries;
 }
@@ -317,7 +315,7 @@ Attr RootfsView::attr(const Node& node, const MergedTree& tree) {
 OpenedFile RootfsView::open(const Node& node, const MergedTree& tree) {
   const auto& n = node_of(node, tree);
   if (!n.entry || n.entry->type != cache::EntryType::kFile) {
-    throw Error(ErrorKind::kInvalid, "Cannot open " + node.rootfs_path + ": not a regular file");
+    throw Error(ErrorKind::kInvalid, "Cannot open " + node.rootfs().path + ": not a regular file");
   }
   OpenedFile file;
   if (const auto& lazy = tree.layer(n.layer).lazy) {
@@ -335,7 +333,7 @@ OpenedFile RootfsView::open(const Node& node, const MergedTree& tree) {
 std::string RootfsView::readlink(const Node& node, const MergedTree& tree) {
   const auto& n = node_of(node, tree);
   if (!n.entry || n.entry->type != cache::EntryType::kSymlink) {
-    throw Error(ErrorKind::kInvalid, "Cannot read link " + node.rootfs_path + ": not a symlink");
+    throw Error(ErrorKind::kInvalid, "Cannot read link " + node.rootfs().path + ": not a symlink");
   }
   return n.entry->link;
 }

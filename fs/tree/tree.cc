@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <stdexcept>
 
 #include "cache/layout.h"
 #include "fs/tree/image_dirs.h"
@@ -53,7 +54,7 @@ bool Node::is_dir() const {
       return true;
     case NodeKind::kRootfs:
     case NodeKind::kStaged:
-      return S_ISDIR(rootfs_type);
+      return S_ISDIR(type_bits());
     default:
       return false;
   }
@@ -61,14 +62,20 @@ bool Node::is_dir() const {
 
 bool Node::immutable() const {
   // Inside rootfs/ nodes are pinned to an image digest; rootfs/ under a tag is not.
-  if (kind == NodeKind::kRootfs) return !rootfs_path.empty() || !is_tag_image();
+  if (kind == NodeKind::kRootfs) return !rootfs().path.empty() || !is_tag_image();
   return kind == NodeKind::kBlob || kind == NodeKind::kLayoutFile ||
          (!reference.empty() && !is_tag_image());
 }
 
 mode_t Node::type_bits() const {
-  if (kind == NodeKind::kRootfs || kind == NodeKind::kStaged) return rootfs_type;
+  if (kind == NodeKind::kRootfs) return rootfs().type;
+  if (kind == NodeKind::kStaged) return staged().type;
   return is_dir() ? S_IFDIR : S_IFREG;
+}
+
+void Node::throw_wrong_kind(NodeKind want) const {
+  throw std::logic_error("node " + key + " is of kind " + std::to_string(static_cast<int>(kind)) +
+                         ", not " + std::to_string(static_cast<int>(want)));
 }
 
 Tree::Tree(TreeOptions options, Source& source)

@@ -28,6 +28,8 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <variant>
 #include <vector>
 
 #include "cache/layer_data.h"
@@ -65,20 +67,47 @@ enum class NodeKind {
 // The unlisted control directory at the mount root (`regfs status` reads it).
 inline constexpr std::string_view kControlDirName = ".regfs";
 
+// A node is a value naming what an entry is: its kind, its place (name,
+// key), the coordinates every kind but the root and the control files has
+// (registry, path, reference), and what only some kinds have, typed by kind
+// (`at`): a blob's digest, a rootfs entry's image and path, a staged entry's
+// path. The accessors of the typed part throw std::logic_error on a node of
+// another kind, so no field is read in a meaning it does not have.
 struct Node {
+  // kBlob: <image>/blobs/sha256/<hex>.
+  struct BlobAt {
+    std::string digest;  // the blob's
+  };
+  // kRootfs: rootfs/ of an image and everything under it (fs/tree/rootfs.h).
+  struct RootfsAt {
+    std::string image_digest;  // the manifest digest the entry is pinned to
+    std::string path;          // inside the rootfs ("" for rootfs/ itself)
+    mode_t type = 0;           // S_IFMT bits of the entry
+  };
+  // kStaged: a staged tag and everything under it (StagedNames, fs/tree/names.h).
+  struct StagedAt {
+    std::string path;  // inside the tag ("" for the tag directory)
+    mode_t type = 0;   // S_IFMT bits of the entry
+    // Under the writable rootfs/ of a staged copy of an image
+    // (fs/push/rootfs_overlay.h); `path` is then "rootfs" or "rootfs/<path>".
+    bool overlay = false;
+  };
+
   NodeKind kind = NodeKind::kRoot;
-  std::string name;         // the entry's name in its parent ("" for the root)
-  std::string key;          // unique path from the mount root; kRootfs: the inode's identity
-  std::string registry;     // canonical registry name (all but kRoot)
-  std::string path;         // namespace path, or the repository of image-level nodes
-  std::string reference;    // image-level: the tag or digest naming the image directory
-  std::string blob;         // kBlob: its digest; kRootfs: the image's manifest digest
-  std::string rootfs_path;  // kRootfs: the path inside the rootfs ("" for rootfs/ itself)
-  mode_t rootfs_type = 0;   // kRootfs, kStaged: S_IFMT bits of the entry
-  std::string staged_path;  // kStaged: the path inside the tag ("" for the tag directory)
-  // kStaged: under the writable rootfs/ of a staged copy of an image
-  // (fs/push/rootfs_overlay.h); staged_path is then "rootfs" or "rootfs/<path>".
-  bool overlay = false;
+  std::string name;       // the entry's name in its parent ("" for the root)
+  std::string key;        // unique path from the mount root; kRootfs: the inode's identity
+  std::string registry;   // canonical registry name (all but kRoot and the control files)
+  std::string path;       // namespace path, or the repository of image-level and staged nodes
+  std::string reference;  // image-level, kRootfs: the tag or digest naming the image
+                          // directory; kStaged: the staged tag
+  std::variant<std::monostate, BlobAt, RootfsAt, StagedAt> at;
+
+  const BlobAt& blob() const { return typed<BlobAt>(NodeKind::kBlob); }
+  const RootfsAt& rootfs() const { return typed<RootfsAt>(NodeKind::kRootfs); }
+  const StagedAt& staged() const { return typed<StagedAt>(NodeKind::kStaged); }
+  StagedAt& staged() { return const_cast<StagedAt&>(std::as_const(*this).staged()); }
+  // A staged entry under the writable rootfs/ of a staged copy of an image.
+  bool is_overlay() const { return kind == NodeKind::kStaged && staged().overlay; }
 
   bool is_dir() const;
   // Under a digest directory, or a blob: content can never change.
@@ -86,6 +115,15 @@ struct Node {
   bool is_tag_image() const { return !reference.empty() && reference.rfind("sha256:", 0) != 0; }
   // S_IFMT bits of the entry (directory or regular file but in rootfs/).
   mode_t type_bits() const;
+
+ private:
+  template <typename At>
+  const At& typed(NodeKind want) const {
+    const At* at_kind = std::get_if<At>(&at);
+    if (kind != want || !at_kind) throw_wrong_kind(want);
+    return *at_kind;
+  }
+  [[noreturn]] void throw_wrong_kind(NodeKind want) const;
 };
 using NodePtr = std::shared_ptr<const Node>;
 

@@ -59,10 +59,9 @@ TEST(InodeTableDeathTest, ForgetUnderflowAborts) {
 NodePtr staged(const std::string& key, const std::string& path) {
   auto n = std::make_shared<Node>();
   n->kind = NodeKind::kStaged;
-  n->rootfs_type = S_IFDIR;
   n->reference = "v1";
   n->key = key;
-  n->staged_path = path;
+  n->at = Node::StagedAt{path, S_IFDIR};
   return n;
 }
 
@@ -72,9 +71,9 @@ TEST(InodeTable, AMovedEntryAndWhatIsUnderItFollowTheRename) {
   auto file = table.add_lookup(staged("/r/app/v1/d/f", "d/f"));
   auto target = table.add_lookup(staged("/r/app/v1/e", "e"));  // replaced by the rename
   table.moved("/r/app/v1/d", staged("/r/app/v1/e", "e"));
-  EXPECT_EQ(table.get(dir)->staged_path, "e");
+  EXPECT_EQ(table.get(dir)->staged().path, "e");
   EXPECT_EQ(table.get(file)->key, "/r/app/v1/e/f");
-  EXPECT_EQ(table.get(file)->staged_path, "e/f");
+  EXPECT_EQ(table.get(file)->staged().path, "e/f");
   EXPECT_EQ(table.add_lookup(staged("/r/app/v1/e", "e")), dir);
   EXPECT_NE(table.add_lookup(staged("/r/app/v1/d", "d")), dir);  // a new entry
   // The replaced inode lives on until forgotten, and forgetting it leaves

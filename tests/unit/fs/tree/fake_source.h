@@ -393,7 +393,7 @@ class FakeStaged final : public StagedNames {
     node->registry = dir.registry;
     node->path = dir.path;
     node->reference = name;
-    node->rootfs_type = S_IFDIR;
+    node->at = Node::StagedAt{"", S_IFDIR};
     return node;
   }
   static NodePtr namespace_node(const Node& dir, const std::string& name) {
