@@ -69,20 +69,12 @@ std::shared_ptr<const Image> ImageDirs::image_at(const std::string& registry,
   std::string key = registry + "/" + repository + "@" + digest;
   {
     std::lock_guard lock(mutex_);
-    auto it = images_.find(key);
-    if (it != images_.end()) {
-      image_order_.touch(key);
-      return it->second;
-    }
+    if (auto* kept = images_.find(key)) return *kept;
   }
   auto image = load_image(content_.registry(registry), repository, digest, platform_);
   std::lock_guard lock(mutex_);
-  auto [it, added] = images_.emplace(key, image);
-  if (added) {
-    image_order_.put(key, 1);
-    for (const auto& victim : image_order_.take_victims()) images_.erase(victim);
-  }
-  return it->second;
+  if (auto* kept = images_.find(key)) return *kept;  // loaded meanwhile by another caller
+  return images_.put(key, std::move(image));
 }
 
 NodePtr ImageDirs::lookup(const Node& dir, std::string_view name) {

@@ -14,10 +14,10 @@
 #include <string_view>
 #include <vector>
 
-#include "cache/lru_index.h"
 #include "fs/source/source.h"
 #include "fs/tree/image.h"
 #include "fs/tree/tree.h"
+#include "registry/core/bounded_map.h"
 
 namespace regfs::fs {
 
@@ -68,11 +68,10 @@ class ImageDirs {
   const registry::Platform platform_;
   std::shared_ptr<RootfsView> rootfs_;
 
-  std::mutex mutex_;  // guards images_ and image_order_
+  std::mutex mutex_;  // guards images_
   // Loaded images by registry/repo@digest, the most recently used kept (a
   // count bound: an evicted image is loaded again from the cached manifests).
-  std::map<std::string, std::shared_ptr<const Image>> images_;
-  cache::LruIndex image_order_{kMaxImages};
+  registry::BoundedMap<std::string, std::shared_ptr<const Image>> images_{kMaxImages};
 };
 
 }  // namespace regfs::fs

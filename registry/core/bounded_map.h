@@ -1,8 +1,9 @@
 // A map that keeps at most `capacity` entries, forgetting the least
 // recently used one to make room: the one bounded-cache helper of regfs
-// for what is safe to forget (listing stamps and passes, name hints, merged
-// rootfs trees). Not thread-safe: its owner's mutex guards it. The cache's
-// blobs and files are bounded by bytes instead (cache/lru_index.h).
+// for what is safe to forget (listing stamps and passes, name hints,
+// loaded images, merged rootfs trees). Not thread-safe: its owner's mutex
+// guards it. The cache's blobs and files are bounded by bytes instead
+// (cache/lru_index.h).
 #pragma once
 
 #include <cstddef>
