@@ -282,8 +282,11 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
     });
   }
   if (change.mode) {
-    area_.update_state(
-        tag, [&](cache::StagedTagState& s) { s.modes[node.staged().path] = *change.mode & 07777; });
+    // A default mode is not recorded (cp -a chmods every file it makes).
+    uint32_t default_mode = S_ISDIR(node.type_bits()) ? kDefaultDirMode : kDefaultFileMode;
+    area_.update_state_if(tag, [&](cache::StagedTagState& s) {
+      return set_mode(s.modes, node.staged().path, *change.mode & 07777, default_mode);
+    });
     share_with_links(tag, node.staged().path);
   }
   if (change.atime || change.mtime) {

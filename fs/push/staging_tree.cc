@@ -249,10 +249,12 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
   if (name == "system.posix_acl_access") {
     auto mode = mode_of_acl(value);
     if (!mode) fail(ErrorKind::kInvalid, "Cannot set " + name + " on " + node.key + ": not an ACL");
-    area_.update_state(tag, [&](cache::StagedTagState& s) {
+    // A default mode is not recorded: cp -a sets one on every file it makes.
+    uint32_t default_mode = S_ISDIR(node.type_bits()) ? kDefaultDirMode : kDefaultFileMode;
+    area_.update_state_if(tag, [&](cache::StagedTagState& s) {
       auto old = s.modes.find(node.staged().path);
       uint32_t special = old != s.modes.end() ? old->second & 07000 : 0;
-      s.modes[node.staged().path] = special | *mode;
+      return set_mode(s.modes, node.staged().path, special | *mode, default_mode);
     });
     share_with_links(tag, node.staged().path);
     changed(tag);
