@@ -5,7 +5,6 @@
 #include "cache/lazy_layer.h"
 
 #include <gtest/gtest.h>
-#include <zstd.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -18,6 +17,7 @@
 #include "registry/core/deadline.h"
 #include "registry/core/digest.h"
 #include "registry/core/error.h"
+#include "tests/unit/cache/zstd_frame.h"
 
 namespace regfs::cache {
 namespace {
@@ -25,17 +25,9 @@ namespace {
 using registry::Error;
 using registry::ErrorKind;
 
-std::string zstd_frame(const std::string& data) {
-  std::string out(ZSTD_compressBound(data.size()), '\0');
-  out.resize(ZSTD_compress(out.data(), out.size(), data.data(), data.size(), 3));
-  return out;
-}
-
-std::string sha(const std::string& data) {
-  registry::Sha256 h;
-  h.update(data);
-  return h.digest();
-}
+using testing::zstd_frame;
+// "sha256:<hex>" of `data`.
+std::string sha(const std::string& data) { return registry::sha256_digest(data); }
 
 // A zstd:chunked-like blob of one file of `count` chunks of `size` bytes,
 // each its own frame; ranges asked for are recorded.

@@ -4,12 +4,12 @@
 
 #include <gtest/gtest.h>
 #include <zlib.h>
-#include <zstd.h>
 
 #include <string>
 
 #include "registry/core/digest.h"
 #include "registry/core/error.h"
+#include "tests/unit/cache/zstd_frame.h"
 
 namespace regfs::cache {
 namespace {
@@ -28,17 +28,9 @@ std::string gzip_member(const std::string& data) {
   return out;
 }
 
-std::string zstd_frame(const std::string& data) {
-  std::string out(ZSTD_compressBound(data.size()), '\0');
-  out.resize(ZSTD_compress(out.data(), out.size(), data.data(), data.size(), 3));
-  return out;
-}
-
-std::string sha(const std::string& data) {
-  registry::Sha256 h;
-  h.update(data);
-  return h.digest();
-}
+using testing::zstd_frame;
+// "sha256:<hex>" of `data`.
+std::string sha(const std::string& data) { return registry::sha256_digest(data); }
 
 std::string estargz_footer(uint64_t offset) {
   char hex[17];
