@@ -244,6 +244,10 @@ Names RegistryContent::catalog() {
     return cached_listing("", [this] { return client_.catalog(); });
   } catch (const Error& e) {
     if (e.kind() == ErrorKind::kUnsupported) return nullptr;
+    // Down, and no catalog kept (a registry without one keeps none): names
+    // follow what is known (fs/tree/known_names.h), as on a registry
+    // without a catalog, so what is cached stays reachable.
+    if (e.kind() == ErrorKind::kUnavailable) return nullptr;
     throw;
   }
 }

@@ -80,6 +80,9 @@ Names Tree::probe_repository(RegistrySource& reg, const std::string& path,
     known_.proven(reg.name(), path);
     return tags;
   } catch (const Error& e) {
+    // Down, with no tag list kept: not proven now. What is cached below
+    // it is still found through the names known (kept listings, the cache).
+    if (e.kind() == ErrorKind::kUnavailable) return nullptr;
     if (e.kind() != ErrorKind::kNotFound && !is_unauthorized(e)) throw;
     if (refused && is_unauthorized(e)) *refused = e;
     return nullptr;

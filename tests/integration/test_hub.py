@@ -355,3 +355,56 @@ def test_builds_layers_and_lazy_reads_on_a_hub_like_registry(mount, hub, tmp_pat
     m3 = mount(hub.host, home=home)
     for name in ("su", "su2"):
         assert os.stat(m3 / "carol/layered/v1/rootfs/usr/bin" / name).st_mode & 0o7777 == 0o755
+
+
+def test_a_lazy_build_reads_with_the_registry_down_after_a_remount(mount, hub, tmp_path,
+                                                                   run_regfs):
+    """Session 6 on the Docker Hub-like registry: `cp -a` of files with modes
+    of their own and default ones (the state journal; defaults unrecorded),
+    built as eStargz; a fresh mount reads a page of it by chunks under a
+    bearer token, then, remounted on the same cache with the registry gone,
+    reads the same bytes from the kept table and chunks."""
+    front = FaultFront(hub.url).start()
+    try:
+        home = _home(tmp_path, "carol")
+        subprocess.run([str(REGFS), "login", front.host, "-u", "carol", "--password-stdin"],
+                       env=isolated_env(home), input="carol-secret\n", text=True, check=True,
+                       capture_output=True, timeout=60)
+        app = tmp_path / "app"
+        (app / "bin").mkdir(parents=True)
+        for i in range(200):
+            (app / f"bin/tool{i}").write_text(f"#!/bin/sh\necho {i}\n")
+            os.chmod(app / f"bin/tool{i}", 0o755 if i % 2 else 0o644)
+        data = os.urandom(6 << 20)
+        (app / "data.bin").write_bytes(data)
+        m = mount(front.host, "--push-delay", "600", "--layer-compression", "estargz",
+                  home=home)
+        os.makedirs(m / "carol/offline", exist_ok=True)
+        proc = subprocess.run(["cp", "-a", str(app), str(m / "carol/offline/v1")],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        proc = run_regfs("push", m / "carol/offline/v1")
+        assert proc.returncode == 0, proc.stderr
+
+        m2 = mount(front.host, "-o", "request_timeout=5", home=home)
+        root = m2 / "carol/offline/v1/rootfs"
+        with open(root / "data.bin", "rb") as f:
+            assert os.pread(f.fileno(), 4096, 3 << 20) == data[3 << 20:(3 << 20) + 4096]
+        for i in (0, 1):
+            assert os.stat(root / f"bin/tool{i}").st_mode & 0o7777 == (0o755 if i else 0o644)
+        assert (root / "bin/tool1").read_text() == "#!/bin/sh\necho 1\n"
+        m2.unmount()
+    finally:
+        front.stop()
+    proc = subprocess.run(m2.argv, env=m2.env, capture_output=True, text=True, timeout=60,
+                          stdin=subprocess.DEVNULL)
+    try:
+        assert proc.returncode == 0, proc.stderr
+        with open(root / "data.bin", "rb") as f:
+            assert os.pread(f.fileno(), 4096, 3 << 20) == data[3 << 20:(3 << 20) + 4096]
+        assert (root / "bin/tool1").read_text() == "#!/bin/sh\necho 1\n"
+        with pytest.raises(OSError) as raised:  # never read: needs the registry
+            (root / "bin/tool2").read_text()
+        assert raised.value.errno in (errno.EIO, errno.ETIMEDOUT)
+    finally:
+        m2.unmount()
