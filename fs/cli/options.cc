@@ -32,7 +32,8 @@ const std::set<std::string> kValued = {"cache-dir",
                                        "push-delay",
                                        "layer-compression",
                                        "layer-compression-level"};
-const std::set<std::string> kFlags = {"allow-delete", "no-urls", "foreground", "debug"};
+const std::set<std::string> kFlags = {"allow-delete", "no-urls", "foreground", "debug",
+                                      "read-only"};
 
 std::string underscores_to_dashes(std::string name) {
   for (auto& c : name) {
@@ -120,6 +121,8 @@ void set_option(MountOptions& options, const std::string& name, const std::strin
                                  checked_registry(value.substr(eq + 1)));
   } else if (name == "allow-delete") {
     options.allow_delete = true;
+  } else if (name == "read-only") {
+    options.read_only = true;
   } else if (name == "no-urls") {
     options.no_urls = true;
   } else if (name == "foreground") {
@@ -144,6 +147,8 @@ void parse_dash_o(MountOptions& options, const std::string& list) {
       set_option(options, name, item.substr(eq + 1));
     } else if (kFlags.count(name)) {
       set_option(options, name, "");
+    } else if (name == "ro") {  // as mount(8) says it
+      set_option(options, "read-only", "");
     } else {
       options.fuse_options.push_back(item);
     }

@@ -30,6 +30,9 @@ struct MountOptions {
   std::chrono::seconds tag_ttl{30};
   std::vector<std::pair<std::string, std::string>> mirrors;
   bool allow_delete = false;
+  // --read-only (-o ro): mounted read-only; the kernel then opens files
+  // without asking the daemon (fs/fuse/inode_reads.cc).
+  bool read_only = false;
   // --upload-chunk-size: blobs up to this size are pushed in one request,
   // larger ones in parts of this size; zero keeps the client's defaults.
   uint64_t upload_chunk_size = 0;

@@ -140,6 +140,10 @@ void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t of
 // close(): a staged file is checked, and its tag pushed if now complete; the
 // result is close()'s (release cannot return errors).
 void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
+  if (fi->fh == 0) {  // a no_open mount: nothing to do at close(), from now on asked no more
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
   auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
   if (!handle->staged) {
     fuse_reply_err(req, 0);
@@ -156,7 +160,7 @@ void op_flush(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
 void op_fsync(fuse_req_t req, fuse_ino_t, int datasync, fuse_file_info* fi) {
   auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
   int rc = 0;
-  if (handle->staged && handle->staged->fd) {  // not a base file of rootfs/ (read only)
+  if (handle && handle->staged && handle->staged->fd) {  // not a base file of rootfs/ (read only)
     rc = datasync ? ::fdatasync(handle->staged->fd.get()) : ::fsync(handle->staged->fd.get());
   }
   fuse_reply_err(req, rc == 0 ? 0 : errno);

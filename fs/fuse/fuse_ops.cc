@@ -44,7 +44,11 @@ void op_init(void* userdata, fuse_conn_info* conn) {
   if (conn->capable & FUSE_CAP_AUTO_INVAL_DATA) conn->want |= FUSE_CAP_AUTO_INVAL_DATA;
   s.no_opendir =
       (conn->capable & FUSE_CAP_NO_OPENDIR_SUPPORT) && (conn->want & FUSE_CAP_AUTO_INVAL_DATA);
-  LOG(kInfo) << "Mount ready";
+  // A read-only mount has no close() to answer (nothing is staged through
+  // it): files are opened by the kernel alone (fs/fuse/inode_reads.cc).
+  s.no_open = s.read_only && (conn->capable & FUSE_CAP_NO_OPEN_SUPPORT) &&
+              (conn->want & FUSE_CAP_AUTO_INVAL_DATA);
+  LOG(kInfo) << "Mount ready" << (s.read_only ? " (read-only)" : "");
 }
 
 void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
@@ -58,8 +62,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_reply_entry(req, &e);
       return;
     }
-    auto attr = s.served.tree->attr(*node);
-    auto e = entry_of(s, node, attr);
+    auto e = entry_of(s, node, attr_of(s, *node));
     if (fuse_reply_entry(req, &e) != 0) s.inodes->forget(e.ino, 1);
   });
 }
@@ -79,7 +82,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   auto& s = state_of(req);
   guarded(req, "getattr", [&] {
     auto node = node_or_throw(s, ino);
-    auto st = to_stat(s, ino, *node, s.served.tree->attr(*node), AttrReply::kGetattr);
+    auto st = to_stat(s, ino, *node, attr_of(s, *node), AttrReply::kGetattr);
     fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
   });
 }
@@ -173,27 +176,25 @@ void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse
 
 void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   auto& s = state_of(req);
+  if (s.no_open) {  // from now on the kernel opens files itself
+    fuse_reply_err(req, ENOSYS);
+    return;
+  }
   guarded(req, "open", [&] {
     auto node = node_or_throw(s, ino);
     auto file = s.served.tree->open(*node, fi->flags);
-    if (file.staged) {
-      auto handle = std::make_unique<FileHandle>();
-      handle->staged = std::move(file.staged);
-      fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    bool staged = static_cast<bool>(file.staged);
+    auto opened_reader = file.remote.reader;
+    // fi->fh points to it until op_release.
+    auto handle = std::make_unique<FileHandle>(make_handle(std::move(file)));
+    fi->fh = reinterpret_cast<uint64_t>(handle.get());
+    if (staged) {
       if (fuse_reply_open(req, fi) == 0) handle.release();
       return;
     }
-    auto& opened = file.remote;
-    auto handle = std::make_unique<FileHandle>(FileHandle{opened.bytes, opened.reader});
-    if (opened.layer) {
-      handle->layer = opened.layer;
-      handle->entry = opened.entry;
-      handle->span = opened.layer->file_span(*opened.entry);
-    }
-    fi->fh = reinterpret_cast<uint64_t>(handle.get());
     // A blob not yet verified whole may turn out wrong (EIO, dropped): an
     // open then must not keep pages an earlier reader got before the check.
-    fi->keep_cache = node->immutable() && (!opened.reader || opened.reader->verified());
+    fi->keep_cache = node->immutable() && (!opened_reader || opened_reader->verified());
     fi->direct_io = node->kind == NodeKind::kStatusFile;  // made at open: no size before
     // Nothing to do at close() but for staged files: no FLUSH per close
     // (a third of the requests of a warm `grep -r`).
@@ -202,16 +203,16 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
-void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi) {
-  auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
+// Answers a READ of `size` bytes at `off` through `handle`; false if it was
+// answered with an error.
+bool read_from(fuse_req_t req, const FileHandle* handle, size_t size, off_t off) {
   if (handle->staged) {
-    guarded(req, "read", [&] {
+    return guarded(req, "read", [&] {
       std::string buffer(size, '\0');
       size_t n = state_of(req).served.tree->read(*handle->staged, buffer.data(), size,
                                                  static_cast<uint64_t>(off));
       fuse_reply_buf(req, buffer.data(), n);
     });
-    return;
   }
   if (handle->bytes) {
     // Held here: once the kernel has the reply, a RELEASE on another thread
@@ -220,11 +221,11 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     const std::string& bytes = *held;
     if (off >= static_cast<off_t>(bytes.size())) {
       fuse_reply_buf(req, nullptr, 0);
-      return;
+      return true;
     }
     size_t n = std::min(size, bytes.size() - static_cast<size_t>(off));
     fuse_reply_buf(req, bytes.data() + off, n);
-    return;
+    return true;
   }
   if (handle->span) {  // a rootfs file of an uncompressed layer: one splice
     uint64_t length = handle->entry->size;
@@ -234,21 +235,20 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     buf.buf[0].fd = handle->span->fd;
     buf.buf[0].pos = static_cast<off_t>(handle->span->offset + begin);
     fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
-    return;
+    return true;
   }
   if (handle->layer) {           // a rootfs file: through its layer (decompressed)
     auto layer = handle->layer;  // held: see above
     auto entry = handle->entry;
-    guarded(req, "read", [&] {
+    return guarded(req, "read", [&] {
       std::string buffer(std::min<uint64_t>(size, entry->size), '\0');
       size_t n =
           layer->read_entry(*entry, static_cast<uint64_t>(off), buffer.data(), buffer.size());
       fuse_reply_buf(req, buffer.data(), n);
     });
-    return;
   }
   auto reader = handle->reader;  // held: the lease must not outlive its blob (see above)
-  guarded(req, "read", [&] {
+  return guarded(req, "read", [&] {
     auto lease = reader->read(static_cast<uint64_t>(off), size);
     fuse_bufvec buf = FUSE_BUFVEC_INIT(lease.length());
     buf.buf[0].flags = static_cast<fuse_buf_flags>(FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK);
@@ -256,6 +256,18 @@ void op_read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info*
     buf.buf[0].pos = static_cast<off_t>(lease.offset());
     fuse_reply_data(req, &buf, FUSE_BUF_SPLICE_MOVE);
   });
+}
+
+void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_info* fi) {
+  if (fi->fh != 0) {
+    read_from(req, reinterpret_cast<const FileHandle*>(fi->fh), size, off);
+    return;
+  }
+  // Opened by the kernel alone (a no_open mount): by inode.
+  auto& s = state_of(req);
+  std::shared_ptr<FileHandle> handle;
+  if (!guarded(req, "read", [&] { handle = handle_of_inode(s, ino); })) return;
+  if (!read_from(req, handle.get(), size, off)) drop_inode_pages(s, ino);
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {
@@ -379,6 +391,10 @@ std::vector<std::string> fuse_arguments(const MountOptions& options) {
     args.push_back(option);
     if (option == "allow_other") allow_other = true;
   }
+  if (options.read_only) {
+    args.push_back("-o");
+    args.push_back("ro");
+  }
   if (allow_other) {
     args.push_back("-o");
     args.push_back("default_permissions");
@@ -400,6 +416,7 @@ int mount_and_serve(const MountOptions& options, const std::function<Served()>& 
   state.ttl = static_cast<double>(options.tag_ttl.count());
   if (options.request_timeout.count() > 0) state.request_timeout = options.request_timeout;
   state.max_read = max_read_of(options);
+  state.read_only = options.read_only;
   state.uid = ::getuid();
   state.gid = ::getgid();
   clock_gettime(CLOCK_REALTIME, &state.mount_time);
@@ -412,6 +429,7 @@ int mount_and_serve(const MountOptions& options, const std::function<Served()>& 
     std::fprintf(stderr, "regfs: Cannot start FUSE session: bad FUSE options\n");
     return 1;
   }
+  state.session = session.get();
   if (fuse_set_signal_handlers(session.get()) != 0) {
     std::fprintf(stderr, "regfs: Cannot install signal handlers\n");
     return 1;

@@ -11,6 +11,7 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 
@@ -19,6 +20,7 @@
 #include "fs/fuse/errno_map.h"
 #include "fs/fuse/fuse_ops.h"
 #include "fs/fuse/inode_table.h"
+#include "registry/core/bounded_map.h"
 #include "registry/core/deadline.h"
 
 namespace regfs::fs::glue {
@@ -26,6 +28,8 @@ namespace regfs::fs::glue {
 inline constexpr double kImmutableTimeout = 86400.0;
 inline constexpr double kNegativeTimeout = 1.0;
 inline constexpr unsigned kMaxIo = 1 << 20;
+
+struct FileHandle;
 
 struct MountState {
   Served served;
@@ -39,6 +43,22 @@ struct MountState {
   bool no_opendir = false;  // the kernel opens directories itself
   // The most one operation waits in total (--request-timeout, SPEC §7).
   std::chrono::milliseconds request_timeout{30'000};
+  // --read-only: mounted `ro`, and the kernel opens files itself
+  // (FUSE_CAP_NO_OPEN_SUPPORT): no OPEN, FLUSH or RELEASE reaches the daemon,
+  // so a warm open costs what a local one does. Reads come by inode
+  // (fs/fuse/inode_reads.cc).
+  bool read_only = false;
+  bool no_open = false;
+  fuse_session* session = nullptr;  // for the invalidations of no_open
+  // no_open: the handles reads by inode go through, of immutable files only
+  // (a blob reader holds a descriptor: bounded).
+  std::mutex inode_handles_mutex;
+  registry::BoundedMap<fuse_ino_t, std::shared_ptr<FileHandle>> inode_handles{256};
+  // When a READ of a kept handle last failed (fs/fuse/inode_reads.cc).
+  registry::BoundedMap<fuse_ino_t, std::chrono::steady_clock::time_point> failed_reads{256};
+  // no_open: the status file's content as the last GETATTR sized it.
+  std::mutex status_mutex;
+  std::shared_ptr<const std::string> status;
 };
 
 struct FileHandle {
@@ -56,15 +76,18 @@ inline MountState& state_of(fuse_req_t req) {
   return *static_cast<MountState*>(fuse_req_userdata(req));
 }
 
-// Runs `body`, which replies on success; any exception becomes the errno reply.
-// Everything it chains shares one deadline (registry/core/deadline.h).
+// Runs `body`, which replies on success; any exception becomes the errno
+// reply, and false. Everything it chains shares one deadline
+// (registry/core/deadline.h).
 template <typename Body>
-void guarded(fuse_req_t req, const char* operation, Body&& body) {
+bool guarded(fuse_req_t req, const char* operation, Body&& body) {
   registry::ScopedDeadline deadline(state_of(req).request_timeout);
   try {
     body();
+    return true;
   } catch (...) {
     fuse_reply_err(req, current_exception_to_errno(operation));
+    return false;
   }
 }
 
@@ -90,6 +113,7 @@ inline struct stat to_stat(MountState& s, fuse_ino_t ino, const Node& node, cons
   st.st_uid = s.uid;
   st.st_gid = s.gid;
   st.st_atim = st.st_mtim = st.st_ctim = s.mount_time;
+  if (attr.version_nsec != 0) st.st_mtim.tv_nsec = attr.version_nsec;
   if (attr.own_metadata) {
     st.st_uid = attr.uid;
     st.st_gid = attr.gid;
@@ -115,7 +139,7 @@ inline double entry_timeout_of(MountState& s, const Node& node) {
 // A staged file's attributes change under the kernel too (a mode set as an
 // ACL, a restored config.json, another name of a hardlink): asked each time.
 inline double attr_timeout_of(MountState& s, const Node& node) {
-  if (node.kind == NodeKind::kStaged) return 0.0;
+  if (node.kind == NodeKind::kStaged || node.kind == NodeKind::kStatusFile) return 0.0;
   return DirListings::can_change(node) ? 0.0 : entry_timeout_of(s, node);
 }
 
@@ -129,6 +153,23 @@ inline fuse_entry_param entry_of(MountState& s, const NodePtr& node, const Attr&
   e.attr_timeout = attr_timeout_of(s, *node);
   return e;
 }
+
+// The handle reads of `file` go through (a staged file, bytes, a blob
+// reader or a rootfs entry of a layer).
+FileHandle make_handle(MountFile file);
+
+// Reads by inode on a no_open mount (fs/fuse/inode_reads.cc).
+// The handle READs of `ino` go through: kept (bounded) for an immutable
+// file, made for this READ otherwise. Throws the tree's errors.
+std::shared_ptr<FileHandle> handle_of_inode(MountState& s, fuse_ino_t ino);
+// After a failed READ of `ino` was answered: drops the pages the kernel kept,
+// so a blob found wrong is not read from earlier pages; its handle fails the
+// kernel's repeat of the read and is made anew by a READ 250 ms later.
+void drop_inode_pages(MountState& s, fuse_ino_t ino);
+// The attributes a reply gives `node`: the tree's; on a no_open mount the
+// status file's content is made here, sized and stamped now, and kept for
+// the READs that follow.
+Attr attr_of(MountState& s, const Node& node);
 
 // Changes of the staged tree (fs/fuse/fuse_changes.cc).
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);

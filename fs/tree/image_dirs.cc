@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <cstdlib>
+#include <string>
 #include <utility>
 
 #include "fs/tree/rootfs.h"
@@ -15,6 +17,14 @@ using registry::ErrorKind;
 
 namespace {
 constexpr std::string_view kDigestPrefix = "sha256:";
+
+// 1..999999999 from the first hex digits of `digest` (sha256:<hex>): the
+// same for the same image, almost surely different for another one.
+uint32_t version_nsec_of(const std::string& digest) {
+  auto hex = registry::digest_hex(digest);
+  uint64_t value = std::strtoull(std::string(hex.substr(0, 12)).c_str(), nullptr, 16);
+  return static_cast<uint32_t>(value % 999'999'999) + 1;
+}
 }  // namespace
 
 ImageDirs::ImageDirs(Source& content, registry::Platform platform)
@@ -136,6 +146,11 @@ Attr ImageDirs::attr(const Node& node) {
     return attr;
   }
   attr.mode = S_IFREG | 0444;
+  if (node.is_tag_image() &&
+      (node.kind == NodeKind::kIndexFile || node.kind == NodeKind::kManifestFile ||
+       node.kind == NodeKind::kConfigFile)) {
+    attr.version_nsec = version_nsec_of(image_of(node)->digest);
+  }
   switch (node.kind) {
     case NodeKind::kLayoutFile:
       attr.size = kOciLayoutFile.size();

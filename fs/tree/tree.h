@@ -139,6 +139,11 @@ struct Attr {
   int64_t mtime = 0;
   uint32_t mtime_nsec = 0;
   uint64_t rdev = 0;
+  // A generated file that follows a tag (index.json, manifest.json and
+  // config.json of a tag directory): nonzero, from the digest the tag names,
+  // shown as the nanoseconds of its mtime, so a moved tag changes the mtime
+  // and the kernel drops the pages it kept (FUSE_CAP_AUTO_INVAL_DATA).
+  uint32_t version_nsec = 0;
 };
 
 // An opened file: small generated content in memory, or a blob read lazily.

@@ -231,6 +231,21 @@ def test_corrupt_bytes_are_never_served_or_cached(fmount, front, fault_registry)
     assert_alive(m)
 
 
+def test_corrupt_bytes_are_not_kept_by_the_kernel_of_a_read_only_mount(mount, front,
+                                                                       fault_registry):
+    # No OPEN there, so the kernel keeps pages across opens: what a reader got
+    # before the blob was found wrong must be dropped, not read again.
+    m = mount(front.host, "--read-only", "-o", f"request_timeout={TIMEOUT}")
+    blob = large_layer(m, fault_registry)
+    front.add("corrupt", path=blob.url_path, at=blob.size // 2)
+    assert read_result(blob.path) == errno.EIO
+    front.clear()
+    # The failed reader answers the kernel's repeat of its read; a read a
+    # moment later fetches anew, and gets every byte right.
+    assert eventually(lambda: read_result(blob.path) == blob.data, within=10)
+    assert_alive(m)
+
+
 @pytest.mark.parametrize("status", [429, 503])
 def test_retry_after_is_honoured(fmount, front, fault_registry, status):
     m = fmount

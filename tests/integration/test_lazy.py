@@ -180,6 +180,18 @@ def test_zstd_chunked_and_mixed_match_the_gzip_twin(mnt, images, gzip_unpack, na
     assert_same(got, want)
 
 
+def test_a_read_only_mount_reads_lazy_layers_by_chunks(mounter, registry, images, gzip_unpack):
+    m = mounter.mount(registry.host, "--read-only")  # a cold cache; reads come by inode
+    lazy = manifest_of(images, "big-estargz")["layers"][0]
+    start = registry.log_offset()
+    big = m / "lazy/big-estargz/v1/rootfs/opt/big.bin"
+    assert pread(big, 5 * MIB + 7, 4096) == BIG[5 * MIB + 7:5 * MIB + 7 + 4096]
+    fetched = blob_bytes_since(registry, start, lazy["digest"])
+    assert 0 < fetched < lazy["size"] // 4, f"{fetched} bytes of {lazy['size']} for one page"
+    got = listing(m / "lazy/zstdchunked/v1/rootfs")
+    assert_same(got, dict(gzip_unpack))
+
+
 def test_tree_needs_no_layer_download(mnt, registry, images):
     manifest = manifest_of(images, "big-estargz")
     lazy, plain = manifest["layers"]

@@ -236,6 +236,21 @@ def test_every_entry_type_matches_umoci(mnt, images, work, gzip_unpack, variant)
     assert got["escape"]["type"] == "file" and got["abs"]["type"] == "file"
 
 
+@pytest.fixture(scope="module")
+def ro_mnt(mounter, registry, images):
+    return mounter.mount(registry.host, "--read-only")
+
+
+@pytest.mark.parametrize("variant", ["gzip", "zstd", "none", "docker"])
+def test_a_read_only_mount_shows_the_same_rootfs(mnt, ro_mnt, images, variant):
+    # Read by inode (no OPEN): layers decompressed, spliced (none) and lazy
+    # alike. Read twice: the second pass comes from the pages the kernel kept.
+    _, tag, _ = images[variant]
+    want = listing(mnt / "every/types" / tag / "rootfs")
+    for _ in range(2):
+        assert_same(listing(ro_mnt / "every/types" / tag / "rootfs"), want)
+
+
 def test_rootfs_is_not_listed_but_reachable(mnt, images):
     d = mnt / "every/types/gzip"
     assert "rootfs" not in os.listdir(d)
