@@ -267,7 +267,11 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
   auto& s = state_of(req);
   std::shared_ptr<FileHandle> handle;
   if (!guarded(req, "read", [&] { handle = handle_of_inode(s, ino); })) return;
-  if (!read_from(req, handle.get(), size, off)) drop_inode_pages(s, ino);
+  if (!read_from(req, handle.get(), size, off)) {
+    drop_inode_pages(s, ino);
+  } else {
+    read_by_inode_done(s, ino, *handle, static_cast<uint64_t>(off) + size);
+  }
 }
 
 void op_release(fuse_req_t req, fuse_ino_t, fuse_file_info* fi) {

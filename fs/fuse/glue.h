@@ -50,10 +50,11 @@ struct MountState {
   bool read_only = false;
   bool no_open = false;
   fuse_session* session = nullptr;  // for the invalidations of no_open
-  // no_open: the handles reads by inode go through, of immutable files only
-  // (a blob reader holds a descriptor: bounded).
+  // no_open: the handles reads by inode go through, of immutable files only,
+  // until read to their end (a blob reader holds a descriptor, a lazy file
+  // its last chunks: bounded).
   std::mutex inode_handles_mutex;
-  registry::BoundedMap<fuse_ino_t, std::shared_ptr<FileHandle>> inode_handles{256};
+  registry::BoundedMap<fuse_ino_t, std::shared_ptr<FileHandle>> inode_handles{64};
   // When a READ of a kept handle last failed (fs/fuse/inode_reads.cc).
   registry::BoundedMap<fuse_ino_t, std::chrono::steady_clock::time_point> failed_reads{256};
   // no_open: the status file's content as the last GETATTR sized it.
@@ -162,6 +163,10 @@ FileHandle make_handle(MountFile file);
 // The handle READs of `ino` go through: kept (bounded) for an immutable
 // file, made for this READ otherwise. Throws the tree's errors.
 std::shared_ptr<FileHandle> handle_of_inode(MountState& s, fuse_ino_t ino);
+// After a READ of `ino` through `handle` up to byte `end` was answered: a
+// file read to its end is done with (its pages are the kernel's), so its
+// handle, which may hold a lazy file's last chunks, is not kept.
+void read_by_inode_done(MountState& s, fuse_ino_t ino, const FileHandle& handle, uint64_t end);
 // After a failed READ of `ino` was answered: drops the pages the kernel kept,
 // so a blob found wrong is not read from earlier pages; its handle fails the
 // kernel's repeat of the read and is made anew by a READ 250 ms later.

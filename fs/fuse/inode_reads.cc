@@ -71,6 +71,15 @@ std::shared_ptr<FileHandle> handle_of_inode(MountState& s, fuse_ino_t ino) {
   return s.inode_handles.put(ino, handle);
 }
 
+void read_by_inode_done(MountState& s, fuse_ino_t ino, const FileHandle& handle, uint64_t end) {
+  uint64_t size = handle.entry    ? handle.entry->size
+                  : handle.reader ? handle.reader->size()
+                                  : UINT64_MAX;  // bytes are not kept (immutable files only)
+  if (end < size) return;
+  std::lock_guard lock(s.inode_handles_mutex);
+  s.inode_handles.erase(ino);
+}
+
 void drop_inode_pages(MountState& s, fuse_ino_t ino) {
   {
     std::lock_guard lock(s.inode_handles_mutex);
