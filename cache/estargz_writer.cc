@@ -4,6 +4,7 @@
 #include <archive_entry.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -141,6 +142,12 @@ nlohmann::json toc_entry(const LayerEntry& e) {
     j["type"] = "symlink";
     j["mode"] = 0777;
     j["linkName"] = e.link_target;
+  } else if (e.type == S_IFIFO) {
+    j["type"] = "fifo";
+  } else if (e.type == S_IFCHR || e.type == S_IFBLK) {
+    j["type"] = e.type == S_IFCHR ? "char" : "block";
+    j["devMajor"] = major(e.rdev);
+    j["devMinor"] = minor(e.rdev);
   } else {
     j["type"] = "reg";
     j["size"] = 0;
@@ -178,6 +185,11 @@ EntryPtr header_of(const LayerEntry& e) {
     archive_entry_set_filetype(entry.get(), AE_IFLNK);
     archive_entry_set_perm(entry.get(), 0777);
     archive_entry_set_symlink(entry.get(), e.link_target.c_str());
+  } else if (e.type == S_IFIFO || e.type == S_IFCHR || e.type == S_IFBLK) {
+    archive_entry_set_filetype(entry.get(), e.type == S_IFIFO   ? AE_IFIFO
+                                            : e.type == S_IFCHR ? AE_IFCHR
+                                                                : AE_IFBLK);
+    archive_entry_set_rdev(entry.get(), e.rdev);
   } else {
     archive_entry_set_filetype(entry.get(), AE_IFREG);
     archive_entry_set_size(entry.get(), 0);

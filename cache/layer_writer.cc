@@ -137,6 +137,12 @@ void add_entry(archive* a, const LayerEntry& e, WriteContext& context, std::stri
     archive_entry_set_filetype(entry.get(), AE_IFLNK);
     archive_entry_set_perm(entry.get(), 0777);
     archive_entry_set_symlink(entry.get(), e.link_target.c_str());
+  } else if (e.type == S_IFIFO || e.type == S_IFCHR || e.type == S_IFBLK) {
+    archive_entry_set_filetype(entry.get(), e.type == S_IFIFO   ? AE_IFIFO
+                                            : e.type == S_IFCHR ? AE_IFCHR
+                                                                : AE_IFBLK);
+    archive_entry_set_perm(entry.get(), e.mode);
+    archive_entry_set_rdev(entry.get(), e.rdev);
   } else if (e.source.empty()) {  // an empty file: a whiteout, an opaque marker
     archive_entry_set_filetype(entry.get(), AE_IFREG);
     archive_entry_set_perm(entry.get(), e.mode);
@@ -187,7 +193,9 @@ std::optional<LayerEntry> entry_of_file(const std::string& path, const std::file
       auto [it, added] = links.try_emplace({st.st_dev, st.st_ino}, path);
       if (!added) entry.hardlink_to = it->second;
     }
-  } else if (!S_ISDIR(st.st_mode)) {
+  } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
+    entry.rdev = st.st_rdev;
+  } else if (!S_ISDIR(st.st_mode) && !S_ISFIFO(st.st_mode)) {
     return std::nullopt;
   }
   return entry;

@@ -26,7 +26,7 @@ namespace regfs::cache {
 // One tar entry: `path` relative to the layer's root, no leading "/".
 struct LayerEntry {
   std::string path;
-  mode_t type = 0;    // S_IFREG, S_IFDIR, S_IFLNK (S_IFMT bits)
+  mode_t type = 0;    // S_IFREG, S_IFDIR, S_IFLNK, S_IFIFO, S_IFCHR, S_IFBLK (S_IFMT bits)
   uint32_t mode = 0;  // permission bits, setuid/setgid/sticky included
   uint32_t uid = 0;   // owner: root unless given (a layer on a base keeps the base's)
   uint32_t gid = 0;
@@ -35,14 +35,15 @@ struct LayerEntry {
   std::filesystem::path source;               // S_IFREG: the file whose bytes go in (none: empty)
   std::string link_target;                    // S_IFLNK: the target, unchanged
   std::string hardlink_to;                    // a hardlink: the earlier entry's path
+  dev_t rdev = 0;                             // S_IFCHR, S_IFBLK: the device number
   std::map<std::string, std::string> xattrs;  // name -> value
 };
 
 // The entry for `file` (its lstat in `st`) at `path` in a layer: type,
 // mtime, a symlink's target, a regular file's source, or a hardlink to an
 // earlier path with the same (dev, ino) in `links`; mode, owner and xattrs
-// are left to the caller. nullopt for what a layer of regfs does not carry
-// (devices, fifos, sockets). Throws Error(kIo) if a link cannot be read.
+// are left to the caller. nullopt for what a layer does not carry (sockets).
+// Throws Error(kIo) if a link cannot be read.
 using HardlinkMap = std::map<std::pair<dev_t, ino_t>, std::string>;
 std::optional<LayerEntry> entry_of_file(const std::string& path, const std::filesystem::path& file,
                                         const struct stat& st, HardlinkMap& links);

@@ -52,8 +52,11 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
                 s.served.tree->mkdir(*node_or_throw(s, parent), name, mode, asked_by_copy(req)));
   });
 }
-void op_mknod(fuse_req_t req, fuse_ino_t, const char*, mode_t, dev_t) {
-  fuse_reply_err(req, to_errno(registry::ErrorKind::kReadOnly));
+void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  auto& s = state_of(req);
+  guarded(req, "mknod", [&] {
+    reply_entry(req, s, s.served.tree->mknod(*node_or_throw(s, parent), name, mode, rdev));
+  });
 }
 // A change of the staged tree on the node `ino`, answered 0 or its errno.
 template <typename Change>

@@ -74,6 +74,9 @@ class MountTree {
   NodePtr symlink(const Node& parent, std::string_view name, const std::string& target) {
     return staging_->symlink(parent, name, target);
   }
+  NodePtr mknod(const Node& parent, std::string_view name, mode_t mode, dev_t rdev) {
+    return staging_->mknod(parent, name, mode, rdev);
+  }
   NodePtr link(const Node& node, const Node& new_parent, std::string_view new_name) {
     return staging_->link(node, new_parent, new_name);
   }

@@ -127,6 +127,7 @@ Attr RootfsOverlay::attr(const std::string& path) const {
     attr.gid = meta->second.gid;
   }
   attr.mode = (st.st_mode & S_IFMT) | perms;
+  attr.rdev = st.st_rdev;
   attr.size = static_cast<uint64_t>(st.st_size);
   attr.nlink = S_ISDIR(st.st_mode) ? 2 : static_cast<uint32_t>(st.st_nlink);
   attr.mtime = st.st_mtim.tv_sec;

@@ -86,6 +86,9 @@ class RootfsOverlay {
   std::filesystem::path create(const std::string& path, mode_t mode);
   void mkdir(const std::string& path, mode_t mode);
   void symlink(const std::string& path, const std::string& target);
+  // A fifo or a character or block device (`mode`: S_IFMT and permission
+  // bits; `rdev`: the device number) at `path`.
+  void mknod(const std::string& path, mode_t mode, dev_t rdev);
   void link(const std::string& from, const std::string& to);
   void unlink(const std::string& path);
   void rmdir(const std::string& path);

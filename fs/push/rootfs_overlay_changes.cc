@@ -199,6 +199,20 @@ void RootfsOverlay::symlink(const std::string& path, const std::string& target) 
   });
 }
 
+void RootfsOverlay::mknod(const std::string& path, mode_t mode, dev_t rdev) {
+  std::lock_guard lock(*changing_);
+  check_writable(path);
+  if (type(path)) fail(ErrorKind::kExists, "Cannot make rootfs/" + path + ": it exists");
+  copy_up(parent_of(path), false);
+  if (::mknod(upper(path).c_str(), (mode & S_IFMT) | 0600, rdev) != 0) {
+    fail_errno(errno, "Cannot make rootfs/" + path);
+  }
+  update([&](cache::RootfsChanges& c) {
+    c.whiteouts.erase(path);
+    c.entries[path] = cache::RootfsEntryMeta{static_cast<uint32_t>(mode & 07777), 0, 0, {}};
+  });
+}
+
 void RootfsOverlay::link(const std::string& from, const std::string& to) {
   std::lock_guard lock(*changing_);
   check_writable(to);

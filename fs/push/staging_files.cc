@@ -354,6 +354,34 @@ NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const st
   return make_node(tag, path, parent.key + "/" + std::string(name), name);
 }
 
+NodePtr StagingTree::mknod(const Node& parent, std::string_view name, mode_t mode, dev_t rdev) {
+  if (!is_name(name)) fail(ErrorKind::kInvalid, "Cannot make \"" + std::string(name) + "\"");
+  check_stageable_name(name);
+  if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
+    fail(ErrorKind::kReadOnly, "Cannot make " + std::string(name) + ": read-only");
+  }
+  if (!S_ISFIFO(mode) && !S_ISCHR(mode) && !S_ISBLK(mode)) {
+    fail(ErrorKind::kNotPermitted,
+         "Cannot make " + std::string(name) + ": only fifos and devices are made by mknod here");
+  }
+  auto tag = tag_of(parent);
+  std::string path =
+      parent.is_overlay() ? join(rootfs_path_of(parent), name) : join(parent.staged().path, name);
+  if (parent.is_overlay()) {
+    overlay_for(parent)->mknod(path, mode, rdev);
+    changed(tag);
+    return rootfs_node(parent, name, path, mode & S_IFMT);
+  }
+  if (::mknod(area_.file(tag, path).c_str(), (mode & S_IFMT) | 0600, rdev) != 0) {
+    fail_errno(errno, "Cannot make staged " + path);
+  }
+  area_.update_state_if(tag, [&](cache::StagedTagState& s) {
+    return set_mode(s.modes, path, mode & 07777, kDefaultFileMode);
+  });
+  changed(tag);
+  return make_node(tag, path, parent.key + "/" + std::string(name), name);
+}
+
 NodePtr StagingTree::link(const Node& node, const Node& new_parent, std::string_view new_name) {
   if (!is_name(new_name))
     fail(ErrorKind::kInvalid, "Cannot make link \"" + std::string(new_name) + "\"");

@@ -195,6 +195,7 @@ Attr StagingTree::attr(const Node& node) {
   attr.mode = (st.st_mode & S_IFMT) |
               (mode != state.modes.end() && !S_ISLNK(st.st_mode) ? mode->second : perms);
   attr.size = static_cast<uint64_t>(st.st_size);
+  attr.rdev = st.st_rdev;
   attr.nlink = S_ISDIR(st.st_mode) ? 2 : static_cast<uint32_t>(st.st_nlink);
   attr.own_metadata = true;
   attr.uid = ::getuid();

@@ -168,6 +168,10 @@ class StagingTree : public StagedNames {
   Attr setattr(const Node& node, StagedFile* file, const SetAttr& change);
   // A symlink `name` -> `target` (kept unchanged) in a staged tag.
   NodePtr symlink(const Node& parent, std::string_view name, const std::string& target);
+  // A fifo or a character or block device `name` (`mode`: S_IFMT and
+  // permission bits, `rdev`: the device number) in a staged tag; a socket
+  // or a regular file is EPERM (files are made by create()).
+  NodePtr mknod(const Node& parent, std::string_view name, mode_t mode, dev_t rdev);
   // A hardlink `new_name` in `new_parent` to the staged file `node` (same tag).
   NodePtr link(const Node& node, const Node& new_parent, std::string_view new_name);
   std::string readlink(const Node& node) override;

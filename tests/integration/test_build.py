@@ -429,3 +429,54 @@ def test_hardlinks_share_their_mode_and_xattrs(mount, plain_registry, run_regfs,
     assert os.stat(out / "a").st_ino == os.stat(out / "b").st_ino
     assert stat.S_IMODE(os.stat(out / "b").st_mode) == 0o700
     assert os.getxattr(out / "a", "user.note") == b"both"
+
+
+@pytest.mark.parametrize("compression", ["gzip", "estargz"])
+def test_fifos_and_devices_are_built(mount, plain_registry, run_regfs, tmp_path, compression):
+    """As a COPY carries them: a fifo, a character and a block device, with
+    their modes and device numbers, in the layer's tar and in rootfs/ of a
+    fresh mount (eStargz: through its table of contents)."""
+    src = tmp_path / "special"
+    (src / "dev").mkdir(parents=True)
+    (src / "hello.txt").write_text("hello\n")
+    os.mkfifo(src / "pipe", 0o640)
+    os.mknod(src / "dev/null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.mknod(src / "dev/sda", 0o660 | stat.S_IFBLK, os.makedev(8, 0))
+    for name, mode in (("pipe", 0o640), ("dev/null", 0o666), ("dev/sda", 0o660)):
+        os.chmod(src / name, mode)  # past the umask
+    m = mount(plain_registry.host, "--push-delay", "600", "--layer-compression", compression)
+    tag = m / f"special/app/{compression}"
+    os.makedirs(m / "special/app", exist_ok=True)
+    proc = subprocess.run(["cp", "-a", str(src), str(tag)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISFIFO(os.lstat(tag / "pipe").st_mode)
+    assert os.lstat(tag / "dev/null").st_rdev == os.makedev(1, 3)
+    proc = run_regfs("push", tag)
+    assert proc.returncode == 0, proc.stderr
+
+    manifest = json.loads(plain_registry.client.manifest("special/app", compression)[0])
+    layer = plain_registry.client.blob("special/app", manifest["layers"][-1]["digest"])
+    listing = subprocess.run(["tar", "-tvz", "--numeric-owner"], input=layer,
+                             capture_output=True, check=True).stdout.decode()
+    lines = {line.split()[-1]: line for line in listing.splitlines()}
+    assert lines["pipe"].startswith("prw-r----- 0/0"), lines["pipe"]
+    assert lines["dev/null"].startswith("crw-rw-rw- 0/0") and " 1,3 " in lines["dev/null"]
+    assert lines["dev/sda"].startswith("brw-rw---- 0/0") and " 8,0 " in lines["dev/sda"]
+
+    root = mount(plain_registry.host) / f"special/app/{compression}/rootfs"
+    st = os.lstat(root / "pipe")
+    assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+    st = os.lstat(root / "dev/null")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
+    assert stat.S_IMODE(st.st_mode) == 0o666
+    st = os.lstat(root / "dev/sda")
+    assert stat.S_ISBLK(st.st_mode) and st.st_rdev == os.makedev(8, 0)
+    assert (root / "hello.txt").read_text() == "hello\n"
+
+
+def test_a_socket_is_refused(mount, plain_registry, tmp_path):
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "special/sock/v1")
+    with pytest.raises(OSError) as e:
+        os.mknod(m / "special/sock/v1/s", 0o644 | stat.S_IFSOCK)
+    assert e.value.errno == errno.EPERM

@@ -364,3 +364,25 @@ def test_hardlinks_in_rootfs_share_their_metadata(mount, plain_registry, run_reg
         st = os.stat(root2 / name)
         assert (st.st_uid, st.st_gid) == (1234, 5678), name
         assert os.getxattr(root2 / name, "user.k") == b"v", name
+
+
+def test_mknod_in_rootfs_makes_a_fifo_and_a_device(mount, plain_registry, run_regfs):
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "layered/nodes")
+    result = _cp(m / "demo/hello/v2", m / "layered/nodes/v1")
+    assert result.returncode == 0, result.stderr
+    root = m / "layered/nodes/v1/rootfs"
+    os.mkfifo(root / "pipe", 0o600)
+    os.mknod(root / "etc/tty0", 0o620 | stat.S_IFCHR, os.makedev(4, 0))
+    os.chmod(root / "etc/tty0", 0o620)  # past the umask
+    assert os.lstat(root / "etc/tty0").st_rdev == os.makedev(4, 0)
+    proc = run_regfs("push", m / "layered/nodes/v1")
+    assert proc.returncode == 0, proc.stderr
+    fresh = mount(plain_registry.host) / "layered/nodes/v1/rootfs"
+    st = os.lstat(fresh / "pipe")
+    assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    st = os.lstat(fresh / "etc/tty0")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(4, 0)
+    assert stat.S_IMODE(st.st_mode) == 0o620
+    assert (fresh / "etc/os-release").read_text() == \
+        (m / "demo/hello/v2/rootfs/etc/os-release").read_text()

@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -82,6 +83,35 @@ TEST(EstargzWriterTest, LayerReadsBackThroughItsTable) {
   EXPECT_EQ(decompress_chunk(TocFormat::kEstargz, small,
                              std::string_view(blob).substr(small.offset, small.end - small.offset)),
             "small\n");
+  std::filesystem::remove_all(dir);
+}
+
+TEST(EstargzWriterTest, FifosAndDevicesAreInTheTable) {
+  auto dir = std::filesystem::path(::testing::TempDir()) / "estargz_writer_nodes_test";
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  std::vector<LayerEntry> entries(3);
+  entries[0] = entry("pipe", S_IFIFO, 0640);
+  entries[1] = entry("null", S_IFCHR, 0666);
+  entries[1].rdev = makedev(1, 3);
+  entries[2] = entry("sda", S_IFBLK, 0660);
+  entries[2].rdev = makedev(8, 0);
+  write_estargz_layer(entries, dir / "layer");
+  auto blob = read_all(dir / "layer");
+  auto range = estargz_toc_range(std::string_view(blob).substr(blob.size() - kEstargzFooterSize),
+                                 blob.size());
+  ASSERT_TRUE(range);
+  auto toc_bytes =
+      extract_toc(TocFormat::kEstargz, std::string_view(blob).substr(range->offset, range->length));
+  auto toc = parse_toc(TocFormat::kEstargz, toc_bytes.json, range->offset);
+  ASSERT_EQ(toc.entries.size(), 3u);
+  EXPECT_EQ(toc.entries[0].type, EntryType::kFifo);
+  EXPECT_EQ(toc.entries[0].mode & 07777, 0640u);
+  EXPECT_EQ(toc.entries[1].type, EntryType::kChar);
+  EXPECT_EQ(toc.entries[1].dev_major, 1u);
+  EXPECT_EQ(toc.entries[1].dev_minor, 3u);
+  EXPECT_EQ(toc.entries[2].type, EntryType::kBlock);
+  EXPECT_EQ(toc.entries[2].dev_major, 8u);
   std::filesystem::remove_all(dir);
 }
 
