@@ -255,6 +255,88 @@ void StagingArea::update_state_if(const StagedTag& tag,
   held.state = std::move(next);
 }
 
+namespace {
+
+// What `state` keeps for `path` alone, and the tag-wide scalars.
+StagedTagState path_slice(const StagedTagState& state, const std::string& path) {
+  StagedTagState slice;
+  if (auto it = state.modes.find(path); it != state.modes.end()) slice.modes.insert(*it);
+  if (auto it = state.references.find(path); it != state.references.end()) {
+    slice.references.insert(*it);
+  }
+  if (auto it = state.xattrs.find(path); it != state.xattrs.end()) slice.xattrs.insert(*it);
+  if (auto it = state.rootfs.entries.find(path); it != state.rootfs.entries.end()) {
+    slice.rootfs.entries.insert(*it);
+  }
+  if (state.rootfs.whiteouts.count(path)) slice.rootfs.whiteouts.insert(path);
+  if (state.rootfs.opaque.count(path)) slice.rootfs.opaque.insert(path);
+  slice.error = state.error;
+  slice.pushed_digest = state.pushed_digest;
+  slice.pushing = state.pushing;
+  slice.made_by_copy = state.made_by_copy;
+  return slice;
+}
+
+// Puts back into `state` what `slice` (of path_slice) kept for `path`.
+void restore_slice(StagedTagState& state, const std::string& path, StagedTagState slice) {
+  auto put = [&path](auto& into, auto& from) {
+    into.erase(path);
+    into.merge(from);
+  };
+  put(state.modes, slice.modes);
+  put(state.references, slice.references);
+  put(state.xattrs, slice.xattrs);
+  put(state.rootfs.entries, slice.rootfs.entries);
+  put(state.rootfs.whiteouts, slice.rootfs.whiteouts);
+  put(state.rootfs.opaque, slice.rootfs.opaque);
+  state.error = std::move(slice.error);
+  state.pushed_digest = std::move(slice.pushed_digest);
+  state.pushing = std::move(slice.pushing);
+  state.made_by_copy = slice.made_by_copy;
+}
+
+}  // namespace
+
+void StagingArea::update_path_state_if(const StagedTag& tag, const std::string& path,
+                                       const std::function<bool(StagedTagState&)>& change) {
+  std::lock_guard lock(mutex_);
+  if (!has_tag(tag)) return;
+  HeldState& held = held_state(tag);
+  auto before = path_slice(held.state, path);
+  size_t uploads = held.state.uploads.size();
+  try {
+    if (!change(held.state)) return;
+  } catch (...) {
+    restore_slice(held.state, path, std::move(before));
+    throw;
+  }
+  auto after = path_slice(held.state, path);
+  // Whiteouts, opaque marks and tag-wide fields have no journal line:
+  // state_change gives none, and the document is rewritten.
+  auto line = uploads == held.state.uploads.size() ? state_change(before, after, held.generation)
+                                                   : std::nullopt;
+  if (line && line->empty()) return;  // nothing changed
+  std::string text = line ? line->dump() + "\n" : std::string();
+  try {
+    if (line && held.on_disk.journal_bytes + text.size() <=
+                    std::max(held.on_disk.document_bytes, kMinJournal)) {
+      append_journal(tag, text);
+      held.on_disk.journal_bytes += text.size();
+    } else {
+      write_document(tag, held.state, held);
+    }
+  } catch (...) {  // not written: not changed
+    restore_slice(held.state, path, std::move(before));
+    throw;
+  }
+}
+
+void StagingArea::read_state(const StagedTag& tag,
+                             const std::function<void(const StagedTagState&)>& read) const {
+  std::lock_guard lock(mutex_);
+  read(held_state(tag).state);
+}
+
 void StagingArea::append_journal(const StagedTag& tag, const std::string& text) {
   fsys::path path = journal_path(tag);
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600));

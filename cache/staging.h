@@ -98,6 +98,17 @@ class StagingArea {
   // something): a cp -r of thousands of files rewrites the state per file
   // only for what it records.
   void update_state_if(const StagedTag& tag, const std::function<bool(StagedTagState&)>& change);
+  // As update_state_if, for a change of what the state keeps for `path`
+  // alone (its mode, reference, xattrs, rootfs entry, whiteout and opaque
+  // marks; tag-wide fields only set to what they are): made in place, with
+  // a journal line of that path's entries, so n changes cost O(n log n),
+  // not a copy of the whole state each (a cp -a of many files).
+  void update_path_state_if(const StagedTag& tag, const std::string& path,
+                            const std::function<bool(StagedTagState&)>& change);
+  // Calls `read` with the state, under the area's lock and without a copy
+  // (for lookups on every request); `read` must not call the area.
+  void read_state(const StagedTag& tag,
+                  const std::function<void(const StagedTagState&)>& read) const;
 
  private:
   // What a state's files on disk were when last read or written by this

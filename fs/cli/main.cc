@@ -5,6 +5,7 @@
 #include <spawn.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
@@ -13,9 +14,11 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -372,6 +375,27 @@ int run_push(const std::vector<std::string>& args) {
   return fail("Cannot push " + path + ": " + (state.empty() ? std::strerror(err) : state));
 }
 
+// The status document of the mount whose status file is `path`, read whole
+// with O_DIRECT: a read-only mount (whose kernel keeps files' pages) makes it
+// anew for a direct read from its start. Empty if it cannot be read.
+std::string read_status_file(const std::string& path) {
+  cache::UniqueFd fd(::open(path.c_str(), O_RDONLY | O_DIRECT | O_CLOEXEC));
+  if (!fd) fd.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return {};
+  constexpr size_t kChunk = 1 << 20;
+  void* raw = nullptr;
+  if (::posix_memalign(&raw, 4096, kChunk) != 0) return {};
+  std::unique_ptr<char, decltype(&std::free)> buffer(static_cast<char*>(raw), &std::free);
+  std::string text;
+  while (true) {
+    ssize_t n = ::pread(fd.get(), buffer.get(), kChunk, static_cast<off_t>(text.size()));
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    text.append(buffer.get(), static_cast<size_t>(n));
+  }
+  return text;
+}
+
 int run_status(const std::vector<std::string>& args) {
   if (wants_help(args)) {
     std::fputs(
@@ -382,13 +406,16 @@ int run_status(const std::vector<std::string>& args) {
   }
   if (args.size() != 1) return fail("usage: regfs status MOUNTPOINT");
   std::string path = absolute(args[0]) + "/" + std::string(kControlDirName) + "/status";
-  std::ifstream in(path);
-  std::stringstream text;
-  text << in.rdbuf();
-  if (!in || text.str().empty())
-    return fail("Cannot read status of " + args[0] + ": not a regfs mount");
+  std::string text = read_status_file(path);
+  if (text.empty()) return fail("Cannot read status of " + args[0] + ": not a regfs mount");
   try {
-    std::fputs(format_status(text.str(), absolute(args[0])).c_str(), stdout);
+    std::string shown = format_status(text, absolute(args[0]));
+    struct statvfs st {};
+    if (::statvfs(absolute(args[0]).c_str(), &st) == 0 && (st.f_flag & ST_RDONLY)) {
+      // The first line names the mount: say it is read-only there.
+      shown.insert(shown.find('\n'), ", read-only");
+    }
+    std::fputs(shown.c_str(), stdout);
   } catch (const std::exception& e) {
     return fail("Cannot read status of " + args[0] + ": " + e.what());
   }

@@ -46,6 +46,7 @@ bool asked_by_copy(fuse_req_t req) {
 }
 
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) {
+  if (refused_read_only(req)) return;
   auto& s = state_of(req);
   guarded(req, "mkdir", [&] {
     reply_entry(req, s,
@@ -53,6 +54,7 @@ void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode) 
   });
 }
 void op_mknod(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode, dev_t rdev) {
+  if (refused_read_only(req)) return;
   auto& s = state_of(req);
   guarded(req, "mknod", [&] {
     reply_entry(req, s, s.served.tree->mknod(*node_or_throw(s, parent), name, mode, rdev));
@@ -69,14 +71,17 @@ void staged_change(fuse_req_t req, const char* operation, fuse_ino_t ino, Change
 }
 
 void op_unlink(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (refused_read_only(req)) return;
   staged_change(req, "unlink", parent,
                 [&](MountTree& tree, const Node& dir) { tree.unlink(dir, name); });
 }
 void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char* name) {
+  if (refused_read_only(req)) return;
   staged_change(req, "rmdir", parent,
                 [&](MountTree& tree, const Node& dir) { tree.rmdir(dir, name); });
 }
 void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const char* name) {
+  if (refused_read_only(req)) return;
   auto& s = state_of(req);
   guarded(req, "symlink", [&] {
     reply_entry(req, s, s.served.tree->symlink(*node_or_throw(s, parent), name, target));
@@ -84,6 +89,7 @@ void op_symlink(fuse_req_t req, const char* target, fuse_ino_t parent, const cha
 }
 void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t new_parent,
                const char* new_name, unsigned int flags) {
+  if (refused_read_only(req)) return;
   auto& s = state_of(req);
   guarded(req, "rename", [&] {
     auto from = node_or_throw(s, parent);
@@ -105,6 +111,7 @@ void op_rename(fuse_req_t req, fuse_ino_t parent, const char* name, fuse_ino_t n
   });
 }
 void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* new_name) {
+  if (refused_read_only(req)) return;
   auto& s = state_of(req);
   guarded(req, "link", [&] {
     reply_entry(
@@ -114,6 +121,7 @@ void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t new_parent, const char* 
 }
 void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
                fuse_file_info* fi) {
+  if (refused_read_only(req)) return;
   auto& s = state_of(req);
   guarded(req, "create", [&] {
     NodePtr node;
@@ -130,6 +138,7 @@ void op_create(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode,
 }
 void op_write(fuse_req_t req, fuse_ino_t, const char* buf, size_t size, off_t off,
               fuse_file_info* fi) {
+  if (refused_read_only(req)) return;
   auto* handle = reinterpret_cast<FileHandle*>(fi->fh);
   if (!handle->staged) {
     fuse_reply_err(req, EBADF);
@@ -179,6 +188,7 @@ void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int, fuse_file_info*) {
   });
 }
 void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, fuse_file_info* fi) {
+  if (refused_read_only(req)) return;
   auto& s = state_of(req);
   guarded(req, "setattr", [&] {
     auto node = node_or_throw(s, ino);
@@ -207,6 +217,7 @@ void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat* attr, int to_set, f
 // kernel copy through read and write.
 void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_file_info*,
                         fuse_ino_t, off_t off_out, fuse_file_info* fi_out, size_t len, int) {
+  if (refused_read_only(req)) return;
   auto& s = state_of(req);
   guarded(req, "copy_file_range", [&] {
     auto* out = reinterpret_cast<FileHandle*>(fi_out->fh);
@@ -226,11 +237,13 @@ void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in, off_t off_in, fuse_fi
 }
 void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char* name, const char* value, size_t size,
                  int flags) {
+  if (refused_read_only(req)) return;
   staged_change(req, "setxattr", ino, [&](MountTree& tree, const Node& node) {
     tree.setxattr(node, name, std::string(value, size), flags);
   });
 }
 void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char* name) {
+  if (refused_read_only(req)) return;
   staged_change(req, "removexattr", ino,
                 [&](MountTree& tree, const Node& node) { tree.removexattr(node, name); });
 }

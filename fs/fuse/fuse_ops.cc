@@ -62,7 +62,7 @@ void op_lookup(fuse_req_t req, fuse_ino_t parent, const char* name) {
       fuse_reply_entry(req, &e);
       return;
     }
-    auto e = entry_of(s, node, attr_of(s, *node));
+    auto e = entry_of(s, node, attr_of(s, *node, 0));
     if (fuse_reply_entry(req, &e) != 0) s.inodes->forget(e.ino, 1);
   });
 }
@@ -82,7 +82,7 @@ void op_getattr(fuse_req_t req, fuse_ino_t ino, fuse_file_info*) {
   auto& s = state_of(req);
   guarded(req, "getattr", [&] {
     auto node = node_or_throw(s, ino);
-    auto st = to_stat(s, ino, *node, attr_of(s, *node), AttrReply::kGetattr);
+    auto st = to_stat(s, ino, *node, attr_of(s, *node, ino), AttrReply::kGetattr);
     fuse_reply_attr(req, &st, attr_timeout_of(s, *node));
   });
 }
@@ -195,7 +195,9 @@ void op_open(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
     // A blob not yet verified whole may turn out wrong (EIO, dropped): an
     // open then must not keep pages an earlier reader got before the check.
     fi->keep_cache = node->immutable() && (!opened_reader || opened_reader->verified());
-    fi->direct_io = node->kind == NodeKind::kStatusFile;  // made at open: no size before
+    // Made at open: the status file has no size before; a tag's files are
+    // read whole as opened, whatever size the kernel last heard of.
+    fi->direct_io = node->kind == NodeKind::kStatusFile || follows_a_tag(*node);
     // Nothing to do at close() but for staged files: no FLUSH per close
     // (a third of the requests of a warm `grep -r`).
     fi->noflush = 1;
@@ -266,7 +268,8 @@ void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, fuse_file_i
   // Opened by the kernel alone (a no_open mount): by inode.
   auto& s = state_of(req);
   std::shared_ptr<FileHandle> handle;
-  if (!guarded(req, "read", [&] { handle = handle_of_inode(s, ino); })) return;
+  bool direct_start = (fi->flags & O_DIRECT) && off == 0;
+  if (!guarded(req, "read", [&] { handle = handle_of_inode(s, ino, direct_start); })) return;
   if (!read_from(req, handle.get(), size, off)) {
     drop_inode_pages(s, ino);
   } else {

@@ -55,6 +55,9 @@ struct MountState {
   // its last chunks: bounded).
   std::mutex inode_handles_mutex;
   registry::BoundedMap<fuse_ino_t, std::shared_ptr<FileHandle>> inode_handles{64};
+  // A tag's index.json, manifest.json and config.json as the last reply
+  // sized them: their READs serve that content, whatever the tag names now.
+  registry::BoundedMap<fuse_ino_t, std::shared_ptr<FileHandle>> pinned{256};
   // When a READ of a kept handle last failed (fs/fuse/inode_reads.cc).
   registry::BoundedMap<fuse_ino_t, std::chrono::steady_clock::time_point> failed_reads{256};
   // no_open: the status file's content as the last GETATTR sized it.
@@ -139,8 +142,16 @@ inline double entry_timeout_of(MountState& s, const Node& node) {
 // the kernel rereads a listing that changed (fs/fuse/dir_listings.h).
 // A staged file's attributes change under the kernel too (a mode set as an
 // ACL, a restored config.json, another name of a hardlink): asked each time.
+// So are a tag's files (what the tag names may have moved): every read asks,
+// so all of them follow the tag together.
+inline bool follows_a_tag(const Node& node) {
+  return node.is_tag_image() &&
+         (node.kind == NodeKind::kIndexFile || node.kind == NodeKind::kManifestFile ||
+          node.kind == NodeKind::kConfigFile);
+}
 inline double attr_timeout_of(MountState& s, const Node& node) {
   if (node.kind == NodeKind::kStaged || node.kind == NodeKind::kStatusFile) return 0.0;
+  if (follows_a_tag(node)) return 0.0;
   return DirListings::can_change(node) ? 0.0 : entry_timeout_of(s, node);
 }
 
@@ -162,7 +173,8 @@ FileHandle make_handle(MountFile file);
 // Reads by inode on a no_open mount (fs/fuse/inode_reads.cc).
 // The handle READs of `ino` go through: kept (bounded) for an immutable
 // file, made for this READ otherwise. Throws the tree's errors.
-std::shared_ptr<FileHandle> handle_of_inode(MountState& s, fuse_ino_t ino);
+// `direct_start`: an O_DIRECT READ at offset 0 (the status file is made anew).
+std::shared_ptr<FileHandle> handle_of_inode(MountState& s, fuse_ino_t ino, bool direct_start);
 // After a READ of `ino` through `handle` up to byte `end` was answered: a
 // file read to its end is done with (its pages are the kernel's), so its
 // handle, which may hold a lazy file's last chunks, is not kept.
@@ -174,7 +186,17 @@ void drop_inode_pages(MountState& s, fuse_ino_t ino);
 // The attributes a reply gives `node`: the tree's; on a no_open mount the
 // status file's content is made here, sized and stamped now, and kept for
 // the READs that follow.
-Attr attr_of(MountState& s, const Node& node);
+// On a no_open mount a tag's files are opened here too (`ino`: the inode the
+// reply is for, 0 if none yet) and their READs pinned to that content.
+Attr attr_of(MountState& s, const Node& node, fuse_ino_t ino);
+
+// Answers EROFS for a change on a read-only mount (the kernel refuses them
+// itself, unless the mount was remounted rw behind the daemon), and says so.
+inline bool refused_read_only(fuse_req_t req) {
+  if (!state_of(req).read_only) return false;
+  fuse_reply_err(req, EROFS);
+  return true;
+}
 
 // Changes of the staged tree (fs/fuse/fuse_changes.cc).
 void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char* name, mode_t mode);

@@ -44,12 +44,23 @@ std::shared_ptr<const std::string> status_snapshot(MountState& s, const Node& no
 
 }  // namespace
 
-std::shared_ptr<FileHandle> handle_of_inode(MountState& s, fuse_ino_t ino) {
+std::shared_ptr<FileHandle> handle_of_inode(MountState& s, fuse_ino_t ino, bool direct_start) {
   auto node = node_or_throw(s, ino);
   if (node->kind == NodeKind::kStatusFile) {
+    // Through the page cache, the content the last GETATTR sized; read
+    // O_DIRECT from its start (regfs status), made now and read whole.
     auto handle = std::make_shared<FileHandle>();
-    handle->bytes = status_snapshot(s, *node, false);
+    handle->bytes = status_snapshot(s, *node, direct_start);
     return handle;
+  }
+  if (follows_a_tag(*node)) {
+    {
+      std::lock_guard lock(s.inode_handles_mutex);
+      if (auto* pinned = s.pinned.find(ino)) return *pinned;
+    }
+    auto handle = std::make_shared<FileHandle>(make_handle(s.served.tree->open(*node, O_RDONLY)));
+    std::lock_guard lock(s.inode_handles_mutex);
+    return s.pinned.put(ino, std::move(handle));
   }
   if (!node->immutable()) {
     return std::make_shared<FileHandle>(make_handle(s.served.tree->open(*node, O_RDONLY)));
@@ -91,7 +102,21 @@ void drop_inode_pages(MountState& s, fuse_ino_t ino) {
   fuse_lowlevel_notify_inval_inode(s.session, ino, 0, 0);
 }
 
-Attr attr_of(MountState& s, const Node& node) {
+Attr attr_of(MountState& s, const Node& node, fuse_ino_t ino) {
+  if (s.no_open && ino != 0 && follows_a_tag(node)) {
+    // One resolution of the tag for the size, the mtime and the READs that
+    // follow, so the kernel never holds one image's size with another's bytes.
+    auto handle = std::make_shared<FileHandle>(make_handle(s.served.tree->open(node, O_RDONLY)));
+    Attr attr;
+    attr.mode = S_IFREG | 0444;
+    attr.size = handle->bytes ? handle->bytes->size() : handle->reader->size();
+    auto identity = handle->bytes ? std::hash<std::string>{}(*handle->bytes)
+                                  : std::hash<std::string>{}(handle->reader->digest());
+    attr.version_nsec = static_cast<uint32_t>(identity % 999'999'999) + 1;
+    std::lock_guard lock(s.inode_handles_mutex);
+    s.pinned.put(ino, std::move(handle));
+    return attr;
+  }
   auto attr = s.served.tree->attr(node);
   if (s.no_open && node.kind == NodeKind::kStatusFile) {
     // Made now and kept for the READs that follow; a new mtime each time, so

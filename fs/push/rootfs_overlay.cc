@@ -38,6 +38,29 @@ void RootfsOverlay::update(const std::function<void(cache::RootfsChanges&)>& cha
   });
 }
 
+void RootfsOverlay::update_path(const std::string& path,
+                                const std::function<void(cache::RootfsChanges&)>& change) {
+  area_.update_path_state_if(tag_, path, [&](cache::StagedTagState& s) {
+    change(s.rootfs);
+    s.pushed_digest.clear();  // what is staged now was not pushed yet
+    return true;
+  });
+}
+
+cache::RootfsChanges RootfsOverlay::changes_of(const std::string& path) const {
+  cache::RootfsChanges out;
+  area_.read_state(tag_, [&](const cache::StagedTagState& s) {
+    const auto& c = s.rootfs;
+    for (std::string p = path;; p = parent_of(p)) {
+      if (c.whiteouts.count(p)) out.whiteouts.insert(p);
+      if (c.opaque.count(p)) out.opaque.insert(p);
+      if (p.empty()) break;
+    }
+    if (auto it = c.entries.find(path); it != c.entries.end()) out.entries.insert(*it);
+  });
+  return out;
+}
+
 fsys::path RootfsOverlay::upper(const std::string& path) const {
   auto dir = area_.upper_dir(tag_);
   return path.empty() ? dir : dir / path;
@@ -61,7 +84,7 @@ std::optional<uint32_t> RootfsOverlay::lower_at(const std::string& path,
 }
 
 bool RootfsOverlay::lower_has(const std::string& path) const {
-  return lower_at(path, changes()).has_value();
+  return lower_at(path, changes_of(path)).has_value();
 }
 
 std::optional<RootfsOverlay::Found> RootfsOverlay::find(const std::string& path,
@@ -74,7 +97,7 @@ std::optional<RootfsOverlay::Found> RootfsOverlay::find(const std::string& path,
 }
 
 std::optional<mode_t> RootfsOverlay::type(const std::string& path) const {
-  auto found = find(path, changes());
+  auto found = find(path, changes_of(path));
   if (!found) return std::nullopt;
   return found->type;
 }
@@ -103,7 +126,7 @@ std::vector<std::pair<std::string, mode_t>> RootfsOverlay::list(const std::strin
 }
 
 Attr RootfsOverlay::attr(const std::string& path) const {
-  auto state = changes();
+  auto state = changes_of(path);
   auto found = find(path, state);
   if (!found) fail(ErrorKind::kNotFound, "No rootfs/" + path);
   if (!found->upper) {
@@ -154,7 +177,7 @@ std::string RootfsOverlay::readlink(const std::string& path) const {
 
 std::optional<std::string> RootfsOverlay::xattr(const std::string& path,
                                                 const std::string& name) const {
-  auto state = changes();
+  auto state = changes_of(path);
   auto found = find(path, state);
   if (!found) fail(ErrorKind::kNotFound, "No rootfs/" + path);
   if (!found->upper) {
@@ -169,7 +192,7 @@ std::optional<std::string> RootfsOverlay::xattr(const std::string& path,
 }
 
 std::vector<std::string> RootfsOverlay::xattr_names(const std::string& path) const {
-  auto state = changes();
+  auto state = changes_of(path);
   auto found = find(path, state);
   if (!found) fail(ErrorKind::kNotFound, "No rootfs/" + path);
   if (!found->upper) {

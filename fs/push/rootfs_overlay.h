@@ -122,6 +122,14 @@ class RootfsOverlay {
   void check_writable(const std::string& path) const;
   // Changes the state: any change makes the tag differ from what was pushed.
   void update(const std::function<void(cache::RootfsChanges&)>& change);
+  // As update, for a change of `path`'s own entry and marks alone: in place,
+  // one journal line (cache::StagingArea::update_path_state_if).
+  void update_path(const std::string& path,
+                   const std::function<void(cache::RootfsChanges&)>& change);
+  // What the changes say of `path` and its ancestors alone (their whiteout
+  // and opaque marks, `path`'s entry): enough for find() and attr(), without
+  // a copy of every change.
+  cache::RootfsChanges changes_of(const std::string& path) const;
   cache::RootfsChanges changes() const;
   // Marks `dir`'s upper copy changed (its listing changed): mtime now.
   void touch(const std::string& dir);

@@ -151,21 +151,25 @@ void RootfsOverlay::copy_up(const std::string& path, bool data) {
     case S_IFIFO:
       rc = ::mkfifo(target.c_str(), 0600);
       break;
+    case S_IFCHR:
+    case S_IFBLK:
+      rc = ::mknod(target.c_str(), found->type | 0600, static_cast<dev_t>(attr.rdev));
+      break;
     default:
-      fail(ErrorKind::kUnsupported, "Cannot change rootfs/" + path + ": a device of the base");
+      fail(ErrorKind::kUnsupported, "Cannot change rootfs/" + path + ": a socket of the base");
   }
   if (rc != 0) fail_errno(errno, "Cannot copy up rootfs/" + path);
   timespec times[2] = {{attr.mtime, static_cast<long>(attr.mtime_nsec)},
                        {attr.mtime, static_cast<long>(attr.mtime_nsec)}};
   ::utimensat(AT_FDCWD, target.c_str(), times, AT_SYMLINK_NOFOLLOW);
-  update([&](cache::RootfsChanges& c) { c.entries[path] = meta; });
+  update_path(path, [&](cache::RootfsChanges& c) { c.entries[path] = meta; });
 }
 
 fsys::path RootfsOverlay::create(const std::string& path, mode_t mode) {
   std::lock_guard lock(*changing_);
   check_writable(path);
   copy_up(parent_of(path), false);
-  update([&](cache::RootfsChanges& c) {
+  update_path(path, [&](cache::RootfsChanges& c) {
     c.whiteouts.erase(path);
     c.entries[path] = cache::RootfsEntryMeta{static_cast<uint32_t>(mode & 07777), 0, 0, {}};
   });
@@ -178,7 +182,7 @@ void RootfsOverlay::mkdir(const std::string& path, mode_t mode) {
   if (type(path)) fail(ErrorKind::kExists, "Cannot make rootfs/" + path + ": it exists");
   copy_up(parent_of(path), false);
   if (::mkdir(upper(path).c_str(), 0700) != 0) fail_errno(errno, "Cannot make rootfs/" + path);
-  update([&](cache::RootfsChanges& c) {
+  update_path(path, [&](cache::RootfsChanges& c) {
     // Where the base had a directory that was removed: a new one, opaque.
     if (c.whiteouts.erase(path)) c.opaque.insert(path);
     c.entries[path] = cache::RootfsEntryMeta{static_cast<uint32_t>(mode & 07777), 0, 0, {}};
@@ -193,7 +197,7 @@ void RootfsOverlay::symlink(const std::string& path, const std::string& target) 
   if (::symlink(target.c_str(), upper(path).c_str()) != 0) {
     fail_errno(errno, "Cannot make link rootfs/" + path);
   }
-  update([&](cache::RootfsChanges& c) {
+  update_path(path, [&](cache::RootfsChanges& c) {
     c.whiteouts.erase(path);
     c.entries[path] = cache::RootfsEntryMeta{0777, 0, 0, {}};
   });
@@ -207,7 +211,7 @@ void RootfsOverlay::mknod(const std::string& path, mode_t mode, dev_t rdev) {
   if (::mknod(upper(path).c_str(), (mode & S_IFMT) | 0600, rdev) != 0) {
     fail_errno(errno, "Cannot make rootfs/" + path);
   }
-  update([&](cache::RootfsChanges& c) {
+  update_path(path, [&](cache::RootfsChanges& c) {
     c.whiteouts.erase(path);
     c.entries[path] = cache::RootfsEntryMeta{static_cast<uint32_t>(mode & 07777), 0, 0, {}};
   });
@@ -320,7 +324,7 @@ void RootfsOverlay::rename(const std::string& from, const std::string& to) {
 void RootfsOverlay::chmod(const std::string& path, mode_t mode) {
   std::lock_guard lock(*changing_);
   copy_up(path, true);
-  update([&](cache::RootfsChanges& c) { c.entries[path].mode = mode & 07777; });
+  update_path(path, [&](cache::RootfsChanges& c) { c.entries[path].mode = mode & 07777; });
   share_with_links(path);
 }
 
@@ -328,7 +332,7 @@ void RootfsOverlay::chown(const std::string& path, std::optional<uint32_t> uid,
                           std::optional<uint32_t> gid) {
   std::lock_guard lock(*changing_);
   copy_up(path, true);
-  update([&](cache::RootfsChanges& c) {
+  update_path(path, [&](cache::RootfsChanges& c) {
     auto& meta = c.entries[path];
     if (uid) meta.uid = *uid;
     if (gid) meta.gid = *gid;
@@ -342,7 +346,7 @@ void RootfsOverlay::truncate(const std::string& path, uint64_t size) {
   if (::truncate(upper(path).c_str(), static_cast<off_t>(size)) != 0) {
     fail_errno(errno, "Cannot truncate rootfs/" + path);
   }
-  update([](cache::RootfsChanges&) {});
+  update_path(path, [](cache::RootfsChanges&) {});
 }
 
 void RootfsOverlay::set_times(const std::string& path, std::optional<timespec> atime,
@@ -354,7 +358,7 @@ void RootfsOverlay::set_times(const std::string& path, std::optional<timespec> a
   if (::utimensat(AT_FDCWD, upper(path).c_str(), times, AT_SYMLINK_NOFOLLOW) != 0) {
     fail_errno(errno, "Cannot set times of rootfs/" + path);
   }
-  update([](cache::RootfsChanges&) {});
+  update_path(path, [](cache::RootfsChanges&) {});
 }
 
 void RootfsOverlay::setxattr(const std::string& path, const std::string& name,
@@ -367,7 +371,7 @@ void RootfsOverlay::setxattr(const std::string& path, const std::string& name,
   if ((flags & XATTR_REPLACE) && !present)
     fail(ErrorKind::kNoAttribute, "Cannot replace " + name + ": not set");
   copy_up(path, true);
-  update([&](cache::RootfsChanges& c) { c.entries[path].xattrs[name] = value; });
+  update_path(path, [&](cache::RootfsChanges& c) { c.entries[path].xattrs[name] = value; });
   share_with_links(path);
 }
 
@@ -376,7 +380,7 @@ void RootfsOverlay::removexattr(const std::string& path, const std::string& name
   if (!xattr(path, name))
     fail(ErrorKind::kNoAttribute, "Cannot remove " + name + " of rootfs/" + path);
   copy_up(path, true);
-  update([&](cache::RootfsChanges& c) { c.entries[path].xattrs.erase(name); });
+  update_path(path, [&](cache::RootfsChanges& c) { c.entries[path].xattrs.erase(name); });
   share_with_links(path);
 }
 

@@ -157,7 +157,7 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
   handle->state = path_state(handle->file);
   bool truncated = handle->writable && (flags & O_TRUNC);
   if (backing.empty() && (flags & O_CREAT || truncated)) {
-    area_.update_state_if(tag, [&](cache::StagedTagState& s) {
+    area_.update_path_state_if(tag, path, [&](cache::StagedTagState& s) {
       bool changed = false;
       if (flags & O_CREAT) changed = set_mode(s.modes, path, create_mode & 07777, kDefaultFileMode);
       if (truncated) changed = s.references.erase(path) > 0 || changed;
@@ -231,10 +231,11 @@ void StagingTree::write(StagedFile& file, const char* data, size_t size, uint64_
       it->second = std::chrono::steady_clock::now() + push_delay_;
     }
   }
-  auto state = area_.state(file.tag);
-  if (state.references.count(file.path)) {
-    area_.update_state(file.tag, [&](cache::StagedTagState& s) { s.references.erase(file.path); });
-  }
+  // A written file is no reference to a blob any more (no copy of the
+  // state per WRITE: cp writes every file).
+  area_.update_path_state_if(file.tag, file.path, [&](cache::StagedTagState& s) {
+    return s.references.erase(file.path) > 0;
+  });
 }
 
 size_t StagingTree::read(StagedFile& file, char* buffer, size_t size, uint64_t offset) {
@@ -274,17 +275,19 @@ Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& cha
       state->hasher.truncated(*change.size);
       state->dirty = true;
     }
-    area_.update_state(tag, [&](cache::StagedTagState& s) {
+    area_.update_path_state_if(tag, node.staged().path, [&](cache::StagedTagState& s) {
       auto ref = s.references.find(node.staged().path);
-      if (ref != s.references.end() && static_cast<uint64_t>(ref->second.size) != *change.size) {
-        s.references.erase(ref);
+      if (ref == s.references.end() || static_cast<uint64_t>(ref->second.size) == *change.size) {
+        return false;
       }
+      s.references.erase(ref);
+      return true;
     });
   }
   if (change.mode) {
     // A default mode is not recorded (cp -a chmods every file it makes).
     uint32_t default_mode = S_ISDIR(node.type_bits()) ? kDefaultDirMode : kDefaultFileMode;
-    area_.update_state_if(tag, [&](cache::StagedTagState& s) {
+    area_.update_path_state_if(tag, node.staged().path, [&](cache::StagedTagState& s) {
       return set_mode(s.modes, node.staged().path, *change.mode & 07777, default_mode);
     });
     share_with_links(tag, node.staged().path);
@@ -375,7 +378,7 @@ NodePtr StagingTree::mknod(const Node& parent, std::string_view name, mode_t mod
   if (::mknod(area_.file(tag, path).c_str(), (mode & S_IFMT) | 0600, rdev) != 0) {
     fail_errno(errno, "Cannot make staged " + path);
   }
-  area_.update_state_if(tag, [&](cache::StagedTagState& s) {
+  area_.update_path_state_if(tag, path, [&](cache::StagedTagState& s) {
     return set_mode(s.modes, path, mode & 07777, kDefaultFileMode);
   });
   changed(tag);

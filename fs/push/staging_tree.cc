@@ -186,14 +186,17 @@ Attr StagingTree::attr(const Node& node) {
   if (::lstat(area_.file(tag, node.staged().path).c_str(), &st) != 0) {
     fail_errno(errno, "Cannot stat staged " + node.key);
   }
-  auto state = area_.state(tag);
-  auto mode = state.modes.find(node.staged().path);
+  std::optional<uint32_t> mode;
+  area_.read_state(tag, [&](const cache::StagedTagState& state) {
+    if (auto it = state.modes.find(node.staged().path); it != state.modes.end()) {
+      mode = it->second;
+    }
+  });
   Attr attr;
   mode_t perms = S_ISDIR(st.st_mode)   ? kDefaultDirMode
                  : S_ISLNK(st.st_mode) ? 0777
                                        : kDefaultFileMode;
-  attr.mode = (st.st_mode & S_IFMT) |
-              (mode != state.modes.end() && !S_ISLNK(st.st_mode) ? mode->second : perms);
+  attr.mode = (st.st_mode & S_IFMT) | (mode && !S_ISLNK(st.st_mode) ? *mode : perms);
   attr.size = static_cast<uint64_t>(st.st_size);
   attr.rdev = st.st_rdev;
   attr.nlink = S_ISDIR(st.st_mode) ? 2 : static_cast<uint32_t>(st.st_nlink);
@@ -209,12 +212,14 @@ std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view
   if (node.kind != NodeKind::kStaged) return std::nullopt;
   if (node.is_overlay()) return overlay_for(node)->xattr(rootfs_path_of(node), std::string(name));
   if (!node.staged().path.empty() || !std::string_view(name).starts_with("user.regfs.")) {
-    auto state = area_.state(tag_of(node));
-    auto entry = state.xattrs.find(node.staged().path);
-    if (entry == state.xattrs.end()) return std::nullopt;
-    auto value = entry->second.find(std::string(name));
-    if (value == entry->second.end()) return std::nullopt;
-    return value->second;
+    std::optional<std::string> found;
+    area_.read_state(tag_of(node), [&](const cache::StagedTagState& state) {
+      auto entry = state.xattrs.find(node.staged().path);
+      if (entry == state.xattrs.end()) return;
+      auto value = entry->second.find(std::string(name));
+      if (value != entry->second.end()) found = value->second;
+    });
+    return found;
   }
   if (!area_.has_tag(tag_of(node))) return std::nullopt;  // a tag that became a namespace
   if (name == "user.regfs.state") return state_of(tag_of(node));
@@ -252,7 +257,7 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
     if (!mode) fail(ErrorKind::kInvalid, "Cannot set " + name + " on " + node.key + ": not an ACL");
     // A default mode is not recorded: cp -a sets one on every file it makes.
     uint32_t default_mode = S_ISDIR(node.type_bits()) ? kDefaultDirMode : kDefaultFileMode;
-    area_.update_state_if(tag, [&](cache::StagedTagState& s) {
+    area_.update_path_state_if(tag, node.staged().path, [&](cache::StagedTagState& s) {
       auto old = s.modes.find(node.staged().path);
       uint32_t special = old != s.modes.end() ? old->second & 07000 : 0;
       return set_mode(s.modes, node.staged().path, special | *mode, default_mode);
@@ -263,7 +268,7 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
   }
   if (name == "system.posix_acl_default") return;  // no place in an image layer
   std::optional<ErrorKind> error;
-  area_.update_state(tag, [&](cache::StagedTagState& s) {
+  area_.update_path_state_if(tag, node.staged().path, [&](cache::StagedTagState& s) {
     auto& names = s.xattrs[node.staged().path];
     bool present = names.count(name) > 0;
     if ((flags & XATTR_CREATE) && present) {
@@ -274,6 +279,7 @@ void StagingTree::setxattr(const Node& node, const std::string& name, const std:
       names[name] = value;
     }
     if (names.empty()) s.xattrs.erase(node.staged().path);
+    return !error;
   });
   if (error) fail(*error, "Cannot set " + name + " on " + node.key);
   share_with_links(tag, node.staged().path);
@@ -296,11 +302,12 @@ void StagingTree::removexattr(const Node& node, const std::string& name) {
     return;
   }
   bool removed = false;
-  area_.update_state(tag, [&](cache::StagedTagState& s) {
+  area_.update_path_state_if(tag, node.staged().path, [&](cache::StagedTagState& s) {
     auto entry = s.xattrs.find(node.staged().path);
-    if (entry == s.xattrs.end()) return;
+    if (entry == s.xattrs.end()) return false;
     removed = entry->second.erase(name) > 0;
     if (entry->second.empty()) s.xattrs.erase(entry);
+    return removed;
   });
   if (!removed && name.starts_with("system.posix_acl_")) return;  // cp -a removes them: none kept
   if (!removed)
@@ -313,10 +320,11 @@ std::vector<std::string> StagingTree::xattr_names(const Node& node) {
   if (node.is_overlay()) return overlay_for(node)->xattr_names(rootfs_path_of(node));
   std::vector<std::string> names;
   if (node.kind == NodeKind::kStaged) {
-    auto state = area_.state(tag_of(node));
-    if (auto entry = state.xattrs.find(node.staged().path); entry != state.xattrs.end()) {
-      for (auto& [name, _] : entry->second) names.push_back(name);
-    }
+    area_.read_state(tag_of(node), [&](const cache::StagedTagState& state) {
+      if (auto entry = state.xattrs.find(node.staged().path); entry != state.xattrs.end()) {
+        for (auto& [name, _] : entry->second) names.push_back(name);
+      }
+    });
     if (!node.staged().path.empty()) return names;
   }
   for (const char* name : {"user.regfs.digest", "user.regfs.error", "user.regfs.state"}) {

@@ -38,6 +38,7 @@ class BlobReader {
   BlobReader(ChunkFetcher& fetcher, std::string repository,
              std::shared_ptr<cache::CachedBlob> blob);
   uint64_t size() const { return blob_->size(); }
+  const std::string& digest() const { return blob_->digest(); }
   // Its digest checked: what was read of it is right.
   bool verified() const { return blob_->verified(); }
   // [offset, offset+length) is local for as long as the lease lives.

@@ -184,3 +184,64 @@ def test_o_ro_mounts_read_only(plain_registry, mount):
     with pytest.raises(OSError) as e:
         os.mkdir(m / "demo/new")
     assert e.value.errno == errno.EROFS
+
+
+def test_a_remount_rw_behind_the_daemon_still_changes_nothing(plain_registry, mount):
+    m = mount(plain_registry.host, "--read-only")
+    assert (m / "demo/hello/v1/rootfs/hello").read_bytes()
+    subprocess.run(["mount", "-i", "-o", "remount,rw", str(m.path)], check=True,
+                   capture_output=True)
+    def write(path, flags):
+        fd = os.open(path, flags)
+        try:
+            os.write(fd, b"x")
+        finally:
+            os.close(fd)
+
+    for change in (lambda: os.mkdir(m / "demo/hello/v9"),
+                   lambda: write(m / "demo/hello/v1/rootfs/hello", os.O_WRONLY | os.O_APPEND),
+                   lambda: write(m / "demo/hello/v1/config.json", os.O_RDWR),
+                   lambda: os.setxattr(m / "demo/hello/v1", "user.x", b"1")):
+        with pytest.raises(OSError) as e:
+            change()
+        assert e.value.errno == errno.EROFS
+    assert (m / "demo/hello/v1/rootfs/hello").read_bytes()  # the daemon is alive
+    assert json.loads((m / ".regfs/status").read_bytes())["staged"] == []
+
+
+@pytest.mark.parametrize("options", [("--read-only",), ()], ids=["read-only", "read-write"])
+def test_a_tags_files_are_whole_while_it_moves(plain_registry, mount, options):
+    """Readers of manifest.json and config.json while the tag moves between
+    manifests of different sizes get one of them whole, never one's bytes
+    at the other's size."""
+    raw, _, _ = plain_registry.client.manifest("demo/hello", "v1")
+    manifest = json.loads(raw)
+    versions = [json.dumps(dict(manifest, annotations={"n": "x" * n})).encode()
+                for n in (1, 300, 40)]
+    put_manifest(plain_registry, "demo/hello", "racing", versions[0], manifest["mediaType"])
+    m = mount(plain_registry.host, "--tag-ttl", "0", *options)
+    tag = m / "demo/hello/racing"
+    bad, reads = [], 0
+    stop = time.monotonic() + 6
+    move = 0
+    next_move = time.monotonic() + 0.5
+    while time.monotonic() < stop:
+        if time.monotonic() >= next_move:
+            move += 1
+            put_manifest(plain_registry, "demo/hello", "racing", versions[move % 3],
+                         manifest["mediaType"])
+            next_move = time.monotonic() + 0.5
+        data = (tag / "manifest.json").read_bytes()
+        reads += 1
+        if data not in versions:
+            bad.append(data)
+        json.loads((tag / "config.json").read_bytes())
+    assert move >= 6 and reads > 50, (move, reads)
+    assert not bad, f"{len(bad)} of {reads} reads were no manifest pushed: {bad[0][:80]!r}"
+
+
+def test_regfs_status_says_read_only(plain_registry, mount, run_regfs):
+    m = mount(plain_registry.host, "--read-only")
+    proc = run_regfs("status", m.path)
+    assert proc.returncode == 0, proc.stderr
+    assert "read-only" in proc.stdout.splitlines()[0]

@@ -386,3 +386,13 @@ def test_mknod_in_rootfs_makes_a_fifo_and_a_device(mount, plain_registry, run_re
     assert stat.S_IMODE(st.st_mode) == 0o620
     assert (fresh / "etc/os-release").read_text() == \
         (m / "demo/hello/v2/rootfs/etc/os-release").read_text()
+    # A device of the base changed: copied up with its device number.
+    m2 = mount(plain_registry.host, "--push-delay", "600")
+    result = _cp(m2 / "layered/nodes/v1", m2 / "layered/nodes/v2")
+    assert result.returncode == 0, result.stderr
+    os.chmod(m2 / "layered/nodes/v2/rootfs/etc/tty0", 0o600)
+    proc = run_regfs("push", m2 / "layered/nodes/v2")
+    assert proc.returncode == 0, proc.stderr
+    st = os.lstat(mount(plain_registry.host) / "layered/nodes/v2/rootfs/etc/tty0")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(4, 0)
+    assert stat.S_IMODE(st.st_mode) == 0o600

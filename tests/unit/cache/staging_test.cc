@@ -164,6 +164,53 @@ TEST_F(StagingTest, PerPathChangesAreJournaledAndSurviveReopen) {
   EXPECT_EQ(state.references, expected.references);
 }
 
+// Changes of one path at a time, made in place: the same journal and the
+// same state read again as whole-state changes give; a change that throws
+// leaves the path as it was; whiteouts (no journal line) rewrite the document.
+TEST_F(StagingTest, PathChangesAreMadeInPlaceAndSurviveReopen) {
+  StagedTag tag{"r", "app", "v1"};
+  StagedTagState expected;
+  {
+    StagingArea area(dir_ / "staging");
+    area.make_tag(tag);
+    for (int i = 0; i < 2000; ++i) {
+      std::string path = "dir/file" + std::to_string(i);
+      area.update_path_state_if(tag, path, [&](StagedTagState& s) {
+        s.modes[path] = 0755;
+        if (i % 3 == 0) s.xattrs[path]["user.n"] = "v";
+        if (i % 7 == 0) s.rootfs.entries[path] = RootfsEntryMeta{0600, 1, 2, {}};
+        return true;
+      });
+    }
+    area.update_path_state_if(tag, "dir/file1",
+                              [](StagedTagState& s) { return s.modes.erase("dir/file1") > 0; });
+    area.update_path_state_if(tag, "dir/file2", [](StagedTagState&) { return false; });
+    EXPECT_THROW(area.update_path_state_if(tag, "dir/file3",
+                                           [](StagedTagState& s) -> bool {
+                                             s.modes["dir/file3"] = 0700;
+                                             s.xattrs.erase("dir/file3");
+                                             throw std::runtime_error("failed midway");
+                                           }),
+                 std::runtime_error);
+    area.read_state(tag, [](const StagedTagState& s) {
+      EXPECT_EQ(s.modes.at("dir/file3"), 0755u);
+      EXPECT_EQ(s.xattrs.at("dir/file3").at("user.n"), "v");
+    });
+    area.update_path_state_if(tag, "dir/gone", [](StagedTagState& s) {
+      s.rootfs.whiteouts.insert("dir/gone");
+      return true;
+    });
+    expected = area.state(tag);
+  }
+  EXPECT_EQ(expected.modes.size(), 1999u);
+  EXPECT_EQ(expected.rootfs.whiteouts.count("dir/gone"), 1u);
+  StagingArea area(dir_ / "staging");
+  auto state = area.state(tag);
+  EXPECT_EQ(state.modes, expected.modes);
+  EXPECT_EQ(state.xattrs, expected.xattrs);
+  EXPECT_EQ(state.rootfs, expected.rootfs);
+}
+
 // A crash mid-append leaves a torn line; a crash right after a rewrite
 // leaves lines of the older document: both are ignored.
 TEST_F(StagingTest, ATornOrOutdatedJournalLineIsIgnored) {
