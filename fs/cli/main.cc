@@ -300,6 +300,50 @@ int run_mount(const std::vector<std::string>& args) {
   });
 }
 
+// The status document of the mount at `mountpoint` (empty if none answers).
+std::string read_status(const std::string& mountpoint) {
+  std::ifstream in(mountpoint + "/" + std::string(kControlDirName) + "/status");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Why the pushes before unmounting failed, said while the mount can still
+// tell (regfs status cannot once it is gone): each staged tag not pushed,
+// where it stays, the log.
+void warn_unpushed(const std::string& mountpoint, int err, const std::string& status) {
+  std::string report;
+  try {
+    report = format_unpushed(status);
+  } catch (const std::exception&) {
+  }
+  if (report.empty()) {
+    std::fprintf(stderr,
+                 "regfs: warning: pushing before unmounting %s failed (%s); what is staged stays "
+                 "in the cache dir for the next mount, the mount's log says why\n",
+                 mountpoint.c_str(), std::strerror(err));
+    return;
+  }
+  std::fprintf(stderr, "regfs: warning: staged tags not pushed before unmounting %s (%s):\n%s",
+               mountpoint.c_str(), std::strerror(err), report.c_str());
+}
+
+// Waits (at most `limit`) for the daemon `pid` to end once unmounted, so
+// that what follows (`regfs cache clear`, a new mount) finds its cache free.
+void wait_for_daemon(int64_t pid, std::chrono::seconds limit) {
+  if (pid <= 0) return;
+  auto is_regfs = [&] {
+    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+    std::string name;
+    std::getline(comm, name);
+    return name == "regfs";
+  };
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (is_regfs() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 int run_umount(const std::vector<std::string>& args) {
   if (wants_help(args)) {
     std::fputs(kUmountUsage, stdout);
@@ -308,19 +352,24 @@ int run_umount(const std::vector<std::string>& args) {
   if (args.size() != 1) return fail("usage: regfs umount MOUNTPOINT");
   std::string mountpoint = absolute(args[0]);
   // Pending builds and pushes first: umount returns once they are done.
-  if (int err = fsync_dir(mountpoint); err != 0 && err != ENOTCONN) {
-    std::fprintf(stderr,
-                 "regfs: warning: some staged tags were not pushed (%s); see regfs status\n",
-                 std::strerror(err));
-  }
+  int err = fsync_dir(mountpoint);
+  std::string status = read_status(mountpoint);  // while the mount can tell
+  if (err != 0 && err != ENOTCONN) warn_unpushed(mountpoint, err, status);
+  int64_t daemon = status_pid(status);
   const char* argv[] = {"fusermount3", "-u", mountpoint.c_str(), nullptr};
   pid_t pid;
   if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) == 0) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    int exit_status = 0;
+    waitpid(pid, &exit_status, 0);
+    if (WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0) {
+      wait_for_daemon(daemon, std::chrono::seconds(10));
+      return 0;
+    }
   }
-  if (::umount2(mountpoint.c_str(), 0) == 0) return 0;
+  if (::umount2(mountpoint.c_str(), 0) == 0) {
+    wait_for_daemon(daemon, std::chrono::seconds(10));
+    return 0;
+  }
   return fail("Cannot unmount " + mountpoint + ": " + std::strerror(errno));
 }
 
