@@ -22,6 +22,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/cache_use.h"
 #include "cache/layout.h"
 #include "cache/unique_fd.h"
 #include "fs/cli/cache_command.h"
@@ -245,6 +246,14 @@ int run_mount(const std::vector<std::string>& args) {
   std::filesystem::create_directories(options.cache_dir, ec);
   if (ec) return fail("Cannot create cache directory " + options.cache_dir + ": " + ec.message());
   ::chmod(options.cache_dir.c_str(), 0700);
+  // Held for the mount's whole life (the daemon inherits it), so that
+  // `regfs cache clear` refuses to empty the cache under it.
+  std::optional<cache::CacheUse> cache_use;
+  try {
+    cache_use.emplace(cache::CacheLayout(options.cache_dir));
+  } catch (const std::exception& e) {
+    return fail(std::string("Cannot use cache directory ") + options.cache_dir + ": " + e.what());
+  }
   std::optional<registry::Error> unreachable;  // why the registry did not answer the ping
   if (!options.registry.empty()) {
     try {
@@ -265,6 +274,7 @@ int run_mount(const std::vector<std::string>& args) {
   }
   if (!options.foreground) log::set_log_file(cache::CacheLayout(options.cache_dir).log_file());
   return mount_and_serve(options, [&] {
+    cache_use->announce(options.mountpoint);
     ContentOptions content = content_options(options, creds, registries_conf);
     TreeOptions tree;
     tree.registry = options.registry;
