@@ -223,6 +223,17 @@ class StagingTree : public StagedNames {
   // build, or waits again if it changed meanwhile.
   void build_when_due(const cache::StagedTag& tag);
   std::filesystem::path build_dir(const cache::StagedTag& tag) const;
+  // fs/push/staging_places.cc: what a place refuses. Throws Error(kInvalid):
+  // `what` ("create x") in the namespace `dir`, which holds only namespaces
+  // and repositories (an image goes to NAMESPACE/REPO/TAG).
+  [[noreturn]] static void refuse_in_namespace(const Node& dir, const std::string& what);
+  // Throws Error(kInvalid), and discards `tag`, if `name` made by a copy at
+  // the top of the empty staged `tag` shows an image's part copied where a
+  // tag goes (a layout's blobs/sha256, a docker save layer's files).
+  void refuse_image_part(const cache::StagedTag& tag, std::string_view name, bool is_dir);
+  // The attributes of a staged namespace after a chmod or utimes it does not
+  // keep; nullopt if `node` is no staged namespace or `change` truncates.
+  std::optional<Attr> namespace_setattr(const Node& node, const SetAttr& change);
   void resume_all(const std::string& registry, bool only_failed);
   // The digest of a complete staged file, cached by size and mtime.
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);
