@@ -423,6 +423,7 @@ void StagingTree::unlink(const Node& parent, std::string_view name) {
   if (parent.kind == NodeKind::kStaged && !promoted_namespace(area_, parent)) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged().path, name);
+    refuse_removal_if_pushed(tag, "remove " + path);
     if (::unlink(area_.file(tag, path).c_str()) != 0)
       fail_errno(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);

@@ -10,7 +10,8 @@
 // the same way and the empty tag discarded, so that nothing of the misplaced
 // copy is pushed or kept. A staged namespace takes chmod and utimes without
 // keeping them (a registry has no modes or times of namespaces): cp -r adds
-// u+w to each directory it makes before filling it.
+// u+w to each directory it makes before filling it. A pushed staged tag is
+// the registry's tag: removing in it or it needs --allow-delete (EROFS).
 #include <filesystem>
 #include <string>
 
@@ -66,6 +67,17 @@ void StagingTree::refuse_image_part(const cache::StagedTag& tag, std::string_vie
           ", not a tag: the image was copied into " + tag.repository +
           ", where a namespace holds only namespaces and repositories; " +
           image_goes_to(tag.repository));
+}
+
+void StagingTree::refuse_removal_if_pushed(const cache::StagedTag& tag, const std::string& what) {
+  if (allow_delete_) return;
+  auto state = area_.state(tag);
+  if (state.pushed_digest.empty() || !state.error.empty() || !state.pushing.empty()) return;
+  throw Error(ErrorKind::kReadOnly,
+              "Cannot " + what + ": " + tag.registry + "/" + tag.repository + ":" + tag.tag +
+                  " is pushed (" + state.pushed_digest +
+                  "), and deleting a tag needs --allow-delete (its staged copy is dropped at the "
+                  "next mount)");
 }
 
 std::optional<Attr> StagingTree::namespace_setattr(const Node& node, const SetAttr& change) {

@@ -321,8 +321,18 @@ def test_staged_content_survives_remount(mount, plain_registry, tmp_path):
     result = cp_r(layout / "index.json", tag / "index.json")
     assert result.returncode == 0, result.stderr
     assert remote_digest(plain_registry, "survivor:v1") == layout_digest(layout, "v1")
-    # rm -r of a staged tag discards it (the pushed tag stays in the registry).
-    subprocess.run(["rm", "-r", str(tag)], check=True)
+    # The pushed tag is the registry's: rm -r without --allow-delete fails
+    # with EROFS and changes nothing (it returned 0 and changed nothing).
+    before = sorted(str(p.relative_to(tag)) for p in tag.rglob("*"))
+    result = subprocess.run(["rm", "-r", str(tag)], capture_output=True, text=True)
+    assert result.returncode != 0 and "Read-only file system" in result.stderr, result.stderr
+    assert sorted(str(p.relative_to(tag)) for p in tag.rglob("*")) == before
+    with pytest.raises(OSError) as e:
+        os.rmdir(tag)
+    assert e.value.errno == errno.EROFS
+    assert "is pushed" in (cache / "regfs.log").read_text()
+    assert remote_digest(plain_registry, "survivor:v1") == layout_digest(layout, "v1")
+    # rm -r of a staged tag not pushed discards it.
     os.mkdir(m2 / "survivor/gone")
     subprocess.run(["rm", "-r", str(m2 / "survivor/gone")], check=True)
     assert "gone" not in os.listdir(m2 / "survivor")
