@@ -342,14 +342,18 @@ void warn_unpushed(const std::string& mountpoint, int err, const std::string& st
 // that what follows (`regfs cache clear`, a new mount) finds its cache free.
 void wait_for_daemon(int64_t pid, std::chrono::seconds limit) {
   if (pid <= 0) return;
-  auto is_regfs = [&] {
-    std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
-    std::string name;
-    std::getline(comm, name);
-    return name == "regfs";
+  // proc(5) stat: "pid (comm) state ..."; a zombie has ended (its files,
+  // the cache's lock with them, are closed) and waits only to be reaped.
+  auto running = [&] {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    std::getline(stat, text);
+    auto paren = text.rfind(')');
+    return text.find("(regfs)") != std::string::npos && paren != std::string::npos &&
+           paren + 2 < text.size() && text[paren + 2] != 'Z' && text[paren + 2] != 'X';
   };
   auto deadline = std::chrono::steady_clock::now() + limit;
-  while (is_regfs() && std::chrono::steady_clock::now() < deadline) {
+  while (running() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
 }
