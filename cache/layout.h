@@ -13,6 +13,9 @@
 //   builds/                         work files of builds of staged tags
 //   tmp/                            blobs being written, renamed into blobs/
 //   regfs.log                       the log of a daemon in the background
+//   regfs.lock                      every mount holds a shared flock on it
+//                                   (cache/cache_use.h)
+//   mounts/<pid>                    the mount point of the mount of that pid
 // No I/O here.
 #pragma once
 
@@ -55,6 +58,10 @@ class CacheLayout {
   path builds() const { return root_ / "builds"; }
   path tmp() const { return root_ / "tmp"; }
   path log_file() const { return root_ / "regfs.log"; }
+  // The file mounts lock to say they use this cache, and where each names
+  // itself (cache/cache_use.h).
+  path lock_file() const { return root_ / "regfs.lock"; }
+  path mounts() const { return root_ / "mounts"; }
 
   // The folders of cached content, which `regfs cache clear` removes
   // (staged pushes and builds are not cache).

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "cache/blob_cache.h"
+#include "cache/cache_use.h"
 #include "cache/layout.h"
 #include "fs/cli/options.h"
 
@@ -20,7 +21,8 @@ constexpr const char* kUsage =
     "\n"
     "  du      show what the cache holds, by kind, with sizes on disk\n"
     "  prune   evict least recently used content until within --cache-size (10G)\n"
-    "  clear   remove all cached content (staged pushes are kept)\n";
+    "  clear   remove all cached content (staged pushes are kept); refused while a\n"
+    "          mount uses the cache\n";
 
 struct Tally {
   size_t files = 0;
@@ -73,9 +75,30 @@ int prune(const fsys::path& dir, uint64_t capacity) {
   return 0;
 }
 
+// Why `regfs cache clear` is refused: the mounts using the cache.
+void refuse_clear(const fsys::path& dir, const std::vector<cache::CacheUser>& users) {
+  std::string who;
+  for (const auto& user : users) {
+    if (!who.empty()) who += ", ";
+    who += (user.mountpoint.empty() ? "a regfs mount" : "the regfs mount at " + user.mountpoint) +
+           " (pid " + std::to_string(user.pid) + ")";
+  }
+  if (who.empty()) who = "a regfs mount";
+  std::fprintf(stderr,
+               "regfs: Cannot clear %s: it is in use by %s; unmount %s first (regfs umount "
+               "MOUNTPOINT), nothing was removed\n",
+               dir.c_str(), who.c_str(), users.size() > 1 ? "them" : "it");
+}
+
 int clear(const fsys::path& dir) {
   uint64_t freed = 0;
   cache::CacheLayout layout(dir);
+  // Held while removing: a mount that starts meanwhile waits for it.
+  auto exclusive = cache::CacheExclusive::try_take(layout);
+  if (!exclusive) {
+    refuse_clear(dir, cache::cache_users(layout));
+    return 1;
+  }
   for (const auto& sub : layout.content_dirs()) {
     freed += tally(sub).bytes;
     std::error_code ec;

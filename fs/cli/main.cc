@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "cache/cache_use.h"
 #include "cache/layout.h"
 #include "cache/unique_fd.h"
 #include "fs/cli/cache_command.h"
@@ -251,6 +252,14 @@ int run_mount(const std::vector<std::string>& args) {
   std::filesystem::create_directories(options.cache_dir, ec);
   if (ec) return fail("Cannot create cache directory " + options.cache_dir + ": " + ec.message());
   ::chmod(options.cache_dir.c_str(), 0700);
+  // Held for the mount's whole life (the daemon inherits it), so that
+  // `regfs cache clear` refuses to empty the cache under it.
+  std::optional<cache::CacheUse> cache_use;
+  try {
+    cache_use.emplace(cache::CacheLayout(options.cache_dir));
+  } catch (const std::exception& e) {
+    return fail(std::string("Cannot use cache directory ") + options.cache_dir + ": " + e.what());
+  }
   std::optional<registry::Error> unreachable;  // why the registry did not answer the ping
   if (!options.registry.empty()) {
     try {
@@ -271,6 +280,7 @@ int run_mount(const std::vector<std::string>& args) {
   }
   if (!options.foreground) log::set_log_file(cache::CacheLayout(options.cache_dir).log_file());
   return mount_and_serve(options, [&] {
+    cache_use->announce(options.mountpoint);
     ContentOptions content = content_options(options, creds, registries_conf);
     TreeOptions tree;
     tree.registry = options.registry;
@@ -306,6 +316,54 @@ int run_mount(const std::vector<std::string>& args) {
   });
 }
 
+// The status document of the mount at `mountpoint` (empty if none answers).
+std::string read_status(const std::string& mountpoint) {
+  std::ifstream in(mountpoint + "/" + std::string(kControlDirName) + "/status");
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// Why the pushes before unmounting failed, said while the mount can still
+// tell (regfs status cannot once it is gone): each staged tag not pushed,
+// where it stays, the log.
+void warn_unpushed(const std::string& mountpoint, int err, const std::string& status) {
+  std::string report;
+  try {
+    report = format_unpushed(status);
+  } catch (const std::exception&) {
+  }
+  if (report.empty()) {
+    std::fprintf(stderr,
+                 "regfs: warning: pushing before unmounting %s failed (%s); what is staged stays "
+                 "in the cache dir for the next mount, the mount's log says why\n",
+                 mountpoint.c_str(), std::strerror(err));
+    return;
+  }
+  std::fprintf(stderr, "regfs: warning: staged tags not pushed before unmounting %s (%s):\n%s",
+               mountpoint.c_str(), std::strerror(err), report.c_str());
+}
+
+// Waits (at most `limit`) for the daemon `pid` to end once unmounted, so
+// that what follows (`regfs cache clear`, a new mount) finds its cache free.
+void wait_for_daemon(int64_t pid, std::chrono::seconds limit) {
+  if (pid <= 0) return;
+  // proc(5) stat: "pid (comm) state ..."; a zombie has ended (its files,
+  // the cache's lock with them, are closed) and waits only to be reaped.
+  auto running = [&] {
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string text;
+    std::getline(stat, text);
+    auto paren = text.rfind(')');
+    return text.find("(regfs)") != std::string::npos && paren != std::string::npos &&
+           paren + 2 < text.size() && text[paren + 2] != 'Z' && text[paren + 2] != 'X';
+  };
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (running() && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
 int run_umount(const std::vector<std::string>& args) {
   if (wants_help(args)) {
     std::fputs(kUmountUsage, stdout);
@@ -314,19 +372,24 @@ int run_umount(const std::vector<std::string>& args) {
   if (args.size() != 1) return fail("usage: regfs umount MOUNTPOINT");
   std::string mountpoint = absolute(args[0]);
   // Pending builds and pushes first: umount returns once they are done.
-  if (int err = fsync_dir(mountpoint); err != 0 && err != ENOTCONN) {
-    std::fprintf(stderr,
-                 "regfs: warning: some staged tags were not pushed (%s); see regfs status\n",
-                 std::strerror(err));
-  }
+  int err = fsync_dir(mountpoint);
+  std::string status = read_status(mountpoint);  // while the mount can tell
+  if (err != 0 && err != ENOTCONN) warn_unpushed(mountpoint, err, status);
+  int64_t daemon = status_pid(status);
   const char* argv[] = {"fusermount3", "-u", mountpoint.c_str(), nullptr};
   pid_t pid;
   if (posix_spawnp(&pid, "fusermount3", nullptr, nullptr, const_cast<char**>(argv), environ) == 0) {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return 0;
+    int exit_status = 0;
+    waitpid(pid, &exit_status, 0);
+    if (WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0) {
+      wait_for_daemon(daemon, std::chrono::seconds(10));
+      return 0;
+    }
   }
-  if (::umount2(mountpoint.c_str(), 0) == 0) return 0;
+  if (::umount2(mountpoint.c_str(), 0) == 0) {
+    wait_for_daemon(daemon, std::chrono::seconds(10));
+    return 0;
+  }
   return fail("Cannot unmount " + mountpoint + ": " + std::strerror(errno));
 }
 

@@ -39,6 +39,7 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
   if (parent.kind == NodeKind::kStaged) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged().path, name);
+    refuse_removal_if_pushed(tag, "remove " + path);
     if (::rmdir(area_.file(tag, path).c_str()) != 0)
       fail_errno(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);
@@ -49,6 +50,7 @@ void StagingTree::rmdir(const Node& parent, std::string_view name) {
     if (!parent.path.empty()) {
       cache::StagedTag tag{parent.registry, parent.path, sname};
       if (area_.has_tag(tag)) {
+        refuse_removal_if_pushed(tag, "delete tag " + sname);
         std::error_code ec;
         if (!fsys::is_empty(area_.tag_dir(tag), ec))
           fail(ErrorKind::kNotEmpty, "Cannot discard " + sname);

@@ -87,6 +87,7 @@ NodePtr StagingTree::mkdir(const Node& parent, std::string_view name, mode_t mod
   struct stat st;
   if (::lstat(dir.c_str(), &st) == 0)
     fail(ErrorKind::kExists, "Cannot make " + path + ": it exists");
+  if (by_copy && parent.staged().path.empty()) refuse_image_part(tag, name, /*is_dir=*/true);
   // mkdir -p ns/repo made `repo` a tag of ns: a directory in it that an
   // image layout or a docker save directory never has says it is a namespace
   // (a repository) after all, unless ns is a repository itself: then `repo`
@@ -183,16 +184,18 @@ std::shared_ptr<StagedFile> StagingTree::create(const Node& parent, std::string_
                                                 mode_t mode, int flags, NodePtr* node) {
   if (!is_name(name)) fail(ErrorKind::kInvalid, "Cannot create \"" + std::string(name) + "\"");
   check_stageable_name(name);
-  if (parent.kind == NodeKind::kNamespace) {
-    fail(ErrorKind::kNotPermitted,
-         "Cannot create " + std::string(name) + ": files go in a tag directory");
+  if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
+    refuse_in_namespace(parent, "create " + std::string(name));
   }
-  if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
+  if (auto ns = promoted_namespace(area_, parent))
+    refuse_in_namespace(*ns, "create " + std::string(name));
+  if (parent.kind != NodeKind::kStaged) {
     fail(ErrorKind::kReadOnly, "Cannot create " + std::string(name) + ": read-only");
   }
   if (parent.is_overlay()) return rootfs_create(parent, name, mode, flags, node);
   auto tag = tag_of(parent);
   std::string path = join(parent.staged().path, name);
+  if (path == name) refuse_image_part(tag, name, /*is_dir=*/false);
   auto handle = open_file(tag, path, flags | O_CREAT, mode);
   *node = make_node(tag, path, parent.key + "/" + std::string(name), name);
   return handle;
@@ -259,6 +262,7 @@ size_t StagingTree::read(StagedFile& file, char* buffer, size_t size, uint64_t o
 }
 
 Attr StagingTree::setattr(const Node& node, StagedFile* file, const SetAttr& change) {
+  if (auto attr = namespace_setattr(node, change)) return *attr;
   if (node.kind != NodeKind::kStaged || promoted_namespace(area_, node)) {
     fail(ErrorKind::kReadOnly, "Cannot change " + node.key + ": read-only");
   }
@@ -338,9 +342,13 @@ void StagingTree::forget_paths(const cache::StagedTag& tag, const std::string& p
 NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const std::string& target) {
   if (!is_name(name)) fail(ErrorKind::kInvalid, "Cannot make link \"" + std::string(name) + "\"");
   check_stageable_name(name);
-  if (parent.kind != NodeKind::kStaged || promoted_namespace(area_, parent)) {
-    fail(parent.kind == NodeKind::kNamespace ? ErrorKind::kNotPermitted : ErrorKind::kReadOnly,
-         "Cannot make link " + std::string(name) + ": links go in a tag directory");
+  if (parent.kind == NodeKind::kNamespace && !parent.registry.empty()) {
+    refuse_in_namespace(parent, "make link " + std::string(name));
+  }
+  if (auto ns = promoted_namespace(area_, parent))
+    refuse_in_namespace(*ns, "make link " + std::string(name));
+  if (parent.kind != NodeKind::kStaged) {
+    fail(ErrorKind::kReadOnly, "Cannot make link " + std::string(name) + ": read-only");
   }
   auto tag = tag_of(parent);
   if (parent.is_overlay()) {
@@ -446,6 +454,7 @@ void StagingTree::unlink(const Node& parent, std::string_view name) {
   if (parent.kind == NodeKind::kStaged && !promoted_namespace(area_, parent)) {
     auto tag = tag_of(parent);
     std::string path = join(parent.staged().path, name);
+    refuse_removal_if_pushed(tag, "remove " + path);
     if (::unlink(area_.file(tag, path).c_str()) != 0)
       fail_errno(errno, "Cannot remove staged " + path);
     forget_paths(tag, path);

@@ -36,7 +36,10 @@
 // of WorkerPools (`build_timers_`, `resumes_`), which queue pushes like any
 // other.
 // Tags pushed without error are dropped at the next mount; rm -r discards a
-// staged tag.
+// staged tag not pushed. A pushed one is the registry's tag (SPEC §4:
+// deleting a tag needs --allow-delete): without it, unlink and rmdir in it
+// and of it fail with EROFS and change nothing; with it, rm -r deletes the
+// tag from the registry too.
 #pragma once
 
 #include <sys/stat.h>
@@ -227,6 +230,21 @@ class StagingTree : public StagedNames {
   // build, or waits again if it changed meanwhile.
   void build_when_due(const cache::StagedTag& tag);
   std::filesystem::path build_dir(const cache::StagedTag& tag) const;
+  // fs/push/staging_places.cc: what a place refuses. Throws Error(kInvalid):
+  // `what` ("create x") in the namespace `dir`, which holds only namespaces
+  // and repositories (an image goes to NAMESPACE/REPO/TAG).
+  [[noreturn]] static void refuse_in_namespace(const Node& dir, const std::string& what);
+  // Throws Error(kInvalid), and discards `tag`, if `name` made by a copy at
+  // the top of the empty staged `tag` shows an image's part copied where a
+  // tag goes (a layout's blobs/sha256, a docker save layer's files).
+  void refuse_image_part(const cache::StagedTag& tag, std::string_view name, bool is_dir);
+  // Throws Error(kReadOnly) for `what` ("remove x"), a removal in or of the
+  // staged `tag`, if the tag is pushed (as it is, without error) and the
+  // mount has no --allow-delete.
+  void refuse_removal_if_pushed(const cache::StagedTag& tag, const std::string& what);
+  // The attributes of a staged namespace after a chmod or utimes it does not
+  // keep; nullopt if `node` is no staged namespace or `change` truncates.
+  std::optional<Attr> namespace_setattr(const Node& node, const SetAttr& change);
   void resume_all(const std::string& registry, bool only_failed);
   // The digest of a complete staged file, cached by size and mtime.
   std::string file_digest(const std::filesystem::path& file, const struct stat& st);

@@ -17,6 +17,7 @@ std::string status_json(Content& content, const std::string& what,
   auto usage = content.cache().usage();
   json doc = {{"serving", what},
               {"pid", static_cast<int64_t>(::getpid())},
+              {"log", log::log_file()},
               {"cache",
                {{"dir", content.options().cache_dir.string()},
                 {"capacity", usage.capacity},
@@ -137,6 +138,32 @@ std::string format_status(const std::string& text, const std::string& mountpoint
   out << "recent errors: " << (errors.empty() ? "none" : "") << "\n";
   for (const auto& line : errors) out << "  " << line.get<std::string>() << "\n";
   return out.str();
+}
+
+std::string format_unpushed(const std::string& text) {
+  auto doc = json::parse(text);
+  std::ostringstream out;
+  size_t unpushed = 0;
+  for (const auto& t : doc.value("staged", json::array())) {
+    std::string state = t.value("state", "");
+    if (state.starts_with("pushed ")) continue;
+    out << "  " << t.value("tag", "") << "  " << state << "\n";
+    ++unpushed;
+  }
+  if (unpushed == 0) return {};
+  std::string dir = doc.value("cache", json::object()).value("dir", "");
+  std::string log_file = doc.value("log", "");
+  out << (unpushed == 1 ? "It stays" : "They stay") << " staged in " << dir
+      << "/staging: a mount of " << (unpushed == 1 ? "its" : "their")
+      << " registry with this cache shows " << (unpushed == 1 ? "it" : "them")
+      << " again and pushes what is complete. The log: "
+      << (log_file.empty() ? "the mount's stderr" : log_file) << "\n";
+  return out.str();
+}
+
+int64_t status_pid(const std::string& text) {
+  auto doc = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  return doc.is_object() ? doc.value("pid", int64_t{0}) : 0;
 }
 
 }  // namespace regfs::fs

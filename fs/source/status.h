@@ -5,6 +5,7 @@
 // warnings and errors.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,5 +20,13 @@ std::string status_json(Content& content, const std::string& what,
                         const std::vector<std::pair<std::string, std::string>>& staged = {});
 // The human form of a status document; throws on malformed JSON.
 std::string format_status(const std::string& json, const std::string& mountpoint);
+// What `regfs umount` says when the pushes before unmounting failed, read
+// from the status document before the mount goes: each staged tag not
+// pushed and its state, where they stay and the log file (lines, each
+// ending in a newline; empty if every staged tag is pushed). Throws on
+// malformed JSON.
+std::string format_unpushed(const std::string& json);
+// The pid of the daemon that wrote a status document; 0 if it is malformed.
+int64_t status_pid(const std::string& json);
 
 }  // namespace regfs::fs

@@ -13,6 +13,7 @@ namespace {
 std::atomic<int> g_level{kInfo};
 std::mutex g_mutex;  // guards g_file and the write itself
 FILE* g_file = nullptr;
+std::string g_file_path;           // guarded by g_mutex: g_file's path
 std::deque<std::string> g_recent;  // guarded by g_mutex
 constexpr size_t kRecentProblems = 20;
 
@@ -39,6 +40,12 @@ void set_log_file(const std::string& path) {
   std::lock_guard lock(g_mutex);
   if (g_file) std::fclose(g_file);
   g_file = path.empty() ? nullptr : std::fopen(path.c_str(), "ae");
+  g_file_path = g_file ? path : std::string();
+}
+
+std::string log_file() {
+  std::lock_guard lock(g_mutex);
+  return g_file_path;
 }
 
 std::string utc_text(int64_t unix_seconds, const char* format) {

@@ -16,6 +16,8 @@ void set_level(Level level);
 Level level();
 // Sends later lines to `path` (appended); empty restores stderr.
 void set_log_file(const std::string& path);
+// The file lines go to (set_log_file), or empty: stderr.
+std::string log_file();
 void write(Level level, const std::string& line);
 // The last warning and error lines (newest last), for `regfs status`.
 std::vector<std::string> recent_problems();

@@ -5,6 +5,7 @@ root), pushed once the tag has been quiet for --push-delay, at once by
 build survives kill -9. Every pushed image is read back with skopeo and
 unpacked with umoci (or read through rootfs/ where umoci cannot: zstd)."""
 
+import base64
 import errno
 import json
 import os
@@ -156,6 +157,28 @@ def test_umount_waits_for_pending_builds(mount, plain_registry, app, run_regfs):
     proc = run_regfs("umount", m.path)
     assert proc.returncode == 0, proc.stderr
     assert plain_registry.client.manifest("builds/late", "v1")[2].startswith("sha256:")
+
+
+def test_umount_says_what_was_not_pushed_while_it_can(mount, token_registry, app, run_regfs,
+                                                       tmp_path):
+    """A push that fails before unmounting is reported by `regfs umount`
+    itself (the tag, its state, where it stays, the log), not by pointing at
+    `regfs status`, which cannot tell once the mount is gone."""
+    bob = tmp_path / "bob.json"  # bob may pull but not push public/*
+    token = base64.b64encode(b"bob:bob-secret").decode()
+    bob.write_text(json.dumps({"auths": {token_registry.host: {"auth": token}}}))
+    m = mount(token_registry.host, "--auth-file", bob, "--push-delay", "600")
+    assert _copy(app, m / "public/hello/denied").returncode == 0
+    assert _state(m / "public/hello/denied") == "pending build"
+    proc = run_regfs("umount", m.path)
+    assert proc.returncode == 0, proc.stderr
+    assert not (m.path / "public").exists(), "unmounted"
+    assert "regfs status" not in proc.stderr, proc.stderr
+    assert f"not pushed before unmounting {m.path}" in proc.stderr, proc.stderr
+    assert f"{token_registry.host}/public/hello:denied  error: " in proc.stderr, proc.stderr
+    assert f"staged in {m.cache_dir}/staging" in proc.stderr, proc.stderr
+    assert f"The log: {m.cache_dir}/regfs.log" in proc.stderr, proc.stderr
+    assert "denied" in (m.cache_dir / "regfs.log").read_text()
 
 
 def test_a_build_survives_kill_9(mount, plain_registry, app, tmp_path):

@@ -6,12 +6,14 @@ what reached the registry (its access log) and what the cache dir holds."""
 import hashlib
 import json
 import os
+import signal
 import stat
+import subprocess
 import threading
 
 import pytest
 
-from harness import eventually, reglib, start_registry
+from harness import daemon_pids, eventually, is_mounted, reglib, start_registry
 from regfs_scripts import mkimage
 
 LARGE_MIB = 64
@@ -214,6 +216,59 @@ def test_cache_du_prune_clear(run_regfs, mount, large_registry):
     assert cache_bytes(m.cache_dir, "partial", "blobs") == 0
     bad = run_regfs("cache", "explode", "--cache-dir", m.cache_dir)
     assert bad.returncode != 0 and bad.stderr.count("\n") == 1
+
+
+def test_clear_is_refused_while_a_mount_uses_the_cache(run_regfs, mount, large_registry):
+    """Emptying a cache under a live mount broke its reads (EIO until a
+    remount): clear is refused, names the mount, and removes nothing; prune
+    is safe (the mount's own eviction, in another process); a mount killed
+    with -9 keeps nothing refused."""
+    r = large_registry
+    m = mount(r.host)
+    with open(blob_path(m, r), "rb") as f:
+        f.read(8 * MIB)
+    before = cache_bytes(m.cache_dir, "partial", "blobs", "refs")
+    cleared = run_regfs("cache", "clear", "--cache-dir", m.cache_dir)
+    assert cleared.returncode != 0
+    assert f"in use by the regfs mount at {m.path} (pid " in cleared.stderr, cleared.stderr
+    assert "regfs umount" in cleared.stderr and "nothing was removed" in cleared.stderr
+    # (Readahead may still be adding to it.)
+    assert cache_bytes(m.cache_dir, "partial", "blobs", "refs") >= before > 8 * MIB
+    assert sha256_file(blob_path(m, r)) == r.large_bytes_sha
+    pruned = run_regfs("cache", "prune", "--cache-dir", m.cache_dir, "--cache-size", "2M")
+    assert pruned.returncode == 0, pruned.stderr
+    assert cache_bytes(m.cache_dir, "partial", "blobs") <= 2 * MIB + 64 * 1024
+    assert sha256_file(blob_path(m, r)) == r.large_bytes_sha
+    assert json.loads((m / "big/blob/v1/manifest.json").read_bytes())["layers"]
+    # A second mount of the same cache: both named.
+    m2 = mount(r.host, "--cache-dir", m.cache_dir)
+    cleared = run_regfs("cache", "clear", "--cache-dir", m.cache_dir)
+    assert cleared.returncode != 0
+    assert str(m.path) in cleared.stderr and str(m2.path) in cleared.stderr, cleared.stderr
+    m2.unmount()
+    # kill -9: the lock goes with the process.
+    pids = daemon_pids(m.path)
+    assert pids
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    assert eventually(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), within=10)
+    subprocess.run(["fusermount3", "-u", "-z", str(m.path)], capture_output=True)
+    assert not is_mounted(m.path)
+    cleared = run_regfs("cache", "clear", "--cache-dir", m.cache_dir)
+    assert cleared.returncode == 0, cleared.stderr
+    assert cache_bytes(m.cache_dir, "partial", "blobs") == 0
+    assert not os.listdir(m.cache_dir / "mounts"), "stale mount entries are removed"
+
+
+def test_clear_right_after_umount(run_regfs, mount, large_registry):
+    """`regfs umount` returns once the daemon is gone, so a clear that
+    follows finds the cache free."""
+    m = mount(large_registry.host)
+    assert (m / "big/blob/v1/manifest.json").read_bytes()
+    proc = run_regfs("umount", m.path)
+    assert proc.returncode == 0, proc.stderr
+    cleared = run_regfs("cache", "clear", "--cache-dir", m.cache_dir)
+    assert cleared.returncode == 0, cleared.stderr
 
 
 def test_status_shows_cache_use(run_regfs, mount, large_registry):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import ROOT, has_tool
+from harness import REGFS, ROOT, has_tool
 
 MKIMAGE = ROOT / "scripts" / "mkimage"
 REF_NAME = "org.opencontainers.image.ref.name"
@@ -321,11 +321,87 @@ def test_staged_content_survives_remount(mount, plain_registry, tmp_path):
     result = cp_r(layout / "index.json", tag / "index.json")
     assert result.returncode == 0, result.stderr
     assert remote_digest(plain_registry, "survivor:v1") == layout_digest(layout, "v1")
-    # rm -r of a staged tag discards it (the pushed tag stays in the registry).
-    subprocess.run(["rm", "-r", str(tag)], check=True)
+    # The pushed tag is the registry's: rm -r without --allow-delete fails
+    # with EROFS and changes nothing (it returned 0 and changed nothing).
+    before = sorted(str(p.relative_to(tag)) for p in tag.rglob("*"))
+    result = subprocess.run(["rm", "-r", str(tag)], capture_output=True, text=True)
+    assert result.returncode != 0 and "Read-only file system" in result.stderr, result.stderr
+    assert sorted(str(p.relative_to(tag)) for p in tag.rglob("*")) == before
+    with pytest.raises(OSError) as e:
+        os.rmdir(tag)
+    assert e.value.errno == errno.EROFS
+    assert "is pushed" in (cache / "regfs.log").read_text()
+    assert remote_digest(plain_registry, "survivor:v1") == layout_digest(layout, "v1")
+    # rm -r of a staged tag not pushed discards it.
     os.mkdir(m2 / "survivor/gone")
     subprocess.run(["rm", "-r", str(m2 / "survivor/gone")], check=True)
     assert "gone" not in os.listdir(m2 / "survivor")
+
+
+def _staged_tags(m):
+    status = subprocess.run([str(REGFS), "status", str(m.path)], capture_output=True, text=True,
+                            timeout=60)
+    assert status.returncode == 0, status.stderr
+    return status.stdout.split("staged tags:", 1)[1].split("recent errors:", 1)[0].strip()
+
+
+def _docker_save_dir(path):
+    """What `docker save` unpacks to: a layer directory <hex>/ with VERSION,
+    json and layer.tar, beside manifest.json and repositories."""
+    layer = path / ("ab" * 32)
+    layer.mkdir(parents=True)
+    (layer / "VERSION").write_text("1.0")
+    (layer / "json").write_text("{}")
+    tar = io.BytesIO()
+    with tarfile.open(fileobj=tar, mode="w") as t:
+        t.addfile(tarfile.TarInfo("empty"), io.BytesIO(b""))
+    (layer / "layer.tar").write_bytes(tar.getvalue())
+    (path / "manifest.json").write_text("[]")
+    (path / "repositories").write_text("{}")
+    return path
+
+
+def test_an_image_copied_to_the_root_is_refused_and_not_pushed(mount, plain_registry, tmp_path):
+    """cp -r LAYOUT MOUNT/ makes LAYOUT a namespace: its files are refused
+    (EINVAL, and the log says where an image goes), its blobs/ becomes no
+    tag (it was pushed as LAYOUT:blobs), and nothing is pushed or left
+    staged but the namespace cp made, empty; the same for a docker save
+    directory; a tag named blobs copied into a repository still pushes."""
+    m = mount(plain_registry.host, "--push-delay", "1")
+    layout = tmp_path / "misplaced"
+    mkimage(layout, "v1", "hello")
+    for _ in range(2):  # the second time into the namespace the first made
+        result = cp_r(layout, m.path)
+        assert result.returncode != 0
+        assert "Read-only file system" not in result.stderr, result.stderr
+        for name in ("oci-layout", "index.json"):
+            assert f"cannot create regular file '{m.path}/misplaced/{name}': Invalid argument" \
+                in result.stderr, result.stderr
+        assert f"cannot create directory '{m.path}/misplaced/blobs/sha256': Invalid argument" \
+            in result.stderr, result.stderr
+        assert os.listdir(m / "misplaced") == []
+    saved = _docker_save_dir(tmp_path / "misplaced-save")
+    result = cp_r(saved, m.path)
+    assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
+    assert os.listdir(m / "misplaced-save") == []
+    with pytest.raises(OSError) as e:
+        (m / "stray-file").write_text("x")
+    assert e.value.errno == errno.EINVAL
+    time.sleep(3)  # past --push-delay: a build would be pushed by now
+    assert _staged_tags(m) == "none"
+    catalog = plain_registry.client.catalog()
+    assert not [r for r in catalog if r.split("/")[0].startswith("misplaced")], catalog
+    log = (m.cache_dir / "regfs.log").read_text()
+    assert "Cannot create oci-layout in misplaced: a namespace holds only namespaces and " \
+        "repositories; an image is copied to NAMESPACE/REPO/TAG" in log, log
+    assert "misplaced/blobs is an image layout's blobs/ directory, not a tag" in log, log
+    assert "is a docker save layer directory, not a tag" in log, log
+    # SPEC §4 unchanged: into a repository, under a new tag (even "blobs").
+    os.mkdir(m / "misplaced/app")
+    for tag in ("v1", "blobs"):
+        result = cp_r(layout, m / "misplaced/app" / tag)
+        assert result.returncode == 0, result.stderr
+        assert remote_digest(plain_registry, f"misplaced/app:{tag}") == layout_digest(layout, "v1")
 
 
 def test_delete_needs_allow_delete(mount, plain_registry, tmp_path):
