@@ -54,6 +54,11 @@ std::vector<CacheUser> cache_users(const CacheLayout& layout) {
 
 CacheUse::CacheUse(const CacheLayout& layout) : layout_(layout), fd_(open_lock_file(layout)) {
   int rc;
+  // Exclusive first, without waiting: taken only if no one else holds it,
+  // then made shared (flock(2) converts it).
+  while ((rc = ::flock(fd_.get(), LOCK_EX | LOCK_NB)) != 0 && errno == EINTR) {
+  }
+  alone_ = rc == 0;
   while ((rc = ::flock(fd_.get(), LOCK_SH)) != 0 && errno == EINTR) {
   }
   if (rc != 0) {

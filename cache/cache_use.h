@@ -35,6 +35,10 @@ class CacheUse {
   // Takes the shared lock, waiting while a `regfs cache clear` holds it.
   // Throws registry::Error (kIo) if the lock file cannot be opened or locked.
   explicit CacheUse(const CacheLayout& layout);
+  // True if no other process held the lock when this one took it: no other
+  // mount used the cache (fs/push/staging_tree.h then drops pushed staged
+  // tags and resumes pushes; a mount joining a cache in use does not).
+  bool alone() const { return alone_; }
   // Removes the mounts/ entry written by announce() in this process.
   ~CacheUse();
   CacheUse(const CacheUse&) = delete;
@@ -48,6 +52,7 @@ class CacheUse {
  private:
   CacheLayout layout_;
   UniqueFd fd_;
+  bool alone_ = false;
   pid_t announced_ = 0;
 };
 

@@ -298,6 +298,7 @@ int run_mount(const std::vector<std::string>& args) {
     StagingOptions staging;
     staging.root = cache::CacheLayout(served.content->options().cache_dir).staging();
     staging.allow_delete = options.allow_delete;
+    staging.alone_on_cache = cache_use->alone();
     staging.push_delay = options.push_delay;
     staging.build.platform = platform;
     staging.build.compression = options.layer_compression == "zstd" ? cache::LayerCompression::kZstd

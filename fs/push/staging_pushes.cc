@@ -211,6 +211,7 @@ std::vector<std::pair<std::string, std::string>> StagingTree::states() {
 }
 
 void StagingTree::resume_pushes(const std::string& registry, bool only_failed) {
+  if (!only_failed && !alone_on_cache_) return;
   std::lock_guard lock(builds_mutex_);
   if (stopping_) return;
   // resumes_ has one thread: resumes run in turn, as they were asked for.
@@ -221,6 +222,10 @@ void StagingTree::resume_all(const std::string& registry, bool only_failed) {
   for (auto& tag : area_.all_tags()) {
     if (stopping_) return;
     if (!registry.empty() && tag.registry != registry) continue;
+    if (only_failed) {
+      std::lock_guard lock(mutex_);
+      if (!mine_.contains(tag)) continue;
+    }
     if (only_failed && area_.state(tag).error.empty()) continue;
     try {
       // One tag at a time: waits for it (resumes_ has no deadline).
@@ -373,6 +378,10 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
   // mount at a time of those sharing the cache directory.
   auto shared_lock = area_.lock_push(tag);
   if (!shared_lock || !area_.has_tag(tag)) return;
+  {
+    std::lock_guard lock(mutex_);
+    mine_.insert(tag);
+  }
   const std::string name = tag.registry + "/" + tag.repository + ":" + tag.tag;
   std::string pushed;
   try {

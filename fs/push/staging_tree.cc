@@ -44,6 +44,7 @@ StagingTree::StagingTree(RemoteNames& remote, Content& content, StagingOptions o
       area_(std::move(options.root)),
       pusher_(content, &area_),
       allow_delete_(options.allow_delete),
+      alone_on_cache_(options.alone_on_cache),
       push_delay_(options.push_delay),
       build_(std::move(options.build)),
       pushes_(kPushThreads),
@@ -54,7 +55,12 @@ StagingTree::StagingTree(RemoteNames& remote, Content& content, StagingOptions o
   content_.on_registry_up(
       [this](const std::string& registry) { resume_pushes(registry, /*only_failed=*/true); });
   // Tags pushed without error are in the registry now: drop their copies.
-  // Not those whose push the daemon did not finish (kill -9, a crash).
+  // Not those whose push the daemon did not finish (kill -9, a crash), nor
+  // any while another mount shares the cache (it may be showing them).
+  if (!alone_on_cache_) {
+    LOG(kInfo) << "Another mount uses this cache directory: its staged tags are left to it";
+    return;
+  }
   for (auto& tag : area_.all_tags()) {
     auto state = area_.state(tag);
     if (!state.pushed_digest.empty() && state.error.empty() && state.pushing.empty()) {

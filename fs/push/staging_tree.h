@@ -103,6 +103,12 @@ struct StagingOptions {
   // A build (fs/push/build_plan.h) is pushed after this long without a change.
   std::chrono::milliseconds push_delay{2000};
   BuildOptions build;  // work_dir: where builds make their layer and config
+  // No other mount used the cache directory when this one started
+  // (cache::CacheUse::alone()): only then are pushed tags dropped and every
+  // staged tag's push resumed at start. A mount that joins a cache in use
+  // leaves the tags other mounts staged to them (one may be a build still
+  // being copied in, or a pushed tag another mount shows).
+  bool alone_on_cache = true;
 };
 
 class StagingTree : public StagedNames {
@@ -118,8 +124,9 @@ class StagingTree : public StagedNames {
   // Once the mount is up: pushes, in the background, every staged tag of
   // `registry` (every registry if empty) that is complete and not pushed as
   // it is (its push failed, was interrupted or never ran), one attempt each,
-  // in turn. Returns at once. Also run, for the tags whose push failed, each
-  // time a registry comes back up (registry/health.h).
+  // in turn; nothing if the mount is not alone on its cache. Returns at
+  // once. Also run, for the tags whose push this mount ran and which
+  // failed, each time a registry comes back up (registry/health.h).
   void resume_pushes(const std::string& registry, bool only_failed = false);
 
   // Hooks of Tree for namespaces: a staged tag or namespace `name` of the
@@ -277,6 +284,7 @@ class StagingTree : public StagedNames {
   cache::StagingArea area_;
   Pusher pusher_;
   const bool allow_delete_;
+  const bool alone_on_cache_;
   const std::chrono::milliseconds push_delay_;
   const BuildOptions build_;
 
@@ -292,6 +300,9 @@ class StagingTree : public StagedNames {
   std::map<cache::StagedTag, std::shared_ptr<std::recursive_mutex>> rootfs_locks_;
   // What each incomplete tag waited for at its last check (plan_push).
   std::map<cache::StagedTag, std::string> waiting_;
+  // Tags whose push this mount ran or tried (guarded by mutex_): the only
+  // ones it retries when a registry comes back up.
+  std::set<cache::StagedTag> mine_;
 
   // Lock order: builds_mutex_ before mutex_; neither is held over a push.
   std::mutex builds_mutex_;  // guards pending_, building_ and stopping_'s setting

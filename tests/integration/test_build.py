@@ -202,6 +202,37 @@ def test_a_build_survives_kill_9(mount, plain_registry, app, tmp_path):
         _state(m / "builds/killed/v1")[len("pushed "):]
 
 
+def test_a_mount_joining_a_cache_in_use_leaves_its_staged_tags_alone(mount, plain_registry, app,
+                                                                     run_regfs):
+    """Two mounts may share a cache directory. The second one used to push
+    the first one's pending build at its start (as if a crash had left it,
+    while it could still be being copied in) and to drop the first one's
+    pushed tags from under it."""
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "shared/app")
+    assert _copy(app, m / "shared/app/v1").returncode == 0
+    assert _state(m / "shared/app/v1") == "pending build"
+    os.mkdir(m / "shared/hello")
+    result = subprocess.run(["cp", "-r", str(m / "demo/hello/v1"), str(m / "shared/hello/v2")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    _pushed(m / "shared/hello/v2")
+    other = mount(plain_registry.host, "--cache-dir", m.cache_dir)
+    assert os.listdir(other / "demo/hello/v1/rootfs")  # it works
+    time.sleep(2)  # a resumed push would have started
+    assert "shared/app" not in plain_registry.client.catalog()
+    assert _state(m / "shared/app/v1") == "pending build"
+    assert _state(m / "shared/hello/v2").startswith("pushed ")
+    assert sorted(os.listdir(m / "shared/hello/v2")) == \
+        ["blobs", "config.json", "index.json", "manifest.json", "oci-layout"]
+    assert json.loads((m / "shared/hello/v2/index.json").read_bytes())["manifests"]
+    log = (m.cache_dir / "regfs.log").read_text()
+    assert "Another mount uses this cache directory: its staged tags are left to it" in log
+    proc = run_regfs("push", m / "shared/app/v1")
+    assert proc.returncode == 0, proc.stderr
+    assert "v1" in plain_registry.client.tags("shared/app")
+
+
 def test_zstd_layers_and_the_rootfs_of_a_build(mount, plain_registry, app, run_regfs):
     m = mount(plain_registry.host, "--push-delay", "600", "--layer-compression", "zstd")
     os.makedirs(m / "builds/zst")

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <memory>
 #include <optional>
 
 namespace regfs::cache {
@@ -38,6 +39,22 @@ TEST_F(CacheUseTest, AMountKeepsTheCacheFromBeingTakenWholeUntilItGoes) {
   EXPECT_TRUE(cache_users(layout).empty()) << "the entry goes with its mount";
   auto exclusive = CacheExclusive::try_take(layout);
   ASSERT_TRUE(exclusive);
+}
+
+TEST_F(CacheUseTest, OnlyAMountWithNoOtherOnTheCacheIsAlone) {
+  CacheLayout layout(dir_);
+  auto first = std::make_unique<CacheUse>(layout);
+  EXPECT_TRUE(first->alone());
+  {
+    CacheUse second(layout);
+    EXPECT_FALSE(second.alone()) << "the first still uses the cache";
+    first.reset();
+    CacheUse third(layout);
+    EXPECT_FALSE(third.alone()) << "the second still uses the cache";
+  }
+  CacheUse fourth(layout);
+  EXPECT_TRUE(fourth.alone());
+  EXPECT_FALSE(CacheExclusive::try_take(layout)) << "alone, the lock is still shared-held";
 }
 
 TEST_F(CacheUseTest, TheLockOfAKilledProcessGoesWithIt) {
