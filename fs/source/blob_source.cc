@@ -225,6 +225,10 @@ void BlobReader::read_all() {
     return;
   }
   size_t last = blob_->chunk_count() - 1;
+  // Wanted whole (to index a layer): its chunks stay out of eviction until
+  // it is complete, even past --cache-size, or a blob larger than the bound
+  // would never be whole; the complete blob is held while it is open.
+  auto pin = fetcher_.cache().pin_chunks(blob_->digest(), 0, last);
   for (int attempt = 0; attempt < 8; ++attempt) {
     for (auto [a, b] : blob_->claim(0, last)) fetcher_.fetch(repository_, blob_, a, b);
     if (blob_->wait(0, last) && blob_->await_complete()) return;

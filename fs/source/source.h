@@ -64,8 +64,9 @@ class RegistrySource {
   virtual std::shared_ptr<BlobReader> open_blob(const std::string& repository,
                                                 const std::string& digest, int64_t size) = 0;
   // The path of the complete, verified blob in the cache, fetched whole if
-  // needed (a layer to index); `opened` sees its reader first, to follow the
-  // fetch's progress. Throws kNoSpace (it cannot fit in the cache bound) and
+  // needed (a layer to index), even past --cache-size; `opened` sees its
+  // reader first, to follow the fetch's progress: the blob stays in the
+  // cache while that reader is kept. Throws kNoSpace (the disk is full) and
   // what fetching throws.
   virtual std::filesystem::path blob(
       const std::string& repository, const std::string& digest, int64_t size,

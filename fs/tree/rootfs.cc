@@ -232,11 +232,14 @@ std::vector<std::shared_ptr<const cache::LayerIndex>> RootfsView::index_layers(
         index = layers_.find(diff_ids[*i]);
         if (!index) index = lazy_.open(content, shared_image->repository, layer, diff_ids[*i]);
         if (!index) {
+          // Open (so held in the cache, whatever --cache-size says) until indexed.
+          std::shared_ptr<BlobReader> whole;
           index = layers_.get(
               diff_ids[*i], compressions[*i],
               [&] {
                 auto path = content.blob(
                     shared_image->repository, layer.digest, layer.size, [&](const auto& reader) {
+                      whole = reader;
                       merge->fetching(*i, [reader] { return reader->present_bytes(); });
                     });
                 merge->indexing(*i);

@@ -4,11 +4,13 @@ Every test reads through a real mount of a real docker-registry and checks
 what reached the registry (its access log) and what the cache dir holds."""
 
 import hashlib
+import io
 import json
 import os
 import signal
 import stat
 import subprocess
+import tarfile
 import threading
 
 import pytest
@@ -75,6 +77,23 @@ def test_bound_holds_while_reading_a_blob_larger_than_it(mount, large_registry):
     # One chunk (2 MiB) may be in flight past the bound, plus small metadata
     # (the chunk log, a few blocks).
     assert cache_bytes(m.cache_dir, "partial", "blobs") <= 18 * MIB + 64 * 1024
+
+
+def test_rootfs_of_a_layer_larger_than_the_bound(mount, large_registry):
+    """rootfs/ indexes a plain layer from its whole blob: with the chunks
+    of a 64 MiB layer evicted as they came in a 16 MiB cache, it was never
+    whole and rootfs/ failed with EIO. Now the layer is held whole past the
+    bound while its rootfs/ is in use, and the files read right."""
+    r = large_registry
+    m = mount(r.host, "--cache-size", "16M")
+    layer = r.client.blob("big/blob", r.large["digest"])
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        names = {i.name.lstrip("./"): i for i in tar.getmembers() if i.isfile()}
+        big = max(names.values(), key=lambda i: i.size)
+        want = hashlib.sha256(tar.extractfile(big).read()).hexdigest()
+    rootfs = m / "big/blob/v1/rootfs"
+    assert big.name.lstrip("./") in os.listdir(rootfs)
+    assert sha256_file(rootfs / big.name.lstrip("./")) == want
 
 
 def test_three_concurrent_readers_cost_no_more_requests_than_one(mount, large_registry):
