@@ -16,13 +16,23 @@ uint64_t InodeTable::add_lookup(const NodePtr& node) {
   if (node->immutable()) {
     fresh = stable_.try_emplace(node->key, next_ino_).first->second;
   }
+  auto same = [&node](const NodePtr& known) {
+    return known->kind == node->kind && known->type_bits() == node->type_bits() &&
+           known->reference == node->reference;
+  };
   auto [it, added] = by_key_.try_emplace(node->key, fresh);
   if (added) {
-    by_ino_[fresh] = Entry{node, 0};
-    if (fresh == next_ino_) ++next_ino_;
-  } else if (auto& known = by_ino_[it->second].node; known->kind != node->kind ||
-                                                     known->type_bits() != node->type_bits() ||
-                                                     known->reference != node->reference) {
+    if (auto live = by_ino_.find(fresh); live == by_ino_.end()) {
+      by_ino_[fresh] = Entry{node, 0};
+      if (fresh == next_ino_) ++next_ino_;
+    } else if (!same(live->second.node)) {
+      // The stable number is still the kernel's for what the key named
+      // before (something else took the key meanwhile, then was forgotten):
+      // a new one, never that entry reset under the kernel's lookups.
+      it->second = next_ino_++;
+      by_ino_[it->second] = Entry{node, 0};
+    }
+  } else if (!same(by_ino_[it->second].node)) {
     // The path names something else now (a tag where a namespace stood, a
     // staged tag pushed): a new inode; the old one lives until forgotten.
     it->second = next_ino_++;

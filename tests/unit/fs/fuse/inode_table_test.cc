@@ -106,5 +106,38 @@ TEST(InodeTable, APathThatNamesSomethingElseGetsANewInode) {
   EXPECT_EQ(table.add_lookup(image), b) << "forgetting the old one keeps the new mapping";
 }
 
+TEST(InodeTable, AStableNumberStillHeldIsNotResetWhenItsKeyComesBack) {
+  // A blob of a tag that moved: the same key names a node of another
+  // reference for a while, which is forgotten first; the key's stable
+  // number, still looked up by the kernel, came back with its count reset
+  // and the next FORGET aborted the daemon (drop_caches while a tag moved).
+  InodeTable table(node("/"));
+  auto blob = std::make_shared<Node>();
+  blob->kind = NodeKind::kBlob;
+  blob->key = "/r/app/latest/blobs/sha256/x";
+  blob->reference = "sha256:old";
+  auto a = table.add_lookup(blob);
+  auto moved = std::make_shared<Node>(*blob);
+  moved->reference = "sha256:new";
+  auto b = table.add_lookup(moved);
+  EXPECT_NE(a, b);
+  table.forget(b, 1);
+  EXPECT_EQ(table.add_lookup(blob), a) << "the live entry, counted on";
+  table.forget(a, 2);  // aborted before
+  EXPECT_FALSE(table.get(a));
+  // And a third node under the key while the stable number is held: a new number.
+  a = table.add_lookup(blob);
+  auto c = table.add_lookup(moved);
+  table.forget(c, 1);
+  auto third = std::make_shared<Node>(*blob);
+  third->reference = "sha256:third";
+  auto d = table.add_lookup(third);
+  EXPECT_NE(d, a);
+  EXPECT_EQ(table.get(a)->reference, "sha256:old");
+  EXPECT_EQ(table.get(d)->reference, "sha256:third");
+  table.forget(a, 1);
+  table.forget(d, 1);
+}
+
 }  // namespace
 }  // namespace regfs::fs
