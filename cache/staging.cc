@@ -225,6 +225,14 @@ StagedTagState StagingArea::state(const StagedTag& tag) const {
   return held_state(tag).state;
 }
 
+StagedTagState StagingArea::current_state(const StagedTag& tag) const {
+  std::lock_guard lock(mutex_);
+  if (auto it = states_.find(tag); it != states_.end() && !(it->second.on_disk == files_of(tag))) {
+    states_.erase(it);
+  }
+  return held_state(tag).state;
+}
+
 void StagingArea::update_state(const StagedTag& tag,
                                const std::function<void(StagedTagState&)>& change) {
   update_state_if(tag, [&](StagedTagState& s) {

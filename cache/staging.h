@@ -91,6 +91,10 @@ class StagingArea {
   UniqueFd lock_push(const StagedTag& tag);
 
   StagedTagState state(const StagedTag& tag) const;
+  // As state(), read again first if another process (a mount sharing this
+  // cache directory) changed the tag's state files since: for what is shown
+  // (user.regfs.state, regfs status). Two stat(2)s more.
+  StagedTagState current_state(const StagedTag& tag) const;
   // Changes the state under the area's lock and writes it; does nothing for
   // a tag that is not staged (discarded meanwhile), so none is left behind.
   void update_state(const StagedTag& tag, const std::function<void(StagedTagState&)>& change);

@@ -179,7 +179,7 @@ std::string StagingTree::state_of(const cache::StagedTag& tag) {
     std::lock_guard lock(builds_mutex_);
     if (building_.count(tag)) return "building";
   }
-  auto state = area_.state(tag);
+  auto state = area_.current_state(tag);  // another mount may have pushed it
   if (!state.pushing.empty()) return "pushing " + state.pushing;
   {
     std::lock_guard lock(builds_mutex_);
@@ -194,6 +194,9 @@ std::string StagingTree::state_of(const cache::StagedTag& tag) {
       return "waiting for " + it->second;
     }
   }
+  // A build waiting in another mount sharing the cache, or for this
+  // mount's resume.
+  if (is_build(area_.tag_dir(tag))) return "pending build";
   std::error_code ec;
   if (!fsys::exists(area_.file(tag, "index.json"), ec) &&
       !fsys::exists(area_.file(tag, "manifest.json"), ec)) {

@@ -228,9 +228,12 @@ def test_a_mount_joining_a_cache_in_use_leaves_its_staged_tags_alone(mount, plai
     assert json.loads((m / "shared/hello/v2/index.json").read_bytes())["manifests"]
     log = (m.cache_dir / "regfs.log").read_text()
     assert "Another mount uses this cache directory: its staged tags are left to it" in log
+    assert _state(other / "shared/app/v1") == "pending build"  # the other mount shows it too
     proc = run_regfs("push", m / "shared/app/v1")
     assert proc.returncode == 0, proc.stderr
     assert "v1" in plain_registry.client.tags("shared/app")
+    # ... and what it says follows what the first mount did.
+    assert _state(other / "shared/app/v1") == _state(m / "shared/app/v1")
 
 
 def test_zstd_layers_and_the_rootfs_of_a_build(mount, plain_registry, app, run_regfs):
