@@ -37,6 +37,7 @@ NodePtr StagingTree::symlink(const Node& parent, std::string_view name, const st
     return rootfs_node(parent, name, path, S_IFLNK);
   }
   std::string path = join(parent.staged().path, name);
+  if (path == name) refuse_image_part(tag, name, /*is_dir=*/false);
   if (::symlink(target.c_str(), area_.file(tag, path).c_str()) != 0) {
     fail_errno(errno, "Cannot make staged link " + path);
   }

@@ -5,9 +5,10 @@
 // goes. An image directory copied to where a namespace goes (`cp -r LAYOUT
 // MOUNT/`: LAYOUT becomes a namespace) would make its parts tags: its
 // `blobs/` a tag whose top is `sha256/`, a docker save layer directory
-// `<hex>/` a tag holding `layer.tar`, `json`, `VERSION`. Such a part, made by
-// a copy at the top of the empty tag the same copy just made, is refused
-// the same way and the empty tag discarded, so that nothing of the misplaced
+// `<hex>/` a tag holding `layer.tar`, `json`, `VERSION`. Such a part (a
+// file, a directory or a link), made by a copy at the top of a tag the
+// copy made that holds nothing else, is refused the same way and the tag
+// discarded, so that nothing of the misplaced
 // copy is pushed or kept. A staged namespace takes chmod and utimes without
 // keeping them (a registry has no modes or times of namespaces): cp -r adds
 // u+w to each directory it makes before filling it. A pushed staged tag is
@@ -51,9 +52,17 @@ void StagingTree::refuse_image_part(const cache::StagedTag& tag, std::string_vie
   bool saved_layer =
       !is_dir && is_hex64(tag.tag) && (name == "layer.tar" || name == "json" || name == "VERSION");
   if (!layout_blobs && !saved_layer) return;
+  // Made by a copy and holding nothing but such parts (none yet, or one the
+  // copy made as a link before this check ran for it): it goes.
+  if (!area_.state(tag).made_by_copy) return;
   std::error_code ec;
-  if (!fsys::is_empty(area_.tag_dir(tag), ec) || !area_.state(tag).made_by_copy) return;
-  // The tag was made by this copy a moment ago and holds nothing: it goes.
+  for (const auto& entry : fsys::directory_iterator(area_.tag_dir(tag), ec)) {
+    auto part = entry.path().filename().string();
+    bool is_part = layout_blobs ? part == "sha256" || part == "sha512"
+                                : part == "layer.tar" || part == "json" || part == "VERSION";
+    if (!is_part) return;
+  }
+  if (ec) return;
   area_.discard_tag(tag);
   {
     std::lock_guard lock(builds_mutex_);

@@ -345,9 +345,10 @@ def _staged_tags(m):
     return status.stdout.split("staged tags:", 1)[1].split("recent errors:", 1)[0].strip()
 
 
-def _docker_save_dir(path):
+def _docker_save_dir(path, linked=False):
     """What `docker save` unpacks to: a layer directory <hex>/ with VERSION,
-    json and layer.tar, beside manifest.json and repositories."""
+    json and layer.tar, beside manifest.json and repositories; `linked`:
+    layer.tar a symlink to ../<hex>.tar, as skopeo's docker-archive writes."""
     layer = path / ("ab" * 32)
     layer.mkdir(parents=True)
     (layer / "VERSION").write_text("1.0")
@@ -355,7 +356,11 @@ def _docker_save_dir(path):
     tar = io.BytesIO()
     with tarfile.open(fileobj=tar, mode="w") as t:
         t.addfile(tarfile.TarInfo("empty"), io.BytesIO(b""))
-    (layer / "layer.tar").write_bytes(tar.getvalue())
+    if linked:
+        (path / ("cd" * 32 + ".tar")).write_bytes(tar.getvalue())
+        os.symlink("../" + "cd" * 32 + ".tar", layer / "layer.tar")
+    else:
+        (layer / "layer.tar").write_bytes(tar.getvalue())
     (path / "manifest.json").write_text("[]")
     (path / "repositories").write_text("{}")
     return path
@@ -384,6 +389,23 @@ def test_an_image_copied_to_the_root_is_refused_and_not_pushed(mount, plain_regi
     result = cp_r(saved, m.path)
     assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
     assert os.listdir(m / "misplaced-save") == []
+    # skopeo's docker-archive: layer.tar a symlink (a build was pushed of
+    # the files after the first one refused).
+    saved = _docker_save_dir(tmp_path / "misplaced-linked", linked=True)
+    result = cp_r(saved, m.path)
+    assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
+    assert os.listdir(m / "misplaced-linked") == []
+    # The same with the link made first: cp -r of the layer directory
+    # holding the link alone, then of the rest.
+    hexdir = saved / ("ab" * 32)
+    first = tmp_path / "link-first/misplaced-linked"
+    (first / ("ab" * 32)).mkdir(parents=True)
+    os.symlink(os.readlink(hexdir / "layer.tar"), first / ("ab" * 32) / "layer.tar")
+    result = cp_r(first, m.path)
+    assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
+    result = cp_r(saved, m.path)
+    assert result.returncode != 0 and "Invalid argument" in result.stderr, result.stderr
+    assert os.listdir(m / "misplaced-linked") == []
     with pytest.raises(OSError) as e:
         (m / "stray-file").write_text("x")
     assert e.value.errno == errno.EINVAL
