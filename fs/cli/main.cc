@@ -325,14 +325,22 @@ std::string read_status(const std::string& mountpoint) {
   return text.str();
 }
 
-// Why the pushes before unmounting failed, said while the mount can still
-// tell (regfs status cannot once it is gone): each staged tag not pushed,
-// where it stays, the log.
+// What is left unpushed at unmount, said while the mount can still tell
+// (regfs status cannot once it is gone): each staged tag not pushed (an
+// incomplete one, one whose push failed now or before), where it stays, the
+// log. `err`: why the pushes before unmounting failed, 0 if they did not.
 void warn_unpushed(const std::string& mountpoint, int err, const std::string& status) {
   std::string report;
   try {
     report = format_unpushed(status);
   } catch (const std::exception&) {
+  }
+  if (err == 0) {
+    if (!report.empty()) {
+      std::fprintf(stderr, "regfs: warning: staged tags not pushed before unmounting %s:\n%s",
+                   mountpoint.c_str(), report.c_str());
+    }
+    return;
   }
   if (report.empty()) {
     std::fprintf(stderr,
@@ -375,7 +383,7 @@ int run_umount(const std::vector<std::string>& args) {
   // Pending builds and pushes first: umount returns once they are done.
   int err = fsync_dir(mountpoint);
   std::string status = read_status(mountpoint);  // while the mount can tell
-  if (err != 0 && err != ENOTCONN) warn_unpushed(mountpoint, err, status);
+  if (err != ENOTCONN) warn_unpushed(mountpoint, err, status);
   int64_t daemon = status_pid(status);
   const char* argv[] = {"fusermount3", "-u", mountpoint.c_str(), nullptr};
   pid_t pid;

@@ -156,7 +156,20 @@ def test_umount_waits_for_pending_builds(mount, plain_registry, app, run_regfs):
     assert _state(m / "builds/late/v1") == "pending build"
     proc = run_regfs("umount", m.path)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "", "everything is pushed: nothing to say"
     assert plain_registry.client.manifest("builds/late", "v1")[2].startswith("sha256:")
+
+
+def test_umount_names_the_staged_tags_left_incomplete(mount, plain_registry, run_regfs):
+    """No push failed, but a staged tag cannot be pushed yet (an image
+    layout with no index.json): umount said nothing."""
+    m = mount(plain_registry.host)
+    os.makedirs(m / "builds/half/v1/blobs/sha256")
+    proc = run_regfs("umount", m.path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"staged tags not pushed before unmounting {m.path}:" in proc.stderr, proc.stderr
+    assert f"{plain_registry.host}/builds/half:v1  incomplete: " in proc.stderr, proc.stderr
+    assert f"staged in {m.cache_dir}/staging" in proc.stderr, proc.stderr
 
 
 def test_umount_says_what_was_not_pushed_while_it_can(mount, token_registry, app, run_regfs,
