@@ -104,6 +104,9 @@ void op_opendir(fuse_req_t req, fuse_ino_t ino, fuse_file_info* fi) {
   });
 }
 
+// libfuse's FUSE_UNKNOWN_INO (lib/fuse.c): a d_ino for "not known".
+constexpr ino_t kUnknownIno = 0xffffffff;
+
 void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, bool plus) {
   auto& s = state_of(req);
   const char* operation = plus ? "readdirplus" : "readdir";
@@ -154,8 +157,13 @@ void do_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t offset, bool 
         need = fuse_add_direntry_plus(req, at, room, node->name.c_str(), &e, i + 1);
         if (need > room) s.inodes->forget(e.ino, 1);
       } else {
+        // d_ino: readdir(3) skips an entry whose d_ino is 0 (ls showed only
+        // what the first READDIRPLUS of a long listing held); one the kernel
+        // has not looked up yet gets libfuse's FUSE_UNKNOWN_INO.
         struct stat st {};
         st.st_mode = node->type_bits();
+        st.st_ino = s.inodes->known(node->key);
+        if (st.st_ino == 0) st.st_ino = kUnknownIno;
         need = fuse_add_direntry(req, at, room, node->name.c_str(), &st, i + 1);
       }
     }

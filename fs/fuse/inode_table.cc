@@ -49,6 +49,14 @@ NodePtr InodeTable::get(uint64_t ino) const {
   return it == by_ino_.end() ? nullptr : it->second.node;
 }
 
+uint64_t InodeTable::known(const std::string& key) const {
+  std::lock_guard lock(mutex_);
+  if (key == "/") return kRootIno;
+  if (auto it = by_key_.find(key); it != by_key_.end()) return it->second;
+  if (auto it = stable_.find(key); it != stable_.end()) return it->second;
+  return 0;
+}
+
 void InodeTable::forget(uint64_t ino, uint64_t count) {
   if (ino == kRootIno) return;
   std::lock_guard lock(mutex_);

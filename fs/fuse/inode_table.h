@@ -27,6 +27,9 @@ class InodeTable {
   uint64_t add_lookup(const NodePtr& node);
   // The node of `ino`, or nullptr if the kernel forgot it.
   NodePtr get(uint64_t ino) const;
+  // The inode `key` has now (or keeps, an immutable node's), counting no
+  // lookup; 0 if none (a plain READDIR's d_ino).
+  uint64_t known(const std::string& key) const;
   // After a rename: the inode of `old_key`, and those under it, now stand
   // for `node` and its entries (their key and staged path follow), so the
   // kernel's inode of a moved entry keeps working. A replaced target's

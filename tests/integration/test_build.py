@@ -249,6 +249,32 @@ def test_a_mount_joining_a_cache_in_use_leaves_its_staged_tags_alone(mount, plai
     assert _state(other / "shared/app/v1") == _state(m / "shared/app/v1")
 
 
+def test_a_directory_longer_than_one_reply_lists_whole(mount, plain_registry, run_regfs,
+                                                       tmp_path):
+    """A listing longer than the kernel's first READDIRPLUS (1 MiB, about
+    6550 names) went on in plain READDIR entries with d_ino 0, which
+    readdir(3) skips: ls, find and tar saw the first 6553 names of a
+    directory, in a staged tag and in rootfs/ alike."""
+    src = tmp_path / "many"
+    (src / "d").mkdir(parents=True)
+    names = {f"f{i}" for i in range(7000)}
+    for name in names:
+        (src / "d" / name).write_bytes(b"")
+    m = mount(plain_registry.host, "--push-delay", "600")
+    os.makedirs(m / "builds/many")
+    assert _copy(src, m / "builds/many/v1").returncode == 0
+    assert set(os.listdir(m / "builds/many/v1/d")) == names
+    proc = run_regfs("push", m / "builds/many/v1")
+    assert proc.returncode == 0, proc.stderr
+    fresh = mount(plain_registry.host)
+    rootfs = fresh / "builds/many/v1/rootfs/d"
+    for _ in range(2):  # listed by the daemon, then from the kernel's cache
+        assert set(os.listdir(rootfs)) == names
+    found = subprocess.run(["find", str(rootfs), "-type", "f"], capture_output=True, text=True,
+                           timeout=120)
+    assert len(found.stdout.splitlines()) == len(names)
+
+
 def test_zstd_layers_and_the_rootfs_of_a_build(mount, plain_registry, app, run_regfs):
     m = mount(plain_registry.host, "--push-delay", "600", "--layer-compression", "zstd")
     os.makedirs(m / "builds/zst")
