@@ -172,10 +172,13 @@ std::shared_ptr<StagedFile> StagingTree::open_file(const cache::StagedTag& tag,
     handle->state->dirty = true;
   }
   if (!handle->writable) {
-    auto state = area_.state(tag);
-    if (auto ref = state.references.find(path); ref != state.references.end()) {
-      handle->reader = content_.registry(ref->second.registry)
-                           .open_blob(ref->second.repository, ref->second.digest, ref->second.size);
+    std::optional<cache::BlobReference> ref;
+    area_.read_state(tag, [&](const cache::StagedTagState& state) {
+      if (auto it = state.references.find(path); it != state.references.end()) ref = it->second;
+    });
+    if (ref) {
+      handle->reader =
+          content_.registry(ref->registry).open_blob(ref->repository, ref->digest, ref->size);
     }
   }
   return handle;

@@ -80,11 +80,14 @@ void StagingTree::refuse_image_part(const cache::StagedTag& tag, std::string_vie
 
 void StagingTree::refuse_removal_if_pushed(const cache::StagedTag& tag, const std::string& what) {
   if (allow_delete_) return;
-  auto state = area_.state(tag);
-  if (state.pushed_digest.empty() || !state.error.empty() || !state.pushing.empty()) return;
+  std::string pushed;
+  area_.read_state(tag, [&](const cache::StagedTagState& state) {
+    if (state.error.empty() && state.pushing.empty()) pushed = state.pushed_digest;
+  });
+  if (pushed.empty()) return;
   throw Error(ErrorKind::kReadOnly,
               "Cannot " + what + ": " + tag.registry + "/" + tag.repository + ":" + tag.tag +
-                  " is pushed (" + state.pushed_digest +
+                  " is pushed (" + pushed +
                   "), and deleting a tag needs --allow-delete (its staged copy is dropped at the "
                   "next mount)");
 }

@@ -388,7 +388,6 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
   const std::string name = tag.registry + "/" + tag.repository + ":" + tag.tag;
   std::string pushed;
   try {
-    Layout layout(*this, tag);
     std::string waiting_for;
     std::optional<PushPlan> plan;
     if (is_build(area_.tag_dir(tag))) {
@@ -423,6 +422,9 @@ void StagingTree::push_if_complete(const cache::StagedTag& tag, bool resuming, b
         changed(tag);
         return;
       }
+      // The tag's state is copied here: not for a build, whose every
+      // close() comes here (cp -a of n files was quadratic).
+      Layout layout(*this, tag);
       plan = plan_push(layout, tag.tag, &waiting_for);
       if (plan) apply_edited_config(layout, *plan);
       if (plan && edits) {

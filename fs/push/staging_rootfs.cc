@@ -74,15 +74,18 @@ std::shared_ptr<RootfsOverlay> StagingTree::overlay_of(const cache::StagedTag& t
   if (::lstat((dir / std::string(kRootfsName)).c_str(), &st) == 0 || is_build(dir)) return nullptr;
   std::string digest = base_manifest(dir, tag.tag);
   if (!registry::is_valid_digest(digest)) return nullptr;
-  auto state = area_.state(tag);
   std::string registry = tag.registry;
   std::string repository = tag.repository;
-  auto ref = state.references.find("blobs/sha256/" + std::string(registry::digest_hex(digest)));
-  if (ref == state.references.end()) ref = state.references.begin();
-  if (ref != state.references.end()) {
-    registry = ref->second.registry;
-    repository = ref->second.repository;
-  }
+  // Read in place: the state holds every rootfs/ entry's metadata, and this
+  // runs at every change of rootfs/ (a copy made cp -a of n files quadratic).
+  area_.read_state(tag, [&](const cache::StagedTagState& state) {
+    auto ref = state.references.find("blobs/sha256/" + std::string(registry::digest_hex(digest)));
+    if (ref == state.references.end()) ref = state.references.begin();
+    if (ref != state.references.end()) {
+      registry = ref->second.registry;
+      repository = ref->second.repository;
+    }
+  });
   std::shared_ptr<const MergedTree> lower;
   try {
     lower = tree_.image_rootfs(registry, repository, digest);
@@ -202,8 +205,11 @@ Attr StagingTree::rootfs_setattr(const Node& node, const SetAttr& change) {
 }
 
 bool StagingTree::has_rootfs_changes(const cache::StagedTag& tag) {
-  auto state = area_.state(tag);
-  if (!state.rootfs.whiteouts.empty() || !state.rootfs.opaque.empty()) return true;
+  bool removed = false;
+  area_.read_state(tag, [&](const cache::StagedTagState& state) {
+    removed = !state.rootfs.whiteouts.empty() || !state.rootfs.opaque.empty();
+  });
+  if (removed) return true;
   std::error_code ec;
   auto upper = area_.upper_dir(tag);
   return fsys::exists(upper, ec) && !fsys::is_empty(upper, ec);

@@ -229,10 +229,12 @@ std::optional<std::string> StagingTree::xattr(const Node& node, std::string_view
   }
   if (!area_.has_tag(tag_of(node))) return std::nullopt;  // a tag that became a namespace
   if (name == "user.regfs.state") return state_of(tag_of(node));
-  auto state = area_.state(tag_of(node));
-  if (name == "user.regfs.error" && !state.error.empty()) return state.error;
-  if (name == "user.regfs.digest" && !state.pushed_digest.empty()) return state.pushed_digest;
-  return std::nullopt;
+  std::optional<std::string> found;
+  area_.read_state(tag_of(node), [&](const cache::StagedTagState& state) {
+    if (name == "user.regfs.error" && !state.error.empty()) found = state.error;
+    if (name == "user.regfs.digest" && !state.pushed_digest.empty()) found = state.pushed_digest;
+  });
+  return found;
 }
 
 void StagingTree::setxattr(const Node& node, const std::string& name, const std::string& value,
