@@ -189,14 +189,15 @@ std::optional<LayerEntry> entry_of_file(const std::string& path, const std::file
     entry.link_target = std::move(target);
   } else if (S_ISREG(st.st_mode)) {
     entry.source = file;
-    if (st.st_nlink > 1) {
-      auto [it, added] = links.try_emplace({st.st_dev, st.st_ino}, path);
-      if (!added) entry.hardlink_to = it->second;
-    }
   } else if (S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode)) {
     entry.rdev = st.st_rdev;
   } else if (!S_ISDIR(st.st_mode) && !S_ISFIFO(st.st_mode)) {
     return std::nullopt;
+  }
+  // A file, fifo or device with more names: the later ones are hardlinks.
+  if (!S_ISDIR(st.st_mode) && !S_ISLNK(st.st_mode) && st.st_nlink > 1) {
+    auto [it, added] = links.try_emplace({st.st_dev, st.st_ino}, path);
+    if (!added) entry.hardlink_to = it->second;
   }
   return entry;
 }

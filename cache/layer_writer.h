@@ -40,8 +40,9 @@ struct LayerEntry {
 };
 
 // The entry for `file` (its lstat in `st`) at `path` in a layer: type,
-// mtime, a symlink's target, a regular file's source, or a hardlink to an
-// earlier path with the same (dev, ino) in `links`; mode, owner and xattrs
+// mtime, a symlink's target, a regular file's source, a device's number, or
+// (a file, fifo or device) a hardlink to an earlier path with the same
+// (dev, ino) in `links`; mode, owner and xattrs
 // are left to the caller. nullopt for what a layer does not carry (sockets).
 // Throws Error(kIo) if a link cannot be read.
 using HardlinkMap = std::map<std::pair<dev_t, ino_t>, std::string>;

@@ -133,15 +133,16 @@ inline NodePtr promoted_namespace(const cache::StagingArea& area, const Node& no
   return ns;
 }
 
-// The other names of the regular file `path` (relative to `root`) under
-// `root`: its hardlinks, found by inode when it has more than one link; empty
-// otherwise. One inode has one mode, owner and set of xattrs, so a change of
+// The other names of the file, fifo or device `path` (relative to `root`)
+// under `root`: its hardlinks, found by inode when it has more than one
+// link; empty otherwise. One inode has one mode, owner and set of xattrs, so a change of
 // one name's is made to every name's (a layer stores a hardlink's metadata
 // once, on the first name).
 inline std::vector<std::string> other_names_of(const std::filesystem::path& root,
                                                const std::string& path) {
   struct stat st;
-  if (::lstat((root / path).c_str(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink < 2) {
+  if (::lstat((root / path).c_str(), &st) != 0 || S_ISDIR(st.st_mode) || S_ISLNK(st.st_mode) ||
+      st.st_nlink < 2) {
     return {};
   }
   std::vector<std::string> names;

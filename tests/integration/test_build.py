@@ -540,6 +540,7 @@ def test_fifos_and_devices_are_built(mount, plain_registry, run_regfs, tmp_path,
     os.mknod(src / "dev/sda", 0o660 | stat.S_IFBLK, os.makedev(8, 0))
     for name, mode in (("pipe", 0o640), ("dev/null", 0o666), ("dev/sda", 0o660)):
         os.chmod(src / name, mode)  # past the umask
+    os.link(src / "pipe", src / "pipe2")  # a hardlink: one entry and a link
     m = mount(plain_registry.host, "--push-delay", "600", "--layer-compression", compression)
     tag = m / f"special/app/{compression}"
     os.makedirs(m / "special/app", exist_ok=True)
@@ -554,14 +555,17 @@ def test_fifos_and_devices_are_built(mount, plain_registry, run_regfs, tmp_path,
     layer = plain_registry.client.blob("special/app", manifest["layers"][-1]["digest"])
     listing = subprocess.run(["tar", "-tvz", "--numeric-owner"], input=layer,
                              capture_output=True, check=True).stdout.decode()
-    lines = {line.split()[-1]: line for line in listing.splitlines()}
+    lines = {line.split(" link to ")[0].split()[-1]: line for line in listing.splitlines()}
     assert lines["pipe"].startswith("prw-r----- 0/0"), lines["pipe"]
     assert lines["dev/null"].startswith("crw-rw-rw- 0/0") and " 1,3 " in lines["dev/null"]
     assert lines["dev/sda"].startswith("brw-rw---- 0/0") and " 8,0 " in lines["dev/sda"]
+    assert any(line.startswith("hrw-r----- 0/0") and line.endswith(" pipe2 link to pipe")
+               for line in listing.splitlines()), listing
 
     root = mount(plain_registry.host) / f"special/app/{compression}/rootfs"
     st = os.lstat(root / "pipe")
     assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o640
+    assert os.lstat(root / "pipe2").st_ino == st.st_ino and st.st_nlink == 2
     st = os.lstat(root / "dev/null")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3)
     assert stat.S_IMODE(st.st_mode) == 0o666

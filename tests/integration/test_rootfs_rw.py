@@ -373,6 +373,9 @@ def test_mknod_in_rootfs_makes_a_fifo_and_a_device(mount, plain_registry, run_re
     assert result.returncode == 0, result.stderr
     root = m / "layered/nodes/v1/rootfs"
     os.mkfifo(root / "pipe", 0o600)
+    os.link(root / "pipe", root / "pipe2")
+    os.chmod(root / "pipe2", 0o606)  # one inode, one mode: both names'
+    assert stat.S_IMODE(os.lstat(root / "pipe").st_mode) == 0o606
     os.mknod(root / "etc/tty0", 0o620 | stat.S_IFCHR, os.makedev(4, 0))
     os.chmod(root / "etc/tty0", 0o620)  # past the umask
     assert os.lstat(root / "etc/tty0").st_rdev == os.makedev(4, 0)
@@ -380,7 +383,8 @@ def test_mknod_in_rootfs_makes_a_fifo_and_a_device(mount, plain_registry, run_re
     assert proc.returncode == 0, proc.stderr
     fresh = mount(plain_registry.host) / "layered/nodes/v1/rootfs"
     st = os.lstat(fresh / "pipe")
-    assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600
+    assert stat.S_ISFIFO(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o606
+    assert os.lstat(fresh / "pipe2").st_ino == st.st_ino and st.st_nlink == 2
     st = os.lstat(fresh / "etc/tty0")
     assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(4, 0)
     assert stat.S_IMODE(st.st_mode) == 0o620
