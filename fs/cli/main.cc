@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -285,6 +286,7 @@ int run_mount(const std::vector<std::string>& args) {
     TreeOptions tree;
     tree.registry = options.registry;
     tree.platform = platform;
+    tree.read_only = options.read_only;
     tree.listed_registries = creds ? creds->registries() : std::vector<std::string>{};
     tree.listed_registries.insert(tree.listed_registries.end(), options.insecure.begin(),
                                   options.insecure.end());
@@ -483,8 +485,11 @@ int run_status(const std::vector<std::string>& args) {
   try {
     std::string shown = format_status(text, absolute(args[0]));
     struct statvfs st {};
-    if (::statvfs(absolute(args[0]).c_str(), &st) == 0 && (st.f_flag & ST_RDONLY)) {
-      // The first line names the mount: say it is read-only there.
+    auto doc = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    bool read_only = doc.is_object() && doc.value("read_only", false);
+    if (read_only || (::statvfs(absolute(args[0]).c_str(), &st) == 0 && (st.f_flag & ST_RDONLY))) {
+      // The first line names the mount: say it is read-only there (a
+      // --read-only mount stays so after mount -o remount,rw).
       shown.insert(shown.find('\n'), ", read-only");
     }
     std::fputs(shown.c_str(), stdout);

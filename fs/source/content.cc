@@ -368,8 +368,9 @@ std::vector<std::string> Content::credential_namespaces(const std::string& regis
 }
 
 std::string Content::status(const std::string& what,
-                            const std::vector<std::pair<std::string, std::string>>& staged) {
-  return status_json(*this, what, staged);
+                            const std::vector<std::pair<std::string, std::string>>& staged,
+                            bool read_only) {
+  return status_json(*this, what, staged, read_only);
 }
 
 std::vector<std::string> Content::registries_in_use() {

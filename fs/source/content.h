@@ -233,7 +233,8 @@ class Content final : public Source {
   MergeProgress& merges() override { return merges_; }
   // status_json (fs/source/status.h) of this content.
   std::string status(const std::string& what,
-                     const std::vector<std::pair<std::string, std::string>>& staged) override;
+                     const std::vector<std::pair<std::string, std::string>>& staged,
+                     bool read_only) override;
 
  private:
   ContentOptions options_;

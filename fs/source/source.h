@@ -119,7 +119,8 @@ class Source {
   // The status document (fs/source/status.h) of a mount serving `what`,
   // with each staged tag ("registry/repository:tag") and its state.
   virtual std::string status(const std::string& what,
-                             const std::vector<std::pair<std::string, std::string>>& staged) = 0;
+                             const std::vector<std::pair<std::string, std::string>>& staged,
+                             bool read_only) = 0;
 };
 
 }  // namespace regfs::fs

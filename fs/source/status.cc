@@ -13,9 +13,11 @@ namespace regfs::fs {
 using nlohmann::json;
 
 std::string status_json(Content& content, const std::string& what,
-                        const std::vector<std::pair<std::string, std::string>>& staged) {
+                        const std::vector<std::pair<std::string, std::string>>& staged,
+                        bool read_only) {
   auto usage = content.cache().usage();
   json doc = {{"serving", what},
+              {"read_only", read_only},
               {"pid", static_cast<int64_t>(::getpid())},
               {"log", log::log_file()},
               {"cache",

@@ -15,9 +15,11 @@
 namespace regfs::fs {
 
 // The status document of a mount serving `what` ("localhost:5000", ...),
-// with each staged tag ("registry/repository:tag") and its state.
+// with each staged tag ("registry/repository:tag") and its state, and
+// whether it was mounted --read-only (it stays so after a remount rw).
 std::string status_json(Content& content, const std::string& what,
-                        const std::vector<std::pair<std::string, std::string>>& staged = {});
+                        const std::vector<std::pair<std::string, std::string>>& staged = {},
+                        bool read_only = false);
 // The human form of a status document; throws on malformed JSON.
 std::string format_status(const std::string& json, const std::string& mountpoint);
 // What `regfs umount` says when the pushes before unmounting failed, read

@@ -191,7 +191,7 @@ OpenedFile Tree::open(const Node& node) {
       if (node.kind != NodeKind::kStatusFile) break;
       return OpenedFile{std::make_shared<const std::string>(content_.status(
                             options_.registry.empty() ? "all registries" : options_.registry,
-                            staging_->states())),
+                            staging_->states(), options_.read_only)),
                         {}};
     case Part::kNamespaces:
     case Part::kStaged:  // opened by the staged tree (fs/push/staging_tree.h)

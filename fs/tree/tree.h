@@ -159,6 +159,7 @@ struct TreeOptions {
   std::string registry;  // single-registry mode if set
   registry::Platform platform;
   std::vector<std::string> listed_registries;  // multi-registry root entries
+  bool read_only = false;                      // --read-only: said in the status document
 };
 
 class Tree : public RemoteNames {

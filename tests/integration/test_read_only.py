@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from harness import daemon_pids, eventually, has_tool, registry_health
+from harness import REGFS, daemon_pids, eventually, has_tool, registry_health
 
 IMAGES = ("demo/hello/v1", "demo/hello/v2", "demo/multi/1", "demo/docker/v1",
           "team/project/app/v1")
@@ -206,7 +206,11 @@ def test_a_remount_rw_behind_the_daemon_still_changes_nothing(plain_registry, mo
             change()
         assert e.value.errno == errno.EROFS
     assert (m / "demo/hello/v1/rootfs/hello").read_bytes()  # the daemon is alive
-    assert json.loads((m / ".regfs/status").read_bytes())["staged"] == []
+    status = json.loads((m / ".regfs/status").read_bytes())
+    assert status["staged"] == [] and status["read_only"] is True
+    shown = subprocess.run([str(REGFS), "status", str(m.path)], capture_output=True, text=True,
+                           timeout=60)
+    assert shown.stdout.splitlines()[0].endswith(", read-only"), shown.stdout
 
 
 @pytest.mark.parametrize("options", [("--read-only",), ()], ids=["read-only", "read-write"])

@@ -308,7 +308,8 @@ class FakeSource final : public Source {
   cache::BlobCache& cache() override { return cache_; }
   MergeProgress& merges() override { return merges_; }
   std::string status(const std::string& what,
-                     const std::vector<std::pair<std::string, std::string>>& staged) override {
+                     const std::vector<std::pair<std::string, std::string>>& staged,
+                     bool /*read_only*/) override {
     status_what = what;
     status_staged = staged;
     return "{\"what\":\"" + what + "\"}";
