@@ -382,6 +382,9 @@ int run_umount(const std::vector<std::string>& args) {
   }
   if (args.size() != 1) return fail("usage: regfs umount MOUNTPOINT");
   std::string mountpoint = absolute(args[0]);
+  if (!regfs_mounted_at(std::filesystem::weakly_canonical(mountpoint).string())) {
+    return fail("Cannot unmount " + mountpoint + ": no regfs mount there");
+  }
   // Pending builds and pushes first: umount returns once they are done.
   int err = fsync_dir(mountpoint);
   std::string status = read_status(mountpoint);  // while the mount can tell

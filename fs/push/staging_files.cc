@@ -380,7 +380,10 @@ void StagingTree::rename(const Node& parent, std::string_view name, const Node& 
                          std::string_view new_name) {
   if (parent.kind != NodeKind::kStaged || new_parent.kind != NodeKind::kStaged) {
     fail(parent.kind == NodeKind::kStaged ? ErrorKind::kCrossDevice : ErrorKind::kReadOnly,
-         "Cannot rename " + std::string(name));
+         "Cannot rename " + std::string(name) +
+             (parent.kind == NodeKind::kStaged
+                  ? ": only within a staged tag (mv copies and removes)"
+                  : ": what is in the registry is read-only (copy it to a new tag)"));
   }
   check_stageable_name(new_name);
   auto tag = tag_of(parent);

@@ -170,6 +170,9 @@ def test_umount_names_the_staged_tags_left_incomplete(mount, plain_registry, run
     assert f"staged tags not pushed before unmounting {m.path}:" in proc.stderr, proc.stderr
     assert f"{plain_registry.host}/builds/half:v1  incomplete: " in proc.stderr, proc.stderr
     assert f"staged in {m.cache_dir}/staging" in proc.stderr, proc.stderr
+    again = run_regfs("umount", m.path)  # gone: said plainly
+    assert again.returncode != 0
+    assert f"Cannot unmount {m.path}: no regfs mount there" in again.stderr, again.stderr
 
 
 def test_umount_says_what_was_not_pushed_while_it_can(mount, token_registry, app, run_regfs,
