@@ -382,8 +382,16 @@ int run_umount(const std::vector<std::string>& args) {
   }
   if (args.size() != 1) return fail("usage: regfs umount MOUNTPOINT");
   std::string mountpoint = absolute(args[0]);
-  if (!regfs_mounted_at(std::filesystem::weakly_canonical(mountpoint).string())) {
-    return fail("Cannot unmount " + mountpoint + ": no regfs mount there");
+  {
+    // Symlinks resolved where they can be: a dead daemon's mount point
+    // answers ENOTCONN, and is still one to unmount.
+    std::error_code ec;
+    std::string canonical = std::filesystem::weakly_canonical(mountpoint, ec).string();
+    if (ec) canonical = mountpoint;
+    while (canonical.size() > 1 && canonical.back() == '/') canonical.pop_back();
+    if (!regfs_mounted_at(canonical)) {
+      return fail("Cannot unmount " + mountpoint + ": no regfs mount there");
+    }
   }
   // Pending builds and pushes first: umount returns once they are done.
   int err = fsync_dir(mountpoint);

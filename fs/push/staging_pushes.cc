@@ -181,9 +181,15 @@ std::string StagingTree::state_of(const cache::StagedTag& tag) {
   }
   auto state = area_.current_state(tag);  // another mount may have pushed it
   if (!state.pushing.empty()) return "pushing " + state.pushing;
+  bool pending;
   {
     std::lock_guard lock(builds_mutex_);
-    if (pending_.count(tag)) return "pending build";
+    pending = pending_.count(tag) > 0;
+  }
+  // Not once the tag turned out an image (a docker save directory copied
+  // file by file looks like a build until its manifest.json comes).
+  if (pending && (is_build(area_.tag_dir(tag)) || has_rootfs_changes(tag))) {
+    return "pending build";
   }
   if (!state.error.empty()) return "error: " + state.error;
   if (!state.pushed_digest.empty()) return "pushed " + state.pushed_digest;

@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from harness import REGFS, daemon_pids, eventually, has_tool, isolated_env
+from harness import REGFS, daemon_pids, eventually, has_tool, is_mounted, isolated_env
 
 MTIME = 1700000000
 
@@ -173,6 +173,19 @@ def test_umount_names_the_staged_tags_left_incomplete(mount, plain_registry, run
     again = run_regfs("umount", m.path)  # gone: said plainly
     assert again.returncode != 0
     assert f"Cannot unmount {m.path}: no regfs mount there" in again.stderr, again.stderr
+
+
+def test_umount_of_a_mount_whose_daemon_died(mount, plain_registry):
+    """Its mount point answers ENOTCONN: umount said 'filesystem error' and
+    left it mounted."""
+    m = mount(plain_registry.host)
+    for pid in daemon_pids(m.path):
+        os.kill(pid, signal.SIGKILL)
+    assert eventually(lambda: not daemon_pids(m.path), within=10)
+    proc = subprocess.run([str(REGFS), "umount", str(m.path) + "/"], env=m.env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert not is_mounted(m.path)
 
 
 def test_umount_says_what_was_not_pushed_while_it_can(mount, token_registry, app, run_regfs,

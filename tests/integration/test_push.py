@@ -226,6 +226,9 @@ def test_docker_save_directory(plain, plain_registry, tmp_path):
                for l in manifest["layers"])
     want = "sha256:" + hashlib.sha256(raw.encode()).hexdigest()
     assert read_back(plain_registry, "saved:v1", tmp_path) == want
+    # Pushed at close(), and said so (it said "pending build" when its first
+    # files had looked like a build's).
+    assert os.getxattr(plain / "saved/v1", "user.regfs.state").decode() == "pushed " + want
 
 
 def test_corrupt_blob_fails_close_and_is_not_pushed(plain, plain_registry, tmp_path):
