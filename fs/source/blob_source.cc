@@ -71,7 +71,8 @@ void RegistryContent::fetch(const std::string& repository, std::shared_ptr<cache
   constexpr size_t kChunksPerRequest = 8;
   for (size_t start = first; start <= last; start += kChunksPerRequest) {
     size_t end = std::min(last, start + kChunksPerRequest - 1);
-    pool_.submit([this, repository, blob, start, end] { fetch_run(repository, blob, start, end); });
+    auto& pool = blob->chunk_count() <= 1 ? small_pool_ : pool_;
+    pool.submit([this, repository, blob, start, end] { fetch_run(repository, blob, start, end); });
   }
 }
 

@@ -33,8 +33,8 @@ registry::ClientOptions RegistryContent::with_health(registry::ClientOptions opt
 
 RegistryContent::RegistryContent(registry::ClientOptions options, cache::BlobCache& cache,
                                  cache::TagStore& tags, std::chrono::seconds tag_ttl,
-                                 WorkerPool& pool, WorkerPool& background, Transfers& transfers,
-                                 bool follow_urls)
+                                 WorkerPool& pool, WorkerPool& small_pool, WorkerPool& background,
+                                 Transfers& transfers, bool follow_urls)
     : credentials_(options.credentials),
       health_(with_health(options).health),
       client_([&] {
@@ -45,6 +45,7 @@ RegistryContent::RegistryContent(registry::ClientOptions options, cache::BlobCac
       tags_(tags),
       tag_ttl_(tag_ttl),
       pool_(pool),
+      small_pool_(small_pool),
       background_(background),
       transfers_(transfers),
       follow_urls_(follow_urls) {
@@ -314,7 +315,8 @@ Content::Content(ContentOptions options)
       cache_(options_.cache_dir, options_.cache_size),
       tags_(options_.cache_dir),
       background_(4),
-      pool_(options_.fetch_threads) {}
+      pool_(options_.fetch_threads),
+      small_pool_(2) {}
 
 RegistryContent& Content::registry(const std::string& name) {
   std::lock_guard lock(mutex_);
@@ -328,7 +330,8 @@ RegistryContent& Content::registry(const std::string& name) {
       if (on_up_) on_up_(name);
     });
     slot = std::make_unique<RegistryContent>(std::move(client), cache_, tags_, options_.tag_ttl,
-                                             pool_, background_, transfers_, options_.follow_urls);
+                                             pool_, small_pool_, background_, transfers_,
+                                             options_.follow_urls);
   }
   return *slot;
 }

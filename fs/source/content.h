@@ -54,13 +54,14 @@ class Transfers {
 
 class RegistryContent final : public RegistrySource, public ChunkFetcher {
  public:
-  // `pool` fetches blobs; `background` runs refreshes and health probes (so
-  // that they never queue behind bulk transfers). `follow_urls`: a foreign
-  // layer the registry lacks is fetched from its descriptor's urls (false:
-  // --no-urls).
+  // `pool` fetches blobs, `small_pool` blobs of one chunk (configs, small
+  // layers), so that they never queue behind a large blob's fetches that
+  // hang; `background` runs refreshes and health probes (so that they never
+  // queue behind bulk transfers). `follow_urls`: a foreign layer the
+  // registry lacks is fetched from its descriptor's urls (false: --no-urls).
   RegistryContent(registry::ClientOptions options, cache::BlobCache& cache, cache::TagStore& tags,
-                  std::chrono::seconds tag_ttl, WorkerPool& pool, WorkerPool& background,
-                  Transfers& transfers, bool follow_urls = true);
+                  std::chrono::seconds tag_ttl, WorkerPool& pool, WorkerPool& small_pool,
+                  WorkerPool& background, Transfers& transfers, bool follow_urls = true);
   ~RegistryContent() override;
 
   // RegistrySource (fs/source/source.h says what each takes, gives, throws).
@@ -156,6 +157,7 @@ class RegistryContent final : public RegistrySource, public ChunkFetcher {
   cache::TagStore& tags_;
   const std::chrono::seconds tag_ttl_;
   WorkerPool& pool_;
+  WorkerPool& small_pool_;
   WorkerPool& background_;
   Transfers& transfers_;
   registry::SingleFlight refreshes_;
@@ -246,11 +248,12 @@ class Content final : public Source {
   std::function<void(const std::string&)> on_up_;
   std::mutex mutex_;  // guards registries_
   std::map<std::string, std::unique_ptr<RegistryContent>> registries_;
-  // Joined in reverse order, each before what its tasks use: pool_ (blob
-  // fetches, whose failures may schedule a probe) before background_
-  // (refreshes and probes).
+  // Joined in reverse order, each before what its tasks use: small_pool_
+  // and pool_ (blob fetches, whose failures may schedule a probe) before
+  // background_ (refreshes and probes).
   WorkerPool background_;
   WorkerPool pool_;
+  WorkerPool small_pool_;
 };
 
 }  // namespace regfs::fs
