@@ -212,12 +212,15 @@ UniqueFd StagingArea::lock_push(const StagedTag& tag) {
   while (::flock(dir.get(), LOCK_EX) != 0) {
     if (errno != EINTR) fail();
   }
-  // Read again if another mount of the cache directory changed it.
   std::lock_guard lock(mutex_);
+  forget_if_changed(tag);
+  return dir;
+}
+
+void StagingArea::forget_if_changed(const StagedTag& tag) const {
   if (auto it = states_.find(tag); it != states_.end() && !(it->second.on_disk == files_of(tag))) {
     states_.erase(it);
   }
-  return dir;
 }
 
 StagedTagState StagingArea::state(const StagedTag& tag) const {
@@ -227,9 +230,7 @@ StagedTagState StagingArea::state(const StagedTag& tag) const {
 
 StagedTagState StagingArea::current_state(const StagedTag& tag) const {
   std::lock_guard lock(mutex_);
-  if (auto it = states_.find(tag); it != states_.end() && !(it->second.on_disk == files_of(tag))) {
-    states_.erase(it);
-  }
+  forget_if_changed(tag);
   return held_state(tag).state;
 }
 

@@ -137,6 +137,9 @@ class StagingArea {
   StateFiles files_of(const StagedTag& tag) const;
   // The state of `tag` (the document and its journal, read once); mutex_ held.
   HeldState& held_state(const StagedTag& tag) const;
+  // Drops the held state of `tag` if another process (a mount sharing the
+  // cache directory) changed its files since it was read; mutex_ held.
+  void forget_if_changed(const StagedTag& tag) const;
   // Appends `text` (journal lines) to the tag's journal. Throws Error.
   void append_journal(const StagedTag& tag, const std::string& text);
   // Rewrites the document of `held` as `state`, a generation on, and drops

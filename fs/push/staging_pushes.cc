@@ -188,9 +188,8 @@ std::string StagingTree::state_of(const cache::StagedTag& tag) {
   }
   // Not once the tag turned out an image (a docker save directory copied
   // file by file looks like a build until its manifest.json comes).
-  if (pending && (is_build(area_.tag_dir(tag)) || has_rootfs_changes(tag))) {
-    return "pending build";
-  }
+  const bool build = is_build(area_.tag_dir(tag));
+  if (pending && (build || has_rootfs_changes(tag))) return "pending build";
   if (!state.error.empty()) return "error: " + state.error;
   if (!state.pushed_digest.empty()) return "pushed " + state.pushed_digest;
   {
@@ -202,7 +201,7 @@ std::string StagingTree::state_of(const cache::StagedTag& tag) {
   }
   // A build waiting in another mount sharing the cache, or for this
   // mount's resume.
-  if (is_build(area_.tag_dir(tag))) return "pending build";
+  if (build) return "pending build";
   std::error_code ec;
   if (!fsys::exists(area_.file(tag, "index.json"), ec) &&
       !fsys::exists(area_.file(tag, "manifest.json"), ec)) {
